@@ -1,0 +1,5 @@
+package cache
+
+import "time"
+
+var timeZero time.Time

@@ -1,0 +1,193 @@
+package profiles
+
+import (
+	"strings"
+	"testing"
+)
+
+const good = `name: t
+image: debian-12
+source: gomod
+vm: {cpus: 2, memory: 2GiB, disk: 10GiB}
+components:
+  cri-o:     {version: "1.34.0"}
+  cri-tools: {version: "~> 1.34.0"}
+  runtime:   {name: runc, version: "1.3.6"}
+test: image-volume-lifecycle
+`
+
+func noEnv(string) (string, bool) { return "", false }
+
+func TestParseGood(t *testing.T) {
+	p, err := Parse("t.yaml", []byte(good), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.VM.Memory != 2<<30 || p.VM.Disk != 10<<30 || p.VM.CPUs != 2 {
+		t.Errorf("vm = %+v", p.VM)
+	}
+	if p.Components[RoleRuntime].Name != "runc" {
+		t.Errorf("runtime = %+v", p.Components[RoleRuntime])
+	}
+	if p.LockPath() != "t.lock" {
+		t.Errorf("lock path %s", p.LockPath())
+	}
+}
+
+func TestParseBadInput(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		want       []string // substrings of the one-line error
+	}{
+		{"yaml syntax", "name: t\nvm:\n  cpus: [\n", []string{"p.yaml:", "YAML syntax"}},
+		{"typo top level", strings.Replace(good, "test:", "tset:", 1), []string{"p.yaml:9", `unknown key "tset"`, `did you mean "test"`}},
+		{"typo vm key", strings.Replace(good, "memory:", "memroy:", 1), []string{"p.yaml:4", "vm", `"memroy"`, `did you mean "memory"`}},
+		{"typo component", strings.Replace(good, "cri-tools:", "cri-tool:", 1), []string{"p.yaml:7", `unknown component "cri-tool"`, `"cri-tools"`}},
+		{"unknown component", strings.Replace(good, "test:", "  dockerd: {version: 1.0}\ntest:", 1), []string{`unknown component "dockerd"`}},
+		{"unknown image key type", strings.Replace(good, "image: debian-12", "image: {a: b}", 1), []string{"image", "mapping"}},
+		{"bad version", strings.Replace(good, `"1.34.0"}`, `"one.two"}`, 1), []string{"components.cri-o.version", "neither a version nor a constraint"}},
+		{"constraint matches nothing", strings.Replace(good, `"~> 1.34.0"`, `"~> 1.99.0"`, 1), []string{"components.cri-tools.version", "matches no catalog version", "nearest known: 1.35.0, 1.36.0, 1.37.0"}},
+		{"negative memory", strings.Replace(good, "memory: 2GiB", "memory: -1", 1), []string{"p.yaml:4", "vm.memory", "not a size"}},
+		{"garbage memory", strings.Replace(good, "memory: 2GiB", "memory: 2GB!", 1), []string{"vm.memory", `"2GB!" is not a size`}},
+		{"decimal unit", strings.Replace(good, "memory: 2GiB", "memory: 2GB", 1), []string{"vm.memory", "binary unit"}},
+		{"cpus", strings.Replace(good, "cpus: 2", "cpus: two", 1), []string{"vm.cpus", "CPU count"}},
+		{"unknown runtime", strings.Replace(good, "name: runc", "name: kata", 1), []string{"components.runtime.name", `"kata"`}},
+		{"unknown source", strings.Replace(good, "source: gomod", "source: ftp", 1), []string{"source", `unknown source "ftp"`}},
+		{"missing crio", strings.Replace(good, `  cri-o:     {version: "1.34.0"}`+"\n", "", 1), []string{"cri-o is required"}},
+		{"matrix axis not a component", good + "matrix:\n  kernel: [\"6.1\"]\n", []string{"matrix", `unknown component "kernel"`}},
+		{"matrix bad runtime value", good + "matrix:\n  runtime: [\"runc\"]\n", []string{"matrix.runtime", "NAME@VERSION"}},
+		{"matrix bad version", good + "matrix:\n  cri-tools: [\"1.30.0\", \"9.x\"]\n", []string{"matrix.cri-tools", "9.x"}},
+		{"release version not in catalog", strings.Replace(good, "source: gomod", "source: release", 1) + "matrix:\n  cri-tools: [\"9.9.9\"]\n", []string{"matrix.cri-tools", "9.9.9 is not in the release catalog"}},
+		{"exclude names no axis", good + "matrix:\n  cri-tools: [\"1.30.0\"]\n  exclude: [{runtime: runc@1.3.6}]\n", []string{"matrix.exclude", `"runtime" is not a matrix axis`}},
+		{"gomod for crun", strings.Replace(good, "name: runc, version: \"1.3.6\"", "name: crun, version: \"1.8.1\"", 1), []string{"crun cannot be built from the Go module proxy"}},
+		{"empty", "", []string{"empty"}},
+		{"not a mapping", "- a\n- b\n", []string{"mapping"}},
+		{"bad name", strings.Replace(good, "name: t", "name: 'a b'", 1), []string{"name", "not a valid name"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("p.yaml", []byte(tt.yaml), noEnv)
+			if err == nil {
+				t.Fatalf("no error for %s", tt.name)
+			}
+			msg := err.Error()
+			if strings.Contains(msg, "\n") {
+				t.Errorf("error is not one line: %q", msg)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q lacks %q", msg, w)
+				}
+			}
+		})
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	env := map[string]string{"ENVCTL_VM_MEMORY": "4GiB", "ENVCTL_COMPONENTS_CRI_TOOLS_VERSION": "1.30.0"}
+	p, err := Parse("t.yaml", []byte(good), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.VM.Memory != 4<<30 {
+		t.Errorf("memory %s", p.VM.Memory)
+	}
+	if p.Components[RoleCRITools].Version != "1.30.0" {
+		t.Errorf("cri-tools %+v", p.Components[RoleCRITools])
+	}
+	env["ENVCTL_VM_MEMORY"] = "lots"
+	_, err = Parse("t.yaml", []byte(good), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err == nil || !strings.Contains(err.Error(), "ENVCTL_VM_MEMORY") {
+		t.Errorf("bad override error %v does not name the variable", err)
+	}
+}
+
+func TestHashChangesWithPins(t *testing.T) {
+	a, _ := Parse("t.yaml", []byte(good), noEnv)
+	b, _ := Parse("t.yaml", []byte(strings.Replace(good, "1.3.6", "1.3.5", 1)), noEnv)
+	c, _ := Parse("t.yaml", []byte("# a comment\n"+good), noEnv)
+	if a.Hash() == b.Hash() {
+		t.Error("hash ignores the runtime version")
+	}
+	if a.Hash() != c.Hash() {
+		t.Error("hash changes with a comment")
+	}
+}
+
+func TestMatrixExpansion(t *testing.T) {
+	tests := []struct {
+		name   string
+		matrix string
+		cells  []string
+	}{
+		{"none", "", []string{"t"}},
+		{"one axis", "matrix:\n  cri-tools: [\"1.30.0\", \"1.34.0\"]\n", []string{"t/cri-tools=1.30.0", "t/cri-tools=1.34.0"}},
+		{"two axes with exclude", `matrix:
+  cri-tools: ["1.30.0", "1.34.0"]
+  runtime:
+    - runc@1.3.6
+    - {name: crun, version: "1.8.1", source: "file:///usr/bin/crun"}
+  exclude: [{cri-tools: "1.30.0", runtime: "crun@1.8.1"}]
+`, []string{"t/cri-tools=1.30.0,runtime=runc@1.3.6", "t/cri-tools=1.34.0,runtime=runc@1.3.6", "t/cri-tools=1.34.0,runtime=crun@1.8.1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := Parse("t.yaml", []byte(good+tt.matrix), noEnv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, c := range p.Cells() {
+				got = append(got, c.Name)
+			}
+			if strings.Join(got, " ") != strings.Join(tt.cells, " ") {
+				t.Errorf("cells %v, want %v", got, tt.cells)
+			}
+		})
+	}
+	p, _ := Parse("t.yaml", []byte(good+"matrix:\n  runtime:\n    - {name: crun, version: \"1.8.1\", source: \"file:///usr/bin/crun\"}\n"), noEnv)
+	rt := p.Cells()[0].Components[RoleRuntime]
+	if rt.Name != "crun" || rt.Source != "file:///usr/bin/crun" || rt.Version != "1.8.1" {
+		t.Errorf("crun cell runtime %+v", rt)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Size
+		ok   bool
+	}{
+		{"2GiB", 2 << 30, true}, {"512MiB", 512 << 20, true}, {"10G", 10 << 30, true},
+		{"2048", 2048 << 20, true}, {"1TiB", 1 << 40, true}, {" 3 GiB", 3 << 30, true},
+		{"-1", 0, false}, {"2GB!", 0, false}, {"0", 0, false}, {"", 0, false}, {"2GB", 0, false}, {"1.5GiB", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := ParseSize(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("ParseSize(%q) = %v, %v", tt.in, got, err)
+		}
+	}
+	if s := Size(2 << 30).String(); s != "2GiB" {
+		t.Errorf("String = %s", s)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(good))
+	f.Add([]byte(good + "matrix:\n  cri-tools: [\"1.30.0\"]\n  exclude: [{cri-tools: 1.30.0}]\n"))
+	f.Add([]byte("vm: {memory: -1}"))
+	f.Add([]byte("components: [1, 2]"))
+	f.Add([]byte("matrix: {runtime: [{name: crun}]}"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := Parse("fuzz.yaml", data, noEnv)
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") && !strings.Contains(err.Error(), "While parsing") {
+				t.Errorf("multi-line error: %q", err)
+			}
+			return
+		}
+		_ = p.Cells()
+		_ = p.Hash()
+	})
+}

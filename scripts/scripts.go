@@ -1,0 +1,38 @@
+package scripts
+
+import (
+	"embed"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+//go:embed *.sh guest
+var files embed.FS
+
+// Extract writes the embedded scripts into dir (created if needed) and
+// returns the path of the named script.
+func Extract(dir, name string) (string, error) {
+	if _, err := fs.Stat(files, name); err != nil {
+		return "", fmt.Errorf("no script %q is built into envctl", name)
+	}
+	err := fs.WalkDir(files, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(dir, path)
+		if d.IsDir() {
+			return os.MkdirAll(dst, 0o755)
+		}
+		b, err := files.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, b, 0o755)
+	})
+	if err != nil {
+		return "", fmt.Errorf("extract scripts to %s: %w", dir, err)
+	}
+	return filepath.Join(dir, name), nil
+}
