@@ -1,0 +1,314 @@
+package guest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+)
+
+// Client is an SSH connection to a guest.
+type Client struct {
+	ssh  *ssh.Client
+	Addr string
+	User string
+}
+
+// Config says how to reach a guest.
+type Config struct {
+	Addr    string // host:port
+	User    string
+	Signer  ssh.Signer
+	HostKey ssh.PublicKey // pinned; anything else is refused
+}
+
+// HostKeyMismatch reports a guest presenting a host key other than the pinned one.
+type HostKeyMismatch struct {
+	Addr      string
+	Want, Got string
+}
+
+func (e *HostKeyMismatch) Error() string {
+	return fmt.Sprintf("ssh %s: host key mismatch: expected %s, got %s; refusing to connect (something else answers on this port)", e.Addr, e.Want, e.Got)
+}
+
+func (cfg Config) clientConfig() *ssh.ClientConfig {
+	want := cfg.HostKey
+	return &ssh.ClientConfig{
+		User: cfg.User,
+		Auth: []ssh.AuthMethod{ssh.PublicKeys(cfg.Signer)},
+		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
+			if want == nil || !bytes.Equal(key.Marshal(), want.Marshal()) {
+				w := "(none pinned)"
+				if want != nil {
+					w = ssh.FingerprintSHA256(want)
+				}
+				return &HostKeyMismatch{Addr: cfg.Addr, Want: w, Got: ssh.FingerprintSHA256(key)}
+			}
+			return nil
+		},
+		HostKeyAlgorithms: []string{want.Type()},
+		Timeout:           10 * time.Second,
+	}
+}
+
+// Dial connects once.
+func Dial(ctx context.Context, cfg Config) (*Client, error) {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", cfg.Addr)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	} else {
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+	}
+	c, chans, reqs, err := ssh.NewClientConn(conn, cfg.Addr, cfg.clientConfig())
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	conn.SetDeadline(time.Time{})
+	return &Client{ssh: ssh.NewClient(c, chans, reqs), Addr: cfg.Addr, User: cfg.User}, nil
+}
+
+// Wait dials until the guest answers with the pinned key, backing off
+// between tries, until ctx ends. A wrong host key fails at once.
+func Wait(ctx context.Context, cfg Config, log *slog.Logger) (*Client, error) {
+	delay := 250 * time.Millisecond
+	var last error
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		c, err := Dial(actx, cfg)
+		cancel()
+		if err == nil {
+			return c, nil
+		}
+		var hk *HostKeyMismatch
+		if errors.As(err, &hk) {
+			return nil, err
+		}
+		last = err
+		if log != nil {
+			log.Debug("ssh not ready", "addr", cfg.Addr, "attempt", attempt, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("ssh %s: no answer (last error: %v): %w", cfg.Addr, last, ctx.Err())
+		case <-time.After(delay):
+		}
+		if delay < 2*time.Second {
+			delay = delay * 3 / 2
+		}
+	}
+}
+
+// Close ends the connection.
+func (c *Client) Close() error { return c.ssh.Close() }
+
+// ExitError is a command that ran and exited non-zero.
+type ExitError struct {
+	Cmd    string
+	Status int
+}
+
+func (e *ExitError) Error() string {
+	return fmt.Sprintf("command %q exited with status %d", e.Cmd, e.Status)
+}
+
+// Run runs cmd, streaming its output, and returns its exit status. A
+// non-zero exit gives *ExitError. ctx cancels the command.
+func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) error {
+	sess, err := c.ssh.NewSession()
+	if err != nil {
+		return fmt.Errorf("ssh %s: new session: %w", c.Addr, err)
+	}
+	defer sess.Close()
+	sess.Stdin, sess.Stdout, sess.Stderr = stdin, stdout, stderr
+	if err := sess.Start(cmd); err != nil {
+		return fmt.Errorf("ssh %s: start %q: %w", c.Addr, cmd, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sess.Wait() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		_ = sess.Signal(ssh.SIGKILL)
+		sess.Close()
+		return fmt.Errorf("ssh %s: %q: %w", c.Addr, cmd, ctx.Err())
+	}
+	var ee *ssh.ExitError
+	if errors.As(err, &ee) {
+		return &ExitError{Cmd: cmd, Status: ee.ExitStatus()}
+	}
+	if err != nil {
+		return fmt.Errorf("ssh %s: %q: %w", c.Addr, cmd, err)
+	}
+	return nil
+}
+
+// Output runs cmd and returns its combined output.
+func (c *Client) Output(ctx context.Context, cmd string) (string, error) {
+	var buf bytes.Buffer
+	err := c.Run(ctx, cmd, nil, &buf, &buf)
+	return buf.String(), err
+}
+
+// Shell runs an interactive login shell (or cmd) wired to the given terminal files.
+func (c *Client) Shell(ctx context.Context, cmd string, in io.Reader, out, errw io.Writer, term string, w, h int) error {
+	sess, err := c.ssh.NewSession()
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	sess.Stdin, sess.Stdout, sess.Stderr = in, out, errw
+	if term != "" {
+		if err := sess.RequestPty(term, h, w, ssh.TerminalModes{ssh.ECHO: 1}); err != nil {
+			return err
+		}
+	}
+	if cmd == "" {
+		err = sess.Shell()
+	} else {
+		err = sess.Start(cmd)
+	}
+	if err != nil {
+		return err
+	}
+	err = sess.Wait()
+	var ee *ssh.ExitError
+	if errors.As(err, &ee) {
+		return &ExitError{Cmd: cmd, Status: ee.ExitStatus()}
+	}
+	return err
+}
+
+// Upload copies local files to the guest over SFTP.
+func (c *Client) Upload(ctx context.Context, files map[string]string, mode os.FileMode) error {
+	sc, err := sftp.NewClient(c.ssh, sftp.UseConcurrentWrites(true), sftp.MaxConcurrentRequestsPerFile(64))
+	if err != nil {
+		return fmt.Errorf("sftp %s: %w", c.Addr, err)
+	}
+	defer sc.Close()
+	for local, remote := range files {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := uploadOne(sc, local, remote, mode); err != nil {
+			return fmt.Errorf("upload %s to %s:%s: %w", local, c.Addr, remote, err)
+		}
+	}
+	return nil
+}
+
+func uploadOne(sc *sftp.Client, local, remote string, mode os.FileMode) error {
+	in, err := os.Open(local)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	if err := sc.MkdirAll(path.Dir(remote)); err != nil {
+		return err
+	}
+	out, err := sc.Create(remote)
+	if err != nil {
+		return err
+	}
+	if _, err := out.ReadFrom(in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Chmod(mode); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// WriteFile writes data to a path in the guest.
+func (c *Client) WriteFile(ctx context.Context, remote string, data []byte, mode os.FileMode) error {
+	sc, err := sftp.NewClient(c.ssh)
+	if err != nil {
+		return fmt.Errorf("sftp %s: %w", c.Addr, err)
+	}
+	defer sc.Close()
+	if err := sc.MkdirAll(path.Dir(remote)); err != nil {
+		return fmt.Errorf("write %s:%s: %w", c.Addr, remote, err)
+	}
+	f, err := sc.Create(remote)
+	if err != nil {
+		return fmt.Errorf("write %s:%s: %w", c.Addr, remote, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s:%s: %w", c.Addr, remote, err)
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// ForwardRemote listens on remoteAddr inside the guest (e.g.
+// "127.0.0.1:5000") and connects each accepted connection to localAddr on
+// the host. Close the returned closer to stop.
+func (c *Client) ForwardRemote(remoteAddr, localAddr string) (io.Closer, error) {
+	l, err := c.ssh.Listen("tcp", remoteAddr)
+	if err != nil {
+		return nil, fmt.Errorf("ssh %s: remote forward %s: %w", c.Addr, remoteAddr, err)
+	}
+	go func() {
+		for {
+			rc, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				lc, err := net.Dial("tcp", localAddr)
+				if err != nil {
+					rc.Close()
+					return
+				}
+				pipe(rc, lc)
+			}()
+		}
+	}()
+	return l, nil
+}
+
+func pipe(a, b net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	cp := func(dst, src net.Conn) {
+		defer wg.Done()
+		io.Copy(dst, src)
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		} else {
+			dst.Close()
+		}
+	}
+	go cp(a, b)
+	go cp(b, a)
+	wg.Wait()
+	a.Close()
+	b.Close()
+}
+
+// Quote quotes s for a POSIX shell.
+func Quote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
