@@ -30,6 +30,7 @@ type Options struct {
 	Network     string        // user or nat
 	BootTimeout time.Duration // until SSH answers
 	CloudInit   string        // auto, full or fast
+	Online      bool          // let the guest reach the outside network
 	Log         *slog.Logger
 	// Step reports progress lines for humans (stderr); may be nil.
 	Step func(format string, args ...any)
@@ -168,7 +169,7 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 	xml, err := libvirt.DomainXML(libvirt.DomainSpec{
 		Name: e.Domain, Type: domType, CPUs: spec.CPUs, MemoryMiB: spec.Memory >> 20,
 		Disk: diskPath, Seed: seedPath, Kernel: spec.Image.Kernel, Initrd: spec.Image.Initrd, Cmdline: cmdline,
-		ConsoleLog: e.ConsoleLog(), Network: network, SSHPort: e.SSHPort,
+		ConsoleLog: e.ConsoleLog(), Network: network, SSHPort: e.SSHPort, Online: opts.Online,
 		Metadata: libvirt.Metadata{ID: e.ID, Profile: spec.Profile, PID: os.Getpid(), Created: libvirt.Now()},
 	})
 	if err != nil {
@@ -370,6 +371,15 @@ func Attach(ctx context.Context, opts Options, id string) (*Machine, error) {
 		return nil, fault.Infraf("environment %s: %v; `envctl status` shows its state", e.ID, err)
 	}
 	return m, nil
+}
+
+// SaveConsole copies the serial console log to dst (before teardown removes it).
+func (m *Machine) SaveConsole(dst string) error {
+	b, err := os.ReadFile(m.Env.ConsoleLog())
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o644)
 }
 
 // Release lets go of an attached machine without tearing it down.

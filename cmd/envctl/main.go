@@ -7,9 +7,14 @@ import (
 	"strings"
 
 	"github.com/envctl/envctl/provision/fault"
+	"github.com/envctl/envctl/provision/testimages"
 )
 
 func main() {
+	// Inside a test container envctl is the workload: sleep, cat, pause.
+	if testimages.Main() {
+		return
+	}
 	os.Exit(run(os.Args[1:]))
 }
 

@@ -7,13 +7,9 @@ import (
 
 	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/lock"
-	"github.com/envctl/envctl/provision"
 	"github.com/envctl/envctl/provision/fault"
 	"github.com/envctl/envctl/provision/report"
 )
-
-// installAndTest is filled in by the component installer and test runner.
-var installAndTest func(ctx context.Context, a *app, m *provision.Machine, p *profiles.Profile, lf *lock.File, cell string, f *upFlags, rep *report.Report) error
 
 // runCell runs one cell of a locked profile end to end and returns its
 // report. The error is nil on a pass; a failed test gives exit 1.
@@ -30,7 +26,12 @@ func (a *app) runCell(ctx context.Context, p *profiles.Profile, lf *lock.File, c
 		}
 		return rep, err
 	}
-	m, err := a.bootCell(ctx, p, lf, cell, &f.vmFlags)
+	prep, err := a.prepareCell(ctx, p, lf, cell, f, rep)
+	rep.Phase("fetch", time.Since(start))
+	if err != nil {
+		return finishErr(err)
+	}
+	m, err := a.bootCell(ctx, p, lf, cell, &f.vmFlags, f.testImage == "upstream")
 	if m != nil {
 		rep.Env, rep.Accel = m.Env.ID, m.Env.Accel
 		for k, v := range m.Timings {
@@ -40,10 +41,7 @@ func (a *app) runCell(ctx context.Context, p *profiles.Profile, lf *lock.File, c
 	if err != nil {
 		return finishErr(err)
 	}
-	runErr := error(nil)
-	if installAndTest != nil {
-		runErr = installAndTest(ctx, a, m, p, lf, cell, f, rep)
-	}
+	runErr := a.installAndTest(ctx, m, p, prep, f, rep)
 	if runErr == nil && rep.Verdict == "" {
 		rep.Verdict = report.VerdictReady
 	}

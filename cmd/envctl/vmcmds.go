@@ -20,6 +20,7 @@ import (
 	"github.com/envctl/envctl/provision"
 	"github.com/envctl/envctl/provision/fault"
 	"github.com/envctl/envctl/provision/guest"
+	"github.com/envctl/envctl/provision/report"
 )
 
 func init() {
@@ -129,10 +130,20 @@ unless --keep is given.`,
 			}
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
+			switch f.testImage {
+			case "local", "upstream":
+			default:
+				return fault.Inputf("--test-images %q: use local or upstream", f.testImage)
+			}
 			rep, err := a.runCell(ctx, p, lf, cell, f)
 			if rep != nil {
 				if perr := a.printReport(rep); perr != nil && err == nil {
 					err = perr
+				}
+				if f.junit != "" {
+					if jerr := report.WriteJUnit(f.junit, rep); jerr != nil && err == nil {
+						err = fault.AsInfra(jerr)
+					}
 				}
 			}
 			return err
@@ -162,11 +173,12 @@ func (a *app) loadLocked(nameOrPath string) (*profiles.Profile, *lock.File, erro
 }
 
 // bootCell boots a VM for one cell of a locked profile.
-func (a *app) bootCell(ctx context.Context, p *profiles.Profile, lf *lock.File, cell string, f *vmFlags) (*provision.Machine, error) {
+func (a *app) bootCell(ctx context.Context, p *profiles.Profile, lf *lock.File, cell string, f *vmFlags, online bool) (*provision.Machine, error) {
 	opts, err := f.options(a)
 	if err != nil {
 		return nil, err
 	}
+	opts.Online = online
 	c, err := a.cache()
 	if err != nil {
 		return nil, err

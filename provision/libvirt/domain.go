@@ -42,8 +42,11 @@ type DomainSpec struct {
 	ConsoleLog string
 	// Network is "user" (QEMU user-mode, SSH forwarded to 127.0.0.1:SSHPort)
 	// or "nat" (libvirt's default network; address from DHCP leases).
-	Network  string
-	SSHPort  int
+	Network string
+	SSHPort int
+	// Online lifts user-mode networking's restrict=on, letting the guest
+	// reach the outside (for --test-images upstream).
+	Online   bool
 	Metadata Metadata
 }
 
@@ -119,8 +122,12 @@ func DomainXML(s DomainSpec) (string, error) {
 			return "", fmt.Errorf("domain %s: user-mode networking needs an SSH port", s.Name)
 		}
 		// restrict=on: the guest reaches nothing outside; the forward works.
+		restrict := "restrict=on,"
+		if s.Online {
+			restrict = ""
+		}
 		d.QEMUCommandline = &libvirtxml.DomainQEMUCommandline{Args: []libvirtxml.DomainQEMUCommandlineArg{
-			{Value: "-netdev"}, {Value: "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:" + strconv.Itoa(s.SSHPort) + "-:22"},
+			{Value: "-netdev"}, {Value: "user,id=n0," + restrict + "hostfwd=tcp:127.0.0.1:" + strconv.Itoa(s.SSHPort) + "-:22"},
 			{Value: "-device"}, {Value: "virtio-net-pci,netdev=n0,bus=pci.0,addr=0x10"},
 		}}
 	case "nat":

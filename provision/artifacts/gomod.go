@@ -1,0 +1,246 @@
+package artifacts
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/envctl/envctl/profiles/lock"
+	"github.com/envctl/envctl/provision/fault"
+)
+
+// recipe builds a module's binaries inside a writable copy of the module.
+type recipe struct {
+	// version changes whenever the build below changes, invalidating caches.
+	version string
+	// needsCgo lists the C libraries the build links (checked up front).
+	needsCgo bool
+	build    func(ctx context.Context, b *builder) error
+}
+
+var recipes = map[string]recipe{
+	// crictl: a plain static Go build. The module path inside go.mod moved
+	// from github.com/kubernetes-sigs/cri-tools to sigs.k8s.io/cri-tools, and
+	// v1.30 refuses `go install` because of replace directives; building in
+	// a copy of the module works for every version.
+	"crictl": {version: "1", build: func(ctx context.Context, b *builder) error {
+		mod := b.modulePath()
+		return b.goBuild(ctx, false, "", fmt.Sprintf("-X %s/pkg/version.Version=v%s", mod, b.version), "crictl", "./cmd/crictl")
+	}},
+	// runc always needs cgo and libseccomp; built as static PIE.
+	"runc": {version: "1", needsCgo: true, build: func(ctx context.Context, b *builder) error {
+		return b.goBuild(ctx, true, "seccomp urfave_cli_no_docs netgo osusergo",
+			fmt.Sprintf("-X main.version=%s -linkmode external -extldflags --static-pie", b.version), "runc", ".", "-buildmode=pie")
+	}},
+	// CRI-O: static with seccomp; pinns is C code built with make.
+	"crio": {version: "1", needsCgo: true, build: func(ctx context.Context, b *builder) error {
+		tags := "containers_image_openpgp containers_image_ostree_stub exclude_graphdriver_btrfs exclude_graphdriver_devicemapper btrfs_noversion seccomp apparmor selinux netgo osusergo static"
+		ld := fmt.Sprintf("-s -w -X github.com/cri-o/cri-o/internal/version.buildDate=%s -linkmode external -extldflags '-static -lm'", "1970-01-01T00:00:00Z")
+		if err := b.goBuild(ctx, true, tags, ld, "crio", "./cmd/crio"); err != nil {
+			return err
+		}
+		if err := b.run(ctx, b.src, nil, "make", "-C", "pinns"); err != nil {
+			return fmt.Errorf("build pinns: %w", err)
+		}
+		return copyExec(filepath.Join(b.src, "pinns", "pinns"), filepath.Join(b.out, "pinns"))
+	}},
+}
+
+type builder struct {
+	module, version, src, out string
+	log                       io.Writer
+}
+
+func (b *builder) modulePath() string {
+	data, _ := os.ReadFile(filepath.Join(b.src, "go.mod"))
+	if m := regexp.MustCompile(`(?m)^module\s+(\S+)`).FindSubmatch(data); m != nil {
+		return string(m[1])
+	}
+	return b.module
+}
+
+func (b *builder) goBuild(ctx context.Context, cgo bool, tags, ldflags, name, pkg string, extra ...string) error {
+	args := []string{"build", "-mod=mod", "-trimpath"}
+	args = append(args, extra...)
+	if tags != "" {
+		args = append(args, "-tags", tags)
+	}
+	args = append(args, "-ldflags", ldflags, "-o", filepath.Join(b.out, name), pkg)
+	env := []string{"CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOWORK=off"}
+	if cgo {
+		env[0] = "CGO_ENABLED=1"
+	}
+	return b.run(ctx, b.src, env, "go", args...)
+}
+
+func (b *builder) run(ctx context.Context, dir string, env []string, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	var tail bytes.Buffer
+	w := io.Writer(&tail)
+	if b.log != nil {
+		w = io.MultiWriter(&tail, b.log)
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, lastLines(tail.String(), 15))
+	}
+	return nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// BuildKey identifies a gomod build: module, version, sum, recipe and Go toolchain.
+func BuildKey(a lock.Artifact) string {
+	r := recipes[a.Recipe]
+	h := sha256.Sum256([]byte(strings.Join([]string{a.Module, a.Version, a.ModuleSum, a.Recipe, r.version, runtime.GOARCH, goVersion()}, "\n")))
+	return a.Recipe + "-" + a.Version + "-" + hex.EncodeToString(h[:])[:16]
+}
+
+var goVersionCache string
+
+func goVersion() string {
+	if goVersionCache == "" {
+		out, err := exec.Command("go", "env", "GOVERSION").Output()
+		if err != nil {
+			return "unknown"
+		}
+		goVersionCache = strings.TrimSpace(string(out))
+	}
+	return goVersionCache
+}
+
+func (f *Fetcher) gomod(ctx context.Context, a lock.Artifact) (Files, error) {
+	r, ok := recipes[a.Recipe]
+	if !ok {
+		return Files{}, fault.Inputf("lock: %s has unknown build recipe %q; run `envctl lock`", a.Component, a.Recipe)
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		return Files{}, fault.Infraf("%s %s comes from source gomod, which needs the go command on PATH; install Go or use source release", a.Component, a.Version)
+	}
+	key := BuildKey(a)
+	out := filepath.Join(f.Cache.Dir, "builds", key)
+	if files, ok := builtFiles(out); ok {
+		return files, nil
+	}
+	unlock, err := f.Cache.Lock(ctx, "build-"+key)
+	if err != nil {
+		return Files{}, err
+	}
+	defer unlock()
+	if files, ok := builtFiles(out); ok {
+		return files, nil
+	}
+	f.step("building %s v%s from the Go module proxy (%s, recipe %s; cached afterwards)", a.Component, a.Version, a.Module, a.Recipe)
+	start := time.Now()
+	work, err := os.MkdirTemp(filepath.Join(f.Cache.Dir, "tmp"), "build-"+a.Recipe+"-")
+	if err != nil {
+		return Files{}, fault.Infraf("build %s: %w", a.Component, err)
+	}
+	defer os.RemoveAll(work)
+	dir, sum, err := downloadModule(ctx, a.Module, "v"+a.Version)
+	if err != nil {
+		return Files{}, fault.Infraf("build %s %s: %w", a.Component, a.Version, err)
+	}
+	if sum != a.ModuleSum {
+		return Files{}, fault.Infraf("build %s %s: module %s@v%s has sum %s, the lock pins %s; the module proxy served different code: investigate, then run `envctl lock`", a.Component, a.Version, a.Module, a.Version, sum, a.ModuleSum)
+	}
+	src := filepath.Join(work, "src")
+	if err := copyTree(dir, src); err != nil {
+		return Files{}, fault.Infraf("build %s: copy module: %w", a.Component, err)
+	}
+	tmpOut := filepath.Join(work, "out")
+	os.MkdirAll(tmpOut, 0o755)
+	b := &builder{module: a.Module, version: a.Version, src: src, out: tmpOut, log: f.Output}
+	if err := r.build(ctx, b); err != nil {
+		hint := ""
+		if r.needsCgo {
+			hint = " (this recipe needs gcc, make and libseccomp-dev: `make host` installs them)"
+		}
+		return Files{}, fault.Infraf("build %s %s%s: %w", a.Component, a.Version, hint, err)
+	}
+	os.MkdirAll(filepath.Dir(out), 0o755)
+	os.RemoveAll(out)
+	if err := os.Rename(tmpOut, out); err != nil {
+		return Files{}, fault.Infraf("build %s: %w", a.Component, err)
+	}
+	f.Log.Info("built", "component", a.Component, "version", a.Version, "seconds", time.Since(start).Seconds())
+	files, _ := builtFiles(out)
+	return files, nil
+}
+
+func builtFiles(dir string) (Files, bool) {
+	entries, err := os.ReadDir(dir)
+	if err != nil || len(entries) == 0 {
+		return Files{}, false
+	}
+	files := Files{Binaries: map[string]string{}}
+	for _, e := range entries {
+		files.Binaries[e.Name()] = filepath.Join(dir, e.Name())
+	}
+	return files, true
+}
+
+// downloadModule fetches module@version into the module cache.
+func downloadModule(ctx context.Context, module, version string) (dir, sum string, err error) {
+	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", module+"@"+version)
+	cmd.Dir = os.TempDir()
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
+	out, runErr := cmd.Output()
+	var info struct{ Dir, Sum, Error string }
+	_ = json.Unmarshal(out, &info)
+	if info.Error != "" {
+		return "", "", fmt.Errorf("go mod download %s@%s: %s", module, version, info.Error)
+	}
+	if runErr != nil {
+		return "", "", fmt.Errorf("go mod download %s@%s: %w", module, version, runErr)
+	}
+	return info.Dir, info.Sum, nil
+}
+
+func copyTree(src, dst string) error {
+	return filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		t := filepath.Join(dst, rel)
+		if info.IsDir() {
+			return os.MkdirAll(t, 0o755)
+		}
+		if !info.Mode().IsRegular() {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(t, b, info.Mode().Perm()|0o200)
+	})
+}
+
+func copyExec(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o755)
+}

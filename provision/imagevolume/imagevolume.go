@@ -1,0 +1,280 @@
+package imagevolume
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/envctl/envctl/provision/guest"
+	"github.com/envctl/envctl/provision/report"
+)
+
+// Name is the profile's test name.
+const Name = "image-volume-lifecycle"
+
+// Config is what the test needs to know.
+type Config struct {
+	VolumeImage   string // the image mounted as a volume
+	WorkloadImage string // has /bin/sleep and /bin/cat
+	Dir           string // scratch directory in the guest
+}
+
+// Runner runs the test steps and records them in a report.
+type Runner struct {
+	SSH *guest.Client
+	Rep *report.Report
+	Cfg Config
+	// Artifacts collects files worth keeping when the test fails (name → content).
+	Artifacts map[string]string
+	Started   time.Time
+}
+
+type mount struct {
+	ContainerPath string     `json:"container_path"`
+	HostPath      string     `json:"host_path"`
+	Readonly      bool       `json:"readonly"`
+	Image         *imageSpec `json:"image,omitempty"`
+	ImageSubPath  string     `json:"image_sub_path,omitempty"`
+}
+
+type imageSpec struct {
+	Image              string `json:"image"`
+	UserSpecifiedImage string `json:"user_specified_image,omitempty"`
+}
+
+var hostNetwork = map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}}
+
+// ContainerConfig is the container config the kubelet would send for an
+// image volume at /volume (crictl's JSON, snake_case keys).
+func ContainerConfig(workload, volume, subPath string) string {
+	cfg := map[string]any{
+		"metadata": map[string]any{"name": "envctl-volume"},
+		"image":    map[string]any{"image": workload},
+		"command":  []string{"/bin/sleep", "infinity"},
+		"mounts": []mount{{
+			ContainerPath: "/volume", HostPath: "", Readonly: true,
+			Image:        &imageSpec{Image: volume, UserSpecifiedImage: volume},
+			ImageSubPath: subPath,
+		}},
+		"linux": hostNetwork,
+	}
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	return string(b)
+}
+
+// SandboxConfig is the pod sandbox (host network: the test is about volumes).
+func SandboxConfig(name string) string {
+	cfg := map[string]any{
+		"metadata":      map[string]any{"name": name, "namespace": "envctl", "uid": name + "-uid", "attempt": 1},
+		"hostname":      name,
+		"log_directory": "/var/log/envctl-pods",
+		"linux":         map[string]any{"cgroup_parent": "envctl.slice", "security_context": hostNetwork["security_context"]},
+	}
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	return string(b)
+}
+
+// run executes a guest command for a step and records it.
+func (r *Runner) run(ctx context.Context, name, cmd string, check func(out string, err error) (string, string)) (string, bool) {
+	start := time.Now()
+	out, err := r.SSH.Output(ctx, cmd)
+	status, msg := check(out, err)
+	r.Rep.Add(report.Step{Name: name, Status: status, Duration: time.Since(start), Command: cmd, Output: out, Message: msg})
+	return out, status == report.Pass
+}
+
+func (r *Runner) skip(name, why string) {
+	r.Rep.Add(report.Step{Name: name, Status: report.Skip, Message: why})
+}
+
+func succeeds(out string, err error) (string, string) {
+	if err != nil {
+		return report.Fail, exitMsg(err) + ": " + lastLine(out)
+	}
+	return report.Pass, ""
+}
+
+func fails(out string, err error) (string, string) {
+	if err == nil {
+		return report.Fail, "succeeded, but must fail"
+	}
+	var ee *guest.ExitError
+	if !errors.As(err, &ee) {
+		return report.Fail, err.Error()
+	}
+	return report.Pass, "refused as expected: " + lastLine(out)
+}
+
+func prints(want string) func(string, error) (string, string) {
+	return func(out string, err error) (string, string) {
+		if err != nil {
+			return report.Fail, exitMsg(err) + ": " + lastLine(out)
+		}
+		if strings.TrimSpace(out) != want {
+			return report.Fail, fmt.Sprintf("printed %q, want %q", strings.TrimSpace(out), want)
+		}
+		return report.Pass, ""
+	}
+}
+
+func exitMsg(err error) string {
+	var ee *guest.ExitError
+	if errors.As(err, &ee) {
+		return fmt.Sprintf("exit %d", ee.Status)
+	}
+	return err.Error()
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	l := lines[len(lines)-1]
+	if len(l) > 200 {
+		l = l[:197] + "..."
+	}
+	return l
+}
+
+func (r *Runner) write(ctx context.Context, name, content string) error {
+	r.Artifacts[name] = content
+	return r.SSH.WriteFile(ctx, r.Cfg.Dir+"/"+name, []byte(content), 0o644)
+}
+
+// Run performs every step. It returns an error only when the test could
+// not be carried out at all; step failures are in the report.
+func (r *Runner) Run(ctx context.Context) error {
+	r.Started = time.Now()
+	if r.Artifacts == nil {
+		r.Artifacts = map[string]string{}
+	}
+	img, dir := r.Cfg.VolumeImage, r.Cfg.Dir
+	for name, content := range map[string]string{
+		"sandbox.json":           SandboxConfig("envctl-lifecycle"),
+		"sandbox-subpath.json":   SandboxConfig("envctl-subpath"),
+		"sandbox-invalid.json":   SandboxConfig("envctl-invalid"),
+		"sandbox-notpulled.json": SandboxConfig("envctl-notpulled"),
+		"container.json":         ContainerConfig(r.Cfg.WorkloadImage, img, ""),
+		"container-subpath.json": ContainerConfig(r.Cfg.WorkloadImage, img, "dir"),
+		"container-invalid.json": ContainerConfig(r.Cfg.WorkloadImage, img, "foo-bar"),
+	} {
+		if err := r.write(ctx, name, content); err != nil {
+			return fmt.Errorf("image-volume test: %w", err)
+		}
+	}
+	q := guest.Quote
+
+	// Setup: the workload image the container runs.
+	if _, ok := r.run(ctx, "setup: pull workload image", "crictl pull "+q(r.Cfg.WorkloadImage), succeeds); !ok {
+		return nil
+	}
+
+	// The lifecycle, as upstream's "OCI image volume mount lifecycle".
+	const lifecycle = "lifecycle: "
+	if _, ok := r.run(ctx, lifecycle+"pull volume image", "crictl pull "+q(img), succeeds); !ok {
+		r.skipRest(lifecycle, "the volume image could not be pulled")
+	} else if out, ok := r.run(ctx, lifecycle+"run container with image volume", "crictl run "+dir+"/container.json "+dir+"/sandbox.json", succeeds); !ok {
+		r.Artifacts["crictl-run.txt"] = out
+		r.skipRest(lifecycle, "the container did not start")
+	} else {
+		ctr := lastLine(out)
+		r.run(ctx, lifecycle+"/volume/dir/file is 1", "crictl exec "+ctr+" cat /volume/dir/file", prints("1"))
+		r.run(ctx, lifecycle+"/volume/file is 2", "crictl exec "+ctr+" cat /volume/file", prints("2"))
+		r.run(ctx, lifecycle+"rmi refused while in use", "crictl rmi "+q(img), fails)
+		r.imageIDStep(ctx, lifecycle+"image ID equals mount image ID", img, ctr)
+		r.run(ctx, lifecycle+"rm container", "crictl rm -f "+ctr, succeeds)
+		r.run(ctx, lifecycle+"rmi after removal", "crictl rmi "+q(img), succeeds)
+	}
+	r.cleanup(ctx)
+
+	// Sub path: only /dir is mounted, so /volume/file is dir/file.
+	const sub = "sub path: "
+	if _, ok := r.run(ctx, sub+"pull volume image", "crictl pull "+q(img), succeeds); ok {
+		if out, ok := r.run(ctx, sub+"run with image_sub_path=dir", "crictl run "+dir+"/container-subpath.json "+dir+"/sandbox-subpath.json", succeeds); ok {
+			ctr := lastLine(out)
+			r.run(ctx, sub+"/volume/file is 1", "crictl exec "+ctr+" cat /volume/file", prints("1"))
+			r.run(ctx, sub+"rm container", "crictl rm -f "+ctr, succeeds)
+		} else {
+			r.skip(sub+"/volume/file is 1", "the container did not start")
+		}
+	}
+	r.cleanup(ctx)
+
+	// Invalid sub path: CreateContainer must fail, and say why.
+	const inv = "invalid sub path: "
+	r.run(ctx, inv+"run with image_sub_path=foo-bar fails", "crictl run "+dir+"/container-invalid.json "+dir+"/sandbox-invalid.json", func(out string, err error) (string, string) {
+		status, msg := fails(out, err)
+		if status != report.Pass {
+			return status, msg
+		}
+		if strings.Contains(out, "HostPath is empty") {
+			return report.Fail, "failed for the wrong reason: " + lastLine(out)
+		}
+		return status, msg
+	})
+	r.cleanup(ctx)
+
+	// Not pulled: without the image, the run must fail.
+	const np = "not pulled: "
+	r.SSH.Output(ctx, "crictl rmi "+q(img)+" 2>/dev/null")
+	r.run(ctx, np+"run without the volume image fails", "crictl run "+dir+"/container.json "+dir+"/sandbox-notpulled.json", func(out string, err error) (string, string) {
+		status, msg := fails(out, err)
+		if status == report.Pass && strings.Contains(out, "HostPath is empty") {
+			return report.Fail, "failed for the wrong reason: " + lastLine(out)
+		}
+		return status, msg
+	})
+	r.cleanup(ctx)
+	return nil
+}
+
+func (r *Runner) skipRest(prefix, why string) {
+	for _, s := range []string{"/volume/dir/file is 1", "/volume/file is 2", "rmi refused while in use", "image ID equals mount image ID", "rm container", "rmi after removal"} {
+		r.skip(prefix+s, why)
+	}
+}
+
+// imageIDStep checks that the mount records the image by ID, which the
+// kubelet's image garbage collection relies on.
+func (r *Runner) imageIDStep(ctx context.Context, name, img, ctr string) {
+	start := time.Now()
+	cmd := "crictl inspecti -o json " + guest.Quote(img) + " && crictl inspect -o json " + ctr
+	imgOut, err1 := r.SSH.Output(ctx, "crictl inspecti -o json "+guest.Quote(img))
+	ctrOut, err2 := r.SSH.Output(ctx, "crictl inspect -o json "+ctr)
+	r.Artifacts["crictl-inspect.json"] = ctrOut
+	r.Artifacts["crictl-inspecti.json"] = imgOut
+	st := report.Step{Name: name, Command: cmd, Duration: time.Since(start)}
+	var ii struct {
+		Status struct {
+			ID string `json:"id"`
+		} `json:"status"`
+	}
+	var ci struct {
+		Status struct {
+			Mounts []struct {
+				Image *struct {
+					Image string `json:"image"`
+				} `json:"image"`
+			} `json:"mounts"`
+		} `json:"status"`
+	}
+	switch {
+	case err1 != nil || err2 != nil:
+		st.Status, st.Message, st.Output = report.Fail, "inspect failed", imgOut+ctrOut
+	case json.Unmarshal([]byte(imgOut), &ii) != nil || json.Unmarshal([]byte(ctrOut), &ci) != nil:
+		st.Status, st.Message, st.Output = report.Fail, "cannot parse crictl's JSON", imgOut+ctrOut
+	case len(ci.Status.Mounts) == 0 || ci.Status.Mounts[0].Image == nil:
+		st.Status, st.Message = report.Fail, "the container status has no image mount"
+	case ci.Status.Mounts[0].Image.Image != ii.Status.ID:
+		st.Status, st.Message = report.Fail, fmt.Sprintf("mount image %q, image ID %q", ci.Status.Mounts[0].Image.Image, ii.Status.ID)
+	default:
+		st.Status, st.Output = report.Pass, "image ID "+ii.Status.ID
+	}
+	r.Rep.Add(st)
+}
+
+// cleanup removes every pod (and its containers) between cases.
+func (r *Runner) cleanup(ctx context.Context) {
+	r.SSH.Output(ctx, "crictl rmp -fa >/dev/null 2>&1")
+}

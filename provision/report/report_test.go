@@ -1,0 +1,50 @@
+package report
+
+import (
+	"bytes"
+	"encoding/xml"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/envctl/envctl/profiles/compat"
+)
+
+func TestReportRendering(t *testing.T) {
+	r := &Report{Profile: "p", Cell: "p", Test: "image-volume-lifecycle", Verdict: VerdictFail, Seconds: 12,
+		Components: []Component{{Name: "cri-o", Locked: "1.34.0", Actual: "1.34.0", Verified: true}, {Name: "cri-tools", Locked: "1.30.0", Actual: "1.30.0", Verified: true}}}
+	r.Add(Step{Name: "pull", Status: Pass, Duration: time.Second, Command: "crictl pull x"})
+	r.Add(Step{Name: "run", Status: Fail, Duration: 2 * time.Second, Command: "crictl run", Output: "rpc error: mount.HostPath is empty"})
+	r.Add(Step{Name: "exec", Status: Skip, Message: "the container did not start"})
+	r.Diagnosis = []compat.Finding{{Cause: "crictl v1.30.0 does not send CRI Mount.image", Fix: "upgrade cri-tools"}}
+	var buf bytes.Buffer
+	r.Table(&buf)
+	for _, want := range []string{"STEP", "run", "FAIL", "mount.HostPath is empty", "DIAGNOSIS: crictl v1.30.0", "FAIL p: image-volume-lifecycle with cri-o 1.34.0, cri-tools 1.30.0"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, buf.String())
+		}
+	}
+	path := filepath.Join(t.TempDir(), "junit.xml")
+	if err := WriteJUnit(path, r); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	var doc junitSuites
+	if err := xml.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	s := doc.Suites[0]
+	if s.Tests != 3 || s.Failures != 1 || s.Skipped != 1 || s.Cases[1].Failure == nil || !strings.Contains(s.Cases[1].Failure.Message, "upgrade cri-tools") {
+		t.Errorf("junit %+v", s)
+	}
+}
+
+func TestTrim(t *testing.T) {
+	long := strings.Repeat("a", 3000) + "END"
+	got := Trim(long, 100)
+	if len(got) > 110 || !strings.HasSuffix(got, "END") {
+		t.Errorf("Trim kept %d bytes", len(got))
+	}
+}

@@ -1,0 +1,7 @@
+// Package testimages owns the hermetic OCI images the image-volume test
+// uses, built deterministically in Go with go-containerregistry: an
+// "artifact" volume image with /dir/file = 1 and /file = 2 (the content of
+// upstream's quay.io/crio/artifact:v1), and a workload/pause image whose only
+// binary is envctl itself, answering to the names sleep, cat and pause. It
+// serves them from an in-process registry on host loopback.
+package testimages
