@@ -46,6 +46,7 @@ up: build host image
 	$(BIN) up $(PROFILE)
 
 bench: build host image
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends virtinst genisoimage bc openssh-client >/dev/null
 	ENVCTL_BIN=$(abspath $(BIN)) $(GO) test -tags e2e -run '^$$' -bench . -benchtime 1x -timeout 80m ./cmd/envctl | tee /tmp/envctl-bench.log
 
 clean:

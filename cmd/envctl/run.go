@@ -26,10 +26,14 @@ func (a *app) runCell(ctx context.Context, p *profiles.Profile, lf *lock.File, c
 		}
 		return rep, err
 	}
-	prep, err := a.prepareCell(ctx, p, lf, cell, f, rep)
-	rep.Phase("fetch", time.Since(start))
-	if err != nil {
-		return finishErr(err)
+	var prep *prepared
+	if !f.noInstall {
+		var err error
+		prep, err = a.prepareCell(ctx, p, lf, cell, f, rep)
+		rep.Phase("fetch", time.Since(start))
+		if err != nil {
+			return finishErr(err)
+		}
 	}
 	m, err := a.bootCell(ctx, p, lf, cell, &f.vmFlags, f.testImage == "upstream")
 	if m != nil {
@@ -41,7 +45,10 @@ func (a *app) runCell(ctx context.Context, p *profiles.Profile, lf *lock.File, c
 	if err != nil {
 		return finishErr(err)
 	}
-	runErr := a.installAndTest(ctx, m, p, prep, f, rep)
+	var runErr error
+	if prep != nil {
+		runErr = a.installAndTest(ctx, m, p, prep, f, rep)
+	}
 	if runErr == nil && rep.Verdict == "" {
 		rep.Verdict = report.VerdictReady
 	}

@@ -97,6 +97,7 @@ type upFlags struct {
 	vmFlags
 	keep      bool
 	noTest    bool
+	noInstall bool
 	cell      string
 	junit     string
 	results   string
@@ -151,7 +152,8 @@ unless --keep is given.`,
 	}
 	f.register(cmd)
 	cmd.Flags().BoolVar(&f.keep, "keep", false, "leave the VM running afterwards (then `envctl ssh ENV`, `envctl down ENV`)")
-	cmd.Flags().BoolVar(&f.noTest, "no-test", false, "boot (and install) only; skip the test")
+	cmd.Flags().BoolVar(&f.noTest, "no-test", false, "boot and install, but skip the test")
+	cmd.Flags().BoolVar(&f.noInstall, "no-install", false, "only boot the VM (no components, no test)")
 	cmd.Flags().StringVar(&f.cell, "cell", "", "the matrix cell to run (see `envctl show PROFILE`)")
 	cmd.Flags().StringVar(&f.junit, "junit", "", "write a JUnit XML report to this file")
 	cmd.Flags().StringVar(&f.results, "results-dir", "", "where to keep logs of a failed run (default: a new directory under the state dir)")

@@ -53,7 +53,7 @@ var recipes = map[string]recipe{
 		if err := b.run(ctx, b.src, nil, "make", "-C", "pinns"); err != nil {
 			return fmt.Errorf("build pinns: %w", err)
 		}
-		return copyExec(filepath.Join(b.src, "pinns", "pinns"), filepath.Join(b.out, "pinns"))
+		return copyExec(filepath.Join(b.src, "bin", "pinns"), filepath.Join(b.out, "pinns"))
 	}},
 }
 

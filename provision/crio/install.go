@@ -102,9 +102,12 @@ insecure = true
 const policyJSON = `{"default": [{"type": "insecureAcceptAnything"}]}
 `
 
+// disable-pull-on-run: the test pulls explicitly, so that CRI-O (not
+// crictl) decides what happens to an image that is not there.
 const crictlYAML = `runtime-endpoint: unix:///var/run/crio/crio.sock
 image-endpoint: unix:///var/run/crio/crio.sock
 timeout: 120
+disable-pull-on-run: true
 `
 
 // cniVersion 0.3.1 skips CNI CHECK, which races with udev's MAC rewrite.

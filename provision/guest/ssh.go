@@ -166,6 +166,25 @@ func (c *Client) Output(ctx context.Context, cmd string) (string, error) {
 	return buf.String(), err
 }
 
+// Split runs cmd and returns its stdout and its combined output separately.
+func (c *Client) Split(ctx context.Context, cmd string) (stdout, combined string, err error) {
+	var out, all bytes.Buffer
+	var mu sync.Mutex
+	err = c.Run(ctx, cmd, nil, &lockedWriter{&mu, io.MultiWriter(&out, &all)}, &lockedWriter{&mu, &all})
+	return out.String(), all.String(), err
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
 // Shell runs an interactive login shell (or cmd) wired to the given terminal files.
 func (c *Client) Shell(ctx context.Context, cmd string, in io.Reader, out, errw io.Writer, term string, w, h int) error {
 	sess, err := c.ssh.NewSession()

@@ -1,0 +1,324 @@
+//go:build e2e
+
+// End-to-end tests: the real envctl binary ($ENVCTL_BIN) against a real
+// libvirt daemon, real VMs (TCG here), real CRI-O, crictl and runc/crun
+// built at the pinned versions, and the real test steps. `make e2e` builds
+// the binary, prepares the host and the image, then runs these.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"encoding/xml"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func bin(t testing.TB) string {
+	b := os.Getenv("ENVCTL_BIN")
+	if b == "" {
+		t.Skip("ENVCTL_BIN is not set; run `make e2e`")
+	}
+	return b
+}
+
+// envctl runs the binary from the repository root and returns stdout, stderr and the exit code.
+func envctl(t testing.TB, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(bin(t), args...)
+	cmd.Dir = "../.."
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	start := time.Now()
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("envctl %v: %v", args, err)
+	}
+	t.Logf("envctl %s → exit %d in %s", strings.Join(args, " "), code, time.Since(start).Round(time.Second))
+	return out.String(), errb.String(), code
+}
+
+func mustLock(t *testing.T, profile string) {
+	t.Helper()
+	if out, errOut, code := envctl(t, "lock", profile); code != 0 {
+		t.Fatalf("lock %s: exit %d\n%s%s", profile, code, out, errOut)
+	}
+}
+
+// assertClean checks that no envctl domain, volume or environment directory is left.
+func assertClean(t *testing.T) {
+	t.Helper()
+	out, _ := exec.Command("virsh", "-c", "qemu:///system", "list", "--all", "--name").Output()
+	if strings.Contains(string(out), "envctl-") {
+		t.Errorf("domains left: %s", out)
+	}
+	vols, _ := exec.Command("virsh", "-c", "qemu:///system", "vol-list", "envctl").Output()
+	for _, l := range strings.Split(string(vols), "\n") {
+		if strings.Contains(l, ".qcow2") || strings.Contains(l, ".iso") {
+			t.Errorf("volume left: %s", l)
+		}
+	}
+	state, _ := exec.Command(bin(t), "status", "-o", "json").Output()
+	if s := strings.TrimSpace(string(state)); s != "null" && s != "[]" {
+		t.Errorf("environments left: %s", s)
+	}
+}
+
+type upReport struct {
+	Verdict    string `json:"verdict"`
+	Error      string `json:"error"`
+	Components []struct {
+		Name, Locked, Actual string
+		Verified             bool
+		CRIAPI               string `json:"cri_api"`
+	} `json:"components"`
+	Steps []struct {
+		Name, Status, Message, Output string
+	} `json:"steps"`
+	Diagnosis []struct{ Cause, Fix string } `json:"diagnosis"`
+	Warnings  []struct{ Cause string }      `json:"warnings"`
+	Phases    map[string]float64            `json:"phases_seconds"`
+	Results   string                        `json:"results_dir"`
+}
+
+func parseReport(t *testing.T, out string) upReport {
+	t.Helper()
+	var r upReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("up -o json printed no report: %v\n%s", err, out)
+	}
+	return r
+}
+
+// TestE2EBootSSHDown: a VM boots, answers SSH with the pinned key, shows in
+// status, and `down` removes everything.
+func TestE2EBootSSHDown(t *testing.T) {
+	mustLock(t, "crio-1.34-runc")
+	out, errOut, code := envctl(t, "up", "crio-1.34-runc", "--no-install", "--keep", "-o", "json")
+	if code != 0 {
+		t.Fatalf("up --no-install --keep: exit %d\n%s\n%s", code, out, errOut)
+	}
+	var r struct {
+		Env    string             `json:"env"`
+		Phases map[string]float64 `json:"phases_seconds"`
+	}
+	json.Unmarshal([]byte(out), &r)
+	t.Logf("boot to SSH: %.1fs", r.Phases["boot"])
+	status, _, _ := envctl(t, "status")
+	if !strings.Contains(status, r.Env) || !strings.Contains(status, "kept") {
+		t.Errorf("status does not show %s:\n%s", r.Env, status)
+	}
+	uname, errOut, code := envctl(t, "ssh", r.Env, "--", "uname", "-a")
+	if code != 0 || !strings.Contains(uname, "Linux") {
+		t.Errorf("ssh uname: exit %d %q %s", code, uname, errOut)
+	}
+	if _, _, code := envctl(t, "ssh", r.Env, "--", "exit", "7"); code != 1 {
+		t.Errorf("a failing remote command gave exit %d, want 1", code)
+	}
+	if _, errOut, code := envctl(t, "down", r.Env); code != 0 {
+		t.Errorf("down: exit %d %s", code, errOut)
+	}
+	assertClean(t)
+}
+
+// TestE2EKillThenGC: SIGKILL mid-boot leaves a domain behind; gc removes it.
+func TestE2EKillThenGC(t *testing.T) {
+	mustLock(t, "crio-1.34-runc")
+	cmd := exec.Command(bin(t), "up", "crio-1.34-runc", "--no-install")
+	cmd.Dir = "../.."
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		out, _ := exec.Command("virsh", "-c", "qemu:///system", "list", "--name").Output()
+		if strings.Contains(string(out), "envctl-") {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	out, _ := exec.Command("virsh", "-c", "qemu:///system", "list", "--name").Output()
+	if !strings.Contains(string(out), "envctl-") {
+		t.Fatalf("no domain was left running after SIGKILL (the test needs one): %s", out)
+	}
+	gcOut, errOut, code := envctl(t, "gc")
+	if code != 0 || !strings.Contains(gcOut, "removed domain") {
+		t.Errorf("gc: exit %d\n%s%s", code, gcOut, errOut)
+	}
+	assertClean(t)
+}
+
+// TestE2EInterruptTearsDown: Ctrl-C (SIGINT) during boot tears everything down.
+func TestE2EInterruptTearsDown(t *testing.T) {
+	mustLock(t, "crio-1.34-runc")
+	cmd := exec.Command(bin(t), "up", "crio-1.34-runc", "--no-install")
+	cmd.Dir = "../.."
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	cmd.Start()
+	time.Sleep(6 * time.Second)
+	cmd.Process.Signal(syscall.SIGINT)
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+		t.Errorf("interrupted up: %v, want exit 3\n%s", err, errb.String())
+	}
+	assertClean(t)
+}
+
+// TestE2EBootTimeout: a VM that does not answer in time fails with exit 3,
+// the console's last lines and the full log's path.
+func TestE2EBootTimeout(t *testing.T) {
+	mustLock(t, "crio-1.34-runc")
+	_, errOut, code := envctl(t, "up", "crio-1.34-runc", "--no-install", "--boot-timeout", "4s")
+	if code != 3 || !strings.Contains(errOut, "SSH did not answer") || !strings.Contains(errOut, "full log:") {
+		t.Errorf("boot timeout: exit %d\n%s", code, errOut)
+	}
+	assertClean(t)
+}
+
+// TestE2ELifecyclePasses: CRI-O 1.34 + crictl 1.34 + runc 1.3.6 (gomod)
+// pass every step; JSON and JUnit are written.
+func TestE2ELifecyclePasses(t *testing.T) {
+	mustLock(t, "crio-1.34-runc")
+	junit := filepath.Join(t.TempDir(), "junit.xml")
+	out, errOut, code := envctl(t, "up", "crio-1.34-runc", "-o", "json", "--junit", junit)
+	t.Logf("stderr:\n%s", errOut)
+	r := parseReport(t, out)
+	if code != 0 || r.Verdict != "pass" {
+		t.Fatalf("up: exit %d verdict %q error %q\n%s", code, r.Verdict, r.Error, out)
+	}
+	if len(r.Steps) < 12 {
+		t.Errorf("only %d steps", len(r.Steps))
+	}
+	for _, s := range r.Steps {
+		if s.Status != "pass" {
+			t.Errorf("step %s: %s %s", s.Name, s.Status, s.Message)
+		}
+	}
+	for _, c := range r.Components {
+		if !c.Verified || c.Actual != c.Locked {
+			t.Errorf("component %s: locked %s, installed %s", c.Name, c.Locked, c.Actual)
+		}
+	}
+	var doc struct {
+		Suites []struct {
+			Tests    int `xml:"tests,attr"`
+			Failures int `xml:"failures,attr"`
+		} `xml:"testsuite"`
+	}
+	b, err := os.ReadFile(junit)
+	if err != nil || xml.Unmarshal(b, &doc) != nil || doc.Suites[0].Tests != len(r.Steps) || doc.Suites[0].Failures != 0 {
+		t.Errorf("JUnit report: %v %+v", err, doc)
+	}
+	writePhases(t, "crio-1.34-runc", r.Phases)
+	assertClean(t)
+}
+
+// TestE2ESeedCaseFails: CRI-O 1.34 with crictl 1.30 fails with
+// "mount.HostPath is empty", and envctl says why, before and after.
+func TestE2ESeedCaseFails(t *testing.T) {
+	mustLock(t, "seed-crictl-1.30")
+	plan, _, code := envctl(t, "plan", "seed-crictl-1.30")
+	if code != 0 || !strings.Contains(plan, "crictl v1.30.0 does not send CRI Mount.image") || !strings.Contains(plan, "cri-api") {
+		t.Errorf("plan does not predict the failure (exit %d):\n%s", code, plan)
+	}
+	out, errOut, code := envctl(t, "up", "seed-crictl-1.30", "-o", "json")
+	r := parseReport(t, out)
+	if code != 1 || r.Verdict != "fail" {
+		t.Fatalf("up: exit %d verdict %q, want 1 and fail\n%s\n%s", code, r.Verdict, out, errOut)
+	}
+	joined := out
+	if !strings.Contains(joined, "mount.HostPath is empty") {
+		t.Errorf("the raw error is missing:\n%s", out)
+	}
+	found := false
+	for _, d := range r.Diagnosis {
+		if strings.Contains(d.Cause, "crictl v1.30.0 does not send CRI Mount.image (image volumes need cri-tools ≥ 1.31)") && strings.Contains(d.Fix, "upgrade cri-tools or pin a matching pair") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("diagnosis missing: %+v", r.Diagnosis)
+	}
+	if !strings.Contains(errOut, "predicted failure") {
+		t.Errorf("up did not warn before booting:\n%s", errOut)
+	}
+	if r.Results == "" {
+		t.Error("no results directory")
+	} else {
+		for _, f := range []string{"crio-journal.log", "console.log", "container.json"} {
+			if _, err := os.Stat(filepath.Join(r.Results, f)); err != nil {
+				t.Errorf("results lack %s", f)
+			}
+		}
+	}
+	table, _, code := envctl(t, "up", "seed-crictl-1.30")
+	if code != 1 || !strings.Contains(table, "DIAGNOSIS: crictl v1.30.0 does not send CRI Mount.image") || !strings.Contains(table, "FAIL seed-crictl-1.30") {
+		t.Errorf("human output (exit %d):\n%s", code, table)
+	}
+	assertClean(t)
+}
+
+// TestE2ECrunPasses: Debian's crun 1.8.1, taken as a file:// source, passes.
+func TestE2ECrunPasses(t *testing.T) {
+	mustLock(t, "crio-1.34-crun")
+	out, errOut, code := envctl(t, "up", "crio-1.34-crun", "-o", "json")
+	r := parseReport(t, out)
+	if code != 0 || r.Verdict != "pass" {
+		t.Fatalf("up: exit %d verdict %q\n%s\n%s", code, r.Verdict, out, errOut)
+	}
+	assertClean(t)
+}
+
+// TestE2EDriftIsRefused: a lock that claims crun 1.9 for a file that is
+// really crun 1.8.1 fails the drift check with exit 3.
+func TestE2EDriftIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	profile := filepath.Join(dir, "drift.yaml")
+	os.WriteFile(profile, []byte(`name: drift
+image: debian-12
+source: gomod
+components:
+  cri-o:     {version: "1.34.0"}
+  cri-tools: {version: "1.34.0"}
+  runtime:   {name: crun, version: "1.9", source: "file:///usr/bin/crun"}
+  conmon:    {version: "2.1.6", source: package}
+test: image-volume-lifecycle
+`), 0o644)
+	mustLock(t, profile)
+	_, errOut, code := envctl(t, "up", profile, "--no-test")
+	if code != 3 || !strings.Contains(errOut, "drift") || !strings.Contains(errOut, "crun: locked 1.9, installed \"1.8.1\"") {
+		t.Errorf("drift: exit %d\n%s", code, errOut)
+	}
+	assertClean(t)
+}
+
+// TestE2EUpRefusesStaleLock: editing the profile after locking is refused (exit 2).
+func TestE2EUpRefusesStaleLock(t *testing.T) {
+	dir := t.TempDir()
+	src, _ := os.ReadFile("../../profiles/crio-1.34-runc.yaml")
+	profile := filepath.Join(dir, "p.yaml")
+	os.WriteFile(profile, src, 0o644)
+	mustLock(t, profile)
+	os.WriteFile(profile, bytes.Replace(src, []byte(`"1.3.6"`), []byte(`"1.3.5"`), 1), 0o644)
+	_, errOut, code := envctl(t, "up", profile)
+	if code != 2 || !strings.Contains(errOut, "envctl lock") {
+		t.Errorf("stale lock: exit %d\n%s", code, errOut)
+	}
+}
+
+func writePhases(t *testing.T, profile string, phases map[string]float64) {
+	b, _ := json.MarshalIndent(map[string]any{"profile": profile, "phases_seconds": phases, "when": time.Now().UTC().Format(time.RFC3339)}, "", "  ")
+	os.WriteFile(filepath.Join(os.TempDir(), "envctl-e2e-phases.json"), b, 0o644)
+	t.Logf("phases: %s", b)
+}
