@@ -158,7 +158,7 @@ func Install(ctx context.Context, c *guest.Client, s Stack) (Timings, error) {
 	var t Timings
 	start := time.Now()
 	uploads, conmon, cniDirs := s.paths()
-	if err := c.Upload(ctx, uploads, 0o755); err != nil {
+	if err := c.UploadVerified(ctx, uploads, 0o755); err != nil {
 		return t, fault.Infraf("install: %w", err)
 	}
 	if cni := s.Files[profiles.RoleCNI]; cni.CNIDir != "" {
@@ -167,7 +167,7 @@ func Install(ctx context.Context, c *guest.Client, s Stack) (Timings, error) {
 		for _, e := range entries {
 			m[cni.CNIDir+"/"+e.Name()] = CNIBinDir + "/" + e.Name()
 		}
-		if err := c.Upload(ctx, m, 0o755); err != nil {
+		if err := c.UploadVerified(ctx, m, 0o755); err != nil {
 			return t, fault.Infraf("install CNI plugins: %w", err)
 		}
 	}

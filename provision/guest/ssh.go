@@ -3,6 +3,8 @@ package guest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -159,10 +161,14 @@ func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, s
 	return nil
 }
 
-// Output runs cmd and returns its combined output.
+// Output runs cmd and returns its combined output. stdout and stderr are
+// copied by two goroutines, so they share the buffer through a lock (and
+// never through bytes.Buffer.ReadFrom, whose concurrent use loses data).
 func (c *Client) Output(ctx context.Context, cmd string) (string, error) {
 	var buf bytes.Buffer
-	err := c.Run(ctx, cmd, nil, &buf, &buf)
+	var mu sync.Mutex
+	w := &lockedWriter{&mu, &buf}
+	err := c.Run(ctx, cmd, nil, w, w)
 	return buf.String(), err
 }
 
@@ -216,7 +222,7 @@ func (c *Client) Shell(ctx context.Context, cmd string, in io.Reader, out, errw 
 
 // Upload copies local files to the guest over SFTP.
 func (c *Client) Upload(ctx context.Context, files map[string]string, mode os.FileMode) error {
-	sc, err := sftp.NewClient(c.ssh, sftp.UseConcurrentWrites(true), sftp.MaxConcurrentRequestsPerFile(64))
+	sc, err := sftp.NewClient(c.ssh, sftp.MaxConcurrentRequestsPerFile(64))
 	if err != nil {
 		return fmt.Errorf("sftp %s: %w", c.Addr, err)
 	}
@@ -245,15 +251,89 @@ func uploadOne(sc *sftp.Client, local, remote string, mode os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	if _, err := out.ReadFrom(in); err != nil {
+	n, err := out.ReadFrom(in)
+	if err != nil {
 		out.Close()
 		return err
+	}
+	if st, err := in.Stat(); err == nil && st.Size() != n {
+		out.Close()
+		return fmt.Errorf("short upload: wrote %d of %d bytes", n, st.Size())
 	}
 	if err := out.Chmod(mode); err != nil {
 		out.Close()
 		return err
 	}
 	return out.Close()
+}
+
+// UploadVerified uploads files and then checks each one's sha256 in the
+// guest against the local file, retrying a mismatching file once.
+func (c *Client) UploadVerified(ctx context.Context, files map[string]string, mode os.FileMode) error {
+	pending := files
+	for attempt := 1; ; attempt++ {
+		if err := c.Upload(ctx, pending, mode); err != nil {
+			return err
+		}
+		bad, err := c.mismatched(ctx, pending)
+		if err != nil {
+			return err
+		}
+		if len(bad) == 0 {
+			return nil
+		}
+		if attempt == 2 {
+			var names []string
+			for l, r := range bad {
+				names = append(names, l+" → "+r)
+			}
+			return fmt.Errorf("upload to %s: sha256 differs after upload for %s", c.Addr, strings.Join(names, ", "))
+		}
+		pending = bad
+	}
+}
+
+func (c *Client) mismatched(ctx context.Context, files map[string]string) (map[string]string, error) {
+	var remotes []string
+	want := map[string]string{}
+	for local, remote := range files {
+		sum, err := fileSHA256(local)
+		if err != nil {
+			return nil, err
+		}
+		want[remote] = sum
+		remotes = append(remotes, Quote(remote))
+	}
+	out, err := c.Output(ctx, "sha256sum "+strings.Join(remotes, " "))
+	if err != nil {
+		return nil, fmt.Errorf("verify upload on %s: %v: %s", c.Addr, err, out)
+	}
+	got := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) == 2 {
+			got[f[1]] = f[0]
+		}
+	}
+	bad := map[string]string{}
+	for local, remote := range files {
+		if got[remote] != want[remote] {
+			bad[local] = remote
+		}
+	}
+	return bad, nil
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // WriteFile writes data to a path in the guest.

@@ -117,6 +117,9 @@ func serveConn(c net.Conn, cfg *ssh.ServerConfig) {
 				switch {
 				case strings.HasPrefix(p.Cmd, "echo "):
 					fmt.Fprintln(ch, strings.TrimPrefix(p.Cmd, "echo "))
+				case p.Cmd == "both":
+					fmt.Fprintln(ch, "out")
+					fmt.Fprintln(ch.Stderr(), "err")
 				case strings.HasPrefix(p.Cmd, "exit "):
 					fmt.Sscan(strings.TrimPrefix(p.Cmd, "exit "), &code)
 					fmt.Fprintln(ch.Stderr(), "failing")
@@ -150,6 +153,20 @@ func TestClient(t *testing.T) {
 		var ee *ExitError
 		if !errors.As(err, &ee) || ee.Status != 3 || !strings.Contains(out, "failing") {
 			t.Errorf("exit 3: %q %v", out, err)
+		}
+	})
+
+	t.Run("combined output keeps both streams", func(t *testing.T) {
+		c, err := Dial(ctx, Config{Addr: srv.addr, User: "root", Signer: user, HostKey: srv.hostKey.PublicKey()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		for i := 0; i < 50; i++ {
+			out, err := c.Output(ctx, "both")
+			if err != nil || !strings.Contains(out, "out") || !strings.Contains(out, "err") {
+				t.Fatalf("run %d: output %q, %v (stdout and stderr must both survive)", i, out, err)
+			}
 		}
 	})
 
