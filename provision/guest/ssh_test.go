@@ -56,7 +56,6 @@ func serveConn(c net.Conn, cfg *ssh.ServerConfig) {
 	if err != nil {
 		return
 	}
-	var mu sync.Mutex
 	go func() {
 		for r := range reqs {
 			if r.Type != "tcpip-forward" {
@@ -75,9 +74,9 @@ func serveConn(c net.Conn, cfg *ssh.ServerConfig) {
 			}
 			port := uint32(l.Addr().(*net.TCPAddr).Port)
 			r.Reply(true, ssh.Marshal(struct{ Port uint32 }{port}))
-			mu.Lock()
+			forwardMu.Lock()
 			forwardAddr = l.Addr().String()
-			mu.Unlock()
+			forwardMu.Unlock()
 			go func() {
 				for {
 					conn, err := l.Accept()
@@ -131,7 +130,10 @@ func serveConn(c net.Conn, cfg *ssh.ServerConfig) {
 	}
 }
 
-var forwardAddr string
+var (
+	forwardMu   sync.Mutex
+	forwardAddr string
+)
 
 func TestClient(t *testing.T) {
 	_, upriv, _ := ed25519.GenerateKey(rand.Reader)
@@ -219,7 +221,10 @@ func TestClient(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer fwd.Close()
-		conn, err := net.Dial("tcp", forwardAddr)
+		forwardMu.Lock()
+		addr := forwardAddr
+		forwardMu.Unlock()
+		conn, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
