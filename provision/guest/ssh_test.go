@@ -73,10 +73,10 @@ func serveConn(c net.Conn, cfg *ssh.ServerConfig) {
 				continue
 			}
 			port := uint32(l.Addr().(*net.TCPAddr).Port)
-			r.Reply(true, ssh.Marshal(struct{ Port uint32 }{port}))
 			forwardMu.Lock()
 			forwardAddr = l.Addr().String()
 			forwardMu.Unlock()
+			r.Reply(true, ssh.Marshal(struct{ Port uint32 }{port}))
 			go func() {
 				for {
 					conn, err := l.Accept()
