@@ -322,3 +322,21 @@ func writePhases(t *testing.T, profile string, phases map[string]float64) {
 	os.WriteFile(filepath.Join(os.TempDir(), "envctl-e2e-phases.json"), b, 0o644)
 	t.Logf("phases: %s", b)
 }
+
+// TestE2EExampleProfiles: show and lock work on every shipped profile.
+func TestE2EExampleProfiles(t *testing.T) {
+	for _, p := range []string{"crio-1.34-runc", "crio-1.34-crun", "seed-crictl-1.30", "crictl-matrix"} {
+		out, errOut, code := envctl(t, "show", p, "-o", "json")
+		if code != 0 || !strings.Contains(out, `"cells"`) {
+			t.Errorf("show %s: exit %d %s", p, code, errOut)
+		}
+		out, errOut, code = envctl(t, "lock", p)
+		if code != 0 || !strings.Contains(out, "wrote profiles/"+p+".lock") {
+			t.Errorf("lock %s: exit %d %s%s", p, code, out, errOut)
+		}
+	}
+	out, _, _ := envctl(t, "show", "crictl-matrix")
+	if n := strings.Count(out, "cri-tools    cri-tools"); n != 8 {
+		t.Errorf("crictl-matrix shows %d cells, want 8:\n%s", n, out)
+	}
+}
