@@ -62,6 +62,19 @@ func newProfilesCmd(a *app) *cobra.Command {
 	}
 }
 
+// loadResolved loads a profile and resolves every cell's versions.
+func (a *app) loadResolved(nameOrPath string) (*profiles.Profile, []profiles.ResolvedCell, error) {
+	p, err := profiles.Load(nameOrPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	cells, err := profiles.Resolve(a.catalog(), p)
+	if err != nil {
+		return nil, nil, fault.AsInput(err)
+	}
+	return p, cells, nil
+}
+
 func newShowCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:               "show PROFILE",
@@ -69,13 +82,9 @@ func newShowCmd(a *app) *cobra.Command {
 		Args:              exactlyOneProfile,
 		ValidArgsFunction: completeProfiles,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := profiles.Load(args[0])
+			p, cells, err := a.loadResolved(args[0])
 			if err != nil {
 				return err
-			}
-			cells, err := profiles.Resolve(a.catalog(), p)
-			if err != nil {
-				return fault.AsInput(err)
 			}
 			out := struct {
 				Profile string                  `json:"profile" yaml:"profile"`
@@ -234,13 +243,9 @@ func newPlanCmd(a *app) *cobra.Command {
 		Args:              exactlyOneProfile,
 		ValidArgsFunction: completeProfiles,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := profiles.Load(args[0])
+			p, cells, err := a.loadResolved(args[0])
 			if err != nil {
 				return err
-			}
-			cells, err := profiles.Resolve(a.catalog(), p)
-			if err != nil {
-				return fault.AsInput(err)
 			}
 			lf, lockErr := lock.ForProfile(p, a.arch())
 			var out []planCell
