@@ -168,7 +168,11 @@ func TestE2EInterruptTearsDown(t *testing.T) {
 	cmd.Start()
 	time.Sleep(6 * time.Second)
 	cmd.Process.Signal(syscall.SIGINT)
+	sent := time.Now()
 	err := cmd.Wait()
+	if d := time.Since(sent); d > 15*time.Second {
+		t.Errorf("up took %s to stop after SIGINT", d.Round(time.Second))
+	}
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
 		t.Errorf("interrupted up: %v, want exit 3\n%s", err, errb.String())
 	}

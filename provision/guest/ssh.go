@@ -77,7 +77,12 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	} else {
 		conn.SetDeadline(time.Now().Add(20 * time.Second))
 	}
+	// The handshake does not watch ctx: closing the socket ends it at once.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	c, chans, reqs, err := ssh.NewClientConn(conn, cfg.Addr, cfg.clientConfig())
+	if !stop() && err == nil {
+		err = ctx.Err()
+	}
 	if err != nil {
 		conn.Close()
 		return nil, err
