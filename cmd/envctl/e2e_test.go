@@ -233,8 +233,16 @@ func TestE2ELifecyclePasses(t *testing.T) {
 func TestE2ESeedCaseFails(t *testing.T) {
 	mustLock(t, "seed-crictl-1.30")
 	plan, _, code := envctl(t, "plan", "seed-crictl-1.30")
-	if code != 0 || !strings.Contains(plan, "crictl v1.30.0 does not send CRI Mount.image") || !strings.Contains(plan, "cri-api") {
+	if code != 0 || !strings.Contains(plan, "crictl v1.30.0 does not send CRI Mount.image") {
 		t.Errorf("plan does not predict the failure (exit %d):\n%s", code, plan)
+	}
+	// Once crictl 1.30 is built, plan also reads its cri-api from the binary.
+	if _, errOut, code := envctl(t, "fetch", "seed-crictl-1.30"); code != 0 {
+		t.Fatalf("fetch: exit %d %s", code, errOut)
+	}
+	plan, _, _ = envctl(t, "plan", "seed-crictl-1.30")
+	if !strings.Contains(plan, "was built with cri-api ≈ v0.30") {
+		t.Errorf("plan does not predict from the binary's build info:\n%s", plan)
 	}
 	out, errOut, code := envctl(t, "up", "seed-crictl-1.30", "-o", "json")
 	r := parseReport(t, out)
@@ -273,13 +281,33 @@ func TestE2ESeedCaseFails(t *testing.T) {
 	assertClean(t)
 }
 
-// TestE2ECrunPasses: Debian's crun 1.8.1, taken as a file:// source, passes.
-func TestE2ECrunPasses(t *testing.T) {
+// TestE2ECrunOldFailsWithDiagnosis: Debian's crun 1.8.1 (a file:// source)
+// is installed and verified, but it refuses the OCI runtime-spec 1.2.1 that
+// CRI-O 1.34 writes; envctl predicts it from crio's build info and explains
+// the failure.
+func TestE2ECrunOldFailsWithDiagnosis(t *testing.T) {
 	mustLock(t, "crio-1.34-crun")
 	out, errOut, code := envctl(t, "up", "crio-1.34-crun", "-o", "json")
 	r := parseReport(t, out)
-	if code != 0 || r.Verdict != "pass" {
-		t.Fatalf("up: exit %d verdict %q\n%s\n%s", code, r.Verdict, out, errOut)
+	if code != 1 || r.Verdict != "fail" {
+		t.Fatalf("up: exit %d verdict %q, want 1 and fail\n%s\n%s", code, r.Verdict, out, errOut)
+	}
+	for _, c := range r.Components {
+		if c.Name == "crun" && (!c.Verified || c.Actual != "1.8.1") {
+			t.Errorf("crun not installed and verified: %+v", c)
+		}
+	}
+	if !strings.Contains(out, "unknown version specified") {
+		t.Errorf("raw error missing:\n%s", out)
+	}
+	found := false
+	for _, d := range r.Diagnosis {
+		if strings.Contains(d.Cause, "runtime-spec v1.2") && strings.Contains(d.Fix, "crun ≥ 1.14.3") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("diagnosis missing: %+v", r.Diagnosis)
 	}
 	assertClean(t)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/envctl/envctl/profiles"
+	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/compat"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision"
@@ -92,6 +93,9 @@ func skewFindings(arts map[string]lock.Artifact, files map[string]artifacts.File
 		return nil
 	}
 	var out []compat.Finding
+	if f := specSkew(arts, files); f != nil {
+		out = append(out, *f)
+	}
 	for _, role := range []string{profiles.RoleCRITools, profiles.RoleCRIO} {
 		for name, path := range files[role].Binaries {
 			if name != "crictl" && name != "crio" {
@@ -129,6 +133,28 @@ func skewFindings(arts map[string]lock.Artifact, files map[string]artifacts.File
 		}
 	}
 	return out
+}
+
+// specSkew predicts an old crun refusing the OCI runtime-spec version the
+// crio binary was built with (and so writes into every container config).
+func specSkew(arts map[string]lock.Artifact, files map[string]artifacts.Files) *compat.Finding {
+	rt := arts[profiles.RoleRuntime]
+	if rt.Component != "crun" || catalog.Compare(rt.Version, "1.14.3") >= 0 {
+		return nil
+	}
+	crioBin := files[profiles.RoleCRIO].Binaries["crio"]
+	if crioBin == "" {
+		return nil
+	}
+	spec, err := artifacts.RuntimeSpecVersion(crioBin)
+	if err != nil || spec == "" || strings.HasPrefix(spec, "v1.0.") {
+		return nil
+	}
+	crio := arts[profiles.RoleCRIO]
+	return &compat.Finding{Component: "crun", Version: rt.Version,
+		Cause:   fmt.Sprintf("crio %s was built with OCI runtime-spec %s and writes that ociVersion; crun %s accepts only 1.0.x (fixed in crun 1.14.3), so every container create fails with `unknown version specified`", crio.Version, spec, rt.Version),
+		Fix:     "use crun ≥ 1.14.3, or runc",
+		Symptom: "unknown version specified"}
 }
 
 // installAndTest installs the stack in the booted VM, checks it against the

@@ -37,6 +37,16 @@ type rule struct {
 
 var table = []rule{
 	{
+		// crun commits 4532a388 and 0860c0ff (crun 1.14.2/1.14.3) dropped a
+		// check that refused any ociVersion not containing "1.0".
+		component: "crun", constraint: "< 1.14.3", needs: "image-volume-lifecycle",
+		cause: func(v string) string {
+			return fmt.Sprintf("crun v%s accepts only OCI runtime spec 1.0.x (crun dropped that check in 1.14.3), but CRI-O writes a newer ociVersion, so every container create fails with `unknown version specified`", v)
+		},
+		fix:     "use crun ≥ 1.14.3, or runc",
+		symptom: "unknown version specified",
+	},
+	{
 		component: "cri-tools", constraint: "< 1.31", needs: "image-volume-lifecycle",
 		cause: func(v string) string {
 			return fmt.Sprintf("crictl v%s does not send CRI Mount.image (image volumes need cri-tools ≥ 1.31)", v)

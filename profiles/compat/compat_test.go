@@ -14,6 +14,8 @@ func TestPredictAndDiagnose(t *testing.T) {
 		{map[string]string{"cri-o": "1.34.0", "cri-tools": "1.30.0"}, 1, "crictl v1.30.0 does not send CRI Mount.image (image volumes need cri-tools ≥ 1.31): upgrade cri-tools or pin a matching pair"},
 		{map[string]string{"cri-o": "1.34.0", "cri-tools": "1.34.0"}, 0, ""},
 		{map[string]string{"cri-o": "1.30.2", "cri-tools": "1.34.0"}, 1, "CRI-O v1.30.2 has no OCI image volume support"},
+		{map[string]string{"cri-o": "1.34.0", "cri-tools": "1.34.0", "crun": "1.8.1"}, 1, "crun v1.8.1 accepts only OCI runtime spec 1.0.x"},
+		{map[string]string{"cri-o": "1.34.0", "cri-tools": "1.34.0", "crun": "1.14.3"}, 0, ""},
 	}
 	for _, tt := range tests {
 		got := Predict("image-volume-lifecycle", tt.versions)

@@ -14,13 +14,23 @@ import (
 // (its module version, or the replacement's). It returns "" for binaries
 // that do not use the CRI API, and an error for files that are not Go
 // binaries.
-func CRIAPIVersion(path string) (string, error) {
+func CRIAPIVersion(path string) (string, error) { return DepVersion(path, "k8s.io/cri-api") }
+
+// RuntimeSpecVersion reads which OCI runtime-spec a Go binary (crio, runc)
+// was built with; CRI-O writes that version into every container's config.
+func RuntimeSpecVersion(path string) (string, error) {
+	return DepVersion(path, "github.com/opencontainers/runtime-spec")
+}
+
+// DepVersion reads the version of one module a Go binary was built with
+// (the replacement's, when replaced).
+func DepVersion(path, module string) (string, error) {
 	bi, err := buildinfo.ReadFile(path)
 	if err != nil {
 		return "", err
 	}
 	for _, d := range bi.Deps {
-		if d.Path != "k8s.io/cri-api" {
+		if d.Path != module {
 			continue
 		}
 		if d.Replace != nil {
