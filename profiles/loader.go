@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/envctl/envctl/images"
 	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/provision/fault"
 )
@@ -227,6 +228,13 @@ func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*Pr
 	p.Image = v.GetString("image")
 	if p.Image == "" {
 		p.Image = DefaultImage
+	}
+	if known := images.DefaultCatalog().Names(); !contains(known, p.Image) {
+		msg := fmt.Sprintf("unknown image %q; known: %s", p.Image, strings.Join(known, ", "))
+		if s := suggest(p.Image, known); s != "" {
+			msg = fmt.Sprintf("unknown image %q; did you mean %q?", p.Image, s)
+		}
+		return nil, field("image", msg)
 	}
 	p.Source = v.GetString("source")
 	if err := checkSource(p.Source); err != nil {

@@ -43,6 +43,7 @@ func TestParseBadInput(t *testing.T) {
 		{"typo top level", strings.Replace(good, "test:", "tset:", 1), []string{"p.yaml:9", `unknown key "tset"`, `did you mean "test"`}},
 		{"typo vm key", strings.Replace(good, "memory:", "memroy:", 1), []string{"p.yaml:4", "vm", `"memroy"`, `did you mean "memory"`}},
 		{"typo component", strings.Replace(good, "cri-tools:", "cri-tool:", 1), []string{"p.yaml:7", `unknown component "cri-tool"`, `"cri-tools"`}},
+		{"unknown image", strings.Replace(good, "image: debian-12", "image: debian-21", 1), []string{"p.yaml:2", "image", `unknown image "debian-21"`, `did you mean "debian-12"`}},
 		{"unknown component", strings.Replace(good, "test:", "  dockerd: {version: 1.0}\ntest:", 1), []string{`unknown component "dockerd"`}},
 		{"unknown image key type", strings.Replace(good, "image: debian-12", "image: {a: b}", 1), []string{"image", "mapping"}},
 		{"bad version", strings.Replace(good, `"1.34.0"}`, `"one.two"}`, 1), []string{"components.cri-o.version", "neither a version nor a constraint"}},

@@ -186,6 +186,11 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 	}
 	e.State = "booting"
 	_ = e.Save()
+	if network == "nat" {
+		if err := m.waitLease(ctx); err != nil {
+			return m, err
+		}
+	}
 	if err := m.waitSSH(ctx); err != nil {
 		return m, err
 	}
@@ -243,6 +248,33 @@ func (m *Machine) waitSSH(ctx context.Context) error {
 }
 
 var errBootTimeout = errors.New("boot timeout")
+
+// waitLease finds the guest's address on libvirt's default NAT network.
+func (m *Machine) waitLease(ctx context.Context) error {
+	timeout := m.opts.BootTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Minute
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		ip, err := m.conn.LeaseIP("default", m.Env.Domain)
+		if err != nil {
+			return err
+		}
+		if ip != "" {
+			m.Env.SSHHost, m.Env.SSHPort = ip, 22
+			return m.Env.Save()
+		}
+		if time.Now().After(deadline) {
+			return &fault.Error{Kind: fault.Infra, Err: &BootError{Env: m.Env.ID, Reason: "no DHCP lease on libvirt's default network within " + timeout.String(), Tail: Tail(m.Env.ConsoleLog(), 30), LogPath: m.keepConsole()}}
+		}
+		select {
+		case <-ctx.Done():
+			return fault.Infraf("VM %s: boot interrupted: %w", m.Env.ID, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+}
 
 // keepConsole copies the console log out of the environment directory,
 // which teardown removes, and returns the copy's path.

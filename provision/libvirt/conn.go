@@ -258,6 +258,41 @@ func (c *Conn) EnvDomains() ([]DomainInfo, error) {
 	return out, nil
 }
 
+// LeaseIP returns the IPv4 address libvirt's DHCP server leased to the
+// domain's first interface on the named network, or "" while there is none.
+func (c *Conn) LeaseIP(network, domain string) (string, error) {
+	d, err := c.l.DomainLookupByName(domain)
+	if err != nil {
+		return "", fault.Infraf("domain %s: %w", domain, err)
+	}
+	x, err := c.l.DomainGetXMLDesc(d, 0)
+	if err != nil {
+		return "", fault.Infraf("domain %s: %w", domain, err)
+	}
+	var def libvirtxml.Domain
+	if err := def.Unmarshal(x); err != nil {
+		return "", fault.Infraf("domain %s: %w", domain, err)
+	}
+	if def.Devices == nil || len(def.Devices.Interfaces) == 0 || def.Devices.Interfaces[0].MAC == nil {
+		return "", fault.Infraf("domain %s has no network interface with a MAC address", domain)
+	}
+	mac := strings.ToLower(def.Devices.Interfaces[0].MAC.Address)
+	n, err := c.l.NetworkLookupByName(network)
+	if err != nil {
+		return "", fault.Infraf("network %s: %w; define and start it, or use --network user", network, err)
+	}
+	leases, _, err := c.l.NetworkGetDhcpLeases(n, golibvirt.OptString{mac}, 1, 0)
+	if err != nil {
+		return "", fault.Infraf("DHCP leases of network %s: %w", network, err)
+	}
+	for _, l := range leases {
+		if l.Type == int32(golibvirt.IPAddrTypeIpv4) {
+			return l.Ipaddr, nil
+		}
+	}
+	return "", nil
+}
+
 // Running reports whether the named domain runs.
 func (c *Conn) Running(name string) bool {
 	d, err := c.l.DomainLookupByName(name)
