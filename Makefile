@@ -32,7 +32,7 @@ host:
 
 # Build the local Debian image once; later runs reuse the cached one.
 image: build host
-	@if $(BIN) image ls -o json | grep -q '"kind": "local"'; then echo "image: cached local build found"; else $(BIN) image build debian-12; fi
+	$(BIN) image build debian-12 --if-needed
 
 e2e: build host image
 	ENVCTL_BIN=$(abspath $(BIN)) $(GO) test -count=1 -tags e2e -timeout 80m -v -run 'E2E' ./cmd/envctl

@@ -47,7 +47,7 @@ func Build(ctx context.Context, c *cache.Cache, cat *Catalog, name string, log i
 	if err := cmd.Run(); err != nil {
 		return Local{}, fault.Infraf("image build %s: %s failed: %w (its output is above)", name, recipe.Script, err)
 	}
-	l := Local{Name: name, Format: "raw", Built: time.Now().UTC(), FastSeed: true}
+	l := Local{Name: name, Format: "raw", Built: time.Now().UTC(), FastSeed: true, Recipe: scripts.RecipeHash()}
 	for _, part := range []struct {
 		file string
 		dst  *string

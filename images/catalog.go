@@ -15,6 +15,7 @@ import (
 
 	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/provision/fault"
+	"github.com/envctl/envctl/scripts"
 )
 
 //go:embed images.yaml
@@ -86,7 +87,12 @@ type Local struct {
 	// FastSeed says the image carries the envctl-seed unit, so it can boot
 	// with cloud-init=disabled and still take keys from the seed.
 	FastSeed bool `json:"fast_seed"`
+	// Recipe is the hash of the scripts the image was built with.
+	Recipe string `json:"recipe,omitempty"`
 }
+
+// Stale reports whether the image was built from other scripts than this envctl carries.
+func (l Local) Stale() bool { return l.Recipe != scripts.RecipeHash() }
 
 // Ref is a resolved image: exactly what a lock file pins.
 type Ref struct {

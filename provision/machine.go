@@ -31,6 +31,7 @@ type Options struct {
 	BootTimeout time.Duration // until SSH answers
 	CloudInit   string        // auto, full or fast
 	Online      bool          // let the guest reach the outside network
+	KernelArgs  string        // extra kernel command line (direct boot only)
 	Log         *slog.Logger
 	// Step reports progress lines for humans (stderr); may be nil.
 	Step func(format string, args ...any)
@@ -165,6 +166,9 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 	cmdline := "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet"
 	if fast {
 		cmdline += " cloud-init=disabled"
+	}
+	if opts.KernelArgs != "" {
+		cmdline += " " + opts.KernelArgs
 	}
 	xml, err := libvirt.DomainXML(libvirt.DomainSpec{
 		Name: e.Domain, Type: domType, CPUs: spec.CPUs, MemoryMiB: spec.Memory >> 20,

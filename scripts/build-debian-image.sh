@@ -14,6 +14,8 @@
 # The image behaves like a cloud image: it has no SSH host keys and no users
 # with keys; cloud-init NoCloud (or the faster envctl-seed unit, when the
 # kernel command line says cloud-init=disabled) takes both from the cidata seed.
+# sshd is socket-activated (ssh.socket), so port 22 listens early in boot
+# instead of after network.target.
 set -euo pipefail
 
 out=${1:?usage: build-debian-image.sh OUTDIR [SUITE]}
@@ -47,14 +49,17 @@ mmdebstrap "${mm_args[@]}" \
   --customize-hook='printf "/dev/vda / ext4 defaults,discard 0 1\n" > "$1/etc/fstab"' \
   --customize-hook='mkdir -p "$1/etc/systemd/network" && printf "[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n" > "$1/etc/systemd/network/10-dhcp.network"' \
   --customize-hook='chroot "$1" systemctl enable systemd-networkd' \
-  --customize-hook='chroot "$1" systemctl mask apt-daily.timer apt-daily-upgrade.timer systemd-networkd-wait-online.service e2scrub_all.timer fstrim.timer man-db.timer' \
+  --customize-hook='chroot "$1" systemctl mask apt-daily.timer apt-daily-upgrade.timer systemd-networkd-wait-online.service e2scrub_all.timer e2scrub_reap.service fstrim.timer man-db.timer' \
+  --customize-hook='chroot "$1" systemctl disable ssh.service' \
+  --customize-hook='chroot "$1" systemctl enable ssh.socket' \
   --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
   --customize-hook=': > "$1/etc/machine-id"' \
   --customize-hook='mkdir -p "$1/etc/cloud/cloud.cfg.d" && printf "datasource_list: [ NoCloud, None ]\nnetwork: {config: disabled}\nlocale: false\n" > "$1/etc/cloud/cloud.cfg.d/99-envctl.cfg"' \
   --customize-hook='upload '"$here"'/guest/envctl-seed /usr/local/sbin/envctl-seed' \
   --customize-hook='chmod 0755 "$1/usr/local/sbin/envctl-seed"' \
   --customize-hook='upload '"$here"'/guest/envctl-seed.service /etc/systemd/system/envctl-seed.service' \
-  --customize-hook='chroot "$1" systemctl enable envctl-seed.service' \
+  --customize-hook='upload '"$here"'/guest/envctl-growfs.service /etc/systemd/system/envctl-growfs.service' \
+  --customize-hook='chroot "$1" systemctl enable envctl-seed.service envctl-growfs.service' \
   --customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*' \
   "$suite" "$root" "${mirror_arg[@]}"
 

@@ -1,7 +1,9 @@
 package scripts
 
 import (
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"fmt"
 	"io/fs"
 	"os"
@@ -10,6 +12,22 @@ import (
 
 //go:embed *.sh guest
 var files embed.FS
+
+// RecipeHash is a digest of every embedded script and guest file: an image
+// built from older scripts is stale.
+func RecipeHash() string {
+	h := sha256.New()
+	_ = fs.WalkDir(files, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, _ := files.ReadFile(path)
+		fmt.Fprintf(h, "%s %d\n", path, len(b))
+		h.Write(b)
+		return nil
+	})
+	return hex.EncodeToString(h.Sum(nil))
+}
 
 // Extract writes the embedded scripts into dir (created if needed) and
 // returns the path of the named script.

@@ -45,7 +45,11 @@ func newImageCmd(a *app) *cobra.Command {
 				l := locals[n]
 				d, _ := cache.ParseDigest(l.Disk)
 				_, ok := c.Has(d)
-				rows = append(rows, row{n, "local", l.Disk, ok, "built " + l.Built.Format(time.RFC3339)})
+				src := "built " + l.Built.Format(time.RFC3339)
+				if l.Stale() {
+					src += " (stale: rebuild with `envctl image build " + n + "`)"
+				}
+				rows = append(rows, row{n, "local", l.Disk, ok, src})
 			}
 			cat := a.images()
 			for _, n := range sortedKeys(cat.Images) {
@@ -92,7 +96,8 @@ func newImageCmd(a *app) *cobra.Command {
 			return nil
 		},
 	})
-	cmd.AddCommand(&cobra.Command{
+	var ifNeeded bool
+	build := &cobra.Command{
 		Use:               "build NAME",
 		Short:             "Build an image locally (mmdebstrap) and register it under NAME",
 		Args:              cobra.ExactArgs(1),
@@ -101,6 +106,20 @@ func newImageCmd(a *app) *cobra.Command {
 			c, err := a.cache()
 			if err != nil {
 				return err
+			}
+			if ifNeeded {
+				locals, err := images.LocalImages(c)
+				if err != nil {
+					return err
+				}
+				if l, ok := locals[args[0]]; ok && !l.Stale() {
+					if d, err := cache.ParseDigest(l.Disk); err == nil {
+						if _, ok := c.Has(d); ok {
+							fmt.Fprintf(a.stdout, "image %s is up to date (built %s)\n", args[0], l.Built.Format(time.RFC3339))
+							return nil
+						}
+					}
+				}
 			}
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
@@ -114,7 +133,9 @@ func newImageCmd(a *app) *cobra.Command {
 				fmt.Fprintf(w, "built %s in %s: disk %s, kernel %s, %d packages\n", l.Name, time.Since(start).Round(time.Second), l.Disk, shortDigest(l.Kernel), len(l.Packages))
 			})
 		},
-	})
+	}
+	build.Flags().BoolVar(&ifNeeded, "if-needed", false, "build only when there is no current local build (none, or one made by other scripts)")
+	cmd.AddCommand(build)
 	cmd.AddCommand(&cobra.Command{
 		Use:               "rm NAME",
 		Short:             "Forget a local build (its files go with `image prune`)",

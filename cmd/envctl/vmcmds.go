@@ -34,6 +34,7 @@ type vmFlags struct {
 	network     string
 	bootTimeout time.Duration
 	cloudInit   string
+	kernelArgs  string
 }
 
 func (f *vmFlags) register(cmd *cobra.Command) {
@@ -42,6 +43,7 @@ func (f *vmFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.network, "network", "user", "network: user (QEMU user-mode, SSH on 127.0.0.1) or nat (libvirt's default network)")
 	cmd.Flags().DurationVar(&f.bootTimeout, "boot-timeout", 5*time.Minute, "how long to wait for SSH after boot (TCG needs minutes)")
 	cmd.Flags().StringVar(&f.cloudInit, "cloud-init", "auto", "seed handling: auto (fast path when the image has it), full (run cloud-init) or fast")
+	cmd.Flags().StringVar(&f.kernelArgs, "kernel-args", os.Getenv("ENVCTL_KERNEL_ARGS"), "extra kernel command line for images booted directly (e.g. mitigations=off)")
 	_ = cmd.RegisterFlagCompletionFunc("accel", fixedCompletion("auto", "kvm", "tcg"))
 	_ = cmd.RegisterFlagCompletionFunc("network", fixedCompletion("user", "nat"))
 	_ = cmd.RegisterFlagCompletionFunc("cloud-init", fixedCompletion("auto", "full", "fast"))
@@ -66,7 +68,7 @@ func (f *vmFlags) options(a *app) (provision.Options, error) {
 	if f.bootTimeout <= 0 {
 		return provision.Options{}, fault.Inputf("--boot-timeout must be positive")
 	}
-	return provision.Options{URI: f.connect, Accel: f.accel, Network: f.network, BootTimeout: f.bootTimeout, CloudInit: f.cloudInit, Log: a.log, Step: a.step}, nil
+	return provision.Options{URI: f.connect, Accel: f.accel, Network: f.network, BootTimeout: f.bootTimeout, CloudInit: f.cloudInit, KernelArgs: f.kernelArgs, Log: a.log, Step: a.step}, nil
 }
 
 func fixedCompletion(vals ...string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {

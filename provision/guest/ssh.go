@@ -91,12 +91,40 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	return &Client{ssh: ssh.NewClient(c, chans, reqs), Addr: cfg.Addr, User: cfg.User}, nil
 }
 
-// Wait dials until the guest answers with the pinned key, backing off
-// between tries, until ctx ends. A wrong host key fails at once.
+// banner reports whether an SSH server greets on addr within a short time.
+// Behind QEMU's user-mode forward a connection is accepted at once even
+// while the guest is still booting, and a full handshake attempt can then
+// hang for seconds; probing for the "SSH-" greeting with short timeouts
+// notices sshd as soon as it listens.
+func banner(ctx context.Context, addr string) bool {
+	d := net.Dialer{Timeout: time.Second}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
+	buf := make([]byte, 4)
+	_, err = io.ReadFull(conn, buf)
+	return err == nil && string(buf) == "SSH-"
+}
+
+// Wait dials until the guest answers with the pinned key, until ctx ends.
+// It first waits for sshd's greeting with cheap probes, then handshakes. A
+// wrong host key fails at once.
 func Wait(ctx context.Context, cfg Config, log *slog.Logger) (*Client, error) {
 	delay := 250 * time.Millisecond
 	var last error
 	for attempt := 1; ; attempt++ {
+		if !banner(ctx, cfg.Addr) {
+			last = fmt.Errorf("no SSH greeting yet")
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("ssh %s: no answer (last error: %v): %w", cfg.Addr, last, ctx.Err())
+			case <-time.After(200 * time.Millisecond):
+			}
+			continue
+		}
 		actx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		c, err := Dial(actx, cfg)
 		cancel()
