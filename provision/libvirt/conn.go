@@ -95,6 +95,24 @@ func isNotFound(err error) bool {
 // starting it when missing or inactive.
 func (c *Conn) EnsurePool(name, dir string) (golibvirt.StoragePool, error) {
 	pool, err := c.l.StoragePoolLookupByName(name)
+	if err == nil {
+		// A pool left by another state directory (ENVCTL_STATE_DIR, HOME)
+		// points elsewhere: take it over when it is empty.
+		if x, xerr := c.l.StoragePoolGetXMLDesc(pool, 0); xerr == nil {
+			var def libvirtxml.StoragePool
+			if def.Unmarshal(x) == nil && def.Target != nil && filepath.Clean(def.Target.Path) != filepath.Clean(dir) {
+				_ = c.l.StoragePoolRefresh(pool, 0)
+				if vols, _, verr := c.l.StoragePoolListAllVolumes(pool, 1, 0); verr == nil && len(vols) > 0 {
+					return pool, fault.Infraf("storage pool %s holds %d volumes in %s, but this envctl keeps its pool in %s; run `envctl gc` with the other state directory, or remove the pool", name, len(vols), def.Target.Path, dir)
+				}
+				_ = c.l.StoragePoolDestroy(pool)
+				if uerr := c.l.StoragePoolUndefine(pool); uerr != nil {
+					return pool, fault.Infraf("storage pool %s: redefine for %s: %w", name, dir, uerr)
+				}
+				err = golibvirt.Error{Code: uint32(golibvirt.ErrNoStoragePool)}
+			}
+		}
+	}
 	if err != nil {
 		if !isNotFound(err) {
 			return pool, fault.Infraf("storage pool %s: %w", name, err)
@@ -119,7 +137,13 @@ func (c *Conn) EnsurePool(name, dir string) (golibvirt.StoragePool, error) {
 	}
 	if golibvirt.StoragePoolState(state) != golibvirt.StoragePoolRunning {
 		if err := c.l.StoragePoolCreate(pool, 0); err != nil {
-			return pool, fault.Infraf("start storage pool %s: %w", name, err)
+			// Its directory may have been removed: build it and try again.
+			if berr := c.l.StoragePoolBuild(pool, golibvirt.StoragePoolBuildNew); berr != nil {
+				return pool, fault.Infraf("start storage pool %s: %w", name, err)
+			}
+			if err := c.l.StoragePoolCreate(pool, 0); err != nil {
+				return pool, fault.Infraf("start storage pool %s: %w", name, err)
+			}
 		}
 	}
 	return pool, nil
