@@ -3,36 +3,36 @@ package images
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
-	"github.com/envctl/envctl/images/cache"
-	"github.com/envctl/envctl/provision/fault"
+	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/scripts"
 )
 
-// Build runs the image's build recipe (a script in scripts/) and records the
-// result in the local image registry. Output of the script goes to log.
-func Build(ctx context.Context, c *cache.Cache, cat *Catalog, name string, log io.Writer) (Local, error) {
-	recipe, ok := cat.Builds[name]
+// Build runs the image's build recipe (a script in scripts/) and records
+// the result in the local image registry. The script's output goes to log.
+func (s *Store) Build(ctx context.Context, name string, log io.Writer) (Local, error) {
+	recipe, ok := s.Catalog.Builds[name]
 	if !ok {
 		var names []string
-		for n := range cat.Builds {
+		for n := range s.Catalog.Builds {
 			names = append(names, n)
 		}
+		slices.Sort(names)
 		return Local{}, fault.Inputf("image %q has no local build recipe; buildable: %s", name, strings.Join(names, ", "))
 	}
-	unlock, err := c.Lock(ctx, "build-image-"+name)
+	unlock, err := s.Cache.Lock(ctx, "build-image-"+name)
 	if err != nil {
 		return Local{}, err
 	}
 	defer unlock()
-	work, err := os.MkdirTemp(filepath.Join(c.Dir, "tmp"), "image-build-")
+	work, err := os.MkdirTemp(filepath.Join(s.Cache.Dir, "tmp"), "image-build-")
 	if err != nil {
 		return Local{}, fault.Infraf("image build: %w", err)
 	}
@@ -52,14 +52,14 @@ func Build(ctx context.Context, c *cache.Cache, cat *Catalog, name string, log i
 		file string
 		dst  *string
 	}{{"disk.raw", &l.Disk}, {"vmlinuz", &l.Kernel}, {"initrd.img", &l.Initrd}} {
-		d, _, err := c.Import(ctx, filepath.Join(out, part.file), true)
+		d, _, err := s.Cache.Import(ctx, filepath.Join(out, part.file), true)
 		if err != nil {
 			return Local{}, err
 		}
 		*part.dst = d.String()
 	}
 	l.Packages = readPackages(filepath.Join(out, "packages.txt"))
-	if err := saveLocal(ctx, c, func(m map[string]Local) { m[name] = l }); err != nil {
+	if err := s.saveLocal(ctx, func(m map[string]Local) { m[name] = l }); err != nil {
 		return Local{}, err
 	}
 	return l, nil
@@ -80,27 +80,3 @@ func readPackages(path string) map[string]string {
 	}
 	return out
 }
-
-// RemoveLocal forgets a local build (its blobs go with `envctl image prune`).
-func RemoveLocal(ctx context.Context, c *cache.Cache, name string) error {
-	locals, err := LocalImages(c)
-	if err != nil {
-		return err
-	}
-	if _, ok := locals[name]; !ok {
-		return fault.Inputf("image %q has no local build to remove", name)
-	}
-	return saveLocal(ctx, c, func(m map[string]Local) { delete(m, name) })
-}
-
-// InUse lists the blob digests referenced by local builds.
-func InUse(c *cache.Cache) map[string]bool {
-	used := map[string]bool{}
-	locals, _ := LocalImages(c)
-	for _, l := range locals {
-		used[l.Disk], used[l.Kernel], used[l.Initrd] = true, true, true
-	}
-	return used
-}
-
-var _ = fmt.Sprint

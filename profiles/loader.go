@@ -2,25 +2,31 @@ package profiles
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/envctl/envctl/images"
 	"github.com/envctl/envctl/profiles/catalog"
-	"github.com/envctl/envctl/provision/fault"
+	"github.com/envctl/envctl/profiles/fault"
+)
+
+// Limits that keep a hostile or mistaken profile from exhausting memory.
+const (
+	MaxFileSize = 256 << 10
+	MaxCells    = 256
 )
 
 // Error is a problem with a profile file. It names the file, the line when
-// known, and the field.
+// known, and the field. It is always bad input.
 type Error struct {
 	File  string
 	Line  int
@@ -39,6 +45,9 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s: %s", loc, e.Msg)
 }
 
+// FaultClass implements fault.Classed: a profile error is bad input.
+func (e *Error) FaultClass() fault.Class { return fault.Input }
+
 // SearchDirs lists the directories searched for profiles by name, in order:
 // $ENVCTL_PROFILES_DIR (a list), ./profiles, and $XDG_CONFIG_HOME/envctl/profiles.
 func SearchDirs() []string {
@@ -47,13 +56,7 @@ func SearchDirs() []string {
 		dirs = append(dirs, filepath.SplitList(env)...)
 	}
 	dirs = append(dirs, "profiles")
-	cfg := os.Getenv("XDG_CONFIG_HOME")
-	if cfg == "" {
-		if home, err := os.UserHomeDir(); err == nil {
-			cfg = filepath.Join(home, ".config")
-		}
-	}
-	if cfg != "" {
+	if cfg, err := os.UserConfigDir(); err == nil {
 		dirs = append(dirs, filepath.Join(cfg, "envctl", "profiles"))
 	}
 	return dirs
@@ -66,6 +69,10 @@ type Entry struct {
 	Err  string `json:"error,omitempty"`
 }
 
+func profileName(path string) string {
+	return strings.TrimSuffix(strings.TrimSuffix(filepath.Base(path), ".yaml"), ".yml")
+}
+
 // List finds every profile in the search path. A name found twice is listed
 // once, from the first directory (that is the one Load picks).
 func List() []Entry {
@@ -75,9 +82,9 @@ func List() []Entry {
 		matches, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
 		more, _ := filepath.Glob(filepath.Join(dir, "*.yml"))
 		matches = append(matches, more...)
-		sort.Strings(matches)
+		slices.Sort(matches)
 		for _, m := range matches {
-			name := strings.TrimSuffix(strings.TrimSuffix(filepath.Base(m), ".yaml"), ".yml")
+			name := profileName(m)
 			if seen[name] {
 				continue
 			}
@@ -131,33 +138,19 @@ func Load(nameOrPath string) (*Profile, error) {
 
 // LoadFile reads and validates one profile file, applying ENVCTL_* overrides.
 func LoadFile(path string) (*Profile, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fault.Inputf("profile %s: %v", path, err)
+	}
+	if st.Size() > MaxFileSize {
+		return nil, &Error{File: path, Msg: fmt.Sprintf("%d bytes is too large for a profile (the limit is %d KiB); is this the right file?", st.Size(), MaxFileSize>>10)}
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fault.Inputf("profile %s: %v", path, err)
 	}
-	p, err := Parse(path, data, os.LookupEnv)
-	if err != nil {
-		return nil, fault.AsInput(err)
-	}
-	return p, nil
+	return Parse(path, data, EnvOverrides())
 }
-
-// schema lists the keys a profile may have. A nil value accepts any scalar;
-// "*" stands for any key.
-var schema = map[string]any{
-	"name": nil, "description": nil, "image": nil, "source": nil, "test": nil,
-	"vm": map[string]any{"cpus": nil, "memory": nil, "disk": nil},
-	"components": map[string]any{
-		RoleCRIO: componentKeys, RoleCRITools: componentKeys, RoleRuntime: componentKeys,
-		RoleConmon: componentKeys, RoleCNI: componentKeys,
-	},
-	"matrix": map[string]any{
-		RoleCRIO: nil, RoleCRITools: nil, RoleRuntime: nil, RoleConmon: nil, RoleCNI: nil,
-		"exclude": nil,
-	},
-}
-
-var componentKeys = map[string]any{"name": nil, "version": nil, "source": nil}
 
 // overridable lists the keys ENVCTL_* variables may set, e.g.
 // ENVCTL_VM_MEMORY=4GiB or ENVCTL_COMPONENTS_CRI_TOOLS_VERSION=1.34.0.
@@ -165,7 +158,7 @@ func overridable() []string {
 	keys := []string{"image", "source", "test", "vm.cpus", "vm.memory", "vm.disk"}
 	for _, r := range Roles {
 		for _, f := range []string{"name", "version", "source"} {
-			keys = append(keys, "components."+r+"."+f)
+			keys = append(keys, "components."+string(r)+"."+f)
 		}
 	}
 	return keys
@@ -176,9 +169,137 @@ func EnvName(key string) string {
 	return "ENVCTL_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(key))
 }
 
-// Parse validates a profile's bytes. lookupEnv supplies ENVCTL_* overrides
-// (os.LookupEnv in the product, a map in tests).
-func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*Profile, error) {
+// EnvOverrides reads the ENVCTL_* variables that override profile keys,
+// through viper, keyed by profile key.
+func EnvOverrides() map[string]string {
+	v := viper.New()
+	v.SetEnvPrefix("ENVCTL")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_", "-", "_"))
+	out := map[string]string{}
+	for _, key := range overridable() {
+		_ = v.BindEnv(key)
+		if v.IsSet(key) {
+			out[key] = v.GetString(key)
+		}
+	}
+	return out
+}
+
+// The YAML shape of a profile. Scalars are read as their literal text, so
+// an unquoted `version: 1.10` stays "1.10" rather than becoming 1.1.
+type (
+	rawProfile struct {
+		Name        string                  `yaml:"name"`
+		Description string                  `yaml:"description"`
+		Image       string                  `yaml:"image"`
+		Source      string                  `yaml:"source"`
+		VM          rawVM                   `yaml:"vm"`
+		Components  map[string]rawComponent `yaml:"components"`
+		Test        string                  `yaml:"test"`
+		Matrix      *rawMatrix              `yaml:"matrix"`
+	}
+	rawVM struct {
+		CPUs   string `yaml:"cpus"`
+		Memory string `yaml:"memory"`
+		Disk   string `yaml:"disk"`
+	}
+	rawComponent struct {
+		Name    string  `yaml:"name"`
+		Version literal `yaml:"version"`
+		Source  string  `yaml:"source"`
+	}
+	rawMatrix struct {
+		Axes    map[string][]rawAxisValue
+		Exclude []map[string]literal
+		Lines   map[string]int
+	}
+	rawAxisValue struct {
+		Text string // "1.30.0" or "runc@1.3.6"
+		Spec *rawComponent
+		Line int
+	}
+)
+
+// literal is a scalar's exact text in the file.
+type literal string
+
+func (l *literal) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return &Error{Line: n.Line, Msg: "expected a single value, got a " + kindName(n)}
+	}
+	*l = literal(strings.TrimSpace(n.Value))
+	return nil
+}
+
+func (m *rawMatrix) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return &Error{Line: n.Line, Field: "matrix", Msg: "expected a mapping of axes, got a " + kindName(n)}
+	}
+	m.Axes, m.Lines = map[string][]rawAxisValue{}, map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		key, val := n.Content[i].Value, n.Content[i+1]
+		m.Lines[key] = n.Content[i].Line
+		if key == "exclude" {
+			if err := val.Decode(&m.Exclude); err != nil {
+				return &Error{Line: val.Line, Field: "matrix.exclude", Msg: "a list of {axis: value} maps, like [{cri-tools: \"1.30.0\", runtime: \"crun@1.8.1\"}]"}
+			}
+			continue
+		}
+		var items []rawAxisValue
+		if val.Kind == yaml.ScalarNode {
+			items = []rawAxisValue{{Text: val.Value, Line: val.Line}}
+		} else if err := val.Decode(&items); err != nil {
+			return err
+		}
+		m.Axes[key] = items
+	}
+	return nil
+}
+
+func (a *rawAxisValue) UnmarshalYAML(n *yaml.Node) error {
+	a.Line = n.Line
+	switch n.Kind {
+	case yaml.ScalarNode:
+		a.Text = strings.TrimSpace(n.Value)
+		return nil
+	case yaml.MappingNode:
+		if err := checkKeys("", n, componentKeys, "matrix"); err != nil {
+			return err
+		}
+		a.Spec = &rawComponent{}
+		return n.Decode(a.Spec)
+	}
+	return &Error{Line: n.Line, Msg: "an axis value is a version, NAME@VERSION, or {name, version, source}"}
+}
+
+// schema lists the keys a profile may have, for "did you mean" errors. A
+// nil value takes a scalar; "*" marks a map with free keys.
+var schema = map[string]any{
+	"name": nil, "description": nil, "image": nil, "source": nil, "test": nil,
+	"vm": map[string]any{"cpus": nil, "memory": nil, "disk": nil},
+	"components": map[string]any{
+		string(RoleCRIO): componentKeys, string(RoleCRITools): componentKeys, string(RoleRuntime): componentKeys,
+		string(RoleConmon): componentKeys, string(RoleCNI): componentKeys,
+	},
+	"matrix": map[string]any{
+		string(RoleCRIO): list, string(RoleCRITools): list, string(RoleRuntime): list,
+		string(RoleConmon): list, string(RoleCNI): list, "exclude": list,
+	},
+}
+
+// list marks a key whose value may be a sequence.
+var list = &struct{}{}
+
+var componentKeys = map[string]any{"name": nil, "version": nil, "source": nil}
+
+var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]*$`)
+
+// Parse validates a profile's bytes. overrides are ENVCTL_* values by
+// profile key (EnvOverrides in the product, a map in tests).
+func Parse(path string, data []byte, overrides map[string]string) (*Profile, error) {
+	if len(data) > MaxFileSize {
+		return nil, &Error{File: path, Msg: fmt.Sprintf("%d bytes is too large for a profile (the limit is %d KiB)", len(data), MaxFileSize>>10)}
+	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, &Error{File: path, Line: yamlErrLine(err), Msg: "YAML syntax: " + yamlErrText(err)}
@@ -196,133 +317,164 @@ func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*Pr
 	lines := map[string]int{}
 	collectLines(doc, "", lines)
 
-	v := viper.New()
-	v.SetConfigType("yaml")
-	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
-		return nil, &Error{File: path, Msg: err.Error()}
-	}
-	overrides := map[string]string{}
-	for _, key := range overridable() {
-		if val, ok := lookupEnv(EnvName(key)); ok {
-			v.Set(key, val)
-			overrides[key] = EnvName(key)
+	var raw rawProfile
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&raw); err != nil {
+		var pe *Error
+		if errors.As(err, &pe) {
+			pe.File = path
+			return nil, pe
 		}
+		return nil, &Error{File: path, Line: yamlErrLine(err), Msg: yamlErrText(err)}
+	}
+	if err := raw.apply(overrides); err != nil {
+		return nil, &Error{File: path, Msg: err.Error()}
 	}
 	field := func(key, msg string) error {
 		e := &Error{File: path, Line: lines[key], Field: key, Msg: msg}
-		if env, ok := overrides[key]; ok {
-			e.Msg += " (set by " + env + ")"
+		if _, ok := overrides[key]; ok {
+			e.Msg += " (set by " + EnvName(key) + ")"
 		}
 		return e
 	}
+	return raw.validate(path, field)
+}
 
-	p := &Profile{Path: path, Components: map[string]ComponentSpec{}}
-	p.Name = v.GetString("name")
-	if p.Name == "" {
-		p.Name = strings.TrimSuffix(strings.TrimSuffix(filepath.Base(path), ".yaml"), ".yml")
+// apply lays ENVCTL_* overrides over the file's values.
+func (r *rawProfile) apply(overrides map[string]string) error {
+	for key, val := range overrides {
+		switch key {
+		case "image":
+			r.Image = val
+		case "source":
+			r.Source = val
+		case "test":
+			r.Test = val
+		case "vm.cpus":
+			r.VM.CPUs = val
+		case "vm.memory":
+			r.VM.Memory = val
+		case "vm.disk":
+			r.VM.Disk = val
+		default:
+			role, f, ok := strings.Cut(strings.TrimPrefix(key, "components."), ".")
+			if !ok || !strings.HasPrefix(key, "components.") {
+				return fmt.Errorf("%s: not an overridable key", EnvName(key))
+			}
+			if r.Components == nil {
+				r.Components = map[string]rawComponent{}
+			}
+			c := r.Components[role]
+			switch f {
+			case "name":
+				c.Name = val
+			case "version":
+				c.Version = literal(val)
+			case "source":
+				c.Source = val
+			}
+			r.Components[role] = c
+		}
 	}
-	if !regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]*$`).MatchString(p.Name) {
+	return nil
+}
+
+func (r *rawProfile) validate(path string, field func(key, msg string) error) (*Profile, error) {
+	p := &Profile{Path: path, Components: map[Role]ComponentSpec{}, Description: r.Description}
+	p.Name = cmp.Or(r.Name, profileName(path))
+	if !nameRE.MatchString(p.Name) {
 		return nil, field("name", fmt.Sprintf("%q is not a valid name: use letters, digits, '.', '_' and '-'", p.Name))
 	}
-	p.Description = v.GetString("description")
-	p.Image = v.GetString("image")
-	if p.Image == "" {
-		p.Image = DefaultImage
-	}
-	if known := images.DefaultCatalog().Names(); !contains(known, p.Image) {
+	p.Image = cmp.Or(r.Image, DefaultImage)
+	if known := catalog.Images().Names(); !slices.Contains(known, p.Image) {
 		msg := fmt.Sprintf("unknown image %q; known: %s", p.Image, strings.Join(known, ", "))
 		if s := suggest(p.Image, known); s != "" {
 			msg = fmt.Sprintf("unknown image %q; did you mean %q?", p.Image, s)
 		}
 		return nil, field("image", msg)
 	}
-	p.Source = v.GetString("source")
-	if err := checkSource(p.Source); err != nil {
-		return nil, field("source", err.Error())
+	if r.Source != "" {
+		s, err := ParseSource(r.Source)
+		if err != nil {
+			return nil, field("source", err.Error())
+		}
+		p.Source = s
 	}
-	p.Test = v.GetString("test")
-	if p.Test == "" {
-		p.Test = DefaultTest
-	}
-	if !contains(Tests, p.Test) {
-		return nil, field("test", fmt.Sprintf("unknown test %q; known: %s", p.Test, strings.Join(Tests, ", ")))
+	p.Test = TestName(cmp.Or(r.Test, string(DefaultTest)))
+	if !slices.Contains(Tests, p.Test) {
+		return nil, field("test", fmt.Sprintf("unknown test %q; known: %s", p.Test, "image-volume-lifecycle, none"))
 	}
 
 	p.VM = VM{CPUs: DefaultCPUs, Memory: DefaultMemory, Disk: DefaultDisk}
-	if v.IsSet("vm.cpus") {
-		n, err := strconv.Atoi(strings.TrimSpace(v.GetString("vm.cpus")))
+	if r.VM.CPUs != "" {
+		n, err := strconv.Atoi(strings.TrimSpace(r.VM.CPUs))
 		if err != nil || n < 1 || n > 256 {
-			return nil, field("vm.cpus", fmt.Sprintf("%q is not a CPU count: use a whole number from 1 to 256", v.GetString("vm.cpus")))
+			return nil, field("vm.cpus", fmt.Sprintf("%q is not a CPU count: use a whole number from 1 to 256", r.VM.CPUs))
 		}
 		p.VM.CPUs = n
 	}
-	for key, dst := range map[string]*Size{"vm.memory": &p.VM.Memory, "vm.disk": &p.VM.Disk} {
-		if !v.IsSet(key) {
+	for _, sz := range []struct {
+		key, text string
+		dst       *Size
+	}{{"vm.memory", r.VM.Memory, &p.VM.Memory}, {"vm.disk", r.VM.Disk, &p.VM.Disk}} {
+		if sz.text == "" {
 			continue
 		}
-		s, err := ParseSize(v.GetString(key))
+		s, err := ParseSize(sz.text)
 		if err != nil {
-			return nil, field(key, err.Error())
+			return nil, field(sz.key, err.Error())
 		}
-		*dst = s
+		*sz.dst = s
 	}
-	if p.VM.Memory < 256<<20 {
+	if p.VM.Memory < 512<<20 {
 		return nil, field("vm.memory", fmt.Sprintf("%s is too little memory to boot; use at least 512MiB", p.VM.Memory))
 	}
-	if p.VM.Disk < 2<<30 {
+	if p.VM.Disk < 4<<30 {
 		return nil, field("vm.disk", fmt.Sprintf("%s is too small; use at least 4GiB", p.VM.Disk))
 	}
 
 	for _, role := range Roles {
-		key := "components." + role
-		if !v.IsSet(key) {
+		rc, ok := r.Components[string(role)]
+		if !ok {
 			continue
 		}
-		spec := ComponentSpec{
-			Name:    v.GetString(key + ".name"),
-			Version: strings.TrimSpace(v.GetString(key + ".version")),
-			Source:  v.GetString(key + ".source"),
-		}
-		if spec.Version == "" {
-			return nil, field(key+".version", "missing: pin a version such as \"1.34.0\" or a constraint such as \"~> 1.34.0\"")
-		}
-		if role == RoleRuntime {
-			if spec.Name == "" {
-				return nil, field(key+".name", "missing: name the runtime, runc or crun")
-			}
-			if !contains(Runtimes, spec.Name) {
-				return nil, field(key+".name", fmt.Sprintf("unknown runtime %q; use runc or crun", spec.Name))
-			}
-		} else if spec.Name != "" {
-			return nil, field(key+".name", "only the runtime component takes a name")
-		}
-		if err := checkSource(spec.Source); err != nil {
-			return nil, field(key+".source", err.Error())
+		key := "components." + string(role)
+		spec, err := rc.spec(role)
+		if err != nil {
+			return nil, field(key+err.field, err.msg)
 		}
 		p.Components[role] = spec
 	}
-	for _, required := range []string{RoleCRIO, RoleCRITools, RoleRuntime} {
+	for _, required := range RequiredRoles {
 		if _, ok := p.Components[required]; !ok {
 			return nil, field("components", fmt.Sprintf("%s is required: pin it with `%s: {version: \"X.Y.Z\"}`", required, required))
 		}
 	}
 
-	if v.IsSet("matrix") {
-		m, err := parseMatrix(v, field)
+	if r.Matrix != nil {
+		m, err := r.Matrix.validate(field)
 		if err != nil {
 			return nil, err
 		}
 		p.Matrix = m
+		if n := p.CellCount(); n > MaxCells {
+			return nil, field("matrix", fmt.Sprintf("expands to %d cells, more than the limit of %d; split it into several profiles, or use exclude", n, MaxCells))
+		}
 	}
 
-	// Resolve every cell against the catalog now, so a bad version is a load error.
+	// Resolve every cell against the catalog now, so a bad version or a
+	// source that cannot work is a load error.
 	cat := catalog.Default()
 	for _, cell := range p.Cells() {
 		for role, spec := range cell.Components {
 			if _, err := ResolveComponent(cat, p, role, spec); err != nil {
-				key := "components." + role + ".version"
-				if p.Matrix != nil && cell.Values[role] != "" {
-					key = "matrix." + role
+				key := "components." + string(role) + ".version"
+				if spec.Source != "" {
+					key = "components." + string(role) + ".source"
+				}
+				if cell.Values[role] != "" {
+					key = "matrix." + string(role)
 				}
 				return nil, field(key, err.Error())
 			}
@@ -331,88 +483,98 @@ func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*Pr
 	return p, nil
 }
 
-func parseMatrix(v *viper.Viper, field func(key, msg string) error) (*Matrix, error) {
-	m := &Matrix{Axes: map[string][]AxisValue{}}
-	for _, role := range Roles {
-		key := "matrix." + role
-		if !v.IsSet(key) {
-			continue
-		}
-		raw, ok := v.Get(key).([]any)
-		if !ok {
-			if s := v.GetString(key); s != "" {
-				raw = []any{s}
-			}
-		}
-		if len(raw) == 0 {
-			return nil, field(key, "an axis is a list of values, like [\"1.30.0\", \"1.34.0\"]")
-		}
-		for _, item := range raw {
-			av, err := axisValue(role, item)
-			if err != nil {
-				return nil, field(key, err.Error())
-			}
-			m.Axes[role] = append(m.Axes[role], av)
-		}
+type specError struct{ field, msg string }
+
+func (c rawComponent) spec(role Role) (ComponentSpec, *specError) {
+	spec := ComponentSpec{Name: c.Name, Version: string(c.Version)}
+	if spec.Version == "" {
+		return spec, &specError{".version", "missing: pin a version such as \"1.34.0\" or a constraint such as \"~> 1.34.0\""}
 	}
-	if v.IsSet("matrix.exclude") {
-		raw, ok := v.Get("matrix.exclude").([]any)
-		if !ok {
-			return nil, field("matrix.exclude", "a list of {axis: value} maps")
+	if role == RoleRuntime {
+		if spec.Name == "" {
+			return spec, &specError{".name", "missing: name the runtime, runc or crun"}
 		}
-		for _, item := range raw {
-			mm, ok := item.(map[string]any)
-			if !ok {
-				return nil, field("matrix.exclude", "each entry is a map like {cri-tools: \"1.30.0\", runtime: \"crun@1.8.1\"}")
-			}
-			ex := map[string]string{}
-			for k, val := range mm {
-				if _, isAxis := m.Axes[k]; !isAxis {
-					return nil, field("matrix.exclude", fmt.Sprintf("%q is not a matrix axis", k))
-				}
-				ex[k] = fmt.Sprint(val)
-			}
-			m.Exclude = append(m.Exclude, ex)
+		if !slices.Contains(Runtimes, spec.Name) {
+			return spec, &specError{".name", fmt.Sprintf("unknown runtime %q; use runc or crun", spec.Name)}
 		}
+	} else if spec.Name != "" {
+		return spec, &specError{".name", "only the runtime component takes a name"}
 	}
-	if len(m.Axes) == 0 {
-		return nil, field("matrix", "no axes: name components, like `cri-tools: [\"1.30.0\", \"1.34.0\"]`")
+	if c.Source != "" {
+		s, err := ParseSource(c.Source)
+		if err != nil {
+			return spec, &specError{".source", err.Error()}
+		}
+		spec.Source = s
 	}
-	return m, nil
+	return spec, nil
 }
 
-// axisValue reads "1.30.0", "runc@1.3.6" or {name, version, source}.
-func axisValue(role string, item any) (AxisValue, error) {
+func (m *rawMatrix) validate(field func(key, msg string) error) (*Matrix, error) {
+	out := &Matrix{Axes: map[Role][]AxisValue{}}
+	for key, items := range m.Axes {
+		role, err := ParseRole(key)
+		if err != nil {
+			return nil, field("matrix", err.Error())
+		}
+		fkey := "matrix." + key
+		if len(items) == 0 {
+			return nil, field(fkey, "an axis is a list of values, like [\"1.30.0\", \"1.34.0\"]")
+		}
+		seen := map[string]bool{}
+		for _, item := range items {
+			av, err := item.value(role)
+			if err != nil {
+				return nil, field(fkey, err.Error())
+			}
+			if seen[av.Label] {
+				return nil, field(fkey, fmt.Sprintf("%q is listed twice; each axis value must be distinct", av.Label))
+			}
+			seen[av.Label] = true
+			out.Axes[role] = append(out.Axes[role], av)
+		}
+	}
+	for _, ex := range m.Exclude {
+		e := map[Role]string{}
+		for k, v := range ex {
+			role, err := ParseRole(k)
+			if err != nil || out.Axes[role] == nil {
+				return nil, field("matrix.exclude", fmt.Sprintf("%q is not a matrix axis", k))
+			}
+			e[role] = string(v)
+		}
+		out.Exclude = append(out.Exclude, e)
+	}
+	if len(out.Axes) == 0 {
+		return nil, field("matrix", "no axes: name components, like `cri-tools: [\"1.30.0\", \"1.34.0\"]`")
+	}
+	return out, nil
+}
+
+// value reads "1.30.0", "runc@1.3.6" or {name, version, source}.
+func (a rawAxisValue) value(role Role) (AxisValue, error) {
 	var spec ComponentSpec
-	switch x := item.(type) {
-	case map[string]any:
-		for k := range x {
-			if _, ok := componentKeys[k]; !ok {
-				return AxisValue{}, fmt.Errorf("unknown key %q in an axis value; allowed: name, version, source", k)
-			}
+	if a.Spec != nil {
+		s, err := a.Spec.spec(role)
+		if err != nil {
+			return AxisValue{}, errors.New(strings.TrimPrefix(err.field, ".") + ": " + err.msg)
 		}
-		spec = ComponentSpec{Name: fmt.Sprint(orEmpty(x["name"])), Version: fmt.Sprint(orEmpty(x["version"])), Source: fmt.Sprint(orEmpty(x["source"]))}
-		if err := checkSource(spec.Source); err != nil {
-			return AxisValue{}, err
+		spec = s
+	} else if role == RoleRuntime {
+		name, ver, ok := strings.Cut(a.Text, "@")
+		if !ok {
+			return AxisValue{}, fmt.Errorf("%q: runtime values are NAME@VERSION, like runc@1.3.6 or crun@1.8.1", a.Text)
 		}
-	default:
-		s := strings.TrimSpace(fmt.Sprint(x))
-		if role == RoleRuntime {
-			name, ver, ok := strings.Cut(s, "@")
-			if !ok {
-				return AxisValue{}, fmt.Errorf("%q: runtime values are NAME@VERSION, like runc@1.3.6 or crun@1.8.1", s)
-			}
-			spec = ComponentSpec{Name: name, Version: ver}
-		} else {
-			spec = ComponentSpec{Version: s}
-		}
+		spec = ComponentSpec{Name: name, Version: ver}
+	} else {
+		spec = ComponentSpec{Version: a.Text}
 	}
 	if spec.Version == "" {
 		return AxisValue{}, fmt.Errorf("an axis value needs a version")
 	}
 	label := spec.Version
 	if role == RoleRuntime {
-		if !contains(Runtimes, spec.Name) {
+		if !slices.Contains(Runtimes, spec.Name) {
 			return AxisValue{}, fmt.Errorf("unknown runtime %q; use runc or crun", spec.Name)
 		}
 		label = spec.Name + "@" + spec.Version
@@ -422,53 +584,46 @@ func axisValue(role string, item any) (AxisValue, error) {
 	return AxisValue{Label: label, Spec: spec}, nil
 }
 
-func orEmpty(v any) any {
-	if v == nil {
-		return ""
-	}
-	return v
-}
-
-// checkKeys walks the YAML mapping and refuses any key the schema lacks.
+// checkKeys walks a YAML mapping and refuses any key the schema lacks,
+// suggesting the closest known one.
 func checkKeys(path string, node *yaml.Node, allowed map[string]any, prefix string) error {
 	for i := 0; i+1 < len(node.Content); i += 2 {
 		k, val := node.Content[i], node.Content[i+1]
-		name := k.Value
-		full := strings.TrimPrefix(prefix+"."+name, ".")
-		sub, ok := allowed[name]
+		full := strings.TrimPrefix(prefix+"."+k.Value, ".")
+		sub, ok := allowed[k.Value]
 		if !ok {
-			var known []string
+			known := make([]string, 0, len(allowed))
 			for key := range allowed {
 				known = append(known, key)
 			}
-			sort.Strings(known)
+			slices.Sort(known)
 			what := "unknown key"
 			if prefix == "components" || prefix == "matrix" {
 				what = "unknown component"
 			}
-			msg := fmt.Sprintf("%s %q", what, name)
-			if s := suggest(name, known); s != "" {
+			msg := fmt.Sprintf("%s %q", what, k.Value)
+			if s := suggest(k.Value, known); s != "" {
 				msg += fmt.Sprintf("; did you mean %q?", s)
 			} else {
 				msg += "; allowed here: " + strings.Join(known, ", ")
 			}
-			if prefix == "" {
-				return &Error{File: path, Line: k.Line, Msg: msg}
-			}
 			return &Error{File: path, Line: k.Line, Field: prefix, Msg: msg}
 		}
-		if subMap, isMap := sub.(map[string]any); isMap {
+		switch want := sub.(type) {
+		case map[string]any:
 			if val.Kind != yaml.MappingNode {
 				if val.Tag == "!!null" {
 					continue
 				}
 				return &Error{File: path, Line: val.Line, Field: full, Msg: "expected a mapping (key: value), got a " + kindName(val)}
 			}
-			if err := checkKeys(path, val, subMap, full); err != nil {
+			if err := checkKeys(path, val, want, full); err != nil {
 				return err
 			}
-		} else if val.Kind == yaml.MappingNode && !(prefix == "matrix") {
-			return &Error{File: path, Line: val.Line, Field: full, Msg: "expected a single value, got a mapping"}
+		case nil:
+			if val.Kind != yaml.ScalarNode {
+				return &Error{File: path, Line: val.Line, Field: full, Msg: "expected a single value, got a " + kindName(val)}
+			}
 		}
 	}
 	return nil
@@ -491,18 +646,13 @@ func kindName(n *yaml.Node) string {
 		return "list"
 	case yaml.MappingNode:
 		return "mapping"
-	default:
-		return "scalar"
 	}
+	return "scalar"
 }
 
 var yamlLineRE = regexp.MustCompile(`line (\d+)`)
 
 func yamlErrLine(err error) int {
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		return 0
-	}
 	if m := yamlLineRE.FindStringSubmatch(err.Error()); m != nil {
 		n, _ := strconv.Atoi(m[1])
 		return n
@@ -510,32 +660,11 @@ func yamlErrLine(err error) int {
 	return 0
 }
 
-var yamlLinePrefixRE = regexp.MustCompile(`^(yaml: )?line \d+: `)
+var yamlLinePrefixRE = regexp.MustCompile(`(yaml: )?(unmarshal errors:\s*)?line \d+: `)
 
 func yamlErrText(err error) string {
-	return strings.TrimPrefix(yamlLinePrefixRE.ReplaceAllString(err.Error(), ""), "yaml: ")
-}
-
-func checkSource(s string) error {
-	switch {
-	case s == "", s == SourceRelease, s == SourceGoMod, s == SourceMirror, s == SourcePackage, s == SourceBundle:
-		return nil
-	case strings.HasPrefix(s, SourceFile):
-		if !strings.HasPrefix(s, "file:///") {
-			return fmt.Errorf("%q: a file source is an absolute URL like file:///usr/local/bin/crio", s)
-		}
-		return nil
-	}
-	return fmt.Errorf("unknown source %q; use release, gomod, mirror, package, bundle or file:///path", s)
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
+	s := yamlLinePrefixRE.ReplaceAllString(err.Error(), "")
+	return strings.Join(strings.Fields(strings.TrimPrefix(s, "yaml: ")), " ")
 }
 
 // suggest returns the known word closest to s, if it is close enough to be a typo.

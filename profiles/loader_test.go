@@ -1,6 +1,7 @@
 package profiles
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -16,7 +17,7 @@ components:
 test: image-volume-lifecycle
 `
 
-func noEnv(string) (string, bool) { return "", false }
+var noEnv map[string]string
 
 func TestParseGood(t *testing.T) {
 	p, err := Parse("t.yaml", []byte(good), noEnv)
@@ -60,7 +61,14 @@ func TestParseBadInput(t *testing.T) {
 		{"matrix bad version", good + "matrix:\n  cri-tools: [\"1.30.0\", \"9.x\"]\n", []string{"matrix.cri-tools", "9.x"}},
 		{"release version not in catalog", strings.Replace(good, "source: gomod", "source: release", 1) + "matrix:\n  cri-tools: [\"9.9.9\"]\n", []string{"matrix.cri-tools", "9.9.9 is not in the release catalog"}},
 		{"exclude names no axis", good + "matrix:\n  cri-tools: [\"1.30.0\"]\n  exclude: [{runtime: runc@1.3.6}]\n", []string{"matrix.exclude", `"runtime" is not a matrix axis`}},
-		{"gomod for crun", strings.Replace(good, "name: runc, version: \"1.3.6\"", "name: crun, version: \"1.8.1\"", 1), []string{"crun cannot be built from the Go module proxy"}},
+		{"gomod for crun", strings.Replace(good, "name: runc, version: \"1.3.6\"", "name: crun, version: \"1.8.1\"", 1), []string{"components.runtime.version", "crun cannot come from source gomod", "it can come from release, mirror, file, package"}},
+		{"file CNI plugins", strings.Replace(good, "test:", "  cni-plugins: {version: \"1.1.1\", source: \"file:///usr/lib/cni/bridge\"}\ntest:", 1), []string{"components.cni-plugins.source", "cni-plugins cannot come from source file", "package, bundle"}},
+		{"package CRI-O", strings.Replace(good, `cri-o:     {version: "1.34.0"}`, `cri-o:     {version: "1.34.0", source: package}`, 1), []string{"components.cri-o.source", "cri-o cannot come from source package"}},
+		{"bundle without release CRI-O", strings.Replace(good, "test:", "  conmon: {version: \"2.1.6\", source: bundle}\ntest:", 1), []string{"components.conmon.source", "CRI-O release bundle", "use source package"}},
+		{"duplicate axis value", good + "matrix:\n  cri-tools: [\"1.30.0\", \"1.34.0\", \"1.30.0\"]\n", []string{"matrix.cri-tools", `"1.30.0" is listed twice`}},
+		{"too many cells", good + "matrix:\n  cri-tools: [" + strings.Repeat("\"1.30.0\",", 0) + manyVersions(20) + "]\n  cri-o: [" + manyVersions(20) + "]\n", []string{"matrix", "expands to 400 cells", "limit of 256"}},
+		{"version as a list", strings.Replace(good, `cri-o:     {version: "1.34.0"}`, `cri-o:     {version: [1, 2]}`, 1), []string{"components.cri-o.version", "expected a single value, got a list"}},
+		{"too large", good + "# " + strings.Repeat("x", MaxFileSize) + "\n", []string{"too large for a profile"}},
 		{"empty", "", []string{"empty"}},
 		{"not a mapping", "- a\n- b\n", []string{"mapping"}},
 		{"bad name", strings.Replace(good, "name: t", "name: 'a b'", 1), []string{"name", "not a valid name"}},
@@ -85,8 +93,9 @@ func TestParseBadInput(t *testing.T) {
 }
 
 func TestEnvOverrides(t *testing.T) {
-	env := map[string]string{"ENVCTL_VM_MEMORY": "4GiB", "ENVCTL_COMPONENTS_CRI_TOOLS_VERSION": "1.30.0"}
-	p, err := Parse("t.yaml", []byte(good), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	t.Setenv("ENVCTL_VM_MEMORY", "4GiB")
+	t.Setenv("ENVCTL_COMPONENTS_CRI_TOOLS_VERSION", "1.30.0")
+	p, err := Parse("t.yaml", []byte(good), EnvOverrides())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,8 +105,8 @@ func TestEnvOverrides(t *testing.T) {
 	if p.Components[RoleCRITools].Version != "1.30.0" {
 		t.Errorf("cri-tools %+v", p.Components[RoleCRITools])
 	}
-	env["ENVCTL_VM_MEMORY"] = "lots"
-	_, err = Parse("t.yaml", []byte(good), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	t.Setenv("ENVCTL_VM_MEMORY", "lots")
+	_, err = Parse("t.yaml", []byte(good), EnvOverrides())
 	if err == nil || !strings.Contains(err.Error(), "ENVCTL_VM_MEMORY") {
 		t.Errorf("bad override error %v does not name the variable", err)
 	}
@@ -122,14 +131,14 @@ func TestMatrixExpansion(t *testing.T) {
 		cells  []string
 	}{
 		{"none", "", []string{"t"}},
-		{"one axis", "matrix:\n  cri-tools: [\"1.30.0\", \"1.34.0\"]\n", []string{"t/cri-tools=1.30.0", "t/cri-tools=1.34.0"}},
+		{"one axis", "matrix:\n  cri-tools: [\"1.30.0\", \"1.34.0\"]\n", []string{"cri-tools=1.30.0", "cri-tools=1.34.0"}},
 		{"two axes with exclude", `matrix:
   cri-tools: ["1.30.0", "1.34.0"]
   runtime:
     - runc@1.3.6
     - {name: crun, version: "1.8.1", source: "file:///usr/bin/crun"}
   exclude: [{cri-tools: "1.30.0", runtime: "crun@1.8.1"}]
-`, []string{"t/cri-tools=1.30.0,runtime=runc@1.3.6", "t/cri-tools=1.34.0,runtime=runc@1.3.6", "t/cri-tools=1.34.0,runtime=crun@1.8.1"}},
+`, []string{"cri-tools=1.30.0,runtime=runc@1.3.6", "cri-tools=1.34.0,runtime=runc@1.3.6", "cri-tools=1.34.0,runtime=crun@1.8.1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -161,7 +170,7 @@ func TestParseSize(t *testing.T) {
 	}{
 		{"2GiB", 2 << 30, true}, {"512MiB", 512 << 20, true}, {"10G", 10 << 30, true},
 		{"2048", 2048 << 20, true}, {"1TiB", 1 << 40, true}, {" 3 GiB", 3 << 30, true},
-		{"-1", 0, false}, {"2GB!", 0, false}, {"0", 0, false}, {"", 0, false}, {"2GB", 0, false}, {"1.5GiB", 0, false},
+		{"-1", 0, false}, {"2GB!", 0, false}, {"0", 0, false}, {"", 0, false}, {"2GB", 0, false}, {"1.5GiB", 3 << 29, true}, {"99999999999999GiB", 0, false},
 	}
 	for _, tt := range tests {
 		got, err := ParseSize(tt.in)
@@ -191,4 +200,46 @@ func FuzzParse(f *testing.F) {
 		_ = p.Cells()
 		_ = p.Hash()
 	})
+}
+
+func manyVersions(n int) string {
+	var v []string
+	for i := range n {
+		v = append(v, fmt.Sprintf("\"1.%d.0\"", 30+i))
+	}
+	return strings.Join(v, ", ")
+}
+
+// TestVersionsKeepTheirText: an unquoted 1.10 is a YAML float, but a
+// version must stay "1.10", not become 1.1.
+func TestVersionsKeepTheirText(t *testing.T) {
+	src := strings.Replace(good, `cri-o:     {version: "1.34.0"}`, `cri-o:     {version: 1.34.0}`, 1)
+	src = strings.Replace(src, `runtime:   {name: runc, version: "1.3.6"}`, `runtime:   {name: runc, version: 1.10}`, 1)
+	p, err := Parse("t.yaml", []byte(src), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := p.Components[RoleRuntime].Version; v != "1.10" {
+		t.Errorf("runtime version %q, want the text 1.10", v)
+	}
+	if v := p.Components[RoleCRIO].Version; v != "1.34.0" {
+		t.Errorf("cri-o version %q", v)
+	}
+	p, err = Parse("t.yaml", []byte(good+"matrix:\n  runtime: [{name: runc, version: 1.20}]\n"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := p.Cells()[0].Components[RoleRuntime].Version; v != "1.20" {
+		t.Errorf("axis version %q, want 1.20", v)
+	}
+}
+
+func TestInputsNameTheField(t *testing.T) {
+	a, _ := Parse("t.yaml", []byte(good), noEnv)
+	in := a.Inputs()
+	for k, want := range map[string]string{"components.runtime.version": "1.3.6", "components.runtime.name": "runc", "image": "debian-12", "source": "gomod"} {
+		if in[k] != want {
+			t.Errorf("input %s = %q, want %q", k, in[k], want)
+		}
+	}
 }

@@ -4,44 +4,17 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 )
 
-// Component roles a profile may pin. "runtime" names runc or crun.
-const (
-	RoleCRIO     = "cri-o"
-	RoleCRITools = "cri-tools"
-	RoleRuntime  = "runtime"
-	RoleConmon   = "conmon"
-	RoleCNI      = "cni-plugins"
-)
-
-// Roles lists the component roles in install order.
-var Roles = []string{RoleCRIO, RoleCRITools, RoleRuntime, RoleConmon, RoleCNI}
-
-// Runtimes lists the OCI runtimes a profile's runtime component may name.
-var Runtimes = []string{"runc", "crun"}
-
-// Sources a component may come from.
-const (
-	SourceRelease = "release" // upstream release artifact, checksum-verified
-	SourceGoMod   = "gomod"   // built from the Go module proxy at the exact version
-	SourceMirror  = "mirror"  // ENVCTL_MIRROR, laid out like upstream
-	SourcePackage = "package" // the guest image's distribution package
-	SourceBundle  = "bundle"  // shipped inside the CRI-O release bundle
-	SourceFile    = "file://" // prefix: a local file
-)
-
-// Tests envctl can run.
-var Tests = []string{"image-volume-lifecycle", "none"}
-
-// ComponentSpec pins one component.
+// ComponentSpec pins one component: a version or constraint, the runtime's
+// name, and where its bits come from.
 type ComponentSpec struct {
-	Name    string `json:"name,omitempty" yaml:"name,omitempty" mapstructure:"name"`
-	Version string `json:"version" yaml:"version" mapstructure:"version"`
-	Source  string `json:"source,omitempty" yaml:"source,omitempty" mapstructure:"source"`
+	Name    string `json:"name,omitempty" yaml:"name,omitempty"`
+	Version string `json:"version" yaml:"version"`
+	Source  Source `json:"source,omitempty" yaml:"source,omitempty"`
 }
 
 // VM is the virtual machine's shape.
@@ -51,15 +24,15 @@ type VM struct {
 	Disk   Size `json:"disk" yaml:"disk"`
 }
 
-// Matrix expands a profile into cells: every combination of the axes' values
-// except the excluded ones.
+// Matrix expands a profile into cells: every combination of the axes'
+// values except the excluded ones.
 type Matrix struct {
-	Axes    map[string][]AxisValue `json:"axes" yaml:"axes"`
-	Exclude []map[string]string    `json:"exclude,omitempty" yaml:"exclude,omitempty"`
+	Axes    map[Role][]AxisValue `json:"axes" yaml:"axes"`
+	Exclude []map[Role]string    `json:"exclude,omitempty" yaml:"exclude,omitempty"`
 }
 
 // AxisValue is one value of a matrix axis: a label such as "1.30.0" or
-// "crun@1.8.1", and the component pin it stands for.
+// "crun@1.8.1", and the pin it stands for.
 type AxisValue struct {
 	Label string        `json:"label" yaml:"label"`
 	Spec  ComponentSpec `json:"spec" yaml:"spec"`
@@ -67,14 +40,14 @@ type AxisValue struct {
 
 // Profile is a loaded, validated profile (versions not yet resolved).
 type Profile struct {
-	Name        string                   `json:"name" yaml:"name"`
-	Description string                   `json:"description,omitempty" yaml:"description,omitempty"`
-	Image       string                   `json:"image" yaml:"image"`
-	Source      string                   `json:"source,omitempty" yaml:"source,omitempty"`
-	VM          VM                       `json:"vm" yaml:"vm"`
-	Components  map[string]ComponentSpec `json:"components" yaml:"components"`
-	Test        string                   `json:"test" yaml:"test"`
-	Matrix      *Matrix                  `json:"matrix,omitempty" yaml:"matrix,omitempty"`
+	Name        string                 `json:"name" yaml:"name"`
+	Description string                 `json:"description,omitempty" yaml:"description,omitempty"`
+	Image       string                 `json:"image" yaml:"image"`
+	Source      Source                 `json:"source,omitempty" yaml:"source,omitempty"`
+	VM          VM                     `json:"vm" yaml:"vm"`
+	Components  map[Role]ComponentSpec `json:"components" yaml:"components"`
+	Test        TestName               `json:"test" yaml:"test"`
+	Matrix      *Matrix                `json:"matrix,omitempty" yaml:"matrix,omitempty"`
 
 	// Path is the file the profile came from.
 	Path string `json:"-" yaml:"-"`
@@ -86,78 +59,154 @@ const (
 	DefaultCPUs   = 2
 	DefaultMemory = Size(2 << 30)
 	DefaultDisk   = Size(10 << 30)
-	DefaultTest   = "image-volume-lifecycle"
+	DefaultTest   = TestImageVolume
 )
 
-// Hash is a digest of everything in the profile that decides what runs. A
-// lock file records it, and every later step compares it.
-func (p *Profile) Hash() string {
-	b, _ := json.Marshal(struct {
-		Image      string
-		Source     string
-		Components map[string]ComponentSpec
-		Test       string
-		Matrix     *Matrix
-	}{p.Image, p.Source, p.Components, p.Test, p.Matrix})
+// Inputs lists every field of the profile that decides what a lock pins,
+// flattened to "key: value" pairs such as "components.runtime.version".
+// A lock records them, so a stale lock can name the field that changed.
+func (p *Profile) Inputs() map[string]string {
+	in := map[string]string{"image": p.Image, "source": string(p.Source), "test": string(p.Test)}
+	for role, c := range p.Components {
+		k := "components." + string(role)
+		in[k+".version"] = c.Version
+		if c.Name != "" {
+			in[k+".name"] = c.Name
+		}
+		if c.Source != "" {
+			in[k+".source"] = string(c.Source)
+		}
+	}
+	if p.Matrix != nil {
+		for role, vals := range p.Matrix.Axes {
+			labels := make([]string, len(vals))
+			for i, v := range vals {
+				labels[i] = v.Label
+				if v.Spec.Source != "" {
+					labels[i] += " from " + string(v.Spec.Source)
+				}
+			}
+			in["matrix."+string(role)] = strings.Join(labels, ", ")
+		}
+		var ex []string
+		for _, e := range p.Matrix.Exclude {
+			var parts []string
+			for _, r := range slices.Sorted(maps.Keys(e)) {
+				parts = append(parts, string(r)+"="+e[r])
+			}
+			ex = append(ex, "{"+strings.Join(parts, ",")+"}")
+		}
+		if len(ex) > 0 {
+			in["matrix.exclude"] = strings.Join(ex, ", ")
+		}
+	}
+	for k, v := range in {
+		if v == "" {
+			delete(in, k)
+		}
+	}
+	return in
+}
+
+// Hash is a digest of Inputs: a lock records it, and every later step
+// compares it.
+func (p *Profile) Hash() string { return HashInputs(p.Inputs()) }
+
+// HashInputs digests a set of inputs (keys sorted, so order never matters).
+func HashInputs(in map[string]string) string {
+	type kv struct{ K, V string }
+	var list []kv
+	for _, k := range slices.Sorted(maps.Keys(in)) {
+		list = append(list, kv{k, in[k]})
+	}
+	b, _ := json.Marshal(list)
 	sum := sha256.Sum256(b)
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// LockPath is where `envctl lock` writes this profile's lock file.
+// LockPath is where this profile's lock file lives.
 func (p *Profile) LockPath() string {
 	return strings.TrimSuffix(strings.TrimSuffix(p.Path, ".yaml"), ".yml") + ".lock"
 }
 
-// Cell is one concrete combination of component pins: the profile itself, or
-// one cell of its matrix.
+// Cell is one concrete combination of pins: the profile itself, or one
+// cell of its matrix.
 type Cell struct {
-	Name       string                   `json:"name" yaml:"name"`
-	Values     map[string]string        `json:"axes,omitempty" yaml:"axes,omitempty"`
-	Components map[string]ComponentSpec `json:"components" yaml:"components"`
+	Name       string                 `json:"name" yaml:"name"`
+	Values     map[Role]string        `json:"axes,omitempty" yaml:"axes,omitempty"`
+	Components map[Role]ComponentSpec `json:"components" yaml:"components"`
+}
+
+// axes returns the matrix axes in role order.
+func (p *Profile) axes() []Role {
+	if p.Matrix == nil {
+		return nil
+	}
+	axes := slices.Collect(maps.Keys(p.Matrix.Axes))
+	slices.SortFunc(axes, func(a, b Role) int { return roleIndex(a) - roleIndex(b) })
+	return axes
+}
+
+// CellCount is the number of cells the matrix expands to, before
+// exclusions, computed without expanding it.
+func (p *Profile) CellCount() int {
+	n := 1
+	for _, a := range p.axes() {
+		n *= len(p.Matrix.Axes[a])
+		if n > 1<<20 {
+			return n
+		}
+	}
+	return n
+}
+
+// CellName names a cell by its axis values, for example
+// "cri-tools=1.30.0,runtime=runc@1.3.6". The name is stable: it depends
+// only on the values, in role order.
+func CellName(values map[Role]string) string {
+	roles := slices.Collect(maps.Keys(values))
+	slices.SortFunc(roles, func(a, b Role) int { return roleIndex(a) - roleIndex(b) })
+	parts := make([]string, len(roles))
+	for i, r := range roles {
+		parts[i] = string(r) + "=" + values[r]
+	}
+	return strings.Join(parts, ",")
 }
 
 // Cells expands the matrix. A profile without a matrix is one cell named
 // after the profile.
 func (p *Profile) Cells() []Cell {
-	if p.Matrix == nil || len(p.Matrix.Axes) == 0 {
-		return []Cell{{Name: p.Name, Components: cloneComponents(p.Components)}}
+	axes := p.axes()
+	if len(axes) == 0 {
+		return []Cell{{Name: p.Name, Components: maps.Clone(p.Components)}}
 	}
-	axes := make([]string, 0, len(p.Matrix.Axes))
-	for a := range p.Matrix.Axes {
-		axes = append(axes, a)
-	}
-	sort.Slice(axes, func(i, j int) bool { return roleIndex(axes[i]) < roleIndex(axes[j]) })
 	var cells []Cell
-	specs := map[string]ComponentSpec{}
-	var walk func(i int, vals map[string]string)
-	walk = func(i int, vals map[string]string) {
+	vals := map[Role]AxisValue{}
+	var walk func(i int)
+	walk = func(i int) {
 		if i == len(axes) {
-			if p.excluded(vals) {
+			c := Cell{Values: map[Role]string{}, Components: maps.Clone(p.Components)}
+			for _, a := range axes {
+				c.Values[a] = vals[a].Label
+				c.Components[a] = applyAxis(c.Components[a], vals[a].Spec)
+			}
+			if p.excluded(c.Values) {
 				return
 			}
-			c := Cell{Values: map[string]string{}, Components: cloneComponents(p.Components)}
-			var parts []string
-			for _, a := range axes {
-				c.Values[a] = vals[a]
-				c.Components[a] = applyAxis(c.Components[a], specs[a])
-				parts = append(parts, a+"="+vals[a])
-			}
-			c.Name = p.Name + "/" + strings.Join(parts, ",")
+			c.Name = CellName(c.Values)
 			cells = append(cells, c)
 			return
 		}
 		for _, v := range p.Matrix.Axes[axes[i]] {
-			vals[axes[i]] = v.Label
-			specs[axes[i]] = v.Spec
-			walk(i+1, vals)
+			vals[axes[i]] = v
+			walk(i + 1)
 		}
-		delete(vals, axes[i])
 	}
-	walk(0, map[string]string{})
+	walk(0)
 	return cells
 }
 
-func (p *Profile) excluded(vals map[string]string) bool {
+func (p *Profile) excluded(vals map[Role]string) bool {
 	for _, ex := range p.Matrix.Exclude {
 		match := len(ex) > 0
 		for k, v := range ex {
@@ -186,39 +235,29 @@ func applyAxis(base, axis ComponentSpec) ComponentSpec {
 	return out
 }
 
-func cloneComponents(m map[string]ComponentSpec) map[string]ComponentSpec {
-	out := make(map[string]ComponentSpec, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
-}
-
-func roleIndex(role string) int {
-	for i, r := range Roles {
-		if r == role {
-			return i
-		}
-	}
-	return len(Roles)
-}
-
-// CatalogName maps a role and its spec to the release catalog's component name.
-func CatalogName(role string, spec ComponentSpec) string {
+// CatalogName maps a role and its pin to the release catalog's component
+// name: the runtime role is runc or crun, every other role is its own name.
+func CatalogName(role Role, spec ComponentSpec) string {
 	if role == RoleRuntime {
 		return spec.Name
 	}
-	return role
+	return string(role)
 }
 
-// EffectiveSource is the source a component comes from after defaults.
-func (p *Profile) EffectiveSource(role string, spec ComponentSpec) string {
+// EffectiveSource is the source a component comes from after defaults:
+// conmon and the CNI plugins come from the CRI-O bundle when CRI-O is a
+// release, else from the guest's packages; everything else from the
+// profile's default source, or release.
+func (p *Profile) EffectiveSource(role Role, spec ComponentSpec) Source {
 	if spec.Source != "" {
 		return spec.Source
 	}
 	if role == RoleConmon || role == RoleCNI {
-		crio := p.Components[RoleCRIO]
-		if s := crio.Source; (s == "" && (p.Source == "" || p.Source == SourceRelease)) || s == SourceRelease {
+		crio := p.Components[RoleCRIO].Source
+		if crio == "" {
+			crio = p.Source
+		}
+		if crio == "" || crio == SourceRelease {
 			return SourceBundle
 		}
 		return SourcePackage
@@ -228,5 +267,3 @@ func (p *Profile) EffectiveSource(role string, spec ComponentSpec) string {
 	}
 	return SourceRelease
 }
-
-func (c Cell) String() string { return fmt.Sprintf("cell %s", c.Name) }

@@ -2,7 +2,7 @@ package profiles
 
 import (
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/envctl/envctl/profiles/catalog"
@@ -10,25 +10,25 @@ import (
 
 // Resolved is one component with its exact version.
 type Resolved struct {
-	Role    string `json:"role" yaml:"role"`
+	Role    Role   `json:"role" yaml:"role"`
 	Name    string `json:"name" yaml:"name"` // catalog name: cri-o, cri-tools, runc, crun, conmon, cni-plugins
 	Spec    string `json:"spec" yaml:"spec"`
 	Version string `json:"version" yaml:"version"`
-	Source  string `json:"source" yaml:"source"`
+	Source  Source `json:"source" yaml:"source"`
 }
 
 // ResolvedCell is a cell with every component resolved.
 type ResolvedCell struct {
-	Name       string            `json:"name" yaml:"name"`
-	Axes       map[string]string `json:"axes,omitempty" yaml:"axes,omitempty"`
-	Image      string            `json:"image" yaml:"image"`
-	VM         VM                `json:"vm" yaml:"vm"`
-	Test       string            `json:"test" yaml:"test"`
-	Components []Resolved        `json:"components" yaml:"components"`
+	Name       string          `json:"name" yaml:"name"`
+	Axes       map[Role]string `json:"axes,omitempty" yaml:"axes,omitempty"`
+	Image      string          `json:"image" yaml:"image"`
+	VM         VM              `json:"vm" yaml:"vm"`
+	Test       TestName        `json:"test" yaml:"test"`
+	Components []Resolved      `json:"components" yaml:"components"`
 }
 
 // Component returns the resolved component in a role, if pinned.
-func (c ResolvedCell) Component(role string) (Resolved, bool) {
+func (c ResolvedCell) Component(role Role) (Resolved, bool) {
 	for _, r := range c.Components {
 		if r.Role == role {
 			return r, true
@@ -37,35 +37,43 @@ func (c ResolvedCell) Component(role string) (Resolved, bool) {
 	return Resolved{}, false
 }
 
-// Versions prints "cri-o 1.34.0, cri-tools 1.30.0, runc 1.3.6".
-func (c ResolvedCell) Versions() string {
-	var parts []string
+// Versions maps each component's catalog name to its version.
+func (c ResolvedCell) Versions() map[string]string {
+	out := map[string]string{}
 	for _, r := range c.Components {
-		parts = append(parts, r.Name+" "+r.Version)
+		out[r.Name] = r.Version
 	}
-	return strings.Join(parts, ", ")
+	return out
 }
 
-// ResolveComponent resolves one component's version against the catalog.
-func ResolveComponent(cat *catalog.Catalog, p *Profile, role string, spec ComponentSpec) (Resolved, error) {
+// ResolveComponent resolves one component's version against the catalog
+// and checks that its source can work for it.
+func ResolveComponent(cat *catalog.Catalog, p *Profile, role Role, spec ComponentSpec) (Resolved, error) {
 	name := CatalogName(role, spec)
 	comp, err := cat.Get(name)
 	if err != nil {
 		return Resolved{}, err
 	}
 	source := p.EffectiveSource(role, spec)
+	kind := source.Kind()
+	if !comp.AllowsSource(string(kind)) {
+		return Resolved{}, fmt.Errorf("%s cannot come from source %s; it can come from %s", name, kind, strings.Join(comp.Sources, ", "))
+	}
+	if kind == KindBundle {
+		crio := p.Components[RoleCRIO]
+		if k := p.EffectiveSource(RoleCRIO, crio).Kind(); k != KindRelease && k != KindMirror {
+			return Resolved{}, fmt.Errorf("%s comes from the CRI-O release bundle, but CRI-O comes from %s; use source package", name, k)
+		}
+	}
 	// Sources that build or carry their own bits accept exact versions the
 	// catalog does not list yet; release downloads need a catalog entry.
-	allowUnknown := source != SourceRelease && source != SourceMirror
+	allowUnknown := kind != KindRelease && kind != KindMirror
 	ver, err := comp.Resolve(spec.Version, allowUnknown)
 	if err != nil {
 		return Resolved{}, err
 	}
-	if source == SourceGoMod && comp.GoMod == nil {
-		return Resolved{}, fmt.Errorf("%s cannot be built from the Go module proxy (it is not a Go module); use source release, package or file:///path", name)
-	}
-	if (source == SourceRelease || source == SourceMirror) && comp.Release == nil {
-		return Resolved{}, fmt.Errorf("%s has no standalone upstream release; use source bundle (with a release CRI-O) or package", name)
+	if (kind == KindRelease || kind == KindMirror) && comp.Release == nil {
+		return Resolved{}, fmt.Errorf("%s has no standalone upstream release; use source %s", name, strings.Join(slices.DeleteFunc(slices.Clone(comp.Sources), func(s string) bool { return s == "release" || s == "mirror" }), " or "))
 	}
 	return Resolved{Role: role, Name: name, Spec: spec.Version, Version: ver, Source: source}, nil
 }
@@ -75,15 +83,14 @@ func Resolve(cat *catalog.Catalog, p *Profile) ([]ResolvedCell, error) {
 	var out []ResolvedCell
 	for _, cell := range p.Cells() {
 		rc := ResolvedCell{Name: cell.Name, Axes: cell.Values, Image: p.Image, VM: p.VM, Test: p.Test}
-		roles := make([]string, 0, len(cell.Components))
-		for r := range cell.Components {
-			roles = append(roles, r)
-		}
-		sort.Slice(roles, func(i, j int) bool { return roleIndex(roles[i]) < roleIndex(roles[j]) })
-		for _, role := range roles {
-			r, err := ResolveComponent(cat, p, role, cell.Components[role])
+		for _, role := range Roles {
+			spec, ok := cell.Components[role]
+			if !ok {
+				continue
+			}
+			r, err := ResolveComponent(cat, p, role, spec)
 			if err != nil {
-				return nil, &Error{File: p.Path, Field: "components." + role, Msg: err.Error()}
+				return nil, &Error{File: p.Path, Field: "components." + string(role), Msg: err.Error()}
 			}
 			rc.Components = append(rc.Components, r)
 		}

@@ -2,45 +2,39 @@ package profiles
 
 import (
 	"fmt"
-	"strconv"
+	"regexp"
 	"strings"
+
+	units "github.com/docker/go-units"
 )
 
-// Size is a byte count written like "2GiB", "512MiB", "10G" or "2048M".
+// Size is a byte count written like "2GiB", "512MiB", "10G" or "2048".
 type Size uint64
 
-var sizeUnits = []struct {
-	suffix string
-	mult   uint64
-}{
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40},
-	{"B", 1},
-}
+var (
+	bareNumber  = regexp.MustCompile(`^\d+(\.\d+)?$`)
+	decimalUnit = regexp.MustCompile(`(?i)^\d+(\.\d+)?\s*[kmgtp]b$`)
+)
 
-// ParseSize reads a size. Bare numbers are MiB, as in libvirt and Lima's
-// memory fields. Decimal units (GB, MB) are refused to avoid the 7% surprise.
+// ParseSize reads a size with binary units (go-units' RAMInBytes). A bare
+// number means MiB, as in libvirt's and Lima's memory fields. "2GB" is
+// refused: go-units would read it as GiB, which is a 7% surprise either way.
 func ParseSize(s string) (Size, error) {
 	t := strings.TrimSpace(s)
-	if t == "" {
-		return 0, fmt.Errorf("empty size")
+	if decimalUnit.MatchString(t) {
+		return 0, fmt.Errorf("%q is ambiguous: write a binary unit, like 2GiB or 512MiB", s)
 	}
-	mult := uint64(1 << 20)
-	num := t
-	for _, u := range sizeUnits {
-		if strings.HasSuffix(t, u.suffix) {
-			num, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
-			break
-		}
+	if bareNumber.MatchString(t) {
+		t += "MiB"
 	}
-	n, err := strconv.ParseUint(num, 10, 64)
-	if err != nil || n == 0 {
-		return 0, fmt.Errorf("%q is not a size: write a positive whole number with a binary unit, like 2GiB or 512MiB", s)
+	n, err := units.RAMInBytes(t)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a size: write a positive number with a binary unit, like 2GiB or 512MiB", s)
 	}
-	if n > (1<<63)/mult {
+	if n > 1<<50 {
 		return 0, fmt.Errorf("%q is too large", s)
 	}
-	return Size(n * mult), nil
+	return Size(n), nil
 }
 
 // String prints the size in the largest binary unit that divides it.

@@ -1,6 +1,7 @@
-// Command envctl is the envctl command line: it wires the profiles, images
-// and provision packages into commands (profiles, show, lock, catalog, plan,
-// up, matrix, status, ssh, down, gc, image ...), renders their results as
-// tables, JSON or YAML on stdout, and maps errors to exit codes
-// (0 ok, 1 test failed, 2 bad input, 3 infrastructure).
+// Command envctl is the thin command line over envctl's packages: one file
+// per verb (as Lima's cmd/limactl), each turning flags into options for
+// profiles, images or provision/cellrun, rendering the result as a table,
+// JSON or YAML on stdout, and returning an error whose class main.go maps
+// to the exit code in one place (0 ok, 1 test failed, 2 bad input,
+// 3 infrastructure).
 package main

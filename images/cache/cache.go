@@ -1,26 +1,25 @@
 package cache
 
 import (
+	"cmp"
 	"context"
-	"crypto/sha256"
-	"crypto/sha512"
-	"encoding/hex"
+	_ "crypto/sha256" // digest algorithms
+	_ "crypto/sha512"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/gofrs/flock"
+	"github.com/opencontainers/go-digest"
 
-	"github.com/envctl/envctl/provision/fault"
+	"github.com/envctl/envctl/profiles/fault"
 )
 
 // Cache is a content-addressed store of verified files.
@@ -36,11 +35,8 @@ func DefaultDir() string {
 	if d := os.Getenv("ENVCTL_CACHE_DIR"); d != "" {
 		return d
 	}
-	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+	if d, err := os.UserCacheDir(); err == nil {
 		return filepath.Join(d, "envctl")
-	}
-	if home, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(home, ".cache", "envctl")
 	}
 	return filepath.Join(os.TempDir(), "envctl-cache")
 }
@@ -55,44 +51,22 @@ func New(dir string) (*Cache, error) {
 	return &Cache{Dir: dir, Log: slog.Default()}, nil
 }
 
-// Digest is "sha256:HEX" or "sha512:HEX".
-type Digest struct {
-	Algo string
-	Hex  string
-}
-
-var digestRE = regexp.MustCompile(`^(sha256|sha512):([0-9a-f]+)$`)
-
-// ParseDigest checks a digest string.
-func ParseDigest(s string) (Digest, error) {
-	m := digestRE.FindStringSubmatch(strings.TrimSpace(s))
-	if m == nil {
-		return Digest{}, fmt.Errorf("%q is not a digest; write sha256:<64 hex digits> or sha512:<128 hex digits>", s)
-	}
-	d := Digest{Algo: m[1], Hex: m[2]}
-	if want := map[string]int{"sha256": 64, "sha512": 128}[d.Algo]; len(d.Hex) != want {
-		return Digest{}, fmt.Errorf("%q: a %s digest has %d hex digits, not %d", s, d.Algo, want, len(d.Hex))
+// ParseDigest checks a digest string: sha256:<64 hex> or sha512:<128 hex>.
+func ParseDigest(s string) (digest.Digest, error) {
+	d, err := digest.Parse(strings.TrimSpace(s))
+	if err != nil {
+		return "", fmt.Errorf("%q is not a digest (%v); write sha256:<64 hex digits> or sha512:<128 hex digits>", s, err)
 	}
 	return d, nil
 }
 
-func (d Digest) String() string { return d.Algo + ":" + d.Hex }
-
-// NewHash returns a hash for the digest's algorithm.
-func (d Digest) NewHash() hash.Hash {
-	if d.Algo == "sha512" {
-		return sha512.New()
-	}
-	return sha256.New()
-}
-
 // Path is where a blob with this digest lives in the cache.
-func (c *Cache) Path(d Digest) string {
-	return filepath.Join(c.Dir, "blobs", d.Algo, d.Hex)
+func (c *Cache) Path(d digest.Digest) string {
+	return filepath.Join(c.Dir, "blobs", d.Algorithm().String(), d.Encoded())
 }
 
 // Has reports whether the blob is present.
-func (c *Cache) Has(d Digest) (string, bool) {
+func (c *Cache) Has(d digest.Digest) (string, bool) {
 	p := c.Path(d)
 	_, err := os.Stat(p)
 	return p, err == nil
@@ -104,35 +78,30 @@ func (c *Cache) Lock(ctx context.Context, name string) (func(), error) {
 	fl := flock.New(path)
 	ok, err := fl.TryLockContext(ctx, 100*time.Millisecond)
 	if err != nil || !ok {
-		if err == nil {
-			err = ctx.Err()
-		}
-		return nil, fault.Infraf("cache lock %s: %w", path, err)
+		return nil, fault.Infraf("cache lock %s: %w", path, cmp.Or(err, ctx.Err()))
 	}
 	return func() { _ = fl.Unlock() }, nil
 }
 
-// FileDigest hashes a file with the digest's algorithm.
-func FileDigest(path, algo string) (Digest, error) {
+// FileDigest hashes a file with an algorithm (digest.SHA256, digest.SHA512).
+func FileDigest(path string, algo digest.Algorithm) (digest.Digest, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return Digest{}, err
+		return "", err
 	}
 	defer f.Close()
-	d := Digest{Algo: algo}
-	h := d.NewHash()
-	if _, err := io.Copy(h, f); err != nil {
-		return Digest{}, fmt.Errorf("hashing %s: %w", path, err)
+	d, err := algo.FromReader(f)
+	if err != nil {
+		return "", fmt.Errorf("hashing %s: %w", path, err)
 	}
-	d.Hex = hex.EncodeToString(h.Sum(nil))
 	return d, nil
 }
 
 // MismatchError reports a file whose digest is not the pinned one.
 type MismatchError struct {
 	What     string // URL or path
-	Expected Digest
-	Actual   Digest
+	Expected digest.Digest
+	Actual   digest.Digest
 }
 
 func (e *MismatchError) Error() string {
@@ -140,54 +109,73 @@ func (e *MismatchError) Error() string {
 		e.What, e.Expected, e.Actual)
 }
 
-// commit verifies tmp against want and renames it into the cache.
-func (c *Cache) commit(tmp string, want Digest, what string) (string, error) {
-	got, err := FileDigest(tmp, want.Algo)
+// FaultClass implements fault.Classed.
+func (e *MismatchError) FaultClass() fault.Class { return fault.Infra }
+
+// commit verifies tmp against want, syncs it, and renames it into the cache.
+func (c *Cache) commit(tmp string, want digest.Digest, what string) (string, error) {
+	got, err := FileDigest(tmp, want.Algorithm())
 	if err != nil {
-		os.Remove(tmp)
+		_ = os.Remove(tmp)
 		return "", fault.Infraf("%s: %w", what, err)
 	}
-	if got.Hex != want.Hex {
-		os.Remove(tmp)
-		return "", &fault.Error{Kind: fault.Infra, Err: &MismatchError{What: what, Expected: want, Actual: got}}
+	if got != want {
+		_ = os.Remove(tmp)
+		return "", &MismatchError{What: what, Expected: want, Actual: got}
+	}
+	if err := syncFile(tmp); err != nil {
+		_ = os.Remove(tmp)
+		return "", diskError(c.Dir, fmt.Errorf("%s: %w", what, err))
 	}
 	dst := c.Path(want)
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return "", fault.Infraf("cache %s: %w", c.Dir, err)
 	}
 	if err := os.Rename(tmp, dst); err != nil {
-		os.Remove(tmp)
+		_ = os.Remove(tmp)
 		return "", fault.Infraf("cache %s: %w", dst, err)
 	}
 	return dst, nil
 }
 
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // Import copies (or moves, when move is set) a local file into the cache,
 // returning its sha256 digest. Used for locally built images and artifacts.
-func (c *Cache) Import(ctx context.Context, src string, move bool) (Digest, string, error) {
-	d, err := FileDigest(src, "sha256")
+func (c *Cache) Import(ctx context.Context, src string, move bool) (digest.Digest, string, error) {
+	d, err := FileDigest(src, digest.SHA256)
 	if err != nil {
-		return Digest{}, "", fault.Infraf("import %s: %w", src, err)
+		return "", "", fault.Infraf("import %s: %w", src, err)
 	}
 	unlock, err := c.Lock(ctx, d.String())
 	if err != nil {
-		return Digest{}, "", err
+		return "", "", err
 	}
 	defer unlock()
 	if p, ok := c.Has(d); ok {
 		if move {
-			os.Remove(src)
+			_ = os.Remove(src)
 		}
 		return d, p, nil
 	}
-	tmp := filepath.Join(c.Dir, "tmp", "import-"+d.Hex)
+	tmp := filepath.Join(c.Dir, "tmp", "import-"+d.Encoded())
 	if move {
 		if err := os.Rename(src, tmp); err != nil {
-			return Digest{}, "", fault.Infraf("import %s: %w", src, err)
+			return "", "", fault.Infraf("import %s: %w", src, err)
 		}
 	} else if err := copyFile(src, tmp); err != nil {
-		os.Remove(tmp)
-		return Digest{}, "", diskError(c.Dir, fmt.Errorf("import %s: %w", src, err))
+		_ = os.Remove(tmp)
+		return "", "", diskError(c.Dir, fmt.Errorf("import %s: %w", src, err))
 	}
 	p, err := c.commit(tmp, d, src)
 	return d, p, err
@@ -220,17 +208,17 @@ func diskError(dir string, err error) error {
 
 // Blob is one cached file.
 type Blob struct {
-	Digest  string    `json:"digest"`
-	Path    string    `json:"path"`
-	Size    int64     `json:"size"`
-	ModTime time.Time `json:"modified"`
+	Digest  digest.Digest `json:"digest"`
+	Path    string        `json:"path"`
+	Size    int64         `json:"size"`
+	ModTime time.Time     `json:"modified"`
 }
 
 // List returns every blob, newest first.
 func (c *Cache) List() ([]Blob, error) {
 	var out []Blob
-	for _, algo := range []string{"sha256", "sha512"} {
-		entries, err := os.ReadDir(filepath.Join(c.Dir, "blobs", algo))
+	for _, algo := range []digest.Algorithm{digest.SHA256, digest.SHA512} {
+		entries, err := os.ReadDir(filepath.Join(c.Dir, "blobs", algo.String()))
 		if err != nil {
 			continue
 		}
@@ -239,15 +227,19 @@ func (c *Cache) List() ([]Blob, error) {
 			if err != nil {
 				continue
 			}
-			out = append(out, Blob{Digest: algo + ":" + e.Name(), Path: filepath.Join(c.Dir, "blobs", algo, e.Name()), Size: info.Size(), ModTime: info.ModTime()})
+			d := digest.NewDigestFromEncoded(algo, e.Name())
+			if d.Validate() != nil {
+				continue
+			}
+			out = append(out, Blob{Digest: d, Path: c.Path(d), Size: info.Size(), ModTime: info.ModTime()})
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ModTime.After(out[j].ModTime) })
+	slices.SortFunc(out, func(a, b Blob) int { return b.ModTime.Compare(a.ModTime) })
 	return out, nil
 }
 
 // Remove deletes a blob.
-func (c *Cache) Remove(ctx context.Context, d Digest) error {
+func (c *Cache) Remove(ctx context.Context, d digest.Digest) error {
 	unlock, err := c.Lock(ctx, d.String())
 	if err != nil {
 		return err

@@ -13,16 +13,17 @@ import (
 	"time"
 
 	"github.com/cavaliergopher/grab/v3"
+	"github.com/opencontainers/go-digest"
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 
-	"github.com/envctl/envctl/provision/fault"
+	"github.com/envctl/envctl/profiles/fault"
 )
 
 // Fetch returns the cached path of the file at url whose digest must be
 // want, downloading it when absent. Partial downloads resume; a file whose
 // digest differs never enters the cache.
-func (c *Cache) Fetch(ctx context.Context, url string, want Digest) (string, error) {
+func (c *Cache) Fetch(ctx context.Context, url string, want digest.Digest) (string, error) {
 	if p, ok := c.Has(want); ok {
 		return p, nil
 	}
@@ -34,7 +35,7 @@ func (c *Cache) Fetch(ctx context.Context, url string, want Digest) (string, err
 	if p, ok := c.Has(want); ok { // another envctl finished it while we waited
 		return p, nil
 	}
-	tmp := filepath.Join(c.Dir, "tmp", want.Algo+"-"+want.Hex+".part")
+	tmp := filepath.Join(c.Dir, "tmp", want.Algorithm().String()+"-"+want.Encoded()+".part")
 	if strings.HasPrefix(url, "file://") {
 		if err := copyFile(strings.TrimPrefix(url, "file://"), tmp); err != nil {
 			os.Remove(tmp)

@@ -40,6 +40,7 @@ func TestEmbeddedCatalogCoversRequiredRanges(t *testing.T) {
 func TestResolve(t *testing.T) {
 	c, err := Parse([]byte(`components:
   x:
+    binaries: [x]
     versions: ["1.9", "1.10", "1.2.0", "1.9.1", "1.10.2", "2.0.0-rc.1"]
 `))
 	if err != nil {
@@ -92,5 +93,81 @@ func TestExpand(t *testing.T) {
 		if got := Expand(cc.Release.URL, "1.34.0", "amd64"); got != want {
 			t.Errorf("%s: %s, want %s", comp, got, want)
 		}
+	}
+}
+
+func TestComponentFacts(t *testing.T) {
+	c := Default()
+	tests := []struct {
+		name, main, pkg string
+		sources         []string
+		refused         []string
+	}{
+		{"cri-o", "crio", "cri-o", []string{"release", "gomod", "file"}, []string{"package", "bundle"}},
+		{"cri-tools", "crictl", "cri-tools", []string{"release", "gomod"}, []string{"bundle"}},
+		{"runc", "runc", "runc", []string{"gomod", "package"}, []string{"bundle"}},
+		{"crun", "crun", "crun", []string{"release", "package", "file"}, []string{"gomod"}},
+		{"conmon", "conmon", "conmon", []string{"package", "bundle"}, []string{"release", "gomod"}},
+		{"cni-plugins", "bridge", "containernetworking-plugins", []string{"package", "bundle"}, []string{"file", "gomod"}},
+	}
+	for _, tt := range tests {
+		comp, err := c.Get(tt.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if comp.Main() != tt.main || comp.Package != tt.pkg || len(comp.VersionArgs) == 0 {
+			t.Errorf("%s: main %s package %s args %v", tt.name, comp.Main(), comp.Package, comp.VersionArgs)
+		}
+		for _, s := range tt.sources {
+			if !comp.AllowsSource(s) {
+				t.Errorf("%s refuses source %s", tt.name, s)
+			}
+		}
+		for _, s := range tt.refused {
+			if comp.AllowsSource(s) {
+				t.Errorf("%s allows source %s, which cannot work", tt.name, s)
+			}
+		}
+	}
+	crio, _ := c.Get("cri-o")
+	if !crio.Release.Archive() || crio.Release.Layout["crio"] != "cri-o/bin/crio" || crio.Release.Bundles["conmon"].Files["conmon"] == "" || crio.Release.Bundles["cni-plugins"].Dir == "" {
+		t.Errorf("CRI-O bundle layout %+v", crio.Release)
+	}
+	if runc, _ := c.Get("runc"); runc.Release.Archive() {
+		t.Error("the runc release is the binary itself, not an archive")
+	}
+}
+
+func TestSameVersionAndCompare(t *testing.T) {
+	tests := []struct {
+		a, b string
+		same bool
+	}{
+		{"1.8", "1.8.0", true}, {"v1.34.0", "1.34.0", true}, {"1.30.0", "1.34.0", false},
+		{"1.34.0-rc.1", "1.34.0", false}, {"1.34.0-rc.1", "1.34.0-rc.1", true}, {"x", "x", true},
+	}
+	for _, tt := range tests {
+		if got := SameVersion(tt.a, tt.b); got != tt.same {
+			t.Errorf("SameVersion(%q, %q) = %v", tt.a, tt.b, got)
+		}
+	}
+	if Compare("1.10", "1.9") <= 0 || Compare("1.34.0-rc.1", "1.34.0") >= 0 {
+		t.Error("Compare orders versions as text")
+	}
+}
+
+func TestImageCatalog(t *testing.T) {
+	c := Images()
+	if im := c.Images["debian-12"]; im == nil || !strings.HasPrefix(im.Digest, "sha512:") || im.Format != "qcow2" {
+		t.Errorf("debian-12 %+v", im)
+	}
+	if _, ok := c.Builds["debian-12"]; !ok {
+		t.Error("no debian-12 build recipe")
+	}
+	if got := strings.Join(c.Names(), " "); !strings.Contains(got, "debian-12") || !strings.Contains(got, "fedora-42") {
+		t.Errorf("names %s", got)
+	}
+	if _, err := ParseImages([]byte("images: {x: {bogus: 1}}")); err == nil {
+		t.Error("accepted an unknown field")
 	}
 }

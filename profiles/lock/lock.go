@@ -1,65 +1,94 @@
 package lock
 
 import (
-	"bufio"
 	"bytes"
-	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"net/http"
+	"io/fs"
+	"maps"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/envctl/envctl/images"
-	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/profiles"
-	"github.com/envctl/envctl/profiles/catalog"
-	"github.com/envctl/envctl/provision/fault"
+	"github.com/envctl/envctl/profiles/fault"
 )
 
 // FormatVersion is the lock file format.
-const FormatVersion = 1
+const FormatVersion = 2
 
 // Artifact is one exactly pinned component build.
 type Artifact struct {
-	Component string `yaml:"component" json:"component"`
-	Version   string `yaml:"version" json:"version"`
-	Source    string `yaml:"source" json:"source"`
-	URL       string `yaml:"url,omitempty" json:"url,omitempty"`
-	SHA256    string `yaml:"sha256,omitempty" json:"sha256,omitempty"`
-	Module    string `yaml:"module,omitempty" json:"module,omitempty"`
-	ModuleSum string `yaml:"module_sum,omitempty" json:"module_sum,omitempty"`
-	Recipe    string `yaml:"recipe,omitempty" json:"recipe,omitempty"`
-	Package   string `yaml:"package,omitempty" json:"package,omitempty"`
-	Bundle    string `yaml:"bundle,omitempty" json:"bundle,omitempty"` // key of the CRI-O bundle artifact
+	Component string          `yaml:"component" json:"component"`
+	Version   string          `yaml:"version" json:"version"`
+	Source    profiles.Source `yaml:"source" json:"source"`
+	URL       string          `yaml:"url,omitempty" json:"url,omitempty"`
+	SHA256    string          `yaml:"sha256,omitempty" json:"sha256,omitempty"`
+	Module    string          `yaml:"module,omitempty" json:"module,omitempty"`
+	ModuleSum string          `yaml:"module_sum,omitempty" json:"module_sum,omitempty"`
+	Recipe    string          `yaml:"recipe,omitempty" json:"recipe,omitempty"`
+	Package   string          `yaml:"package,omitempty" json:"package,omitempty"`
+	Bundle    string          `yaml:"bundle,omitempty" json:"bundle,omitempty"` // key of the CRI-O bundle artifact
 }
 
 // Key identifies an artifact within a lock.
-func (a Artifact) Key() string { return a.Component + "@" + a.Version + "/" + a.Source }
+func (a Artifact) Key() string { return a.Component + "@" + a.Version + "/" + string(a.Source) }
+
+// Pin is the artifact's pin in words: a digest, a module sum, a package.
+func (a Artifact) Pin() string {
+	switch {
+	case a.ModuleSum != "":
+		return a.Module + " " + a.ModuleSum
+	case a.Package != "":
+		return "guest package " + a.Package
+	case a.Bundle != "":
+		return "in " + a.Bundle
+	case a.SHA256 != "":
+		return "sha256:" + a.SHA256
+	}
+	return "-"
+}
+
+// ImageKind says where a locked image comes from.
+type ImageKind string
+
+// The image kinds.
+const (
+	ImageDownload ImageKind = "download" // a pinned cloud image
+	ImageLocal    ImageKind = "local"    // built on this machine by `envctl image build`
+)
+
+// Image is a resolved base image: exactly what a lock pins.
+type Image struct {
+	Name   string    `json:"name" yaml:"name"`
+	Kind   ImageKind `json:"kind" yaml:"kind"`
+	URL    string    `json:"url,omitempty" yaml:"url,omitempty"`
+	Digest string    `json:"digest" yaml:"digest"`
+	Format string    `json:"format" yaml:"format"`
+	Kernel string    `json:"kernel,omitempty" yaml:"kernel,omitempty"`
+	Initrd string    `json:"initrd,omitempty" yaml:"initrd,omitempty"`
+}
 
 // Cell pins each role of one cell to an artifact key.
 type Cell struct {
-	Name       string            `yaml:"name" json:"name"`
-	Components map[string]string `yaml:"components" json:"components"`
+	Name       string                   `yaml:"name" json:"name"`
+	Components map[profiles.Role]string `yaml:"components" json:"components"`
 }
 
 // File is a lock file.
 type File struct {
-	LockVersion int        `yaml:"lock_version" json:"lock_version"`
-	Profile     string     `yaml:"profile" json:"profile"`
-	ProfileHash string     `yaml:"profile_sha256" json:"profile_sha256"`
-	Generated   time.Time  `yaml:"generated" json:"generated"`
-	Arch        string     `yaml:"arch" json:"arch"`
-	Image       images.Ref `yaml:"image" json:"image"`
-	Artifacts   []Artifact `yaml:"artifacts" json:"artifacts"`
-	Cells       []Cell     `yaml:"cells" json:"cells"`
+	LockVersion int               `yaml:"lock_version" json:"lock_version"`
+	Profile     string            `yaml:"profile" json:"profile"`
+	ProfileHash string            `yaml:"profile_sha256" json:"profile_sha256"`
+	Inputs      map[string]string `yaml:"inputs" json:"inputs"`
+	Generated   time.Time         `yaml:"generated" json:"generated"`
+	Arch        string            `yaml:"arch" json:"arch"`
+	Image       Image             `yaml:"image" json:"image"`
+	Artifacts   []Artifact        `yaml:"artifacts" json:"artifacts"`
+	Cells       []Cell            `yaml:"cells" json:"cells"`
 }
 
 // Artifact finds an artifact by key.
@@ -72,242 +101,100 @@ func (f *File) Artifact(key string) (Artifact, bool) {
 	return Artifact{}, false
 }
 
-// CellArtifacts returns a cell's artifacts by role.
-func (f *File) CellArtifacts(cell string) (map[string]Artifact, error) {
+// Part is one role of a locked cell and the artifact that fills it.
+type Part struct {
+	Role profiles.Role `json:"role"`
+	Artifact
+}
+
+// LockedCell is everything one run needs: the profile's test and VM shape,
+// the pinned image, and the pinned artifact of every role, in install
+// order. The pipeline takes exactly this.
+type LockedCell struct {
+	Profile    string            `json:"profile"`
+	Name       string            `json:"cell"`
+	Test       profiles.TestName `json:"test"`
+	VM         profiles.VM       `json:"vm"`
+	Image      Image             `json:"image"`
+	Components []Part            `json:"components"`
+	// Hash identifies the lock entry: image and every artifact pin.
+	Hash string `json:"lock_sha256"`
+}
+
+// Component returns the artifact in a role.
+func (c LockedCell) Component(role profiles.Role) (Artifact, bool) {
+	for _, x := range c.Components {
+		if x.Role == role {
+			return x.Artifact, true
+		}
+	}
+	return Artifact{}, false
+}
+
+// Versions maps each component's catalog name to its locked version.
+func (c LockedCell) Versions() map[string]string {
+	out := map[string]string{}
+	for _, x := range c.Components {
+		out[x.Component] = x.Version
+	}
+	return out
+}
+
+// VersionList prints "cri-o 1.34.0, cri-tools 1.30.0, runc 1.3.6".
+func (c LockedCell) VersionList() string {
+	parts := make([]string, len(c.Components))
+	for i, x := range c.Components {
+		parts[i] = x.Component + " " + x.Version
+	}
+	return strings.Join(parts, ", ")
+}
+
+// CellNames lists the lock's cells in order.
+func (f *File) CellNames() []string {
+	out := make([]string, len(f.Cells))
+	for i, c := range f.Cells {
+		out[i] = c.Name
+	}
+	return out
+}
+
+// Cell returns one locked cell of the profile.
+func (f *File) Cell(p *profiles.Profile, name string) (LockedCell, error) {
 	for _, c := range f.Cells {
-		if c.Name != cell {
+		if c.Name != name {
 			continue
 		}
-		out := map[string]Artifact{}
-		for role, key := range c.Components {
+		lc := LockedCell{Profile: f.Profile, Name: name, Test: p.Test, VM: p.VM, Image: f.Image}
+		for _, role := range profiles.Roles {
+			key, ok := c.Components[role]
+			if !ok {
+				continue
+			}
 			a, ok := f.Artifact(key)
 			if !ok {
-				return nil, fault.Inputf("lock for %s: cell %s names artifact %s, which the lock does not hold; run `envctl lock %s`", f.Profile, cell, key, f.Profile)
+				return LockedCell{}, &StaleError{Lock: p.LockPath(), Msg: fmt.Sprintf("cell %s names artifact %s, which the lock does not hold", name, key)}
 			}
-			out[role] = a
+			lc.Components = append(lc.Components, Part{Role: role, Artifact: a})
 		}
-		return out, nil
+		lc.Hash = cellHash(lc)
+		return lc, nil
 	}
-	return nil, fault.Inputf("lock for %s has no cell %q; run `envctl lock %s`", f.Profile, cell, f.Profile)
+	return LockedCell{}, fault.Inputf("%s has no cell %q; cells: %s", p.LockPath(), name, strings.Join(f.CellNames(), ", "))
 }
 
-// Resolver supplies what locking needs from the outside world.
-type Resolver struct {
-	Catalog *catalog.Catalog
-	Images  *images.Catalog
-	Cache   *cache.Cache
-	HTTP    *http.Client
-	Arch    string
-	// Mirror replaces upstream hosts: URL https://HOST/PATH becomes MIRROR/HOST/PATH.
-	Mirror string
-	// ModuleSum returns the go.sum hash (h1:…) of module@version.
-	ModuleSum func(ctx context.Context, module, version string) (string, error)
+func cellHash(c LockedCell) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "image %s %s %s %s\n", c.Image.Digest, c.Image.Kernel, c.Image.Initrd, c.Image.Format)
+	for _, x := range c.Components {
+		fmt.Fprintf(&b, "%s %s %s\n", x.Role, x.Key(), x.Pin())
+	}
+	return profiles.HashInputs(map[string]string{"cell": b.String()})
 }
 
-// Lock resolves every cell of a profile to exact artifacts.
-func (r *Resolver) Lock(ctx context.Context, p *profiles.Profile) (*File, error) {
-	cells, err := profiles.Resolve(r.Catalog, p)
-	if err != nil {
-		return nil, err
-	}
-	img, err := images.Resolve(r.Cache, r.Images, p.Image)
-	if err != nil {
-		return nil, fault.AsInput(fmt.Errorf("%s: image: %w", p.Path, err))
-	}
-	f := &File{LockVersion: FormatVersion, Profile: p.Name, ProfileHash: p.Hash(), Generated: time.Now().UTC().Truncate(time.Second), Arch: r.Arch, Image: img}
-	done := map[string]bool{}
-	pkgs := images.PackagesOf(r.Cache, img)
-	for _, cell := range cells {
-		lc := Cell{Name: cell.Name, Components: map[string]string{}}
-		var crioKey string
-		for _, comp := range cell.Components {
-			a := Artifact{Component: comp.Name, Version: comp.Version, Source: comp.Source}
-			if comp.Source == profiles.SourceBundle {
-				crio, _ := cell.Component(profiles.RoleCRIO)
-				crioKey = Artifact{Component: crio.Name, Version: crio.Version, Source: crio.Source}.Key()
-				a.Bundle = crioKey
-			}
-			lc.Components[comp.Role] = a.Key()
-			if done[a.Key()] {
-				continue
-			}
-			if err := r.pin(ctx, p, &a, pkgs); err != nil {
-				return nil, err
-			}
-			done[a.Key()] = true
-			f.Artifacts = append(f.Artifacts, a)
-		}
-		f.Cells = append(f.Cells, lc)
-	}
-	sort.Slice(f.Artifacts, func(i, j int) bool { return f.Artifacts[i].Key() < f.Artifacts[j].Key() })
-	return f, nil
-}
-
-func (r *Resolver) pin(ctx context.Context, p *profiles.Profile, a *Artifact, pkgs map[string]string) error {
-	comp, err := r.Catalog.Get(a.Component)
-	if err != nil {
-		return fault.AsInput(err)
-	}
-	switch {
-	case a.Source == profiles.SourceRelease || a.Source == profiles.SourceMirror:
-		rel := comp.Release
-		a.URL = catalog.Expand(rel.URL, a.Version, r.Arch)
-		sumURL := catalog.Expand(rel.ChecksumURL, a.Version, r.Arch)
-		if a.Source == profiles.SourceMirror {
-			if r.Mirror == "" {
-				return fault.Inputf("%s: %s uses source mirror, but ENVCTL_MIRROR is not set; set it to a URL or file:///dir laid out like upstream", p.Path, a.Component)
-			}
-			a.URL, sumURL = MirrorURL(r.Mirror, a.URL), MirrorURL(r.Mirror, sumURL)
-		}
-		body, err := cache.Get(ctx, r.HTTP, sumURL)
-		if err != nil {
-			return fmt.Errorf("lock %s %s: checksum: %w", a.Component, a.Version, err)
-		}
-		name := filepath.Base(a.URL)
-		if rel.ChecksumName != "" {
-			name = catalog.Expand(rel.ChecksumName, a.Version, r.Arch)
-		}
-		sum, err := ParseChecksum(body, rel.ChecksumFormat, name)
-		if err != nil {
-			return fault.Infraf("lock %s %s: checksum file %s: %w", a.Component, a.Version, sumURL, err)
-		}
-		a.SHA256 = sum
-	case a.Source == profiles.SourceGoMod:
-		a.Module, a.Recipe = comp.GoMod.Module, comp.GoMod.Recipe
-		sum, err := r.ModuleSum(ctx, a.Module, "v"+a.Version)
-		if err != nil {
-			return fault.Infraf("lock %s %s: Go module %s@v%s: %w", a.Component, a.Version, a.Module, a.Version, err)
-		}
-		a.ModuleSum = sum
-	case strings.HasPrefix(a.Source, profiles.SourceFile):
-		path := strings.TrimPrefix(a.Source, "file://")
-		d, err := cache.FileDigest(path, "sha256")
-		if err != nil {
-			return fault.Inputf("%s: %s source %s: %v; point it at an existing file", p.Path, a.Component, a.Source, err)
-		}
-		a.SHA256 = d.Hex
-	case a.Source == profiles.SourcePackage:
-		a.Package = debianPackage(a.Component)
-		if pkgs != nil {
-			have, ok := pkgs[a.Package]
-			if !ok {
-				return fault.Inputf("%s: %s: the image %s has no package %s; use another source", p.Path, a.Component, p.Image, a.Package)
-			}
-			if upstreamVersion(have) != a.Version {
-				return fault.Inputf("%s: components.%s: the image %s ships %s %s, not %s; pin version %q or use another source",
-					p.Path, a.Component, p.Image, a.Package, have, a.Version, upstreamVersion(have))
-			}
-		}
-	case a.Source == profiles.SourceBundle:
-		// Pinned through the CRI-O bundle's own digest.
-	}
-	return nil
-}
-
-// MirrorURL maps an upstream URL onto a mirror base.
-func MirrorURL(mirror, upstream string) string {
-	rest := strings.TrimPrefix(strings.TrimPrefix(upstream, "https://"), "http://")
-	return strings.TrimSuffix(mirror, "/") + "/" + rest
-}
-
-func debianPackage(component string) string {
-	switch component {
-	case "cni-plugins":
-		return "containernetworking-plugins"
-	case "cri-tools":
-		return "cri-tools"
-	}
-	return component
-}
-
-// upstreamVersion strips a Debian revision and epoch: "1:2.1.6+ds1-1" → "2.1.6".
-func upstreamVersion(deb string) string {
-	if _, v, ok := strings.Cut(deb, ":"); ok {
-		deb = v
-	}
-	if i := strings.LastIndex(deb, "-"); i > 0 {
-		deb = deb[:i]
-	}
-	if i := strings.IndexAny(deb, "+~"); i > 0 {
-		deb = deb[:i]
-	}
-	return deb
-}
-
-var hexRE = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
-
-// ParseChecksum reads a sha256 from a checksum file. Format "hex" is a file
-// holding only the digest (crictl's .sha256); "sha256sum" is the
-// `sha256sum` output format, one "DIGEST  NAME" per line (runc.sha256sum,
-// crun CHECKSUMS, CRI-O's .sha256sum), where name picks the line.
-func ParseChecksum(body []byte, format, name string) (string, error) {
-	switch format {
-	case "hex":
-		f := strings.Fields(string(body))
-		if len(f) == 0 || !hexRE.MatchString(f[0]) {
-			return "", fmt.Errorf("expected a bare sha256 hex digest, got %q", truncate(string(body), 80))
-		}
-		return strings.ToLower(f[0]), nil
-	case "sha256sum":
-		sc := bufio.NewScanner(bytes.NewReader(body))
-		var names []string
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			if len(f) < 2 || !hexRE.MatchString(f[0]) {
-				continue
-			}
-			file := strings.TrimPrefix(filepath.Base(strings.TrimPrefix(f[1], "*")), "./")
-			names = append(names, file)
-			if file == name {
-				return strings.ToLower(f[0]), nil
-			}
-		}
-		if len(names) == 1 && name == "" {
-			return "", fmt.Errorf("no entry named")
-		}
-		return "", fmt.Errorf("no line for %s (it lists: %s)", name, truncate(strings.Join(names, ", "), 200))
-	}
-	return "", fmt.Errorf("unknown checksum format %q", format)
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
-}
-
-// GoModuleSum asks the go command for module@version's go.sum hash. It
-// downloads the module into the module cache through GOPROXY.
-func GoModuleSum(ctx context.Context, module, version string) (string, error) {
-	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", module+"@"+version)
-	cmd.Dir = os.TempDir()
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GO111MODULE=on")
-	out, err := cmd.Output()
-	var info struct {
-		Sum   string
-		Error string
-	}
-	_ = json.Unmarshal(out, &info)
-	if info.Error != "" {
-		return "", fmt.Errorf("the Go module proxy refused it: %s", info.Error)
-	}
-	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok {
-			return "", fmt.Errorf("go mod download: %s", strings.TrimSpace(string(ee.Stderr)))
-		}
-		return "", fmt.Errorf("go mod download: %w (is the go command installed?)", err)
-	}
-	if info.Sum == "" {
-		return "", fmt.Errorf("go mod download gave no sum")
-	}
-	return info.Sum, nil
-}
-
-// Write saves the lock next to the profile, atomically.
+// Write saves the lock atomically.
 func Write(path string, f *File) error {
 	var buf bytes.Buffer
-	buf.WriteString("# Written by `envctl lock`. Do not edit: run `envctl lock PROFILE` again instead.\n")
+	buf.WriteString("# Written by envctl. Do not edit: run `envctl lock PROFILE` again instead.\n")
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
 	if err := enc.Encode(f); err != nil {
@@ -318,58 +205,114 @@ func Write(path string, f *File) error {
 		return fault.Infraf("lock %s: %w", path, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+		_ = os.Remove(tmp)
 		return fault.Infraf("lock %s: %w", path, err)
 	}
 	return nil
 }
 
-// Read loads a lock file.
+// MissingError is a profile that has no lock file yet.
+type MissingError struct{ Profile, Lock string }
+
+func (e *MissingError) Error() string {
+	return fmt.Sprintf("profile %s has no lock file %s; run `envctl lock %s`, or `envctl up` without --locked to write it", e.Profile, e.Lock, e.Profile)
+}
+
+// FaultClass implements fault.Classed.
+func (e *MissingError) FaultClass() fault.Class { return fault.Input }
+
+// StaleError is a lock that no longer matches its profile or this host.
+type StaleError struct {
+	Lock string
+	Msg  string
+}
+
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("%s is stale: %s; run `envctl lock` to re-pin it", e.Lock, e.Msg)
+}
+
+// FaultClass implements fault.Classed.
+func (e *StaleError) FaultClass() fault.Class { return fault.Input }
+
+// Read loads a lock file. A missing file gives an error that matches
+// fs.ErrNotExist.
 func Read(path string) (*File, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		return nil, fault.Infraf("lock %s: %w", path, err)
 	}
 	var f File
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil {
-		return nil, fault.Inputf("lock %s is not a valid lock file (%v); run `envctl lock` to rewrite it", path, err)
+		return nil, &StaleError{Lock: path, Msg: fmt.Sprintf("it is not a valid lock file (%v)", oneLine(err.Error()))}
 	}
 	return &f, nil
 }
 
-// DriftError says a profile and its lock disagree.
-type DriftError struct{ Msg string }
-
-func (e *DriftError) Error() string { return e.Msg }
-
 // ForProfile loads the profile's lock and checks that it still matches the
-// profile: same hash, same format, same architecture.
+// profile and this host.
 func ForProfile(p *profiles.Profile, arch string) (*File, error) {
 	path := p.LockPath()
 	f, err := Read(path)
-	if os.IsNotExist(err) {
-		return nil, &fault.Error{Kind: fault.Input, Err: &DriftError{fmt.Sprintf("%s: profile %s has no lock file %s; run `envctl lock %s` first", p.Path, p.Name, path, p.Path)}}
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, &MissingError{Profile: p.Path, Lock: path}
 	}
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case f.LockVersion != FormatVersion:
-		return nil, &fault.Error{Kind: fault.Input, Err: &DriftError{fmt.Sprintf("%s: lock format %d, this envctl writes %d; run `envctl lock %s`", path, f.LockVersion, FormatVersion, p.Path)}}
-	case f.ProfileHash != p.Hash():
-		return nil, &fault.Error{Kind: fault.Input, Err: &DriftError{fmt.Sprintf("%s: the profile changed since %s was written (profile hash %s, lock has %s); run `envctl lock %s` to re-pin it", p.Path, path, short(p.Hash()), short(f.ProfileHash), p.Path)}}
-	case f.Arch != arch:
-		return nil, &fault.Error{Kind: fault.Input, Err: &DriftError{fmt.Sprintf("%s: locked for %s, this host is %s; run `envctl lock %s`", path, f.Arch, arch, p.Path)}}
+	if err := f.Check(p, arch); err != nil {
+		return nil, err
 	}
 	return f, nil
 }
 
-func short(h string) string {
-	h = strings.TrimPrefix(h, "sha256:")
-	if len(h) > 12 {
-		return h[:12]
+// Check compares the lock with the profile it claims to pin and with this
+// host, and names the first field that differs.
+func (f *File) Check(p *profiles.Profile, arch string) error {
+	path := p.LockPath()
+	switch {
+	case f.LockVersion != FormatVersion:
+		return &StaleError{Lock: path, Msg: fmt.Sprintf("lock format %d, this envctl writes %d", f.LockVersion, FormatVersion)}
+	case f.Arch != arch:
+		return &StaleError{Lock: path, Msg: fmt.Sprintf("locked for %s, this host is %s", f.Arch, arch)}
 	}
-	return h
+	now := p.Inputs()
+	if d := DiffInputs(f.Inputs, now); d != "" {
+		return &StaleError{Lock: path, Msg: d + " since it was written"}
+	}
+	if f.ProfileHash != profiles.HashInputs(f.Inputs) || f.ProfileHash != p.Hash() {
+		return &StaleError{Lock: path, Msg: "its profile hash does not match its inputs (edited by hand?)"}
+	}
+	return nil
 }
+
+// DiffInputs names the first field that differs between two sets of
+// profile inputs, or "" when they are equal.
+func DiffInputs(was, now map[string]string) string {
+	keys := slices.Sorted(maps.Keys(was))
+	for k := range now {
+		if _, ok := was[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range slices.Compact(keys) {
+		a, okA := was[k]
+		b, okB := now[k]
+		switch {
+		case !okA:
+			return fmt.Sprintf("the profile added %s: %q", k, b)
+		case !okB:
+			return fmt.Sprintf("the profile dropped %s (was %q)", k, a)
+		case a != b:
+			return fmt.Sprintf("the profile changed %s from %q to %q", k, a, b)
+		}
+	}
+	return ""
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

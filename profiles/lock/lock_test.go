@@ -1,283 +1,154 @@
 package lock
 
 import (
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
-	"github.com/envctl/envctl/images"
-	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/profiles"
-	"github.com/envctl/envctl/profiles/catalog"
-	"github.com/envctl/envctl/provision/fault"
+	"github.com/envctl/envctl/profiles/fault"
 )
 
-// upstream serves files in the exact upstream release layout, keyed by path.
-type upstream struct {
-	mu    sync.Mutex
-	files map[string][]byte
-}
-
-func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	u.mu.Lock()
-	b, ok := u.files[r.URL.Path]
-	u.mu.Unlock()
-	if !ok {
-		http.NotFound(w, r)
-		return
-	}
-	w.Write(b)
-}
-
-func (u *upstream) set(path string, b []byte) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.files[path] = b
-}
-
-func hexSum(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
-
-// newUpstream builds release artifacts for CRI-O 1.34.0, crictl 1.34.0,
-// runc 1.3.6 and crun 1.8.1 with checksum files in each project's format.
-func newUpstream() *upstream {
-	u := &upstream{files: map[string][]byte{}}
-	crio := []byte("cri-o bundle")
-	crictl := []byte("crictl tarball")
-	runc := []byte("runc binary")
-	crun := []byte("crun binary")
-	u.files["/storage.googleapis.com/cri-o/artifacts/cri-o.amd64.v1.34.0.tar.gz"] = crio
-	u.files["/storage.googleapis.com/cri-o/artifacts/cri-o.amd64.v1.34.0.tar.gz.sha256sum"] = []byte(hexSum(crio) + "  cri-o.amd64.v1.34.0.tar.gz\n")
-	u.files["/github.com/kubernetes-sigs/cri-tools/releases/download/v1.34.0/crictl-v1.34.0-linux-amd64.tar.gz"] = crictl
-	u.files["/github.com/kubernetes-sigs/cri-tools/releases/download/v1.34.0/crictl-v1.34.0-linux-amd64.tar.gz.sha256"] = []byte(hexSum(crictl))
-	u.files["/github.com/opencontainers/runc/releases/download/v1.3.6/runc.amd64"] = runc
-	u.files["/github.com/opencontainers/runc/releases/download/v1.3.6/runc.sha256sum"] = []byte(
-		hexSum([]byte("arm")) + "  runc.arm64\n" + hexSum(runc) + "  runc.amd64\n" + hexSum([]byte("t")) + "  runc.tar.xz\n")
-	u.files["/github.com/containers/crun/releases/download/1.8.1/crun-1.8.1-linux-amd64"] = crun
-	u.files["/github.com/containers/crun/releases/download/1.8.1/CHECKSUMS"] = []byte(
-		hexSum(crun) + "  crun-1.8.1-linux-amd64\n" + hexSum([]byte("x")) + "  crun-1.8.1-linux-arm64\n")
-	return u
-}
-
-// testCatalog is the embedded catalog with upstream hosts moved onto srv.
-func testCatalog(t *testing.T, srv string) *catalog.Catalog {
-	text := strings.NewReplacer("https://github.com", srv+"/github.com", "https://storage.googleapis.com", srv+"/storage.googleapis.com").Replace(string(catalog.Embedded()))
-	c, err := catalog.Parse([]byte(text))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-const profileYAML = `name: t
+const profileYAML = `name: p
 image: debian-12
-source: %s
+source: gomod
 components:
   cri-o:     {version: "1.34.0"}
-  cri-tools: {version: "~> 1.34.0"}
+  cri-tools: {version: "1.34.0"}
   runtime:   {name: runc, version: "1.3.6"}
-%s`
+  conmon:    {version: "2.1.6", source: package}
+`
 
-func loadProfile(t *testing.T, source, extra string) *profiles.Profile {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "t.yaml")
-	os.WriteFile(path, []byte(fmt.Sprintf(profileYAML, source, extra)), 0o644)
-	p, err := profiles.Parse(path, []byte(fmt.Sprintf(profileYAML, source, extra)), func(string) (string, bool) { return "", false })
+func load(t *testing.T, dir, src string) *profiles.Profile {
+	t.Helper()
+	path := filepath.Join(dir, "p.yaml")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := profiles.LoadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p
 }
 
-func newResolver(t *testing.T, cat *catalog.Catalog) *Resolver {
-	c, err := cache.New(t.TempDir())
+func sample(p *profiles.Profile) *File {
+	f := &File{LockVersion: FormatVersion, Profile: p.Name, ProfileHash: p.Hash(), Inputs: p.Inputs(), Arch: "amd64",
+		Image: Image{Name: "debian-12", Kind: ImageLocal, Digest: "sha256:" + strings.Repeat("a", 64), Format: "raw"}}
+	arts := []Artifact{
+		{Component: "cri-o", Version: "1.34.0", Source: profiles.SourceGoMod, Module: "github.com/cri-o/cri-o", ModuleSum: "h1:x", Recipe: "crio"},
+		{Component: "cri-tools", Version: "1.34.0", Source: profiles.SourceGoMod, Module: "sigs.k8s.io/cri-tools", ModuleSum: "h1:y", Recipe: "crictl"},
+		{Component: "runc", Version: "1.3.6", Source: profiles.SourceGoMod, Module: "github.com/opencontainers/runc", ModuleSum: "h1:z", Recipe: "runc"},
+		{Component: "conmon", Version: "2.1.6", Source: profiles.SourcePackage, Package: "conmon"},
+	}
+	f.Artifacts = arts
+	c := Cell{Name: "p", Components: map[profiles.Role]string{}}
+	for i, r := range []profiles.Role{profiles.RoleCRIO, profiles.RoleCRITools, profiles.RoleRuntime, profiles.RoleConmon} {
+		c.Components[r] = arts[i].Key()
+	}
+	f.Cells = []Cell{c}
+	return f
+}
+
+func TestRoundTripAndCell(t *testing.T) {
+	dir := t.TempDir()
+	p := load(t, dir, profileYAML)
+	if err := Write(p.LockPath(), sample(p)); err != nil {
+		t.Fatal(err)
+	}
+	f, err := ForProfile(p, "amd64")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Resolver{Catalog: cat, Images: images.DefaultCatalog(), Cache: c, Arch: "amd64",
-		ModuleSum: func(_ context.Context, m, v string) (string, error) { return "h1:fake-" + m + "@" + v, nil }}
-}
-
-func TestLockRelease(t *testing.T) {
-	up := newUpstream()
-	srv := httptest.NewServer(up)
-	defer srv.Close()
-	r := newResolver(t, testCatalog(t, srv.URL))
-	p := loadProfile(t, "release", "matrix:\n  runtime: [runc@1.3.6, crun@1.8.1]\n")
-	f, err := r.Lock(context.Background(), p)
+	c, err := f.Cell(p, "p")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{
-		"cri-o@1.34.0/release":     hexSum([]byte("cri-o bundle")),
-		"cri-tools@1.34.0/release": hexSum([]byte("crictl tarball")),
-		"runc@1.3.6/release":       hexSum([]byte("runc binary")),
-		"crun@1.8.1/release":       hexSum([]byte("crun binary")),
+	if len(c.Components) != 4 || c.Components[0].Role != profiles.RoleCRIO || c.Components[2].Component != "runc" {
+		t.Errorf("cell components %+v", c.Components)
 	}
-	for key, sum := range want {
-		a, ok := f.Artifact(key)
-		if !ok {
-			t.Errorf("lock lacks %s", key)
-			continue
-		}
-		if a.SHA256 != sum || !strings.HasPrefix(a.URL, srv.URL) {
-			t.Errorf("%s: %+v", key, a)
-		}
+	if c.VersionList() != "cri-o 1.34.0, cri-tools 1.34.0, runc 1.3.6, conmon 2.1.6" || c.Versions()["runc"] != "1.3.6" {
+		t.Errorf("versions %s", c.VersionList())
 	}
-	if len(f.Cells) != 2 || f.ProfileHash != p.Hash() || f.Image.Name != "debian-12" || !strings.HasPrefix(f.Image.Digest, "sha512:") {
-		t.Errorf("lock = %+v", f)
+	if a, ok := c.Component(profiles.RoleConmon); !ok || a.Pin() != "guest package conmon" {
+		t.Errorf("conmon %+v", a)
 	}
-
-	// Round trip and drift check.
-	if err := Write(p.LockPath(), f); err != nil {
-		t.Fatal(err)
+	if c.Hash == "" || c.Test != profiles.TestImageVolume || c.VM.CPUs != 2 {
+		t.Errorf("cell %+v", c)
 	}
-	if _, err := ForProfile(p, "amd64"); err != nil {
-		t.Errorf("fresh lock refused: %v", err)
-	}
-	changed := loadProfile(t, "release", "")
-	changed.Path = p.Path
-	_, err = ForProfile(changed, "amd64")
-	var drift *DriftError
-	if !errors.As(err, &drift) || !strings.Contains(err.Error(), "envctl lock") || fault.Code(err) != 2 {
-		t.Errorf("changed profile: err = %v", err)
-	}
-
-	// The locked digest guards the download: a re-published file is refused
-	// and never enters the cache.
-	a, _ := f.Artifact("runc@1.3.6/release")
-	d, _ := cache.ParseDigest("sha256:" + a.SHA256)
-	if _, err := r.Cache.Fetch(context.Background(), a.URL, d); err != nil {
-		t.Fatalf("fetch: %v", err)
-	}
-	b, _ := f.Artifact("crun@1.8.1/release")
-	up.set(strings.TrimPrefix(b.URL, srv.URL), []byte("tampered"))
-	db, _ := cache.ParseDigest("sha256:" + b.SHA256)
-	_, err = r.Cache.Fetch(context.Background(), b.URL, db)
-	var mm *cache.MismatchError
-	if !errors.As(err, &mm) || !strings.Contains(err.Error(), b.URL) || !strings.Contains(err.Error(), b.SHA256) || !strings.Contains(err.Error(), hexSum([]byte("tampered"))) {
-		t.Errorf("mismatch error = %v", err)
-	}
-	if _, ok := r.Cache.Has(db); ok {
-		t.Error("a corrupt download entered the cache")
+	if _, err := f.Cell(p, "nope"); !fault.Is(err, fault.Input) {
+		t.Errorf("missing cell: %v", err)
 	}
 }
 
-func TestLockMirror(t *testing.T) {
-	srv := httptest.NewServer(newUpstream())
-	defer srv.Close()
-	r := newResolver(t, catalog.Default())
-	r.Mirror = srv.URL
-	f, err := r.Lock(context.Background(), loadProfile(t, "mirror", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, _ := f.Artifact("cri-tools@1.34.0/mirror")
-	if a.URL != srv.URL+"/github.com/kubernetes-sigs/cri-tools/releases/download/v1.34.0/crictl-v1.34.0-linux-amd64.tar.gz" || a.SHA256 != hexSum([]byte("crictl tarball")) {
-		t.Errorf("mirror artifact %+v", a)
-	}
-}
-
-func TestLockErrors(t *testing.T) {
-	up := newUpstream()
-	srv := httptest.NewServer(up)
-	defer srv.Close()
+func TestStaleLocksNameTheField(t *testing.T) {
 	tests := []struct {
 		name   string
-		mutate func()
-		source string
+		mutate func(p *profiles.Profile, f *File) *profiles.Profile
 		want   []string
-		code   int
 	}{
-		{"404 checksum", func() {
-			delete(up.files, "/github.com/kubernetes-sigs/cri-tools/releases/download/v1.34.0/crictl-v1.34.0-linux-amd64.tar.gz.sha256")
-		}, "release", []string{"cri-tools", "crictl-v1.34.0-linux-amd64.tar.gz.sha256", "HTTP 404"}, 3},
-		{"checksum file lacks entry", func() {
-			up.files["/github.com/opencontainers/runc/releases/download/v1.3.6/runc.sha256sum"] = []byte(hexSum([]byte("a")) + "  runc.arm64\n")
-		}, "release", []string{"runc.sha256sum", "no line for runc.amd64", "runc.arm64"}, 3},
-		{"garbage hex checksum", func() {
-			up.files["/github.com/kubernetes-sigs/cri-tools/releases/download/v1.34.0/crictl-v1.34.0-linux-amd64.tar.gz.sha256"] = []byte("<html>")
-		}, "release", []string{"bare sha256"}, 3},
-		{"mirror unset", func() {}, "mirror", []string{"ENVCTL_MIRROR"}, 2},
+		{"runtime version edited", func(p *profiles.Profile, f *File) *profiles.Profile {
+			return load(t, filepath.Dir(p.Path), strings.Replace(profileYAML, `"1.3.6"`, `"1.3.5"`, 1))
+		}, []string{"changed components.runtime.version from \"1.3.6\" to \"1.3.5\""}},
+		{"component added", func(p *profiles.Profile, f *File) *profiles.Profile {
+			return load(t, filepath.Dir(p.Path), profileYAML+"  cni-plugins: {version: \"1.1.1\", source: package}\n")
+		}, []string{"added components.cni-plugins."}},
+		{"other arch", func(p *profiles.Profile, f *File) *profiles.Profile { f.Arch = "arm64"; return p }, []string{"locked for arm64"}},
+		{"old format", func(p *profiles.Profile, f *File) *profiles.Profile { f.LockVersion = 1; return p }, []string{"lock format 1"}},
+		{"hand-edited hash", func(p *profiles.Profile, f *File) *profiles.Profile { f.ProfileHash = "sha256:00"; return p }, []string{"edited by hand"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			up.files = newUpstream().files
-			tt.mutate()
-			r := newResolver(t, testCatalog(t, srv.URL))
-			_, err := r.Lock(context.Background(), loadProfile(t, tt.source, ""))
-			if err == nil {
-				t.Fatal("no error")
+			dir := t.TempDir()
+			p := load(t, dir, profileYAML)
+			f := sample(p)
+			p2 := tt.mutate(p, f)
+			if err := Write(p.LockPath(), f); err != nil {
+				t.Fatal(err)
 			}
-			for _, w := range tt.want {
+			_, err := ForProfile(p2, "amd64")
+			var stale *StaleError
+			if !errors.As(err, &stale) || fault.ClassOf(err) != fault.Input {
+				t.Fatalf("err = %v, want a stale-lock input error", err)
+			}
+			for _, w := range append(tt.want, "run `envctl lock`", p.LockPath()) {
 				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q lacks %q", err, w)
+					t.Errorf("%q lacks %q", err, w)
 				}
-			}
-			if fault.Code(err) != tt.code {
-				t.Errorf("exit code %d, want %d", fault.Code(err), tt.code)
 			}
 		})
 	}
 }
 
-func TestLockUnreachable(t *testing.T) {
-	srv := httptest.NewServer(http.NotFoundHandler())
-	url := srv.URL
-	srv.Close() // nothing listens there any more
-	r := newResolver(t, testCatalog(t, url))
-	_, err := r.Lock(context.Background(), loadProfile(t, "release", ""))
-	if err == nil || !strings.Contains(err.Error(), "cannot reach") || !strings.Contains(err.Error(), url) {
-		t.Errorf("unreachable: %v", err)
-	}
-}
-
-func TestLockGoModAndFile(t *testing.T) {
+func TestMissingAndCorrupt(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "crun")
-	os.WriteFile(bin, []byte("crun 1.8.1"), 0o755)
-	r := newResolver(t, catalog.Default())
-	p := loadProfile(t, "gomod", fmt.Sprintf("matrix:\n  runtime:\n    - {name: crun, version: \"1.8.1\", source: \"file://%s\"}\n", bin))
-	f, err := r.Lock(context.Background(), p)
-	if err != nil {
+	p := load(t, dir, profileYAML)
+	_, err := ForProfile(p, "amd64")
+	var missing *MissingError
+	if !errors.As(err, &missing) || fault.ClassOf(err) != fault.Input || !strings.Contains(err.Error(), "envctl lock") {
+		t.Errorf("missing lock: %v", err)
+	}
+	if err := os.WriteFile(p.LockPath(), []byte("lock_version: 2\nbogus: 1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	crio, _ := f.Artifact("cri-o@1.34.0/gomod")
-	if crio.Module != "github.com/cri-o/cri-o" || crio.ModuleSum != "h1:fake-github.com/cri-o/cri-o@v1.34.0" || crio.Recipe != "crio" {
-		t.Errorf("gomod artifact %+v", crio)
+	_, err = ForProfile(p, "amd64")
+	if !fault.Is(err, fault.Input) || !strings.Contains(err.Error(), "not a valid lock file") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("corrupt lock: %v", err)
 	}
-	crun, ok := f.Artifact("crun@1.8.1/file://" + bin)
-	if !ok || crun.SHA256 != hexSum([]byte("crun 1.8.1")) {
-		t.Errorf("file artifact %+v", crun)
+	f := sample(p)
+	f.Cells[0].Components[profiles.RoleCRITools] = "cri-tools@9.9.9/gomod"
+	if _, err := f.Cell(p, "p"); !fault.Is(err, fault.Input) || !strings.Contains(err.Error(), "does not hold") {
+		t.Errorf("dangling artifact: %v", err)
 	}
 }
 
-func TestParseChecksum(t *testing.T) {
-	h := hexSum([]byte("x"))
-	tests := []struct {
-		body, format, name, want string
-		ok                       bool
-	}{
-		{h + "\n", "hex", "", h, true},
-		{h + "  crictl.tar.gz\n", "hex", "", h, true},
-		{"nope", "hex", "", "", false},
-		{h + "  runc.amd64\n", "sha256sum", "runc.amd64", h, true},
-		{h + " *runc.amd64\n", "sha256sum", "runc.amd64", h, true},
-		{h + "  ./bin/runc.amd64\n", "sha256sum", "runc.amd64", h, true},
-		{h + "  runc.arm64\n", "sha256sum", "runc.amd64", "", false},
+func TestDiffInputs(t *testing.T) {
+	if d := DiffInputs(map[string]string{"a": "1"}, map[string]string{"a": "1"}); d != "" {
+		t.Errorf("equal inputs differ: %s", d)
 	}
-	for _, tt := range tests {
-		got, err := ParseChecksum([]byte(tt.body), tt.format, tt.name)
-		if (err == nil) != tt.ok || got != tt.want {
-			t.Errorf("ParseChecksum(%q, %s, %s) = %q, %v", tt.body, tt.format, tt.name, got, err)
-		}
+	if d := DiffInputs(map[string]string{"a": "1", "b": "2"}, map[string]string{"a": "1"}); !strings.Contains(d, "dropped b") {
+		t.Errorf("dropped: %s", d)
 	}
 }

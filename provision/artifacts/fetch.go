@@ -4,33 +4,44 @@ import (
 	"archive/tar"
 	"compress/gzip"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/profiles"
+	"github.com/envctl/envctl/profiles/catalog"
+	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/profiles/lock"
-	"github.com/envctl/envctl/provision/fault"
 )
 
-// Files are a component's binaries on the host, by name ("crio", "pinns",
-// "crictl", "runc", "crun", "conmon"), plus an optional CNI plugin directory.
+// Files are one component's bits on the host.
 type Files struct {
-	Binaries map[string]string
-	CNIDir   string
-	// InGuest is set when the component comes from the guest image's packages.
-	InGuest bool
+	// Binaries maps each binary's name ("crio", "pinns", "crictl", "runc",
+	// "crun", "conmon") to its path on the host.
+	Binaries map[string]string `json:"binaries,omitempty"`
+	// Dir is a directory of plugins (the CNI plugins), installed whole.
+	Dir string `json:"dir,omitempty"`
+	// InGuest marks a component that comes from the guest image's packages:
+	// there is nothing to upload.
+	InGuest bool `json:"in_guest,omitempty"`
 }
 
-// Fetcher gets locked artifacts.
+// Fetcher gets locked artifacts onto the host.
 type Fetcher struct {
-	Cache *cache.Cache
-	Log   *slog.Logger
-	Step  func(format string, args ...any)
+	Cache   *cache.Cache
+	Catalog *catalog.Catalog
+	Log     *slog.Logger
+	// Step reports progress lines for humans; may be nil.
+	Step func(format string, args ...any)
 	// Output receives build tool output (nil discards it).
 	Output io.Writer
 }
@@ -41,105 +52,146 @@ func (f *Fetcher) step(format string, args ...any) {
 	}
 }
 
-// Fetch returns the files of one locked artifact, downloading or building as needed.
-func (f *Fetcher) Fetch(ctx context.Context, lf *lock.File, a lock.Artifact) (Files, error) {
-	switch {
-	case a.Source == profiles.SourceRelease || a.Source == profiles.SourceMirror:
-		return f.release(ctx, a)
-	case a.Source == profiles.SourceGoMod:
-		return f.gomod(ctx, a)
-	case strings.HasPrefix(a.Source, profiles.SourceFile):
-		return f.file(a)
-	case a.Source == profiles.SourcePackage:
+func (f *Fetcher) log() *slog.Logger {
+	if f.Log == nil {
+		return slog.Default()
+	}
+	return f.Log
+}
+
+func (f *Fetcher) component(name string) (*catalog.Component, error) {
+	cat := f.Catalog
+	if cat == nil {
+		cat = catalog.Default()
+	}
+	c, err := cat.Get(name)
+	if err != nil {
+		return nil, fault.Inputf("lock: %v; run `envctl lock`", err)
+	}
+	return c, nil
+}
+
+// Fetch returns the files of one component of a locked cell, downloading
+// or building as needed.
+func (f *Fetcher) Fetch(ctx context.Context, cell lock.LockedCell, c lock.Part) (Files, error) {
+	comp, err := f.component(c.Component)
+	if err != nil {
+		return Files{}, err
+	}
+	switch c.Source.Kind() {
+	case profiles.KindRelease, profiles.KindMirror:
+		return f.release(ctx, comp, c.Artifact)
+	case profiles.KindGoMod:
+		return f.gomod(ctx, c.Artifact)
+	case profiles.KindFile:
+		return f.file(comp, c.Artifact)
+	case profiles.KindPackage:
 		return Files{InGuest: true}, nil
-	case a.Source == profiles.SourceBundle:
-		bundle, ok := lf.Artifact(a.Bundle)
-		if !ok {
-			return Files{}, fault.Inputf("lock: %s comes from bundle %s, which the lock lacks; run `envctl lock`", a.Component, a.Bundle)
-		}
-		bf, err := f.release(ctx, bundle)
+	case profiles.KindBundle:
+		return f.bundled(ctx, cell, comp)
+	}
+	return Files{}, fault.Inputf("lock: %s has unknown source %q; run `envctl lock`", c.Component, c.Source)
+}
+
+// bundled takes a component out of the cell's CRI-O release bundle.
+func (f *Fetcher) bundled(ctx context.Context, cell lock.LockedCell, comp *catalog.Component) (Files, error) {
+	crio, ok := cell.Component(profiles.RoleCRIO)
+	if !ok || (crio.Source.Kind() != profiles.KindRelease && crio.Source.Kind() != profiles.KindMirror) {
+		return Files{}, fault.Inputf("lock: %s comes from the CRI-O bundle, but the cell's CRI-O is not a release; run `envctl lock`", comp.Name)
+	}
+	crioComp, err := f.component(crio.Component)
+	if err != nil {
+		return Files{}, err
+	}
+	b, ok := crioComp.Release.Bundles[comp.Name]
+	if !ok {
+		return Files{}, fault.Inputf("the CRI-O bundle does not carry %s; use source package", comp.Name)
+	}
+	dir, err := f.unpacked(ctx, crio)
+	if err != nil {
+		return Files{}, err
+	}
+	out := Files{Binaries: map[string]string{}}
+	for name, rel := range b.Files {
+		out.Binaries[name] = filepath.Join(dir, filepath.FromSlash(rel))
+	}
+	if b.Dir != "" {
+		out.Dir = filepath.Join(dir, filepath.FromSlash(b.Dir))
+	}
+	return out, checkPresent(crio.URL, out)
+}
+
+func (f *Fetcher) file(comp *catalog.Component, a lock.Artifact) (Files, error) {
+	p := a.Source.Path()
+	d, err := cache.FileDigest(p, digest.SHA256)
+	if err != nil {
+		return Files{}, fault.Inputf("%s: %s: %v; the lock pins this file: restore it or run `envctl lock`", a.Component, p, err)
+	}
+	if d.Encoded() != a.SHA256 {
+		return Files{}, fault.Inputf("%s: %s changed since it was locked (sha256 %s, lock has %s); run `envctl lock` to pin the new file", a.Component, p, d.Encoded(), a.SHA256)
+	}
+	return Files{Binaries: map[string]string{comp.Main(): p}}, nil
+}
+
+func (f *Fetcher) blob(ctx context.Context, a lock.Artifact) (string, error) {
+	d, err := cache.ParseDigest("sha256:" + a.SHA256)
+	if err != nil {
+		return "", fault.Inputf("lock: %s %s: %v; run `envctl lock`", a.Component, a.Version, err)
+	}
+	if p, ok := f.Cache.Has(d); ok {
+		return p, nil
+	}
+	f.step("fetching %s %s from %s", a.Component, a.Version, a.URL)
+	return f.Cache.Fetch(ctx, a.URL, d)
+}
+
+func (f *Fetcher) release(ctx context.Context, comp *catalog.Component, a lock.Artifact) (Files, error) {
+	if comp.Release == nil {
+		return Files{}, fault.Inputf("%s has no release layout envctl knows", a.Component)
+	}
+	if !comp.Release.Archive() {
+		blob, err := f.blob(ctx, a)
 		if err != nil {
 			return Files{}, err
 		}
-		out := Files{Binaries: map[string]string{}}
-		switch a.Component {
-		case "conmon":
-			out.Binaries["conmon"] = bf.Binaries["conmon"]
-		case "cni-plugins":
-			out.CNIDir = bf.CNIDir
-		}
-		return out, nil
+		return Files{Binaries: map[string]string{comp.Main(): blob}}, nil
 	}
-	return Files{}, fault.Inputf("lock: %s has unknown source %q; run `envctl lock`", a.Component, a.Source)
-}
-
-func (f *Fetcher) file(a lock.Artifact) (Files, error) {
-	path := strings.TrimPrefix(a.Source, "file://")
-	d, err := cache.FileDigest(path, "sha256")
-	if err != nil {
-		return Files{}, fault.Inputf("%s: %s: %v; the lock pins this file: restore it or run `envctl lock`", a.Component, path, err)
-	}
-	if d.Hex != a.SHA256 {
-		return Files{}, fault.Inputf("%s: %s changed since it was locked (sha256 %s, lock has %s); run `envctl lock` to pin the new file", a.Component, path, d.Hex, a.SHA256)
-	}
-	return Files{Binaries: map[string]string{binaryName(a.Component): path}}, nil
-}
-
-func binaryName(component string) string {
-	switch component {
-	case "cri-o":
-		return "crio"
-	case "cri-tools":
-		return "crictl"
-	}
-	return component
-}
-
-func (f *Fetcher) release(ctx context.Context, a lock.Artifact) (Files, error) {
-	d, err := cache.ParseDigest("sha256:" + a.SHA256)
-	if err != nil {
-		return Files{}, fault.Inputf("lock: %s %s: %v; run `envctl lock`", a.Component, a.Version, err)
-	}
-	f.step("fetching %s %s from %s", a.Component, a.Version, a.URL)
-	blob, err := f.Cache.Fetch(ctx, a.URL, d)
+	dir, err := f.unpacked(ctx, a)
 	if err != nil {
 		return Files{}, err
 	}
-	switch a.Component {
-	case "runc", "crun":
-		return Files{Binaries: map[string]string{a.Component: blob}}, nil
+	out := Files{Binaries: map[string]string{}}
+	for name, rel := range comp.Release.Layout {
+		out.Binaries[name] = filepath.Join(dir, filepath.FromSlash(rel))
 	}
-	dir, err := f.unpack(ctx, blob, d)
-	if err != nil {
-		return Files{}, err
-	}
-	switch a.Component {
-	case "cri-tools":
-		return Files{Binaries: map[string]string{"crictl": filepath.Join(dir, "crictl")}}, nil
-	case "cri-o":
-		// The bundle: cri-o/bin/{crio,pinns,conmon,crictl,runc,crun}, cri-o/cni-plugins/.
-		root := filepath.Join(dir, "cri-o")
-		out := Files{Binaries: map[string]string{}, CNIDir: filepath.Join(root, "cni-plugins")}
-		for _, b := range []string{"crio", "pinns", "conmon", "crictl", "runc", "crun"} {
-			if p := filepath.Join(root, "bin", b); exists(p) {
-				out.Binaries[b] = p
-			}
-		}
-		if out.Binaries["crio"] == "" {
-			return Files{}, fault.Infraf("%s: the CRI-O bundle has no cri-o/bin/crio", a.URL)
-		}
-		return out, nil
-	}
-	return Files{}, fault.Inputf("%s has no release layout envctl knows", a.Component)
+	return out, checkPresent(a.URL, out)
 }
 
-// unpack extracts a .tar.gz blob once into the cache.
-func (f *Fetcher) unpack(ctx context.Context, blob string, d cache.Digest) (string, error) {
-	dst := filepath.Join(f.Cache.Dir, "unpacked", d.Hex)
+func checkPresent(url string, fl Files) error {
+	for name, p := range fl.Binaries {
+		if _, err := os.Stat(p); err != nil {
+			return fault.Infraf("%s: the archive has no %s (expected at %s)", url, name, p)
+		}
+	}
+	if fl.Dir != "" {
+		if _, err := os.Stat(fl.Dir); err != nil {
+			return fault.Infraf("%s: the archive has no directory %s", url, fl.Dir)
+		}
+	}
+	return nil
+}
+
+// unpacked extracts a .tar.gz artifact once into the cache.
+func (f *Fetcher) unpacked(ctx context.Context, a lock.Artifact) (string, error) {
+	blob, err := f.blob(ctx, a)
+	if err != nil {
+		return "", err
+	}
+	dst := filepath.Join(f.Cache.Dir, "unpacked", a.SHA256)
 	if exists(dst) {
 		return dst, nil
 	}
-	unlock, err := f.Cache.Lock(ctx, "unpack-"+d.Hex)
+	unlock, err := f.Cache.Lock(ctx, "unpack-"+a.SHA256)
 	if err != nil {
 		return "", err
 	}
@@ -148,9 +200,9 @@ func (f *Fetcher) unpack(ctx context.Context, blob string, d cache.Digest) (stri
 		return dst, nil
 	}
 	tmp := dst + ".tmp"
-	os.RemoveAll(tmp)
-	if err := untar(blob, tmp); err != nil {
-		os.RemoveAll(tmp)
+	_ = os.RemoveAll(tmp)
+	if err := Untar(blob, tmp); err != nil {
+		_ = os.RemoveAll(tmp)
 		return "", fault.Infraf("unpack %s: %w", blob, err)
 	}
 	if err := os.Rename(tmp, dst); err != nil {
@@ -159,7 +211,9 @@ func (f *Fetcher) unpack(ctx context.Context, blob string, d cache.Digest) (stri
 	return dst, nil
 }
 
-func untar(src, dst string) error {
+// Untar extracts a .tar.gz into dst through os.Root, so no entry, link or
+// link target can reach outside dst.
+func Untar(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -169,32 +223,39 @@ func untar(src, dst string) error {
 	if err != nil {
 		return err
 	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(dst)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
 	tr := tar.NewReader(gz)
 	for {
 		h, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		name := filepath.Clean(h.Name)
-		if strings.HasPrefix(name, "..") || filepath.IsAbs(name) {
+		name := path.Clean(strings.TrimPrefix(h.Name, "./"))
+		if !fs.ValidPath(name) {
 			return fmt.Errorf("unsafe path %q in archive", h.Name)
 		}
-		p := filepath.Join(dst, name)
 		switch h.Typeflag {
 		case tar.TypeDir:
-			if err := os.MkdirAll(p, 0o755); err != nil {
-				return err
+			if err := root.MkdirAll(name, 0o755); err != nil {
+				return fmt.Errorf("%s: %w", h.Name, err)
 			}
 		case tar.TypeReg:
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				return err
+			if err := root.MkdirAll(path.Dir(name), 0o755); err != nil {
+				return fmt.Errorf("%s: %w", h.Name, err)
 			}
-			out, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, os.FileMode(h.Mode)&0o777|0o600)
+			out, err := root.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, os.FileMode(h.Mode)&0o755|0o600)
 			if err != nil {
-				return err
+				return fmt.Errorf("%s: %w", h.Name, err)
 			}
 			if _, err := io.Copy(out, tr); err != nil {
 				out.Close()
@@ -204,10 +265,15 @@ func untar(src, dst string) error {
 				return err
 			}
 		case tar.TypeSymlink:
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			if path.IsAbs(h.Linkname) || !fs.ValidPath(path.Join(path.Dir(name), h.Linkname)) {
+				return fmt.Errorf("unsafe link %q → %q in archive", h.Name, h.Linkname)
+			}
+			if err := root.MkdirAll(path.Dir(name), 0o755); err != nil {
 				return err
 			}
-			os.Symlink(h.Linkname, p)
+			if err := root.Symlink(h.Linkname, name); err != nil {
+				return fmt.Errorf("%s: %w", h.Name, err)
+			}
 		}
 	}
 }
@@ -217,16 +283,20 @@ func exists(p string) bool {
 	return err == nil
 }
 
-// Cached returns an artifact's files when they are already on the host,
+// Cached returns a component's files when they are already on the host,
 // without downloading or building anything.
-func (f *Fetcher) Cached(lf *lock.File, a lock.Artifact) (Files, bool) {
-	switch {
-	case a.Source == profiles.SourceGoMod:
-		return builtFiles(filepath.Join(f.Cache.Dir, "builds", BuildKey(a)))
-	case strings.HasPrefix(a.Source, profiles.SourceFile):
-		fl, err := f.file(a)
+func (f *Fetcher) Cached(cell lock.LockedCell, c lock.Part) (Files, bool) {
+	switch c.Source.Kind() {
+	case profiles.KindGoMod:
+		return builtFiles(filepath.Join(f.Cache.Dir, "builds", BuildKey(c.Artifact)))
+	case profiles.KindFile, profiles.KindPackage:
+		fl, err := f.Fetch(context.Background(), cell, c)
 		return fl, err == nil
-	case a.Source == profiles.SourceRelease || a.Source == profiles.SourceMirror:
+	case profiles.KindRelease, profiles.KindMirror, profiles.KindBundle:
+		a := c.Artifact
+		if c.Source.Kind() == profiles.KindBundle {
+			a, _ = cell.Component(profiles.RoleCRIO)
+		}
 		d, err := cache.ParseDigest("sha256:" + a.SHA256)
 		if err != nil {
 			return Files{}, false
@@ -234,7 +304,7 @@ func (f *Fetcher) Cached(lf *lock.File, a lock.Artifact) (Files, bool) {
 		if _, ok := f.Cache.Has(d); !ok {
 			return Files{}, false
 		}
-		fl, err := f.release(context.Background(), a)
+		fl, err := f.Fetch(context.Background(), cell, c)
 		return fl, err == nil
 	}
 	return Files{}, false

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -14,17 +13,19 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/profiles/lock"
-	"github.com/envctl/envctl/provision/fault"
+	"github.com/envctl/envctl/provision/pin"
 )
 
 // recipe builds a module's binaries inside a writable copy of the module.
 type recipe struct {
 	// version changes whenever the build below changes, invalidating caches.
 	version string
-	// needsCgo lists the C libraries the build links (checked up front).
+	// needsCgo marks recipes that link C (gcc, make, libseccomp-dev).
 	needsCgo bool
 	build    func(ctx context.Context, b *builder) error
 }
@@ -46,7 +47,7 @@ var recipes = map[string]recipe{
 	// CRI-O: static with seccomp; pinns is C code built with make.
 	"crio": {version: "1", needsCgo: true, build: func(ctx context.Context, b *builder) error {
 		tags := "containers_image_openpgp containers_image_ostree_stub exclude_graphdriver_btrfs exclude_graphdriver_devicemapper btrfs_noversion seccomp apparmor selinux netgo osusergo static"
-		ld := fmt.Sprintf("-s -w -X github.com/cri-o/cri-o/internal/version.buildDate=%s -linkmode external -extldflags '-static -lm'", "1970-01-01T00:00:00Z")
+		ld := "-s -w -X github.com/cri-o/cri-o/internal/version.buildDate=1970-01-01T00:00:00Z -linkmode external -extldflags '-static -lm'"
 		if err := b.goBuild(ctx, true, tags, ld, "crio", "./cmd/crio"); err != nil {
 			return err
 		}
@@ -62,9 +63,11 @@ type builder struct {
 	log                       io.Writer
 }
 
+var moduleRE = regexp.MustCompile(`(?m)^module\s+(\S+)`)
+
 func (b *builder) modulePath() string {
 	data, _ := os.ReadFile(filepath.Join(b.src, "go.mod"))
-	if m := regexp.MustCompile(`(?m)^module\s+(\S+)`).FindSubmatch(data); m != nil {
+	if m := moduleRE.FindSubmatch(data); m != nil {
 		return string(m[1])
 	}
 	return b.module
@@ -115,18 +118,13 @@ func BuildKey(a lock.Artifact) string {
 	return a.Recipe + "-" + a.Version + "-" + hex.EncodeToString(h[:])[:16]
 }
 
-var goVersionCache string
-
-func goVersion() string {
-	if goVersionCache == "" {
-		out, err := exec.Command("go", "env", "GOVERSION").Output()
-		if err != nil {
-			return "unknown"
-		}
-		goVersionCache = strings.TrimSpace(string(out))
+var goVersion = sync.OnceValue(func() string {
+	out, err := exec.Command("go", "env", "GOVERSION").Output()
+	if err != nil {
+		return "unknown"
 	}
-	return goVersionCache
-}
+	return strings.TrimSpace(string(out))
+})
 
 func (f *Fetcher) gomod(ctx context.Context, a lock.Artifact) (Files, error) {
 	r, ok := recipes[a.Recipe]
@@ -156,19 +154,21 @@ func (f *Fetcher) gomod(ctx context.Context, a lock.Artifact) (Files, error) {
 		return Files{}, fault.Infraf("build %s: %w", a.Component, err)
 	}
 	defer os.RemoveAll(work)
-	dir, sum, err := downloadModule(ctx, a.Module, "v"+a.Version)
+	info, err := pin.DownloadModule(ctx, a.Module, "v"+a.Version)
 	if err != nil {
 		return Files{}, fault.Infraf("build %s %s: %w", a.Component, a.Version, err)
 	}
-	if sum != a.ModuleSum {
-		return Files{}, fault.Infraf("build %s %s: module %s@v%s has sum %s, the lock pins %s; the module proxy served different code: investigate, then run `envctl lock`", a.Component, a.Version, a.Module, a.Version, sum, a.ModuleSum)
+	if info.Sum != a.ModuleSum {
+		return Files{}, fault.Infraf("build %s %s: module %s@v%s has sum %s, the lock pins %s; the module proxy served different code: investigate, then run `envctl lock`", a.Component, a.Version, a.Module, a.Version, info.Sum, a.ModuleSum)
 	}
 	src := filepath.Join(work, "src")
-	if err := copyTree(dir, src); err != nil {
+	if err := os.CopyFS(src, os.DirFS(info.Dir)); err != nil {
 		return Files{}, fault.Infraf("build %s: copy module: %w", a.Component, err)
 	}
 	tmpOut := filepath.Join(work, "out")
-	os.MkdirAll(tmpOut, 0o755)
+	if err := os.MkdirAll(tmpOut, 0o755); err != nil {
+		return Files{}, fault.Infraf("build %s: %w", a.Component, err)
+	}
 	b := &builder{module: a.Module, version: a.Version, src: src, out: tmpOut, log: f.Output}
 	if err := r.build(ctx, b); err != nil {
 		hint := ""
@@ -177,12 +177,14 @@ func (f *Fetcher) gomod(ctx context.Context, a lock.Artifact) (Files, error) {
 		}
 		return Files{}, fault.Infraf("build %s %s%s: %w", a.Component, a.Version, hint, err)
 	}
-	os.MkdirAll(filepath.Dir(out), 0o755)
-	os.RemoveAll(out)
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return Files{}, fault.Infraf("build %s: %w", a.Component, err)
+	}
+	_ = os.RemoveAll(out)
 	if err := os.Rename(tmpOut, out); err != nil {
 		return Files{}, fault.Infraf("build %s: %w", a.Component, err)
 	}
-	f.Log.Info("built", "component", a.Component, "version", a.Version, "seconds", time.Since(start).Seconds())
+	f.log().Info("built", "component", a.Component, "version", a.Version, "seconds", time.Since(start).Seconds())
 	files, _ := builtFiles(out)
 	return files, nil
 }
@@ -197,44 +199,6 @@ func builtFiles(dir string) (Files, bool) {
 		files.Binaries[e.Name()] = filepath.Join(dir, e.Name())
 	}
 	return files, true
-}
-
-// downloadModule fetches module@version into the module cache.
-func downloadModule(ctx context.Context, module, version string) (dir, sum string, err error) {
-	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", module+"@"+version)
-	cmd.Dir = os.TempDir()
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
-	out, runErr := cmd.Output()
-	var info struct{ Dir, Sum, Error string }
-	_ = json.Unmarshal(out, &info)
-	if info.Error != "" {
-		return "", "", fmt.Errorf("go mod download %s@%s: %s", module, version, info.Error)
-	}
-	if runErr != nil {
-		return "", "", fmt.Errorf("go mod download %s@%s: %w", module, version, runErr)
-	}
-	return info.Dir, info.Sum, nil
-}
-
-func copyTree(src, dst string) error {
-	return filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		t := filepath.Join(dst, rel)
-		if info.IsDir() {
-			return os.MkdirAll(t, 0o755)
-		}
-		if !info.Mode().IsRegular() {
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(t, b, info.Mode().Perm()|0o200)
-	})
 }
 
 func copyExec(src, dst string) error {

@@ -1,7 +1,8 @@
-// Package crio owns the container runtime stack inside the guest: uploading
-// the locked binaries to fixed paths, writing CRI-O's drop-in config
-// (runtime pinned by path, conmon, pinns, cgroup manager, CNI), the test
-// registry's registries.conf and policy, a systemd unit, starting CRI-O and
-// waiting for its socket, and the drift check that compares every installed
-// version with the lock.
+// Package crio owns installing a locked runtime stack into a booted guest:
+// uploading the binaries (checked by sha256 in the guest), CRI-O's drop-in
+// configuration (runtime and conmon pinned by path, rendered from a typed
+// document with go-toml), registries, policy, crictl and CNI configuration,
+// starting CRI-O and waiting for its socket, and the drift check that
+// proves the guest runs exactly the locked versions. It reaches the guest
+// through the narrow Guest interface.
 package crio

@@ -4,15 +4,18 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path"
 	"regexp"
 	"strings"
 	"time"
 
+	"github.com/pelletier/go-toml/v2"
+
 	"github.com/envctl/envctl/profiles"
+	"github.com/envctl/envctl/profiles/catalog"
+	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/artifacts"
-	"github.com/envctl/envctl/provision/fault"
-	"github.com/envctl/envctl/provision/guest"
 )
 
 // Fixed install paths in the guest.
@@ -20,75 +23,162 @@ const (
 	BinDir    = "/usr/local/bin"
 	CNIBinDir = "/opt/cni/bin"
 	Socket    = "/var/run/crio/crio.sock"
+	// ConfigPath is envctl's CRI-O drop-in.
+	ConfigPath = "/etc/crio/crio.conf.d/10-envctl.conf"
 )
 
-// Stack is the resolved set of binaries to install, by role.
+// Guest is what installing needs from a booted VM; *guest.Client
+// implements it over SSH.
+type Guest interface {
+	Output(ctx context.Context, cmd string) (string, error)
+	WriteFile(ctx context.Context, path string, data []byte, mode os.FileMode) error
+	UploadVerified(ctx context.Context, files map[string]string, mode os.FileMode) error
+}
+
+// Part is one component of the stack with its files on the host.
+type Part struct {
+	lock.Part
+	Files artifacts.Files
+}
+
+// Stack is the locked runtime stack to install, in install order.
 type Stack struct {
-	Artifacts map[string]lock.Artifact
-	Files     map[string]artifacts.Files
+	Parts []Part
 	// PauseImage and RegistryHost configure CRI-O for the test registry.
 	PauseImage   string
 	RegistryHost string
+	Catalog      *catalog.Catalog
 }
 
-// Runtime returns the OCI runtime's name (runc or crun).
-func (s Stack) Runtime() string { return s.Artifacts[profiles.RoleRuntime].Component }
+func (s Stack) catalog() *catalog.Catalog {
+	if s.Catalog == nil {
+		return catalog.Default()
+	}
+	return s.Catalog
+}
 
-// paths computes where each binary lands in the guest.
-func (s Stack) paths() (uploads map[string]string, conmon, cniDirs string) {
-	uploads = map[string]string{}
-	for _, role := range []string{profiles.RoleCRIO, profiles.RoleCRITools, profiles.RoleRuntime, profiles.RoleConmon} {
-		f := s.Files[role]
-		for name, local := range f.Binaries {
-			switch {
-			case role == profiles.RoleCRIO && (name == "crio" || name == "pinns"),
-				role == profiles.RoleCRITools && name == "crictl",
-				role == profiles.RoleRuntime && name == s.Runtime(),
-				role == profiles.RoleConmon && name == "conmon":
-				uploads[local] = BinDir + "/" + name
-			}
+// Part returns the part in a role.
+func (s Stack) Part(role profiles.Role) (Part, bool) {
+	for _, p := range s.Parts {
+		if p.Role == role {
+			return p, true
 		}
 	}
-	conmon = "/usr/bin/conmon"
-	if !s.Files[profiles.RoleConmon].InGuest && len(s.Files[profiles.RoleConmon].Binaries) > 0 {
-		conmon = BinDir + "/conmon"
-	}
-	cniDirs = `"/usr/lib/cni", "` + CNIBinDir + `"`
-	return uploads, conmon, cniDirs
+	return Part{}, false
 }
 
-// Config renders CRI-O's drop-in configuration.
-func (s Stack) Config(conmon, cniDirs string) string {
+// Runtime names the OCI runtime (runc or crun).
+func (s Stack) Runtime() string {
+	p, _ := s.Part(profiles.RoleRuntime)
+	return p.Component
+}
+
+// uploads computes where each host file lands in the guest.
+func (s Stack) uploads() (map[string]string, error) {
+	out := map[string]string{}
+	for _, p := range s.Parts {
+		if p.Files.InGuest {
+			continue
+		}
+		comp, err := s.catalog().Get(p.Component)
+		if err != nil {
+			return nil, fault.Inputf("lock: %v", err)
+		}
+		if comp.Directory {
+			if p.Files.Dir == "" {
+				continue
+			}
+			entries, err := os.ReadDir(p.Files.Dir)
+			if err != nil {
+				return nil, fault.Infraf("%s: %w", p.Files.Dir, err)
+			}
+			for _, e := range entries {
+				out[p.Files.Dir+"/"+e.Name()] = CNIBinDir + "/" + e.Name()
+			}
+			continue
+		}
+		for _, name := range comp.Binaries {
+			local, ok := p.Files.Binaries[name]
+			if !ok {
+				return nil, fault.Infraf("%s %s: no %s among its files", p.Component, p.Version, name)
+			}
+			out[local] = BinDir + "/" + name
+		}
+	}
+	return out, nil
+}
+
+// conmonPath is where CRI-O finds conmon: installed by envctl, else the
+// guest's package.
+func (s Stack) conmonPath() string {
+	if p, ok := s.Part(profiles.RoleConmon); ok && !p.Files.InGuest {
+		return BinDir + "/conmon"
+	}
+	return "/usr/bin/conmon"
+}
+
+// The CRI-O drop-in, as a typed document for go-toml.
+type (
+	crioDropIn struct {
+		Crio crioTable `toml:"crio"`
+	}
+	crioTable struct {
+		StorageDriver string       `toml:"storage_driver"`
+		API           apiTable     `toml:"api"`
+		Runtime       runtimeTable `toml:"runtime"`
+		Image         imageTable   `toml:"image"`
+		Network       networkTable `toml:"network"`
+	}
+	apiTable struct {
+		Listen string `toml:"listen"`
+	}
+	runtimeTable struct {
+		DefaultRuntime string                    `toml:"default_runtime"`
+		CgroupManager  string                    `toml:"cgroup_manager"`
+		PinnsPath      string                    `toml:"pinns_path"`
+		LogLevel       string                    `toml:"log_level"`
+		Runtimes       map[string]runtimeHandler `toml:"runtimes"`
+	}
+	runtimeHandler struct {
+		RuntimePath   string `toml:"runtime_path"`
+		RuntimeType   string `toml:"runtime_type"`
+		RuntimeRoot   string `toml:"runtime_root"`
+		MonitorPath   string `toml:"monitor_path"`
+		MonitorCgroup string `toml:"monitor_cgroup"`
+	}
+	imageTable struct {
+		PauseImage      string `toml:"pause_image"`
+		PauseCommand    string `toml:"pause_command"`
+		SignaturePolicy string `toml:"signature_policy"`
+	}
+	networkTable struct {
+		NetworkDir string   `toml:"network_dir"`
+		PluginDirs []string `toml:"plugin_dirs"`
+	}
+)
+
+// Config renders CRI-O's drop-in: the locked runtime and conmon pinned by
+// path, systemd cgroups, pinns, the test registry's pause image and CNI.
+func (s Stack) Config() (string, error) {
 	rt := s.Runtime()
-	return fmt.Sprintf(`# Written by envctl: the locked runtime stack, pinned by path.
-[crio]
-storage_driver = "overlay"
-
-[crio.api]
-listen = %q
-
-[crio.runtime]
-default_runtime = %q
-cgroup_manager = "systemd"
-pinns_path = "%s/pinns"
-log_level = "info"
-
-[crio.runtime.runtimes.%s]
-runtime_path = "%s/%s"
-runtime_type = "oci"
-runtime_root = "/run/%s"
-monitor_path = %q
-monitor_cgroup = "system.slice"
-
-[crio.image]
-pause_image = %q
-pause_command = "/pause"
-signature_policy = "/etc/containers/policy.json"
-
-[crio.network]
-network_dir = "/etc/cni/net.d"
-plugin_dirs = [%s]
-`, Socket, rt, BinDir, rt, BinDir, rt, rt, conmon, s.PauseImage, cniDirs)
+	doc := crioDropIn{Crio: crioTable{
+		StorageDriver: "overlay",
+		API:           apiTable{Listen: Socket},
+		Runtime: runtimeTable{
+			DefaultRuntime: rt, CgroupManager: "systemd", PinnsPath: BinDir + "/pinns", LogLevel: "info",
+			Runtimes: map[string]runtimeHandler{rt: {
+				RuntimePath: BinDir + "/" + rt, RuntimeType: "oci", RuntimeRoot: "/run/" + rt,
+				MonitorPath: s.conmonPath(), MonitorCgroup: "system.slice",
+			}},
+		},
+		Image:   imageTable{PauseImage: s.PauseImage, PauseCommand: "/pause", SignaturePolicy: "/etc/containers/policy.json"},
+		Network: networkTable{NetworkDir: "/etc/cni/net.d", PluginDirs: []string{"/usr/lib/cni", CNIBinDir}},
+	}}
+	b, err := toml.Marshal(doc)
+	if err != nil {
+		return "", err
+	}
+	return "# Written by envctl: the locked runtime stack, pinned by path.\n" + string(b), nil
 }
 
 const registriesConf = `# Written by envctl: the test registry, reached through an SSH remote forward.
@@ -152,63 +242,68 @@ type Timings struct {
 	Upload, Configure, Start time.Duration
 }
 
+// StartTimeout bounds how long CRI-O may take to answer after it starts.
+var StartTimeout = 90 * time.Second
+
 // Install uploads the stack, configures and starts CRI-O, and waits until
 // `crictl info` answers.
-func Install(ctx context.Context, c *guest.Client, s Stack) (Timings, error) {
+func Install(ctx context.Context, g Guest, s Stack) (Timings, error) {
 	var t Timings
 	start := time.Now()
-	uploads, conmon, cniDirs := s.paths()
-	if err := c.UploadVerified(ctx, uploads, 0o755); err != nil {
-		return t, fault.Infraf("install: %w", err)
+	uploads, err := s.uploads()
+	if err != nil {
+		return t, err
 	}
-	if cni := s.Files[profiles.RoleCNI]; cni.CNIDir != "" {
-		entries, _ := os.ReadDir(cni.CNIDir)
-		m := map[string]string{}
-		for _, e := range entries {
-			m[cni.CNIDir+"/"+e.Name()] = CNIBinDir + "/" + e.Name()
-		}
-		if err := c.UploadVerified(ctx, m, 0o755); err != nil {
-			return t, fault.Infraf("install CNI plugins: %w", err)
-		}
+	if err := g.UploadVerified(ctx, uploads, 0o755); err != nil {
+		return t, fault.Infraf("install: %w", err)
 	}
 	t.Upload = time.Since(start)
 
 	start = time.Now()
-	files := map[string]string{
-		"/etc/crio/crio.conf.d/10-envctl.conf":  s.Config(conmon, cniDirs),
-		"/etc/containers/registries.conf":       fmt.Sprintf(registriesConf, s.RegistryHost),
-		"/etc/containers/policy.json":           policyJSON,
-		"/etc/crictl.yaml":                      crictlYAML,
-		"/etc/cni/net.d/10-envctl.conflist":     cniConf,
-		"/etc/systemd/network/05-cni-veth.link": vethLink,
-		"/etc/systemd/system/crio.service":      unit,
+	conf, err := s.Config()
+	if err != nil {
+		return t, fault.Infraf("install: CRI-O config: %w", err)
 	}
-	for path, content := range files {
-		if err := c.WriteFile(ctx, path, []byte(content), 0o644); err != nil {
+	files := []struct{ path, content string }{
+		{ConfigPath, conf},
+		{"/etc/containers/registries.conf", fmt.Sprintf(registriesConf, s.RegistryHost)},
+		{"/etc/containers/policy.json", policyJSON},
+		{"/etc/crictl.yaml", crictlYAML},
+		{"/etc/cni/net.d/10-envctl.conflist", cniConf},
+		{"/etc/systemd/network/05-cni-veth.link", vethLink},
+		{"/etc/systemd/system/crio.service", unit},
+	}
+	for _, f := range files {
+		if err := g.WriteFile(ctx, f.path, []byte(f.content), 0o644); err != nil {
 			return t, fault.Infraf("install: %w", err)
 		}
 	}
-	if out, err := c.Output(ctx, "udevadm control --reload; modprobe overlay; modprobe br_netfilter 2>/dev/null; systemctl daemon-reload"); err != nil {
+	if out, err := g.Output(ctx, "udevadm control --reload; modprobe overlay; modprobe br_netfilter 2>/dev/null; systemctl daemon-reload"); err != nil {
 		return t, fault.Infraf("install: configure: %v: %s", err, out)
 	}
 	t.Configure = time.Since(start)
 
 	start = time.Now()
-	if out, err := c.Output(ctx, "systemctl start crio"); err != nil {
-		journal, _ := c.Output(ctx, "journalctl -u crio --no-pager -n 30")
+	if out, err := g.Output(ctx, "systemctl start crio"); err != nil {
+		journal, _ := g.Output(ctx, "journalctl -u crio --no-pager -n 30")
 		return t, fault.Infraf("CRI-O did not start: %v: %s\n%s", err, strings.TrimSpace(out), journal)
 	}
-	deadline := time.Now().Add(90 * time.Second)
+	wctx, cancel := context.WithTimeout(ctx, StartTimeout)
+	defer cancel()
 	for {
-		out, err := c.Output(ctx, "crictl info >/dev/null && echo ready")
+		out, err := g.Output(wctx, "crictl info >/dev/null && echo ready")
 		if err == nil && strings.Contains(out, "ready") {
 			break
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			journal, _ := c.Output(ctx, "journalctl -u crio --no-pager -n 30")
-			return t, fault.Infraf("CRI-O's socket %s did not answer within 90s: %s\n%s", Socket, strings.TrimSpace(out), journal)
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return t, fault.Infraf("waiting for CRI-O: %w", ctx.Err())
+			}
+			journal, _ := g.Output(ctx, "journalctl -u crio --no-pager -n 30")
+			return t, fault.Infraf("CRI-O's socket %s did not answer within %s: %s\n%s", Socket, StartTimeout, strings.TrimSpace(out), journal)
+		case <-time.After(time.Second):
 		}
-		time.Sleep(time.Second)
 	}
 	t.Start = time.Since(start)
 	return t, nil
@@ -216,34 +311,33 @@ func Install(ctx context.Context, c *guest.Client, s Stack) (Timings, error) {
 
 // Installed is one component's version as found in the guest.
 type Installed struct {
-	Role, Component, Locked, Actual, Command string
-	OK                                       bool
+	Role      profiles.Role `json:"role"`
+	Component string        `json:"component"`
+	Locked    string        `json:"locked"`
+	Actual    string        `json:"actual"`
+	Command   string        `json:"command"`
+	OK        bool          `json:"ok"`
 }
 
-var versionRE = regexp.MustCompile(`v?(\d+\.\d+(?:\.\d+)?)`)
-
-// versionCommand is how each component reports its version in the guest.
-func versionCommand(a lock.Artifact, runtime string) string {
-	if a.Source == profiles.SourcePackage {
-		return "dpkg-query -W -f '${Version}' " + a.Package
+// VersionCommand is how a component reports its version in the guest.
+func VersionCommand(comp *catalog.Component, src profiles.Source) string {
+	if src.Kind() == profiles.KindPackage {
+		return "dpkg-query -W -f '${Version}' " + shellQuote(comp.Package)
 	}
-	switch a.Component {
-	case "cri-o":
-		return BinDir + "/crio --version"
-	case "cri-tools":
-		return BinDir + "/crictl --version"
-	case "runc", "crun":
-		return BinDir + "/" + runtime + " --version"
-	case "conmon":
-		return "/usr/local/bin/conmon --version"
-	case "cni-plugins":
-		return CNIBinDir + "/bridge --version"
+	dir := BinDir
+	if comp.Directory {
+		dir = CNIBinDir
 	}
-	return ""
+	return path.Join(dir, comp.Main()) + " " + strings.Join(comp.VersionArgs, " ")
 }
 
-// ParseVersion pulls the first version number out of a --version output or
-// a Debian package version ("2.1.6+ds1-1" → "2.1.6").
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+var versionRE = regexp.MustCompile(`v?(\d+\.\d+(?:\.\d+)?(?:-[0-9A-Za-z.-]+)?)`)
+
+// ParseVersion pulls the first version out of a --version output, keeping
+// a prerelease ("1.34.0-rc.1"), or out of a Debian package version
+// ("2.1.6+ds1-1" → "2.1.6").
 func ParseVersion(out string) string {
 	for _, line := range strings.Split(out, "\n") {
 		low := strings.ToLower(line)
@@ -251,62 +345,64 @@ func ParseVersion(out string) string {
 			continue
 		}
 		if m := versionRE.FindStringSubmatch(line); m != nil {
-			return m[1]
+			v := m[1]
+			// A Debian revision or build suffix is not a prerelease.
+			if i := strings.IndexAny(v, "+~"); i > 0 {
+				v = v[:i]
+			}
+			if strings.Contains(line, "+ds") || debianRev.MatchString(line) {
+				v, _, _ = strings.Cut(v, "-")
+			}
+			return v
 		}
 	}
 	return ""
 }
 
-// DriftError names a component whose installed version is not the locked one.
+var debianRev = regexp.MustCompile(`^\d[\w.+~]*-\d+[\w.+~]*$`)
+
+// DriftError names the components whose installed version is not the locked one.
 type DriftError struct{ Items []Installed }
 
 func (e *DriftError) Error() string {
-	var parts []string
-	for _, it := range e.Items {
-		parts = append(parts, fmt.Sprintf("%s: locked %s, installed %q (from `%s`)", it.Component, it.Locked, it.Actual, it.Command))
+	parts := make([]string, len(e.Items))
+	for i, it := range e.Items {
+		parts[i] = fmt.Sprintf("%s: locked %s, installed %q (from `%s`)", it.Component, it.Locked, it.Actual, it.Command)
 	}
 	return "drift: the guest does not run the locked versions: " + strings.Join(parts, "; ") + "; check the artifact source, then run `envctl lock` if the lock is what is wrong"
 }
 
+// FaultClass implements fault.Classed: drift means the environment cannot
+// be trusted, so the test cannot be run.
+func (e *DriftError) FaultClass() fault.Class { return fault.Infra }
+
 // Verify runs every component's version command in the guest and compares
-// the result with the lock.
-func Verify(ctx context.Context, c *guest.Client, s Stack) ([]Installed, error) {
-	var out []Installed
-	var drift []Installed
-	for _, role := range profiles.Roles {
-		a, ok := s.Artifacts[role]
-		if !ok {
-			continue
+// the result with the lock, prerelease included.
+func Verify(ctx context.Context, g Guest, s Stack) ([]Installed, error) {
+	var out, drift []Installed
+	for _, p := range s.Parts {
+		comp, err := s.catalog().Get(p.Component)
+		if err != nil {
+			return nil, fault.Inputf("lock: %v", err)
 		}
-		cmd := versionCommand(a, s.Runtime())
-		res, err := c.Output(ctx, cmd)
-		it := Installed{Role: role, Component: a.Component, Locked: a.Version, Command: cmd}
+		cmd := VersionCommand(comp, p.Source)
+		res, err := g.Output(ctx, cmd)
+		it := Installed{Role: p.Role, Component: p.Component, Locked: p.Version, Command: cmd}
 		if err == nil {
 			it.Actual = ParseVersion(res)
 		} else {
 			it.Actual = "(" + strings.TrimSpace(firstLine(res)) + ")"
 		}
-		it.OK = it.Actual != "" && sameVersion(it.Actual, a.Version)
+		it.OK = it.Actual != "" && catalog.SameVersion(it.Actual, p.Version)
 		if !it.OK {
 			drift = append(drift, it)
 		}
 		out = append(out, it)
 	}
 	if len(drift) > 0 {
-		return out, &fault.Error{Kind: fault.Infra, Err: &DriftError{Items: drift}}
+		return out, &DriftError{Items: drift}
 	}
 	return out, nil
-}
-
-func sameVersion(a, b string) bool {
-	norm := func(s string) string {
-		s = strings.TrimPrefix(s, "v")
-		if strings.Count(s, ".") == 1 {
-			s += ".0"
-		}
-		return s
-	}
-	return norm(a) == norm(b)
 }
 
 func firstLine(s string) string {

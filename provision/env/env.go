@@ -1,22 +1,68 @@
 package env
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/gofrs/flock"
 
-	"github.com/envctl/envctl/provision/fault"
+	"github.com/envctl/envctl/profiles/fault"
 )
+
+// State is where an environment is in its life.
+type State string
+
+// The states, in order.
+const (
+	StateCreating    State = "creating"
+	StateBooting     State = "booting"
+	StateReady       State = "ready"
+	StateKept        State = "kept"
+	StateTearingDown State = "tearing-down"
+)
+
+// VolumeKind is a kind of libvirt volume an environment owns.
+type VolumeKind string
+
+// The volume kinds.
+const (
+	VolumeDisk      VolumeKind = "disk"
+	VolumeSeed      VolumeKind = "seed"
+	VolumeArtifacts VolumeKind = "artifacts"
+)
+
+// volumeSuffix is the one table of volume names: an environment's volume
+// of a kind is named ID + suffix.
+var volumeSuffix = map[VolumeKind]string{
+	VolumeDisk:      "-disk.qcow2",
+	VolumeSeed:      "-seed.iso",
+	VolumeArtifacts: "-artifacts.iso",
+}
+
+// VolumeName names an environment's volume of a kind.
+func VolumeName(id string, k VolumeKind) string { return id + volumeSuffix[k] }
+
+// ParseVolumeName reads the environment ID and kind back from a volume
+// name; ok is false for a volume that is not an envctl environment's.
+func ParseVolumeName(name string) (id string, k VolumeKind, ok bool) {
+	for kind, suffix := range volumeSuffix {
+		if strings.HasSuffix(name, suffix) && len(name) > len(suffix) {
+			return strings.TrimSuffix(name, suffix), kind, true
+		}
+	}
+	return "", "", false
+}
 
 // Env is one environment's record.
 type Env struct {
@@ -34,54 +80,66 @@ type Env struct {
 	Accel   string    `json:"accel"`
 	PID     int       `json:"pid"`
 	Created time.Time `json:"created"`
-	State   string    `json:"state"` // creating, booting, ready, kept, tearing-down
+	State   State     `json:"state"`
 	Kept    bool      `json:"kept"`
 	Dir     string    `json:"dir"`
+	// Corrupt is set (never saved) when the record could not be read.
+	Corrupt string `json:"-"`
 }
 
-// StateDir is $ENVCTL_STATE_DIR, else $XDG_STATE_HOME/envctl, else ~/.local/state/envctl.
-func StateDir() string {
+// Store is a state directory: one directory per environment under envs/,
+// the libvirt pool's directory, and kept results.
+type Store struct{ Dir string }
+
+// DefaultStore is $ENVCTL_STATE_DIR, else $XDG_STATE_HOME/envctl, else
+// ~/.local/state/envctl.
+func DefaultStore() Store {
 	if d := os.Getenv("ENVCTL_STATE_DIR"); d != "" {
-		return d
+		return Store{Dir: d}
 	}
 	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "envctl")
+		return Store{Dir: filepath.Join(d, "envctl")}
 	}
 	if home, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(home, ".local", "state", "envctl")
+		return Store{Dir: filepath.Join(home, ".local", "state", "envctl")}
 	}
-	return filepath.Join(os.TempDir(), "envctl-state")
+	return Store{Dir: filepath.Join(os.TempDir(), "envctl-state")}
 }
 
 // EnvsDir holds one directory per environment.
-func EnvsDir() string { return filepath.Join(StateDir(), "envs") }
+func (s Store) EnvsDir() string { return filepath.Join(s.Dir, "envs") }
 
 // PoolDir is the libvirt storage pool's directory.
-func PoolDir() string { return filepath.Join(StateDir(), "pool") }
+func (s Store) PoolDir() string { return filepath.Join(s.Dir, "pool") }
 
-// New creates a fresh environment directory with a unique ID derived from the profile name.
-func New(profile string) (*Env, error) {
-	if err := os.MkdirAll(EnvsDir(), 0o755); err != nil {
-		return nil, fault.Infraf("state directory %s: %w; set ENVCTL_STATE_DIR", EnvsDir(), err)
+// ResultsDir holds the kept results of failed runs.
+func (s Store) ResultsDir() string { return filepath.Join(s.Dir, "results") }
+
+// New creates a fresh environment directory with a unique ID derived from
+// the profile name.
+func (s Store) New(profile string) (*Env, error) {
+	if err := os.MkdirAll(s.EnvsDir(), 0o755); err != nil {
+		return nil, fault.Infraf("state directory %s: %w; set ENVCTL_STATE_DIR", s.EnvsDir(), err)
 	}
 	base := sanitize(profile)
 	if len(base) > 40 {
 		base = base[:40]
 	}
-	for i := 0; i < 10; i++ {
+	base = cmp.Or(base, "env")
+	for range 10 {
 		b := make([]byte, 3)
-		rand.Read(b)
+		_, _ = rand.Read(b)
 		id := base + "-" + hex.EncodeToString(b)
-		dir := filepath.Join(EnvsDir(), id)
+		dir := filepath.Join(s.EnvsDir(), id)
 		if err := os.Mkdir(dir, 0o700); err != nil {
-			if os.IsExist(err) {
+			if errors.Is(err, fs.ErrExist) {
 				continue
 			}
 			return nil, fault.Infraf("environment directory %s: %w", dir, err)
 		}
-		return &Env{ID: id, Profile: profile, Domain: "envctl-" + id, Dir: dir, PID: os.Getpid(), Created: time.Now().UTC(), State: "creating", User: "root", SSHHost: "127.0.0.1"}, nil
+		return &Env{ID: id, Profile: profile, Domain: "envctl-" + id, Dir: dir, PID: os.Getpid(), Created: time.Now().UTC(), State: StateCreating, User: "root", SSHHost: "127.0.0.1"}, nil
 	}
-	return nil, fault.Infraf("could not allocate an environment ID under %s", EnvsDir())
+	return nil, fault.Infraf("could not allocate an environment ID under %s", s.EnvsDir())
 }
 
 func sanitize(s string) string {
@@ -106,6 +164,16 @@ func (e *Env) ConsoleLog() string { return e.Path("console.log") }
 // KeyPath is the user's private key.
 func (e *Env) KeyPath() string { return e.Path("id_ed25519") }
 
+// AddVolume records a volume before it is created, so that teardown and
+// gc find it even when creation fails half way.
+func (e *Env) AddVolume(k VolumeKind) (string, error) {
+	name := VolumeName(e.ID, k)
+	if !slices.Contains(e.Volumes, name) {
+		e.Volumes = append(e.Volumes, name)
+	}
+	return name, e.Save()
+}
+
 // Save writes env.json atomically.
 func (e *Env) Save() error {
 	b, _ := json.MarshalIndent(e, "", "  ")
@@ -113,22 +181,51 @@ func (e *Env) Save() error {
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return fault.Infraf("save environment %s: %w", e.ID, err)
 	}
-	return os.Rename(tmp, e.Path("env.json"))
+	if err := os.Rename(tmp, e.Path("env.json")); err != nil {
+		return fault.Infraf("save environment %s: %w", e.ID, err)
+	}
+	return nil
 }
 
-// Lock serialises operations on one environment.
-func (e *Env) Lock(ctx context.Context) (func(), error) {
+// BusyError is an environment another envctl holds.
+type BusyError struct{ ID, Lock string }
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("environment %s is busy: another envctl holds %s; wait for it, or stop it", e.ID, e.Lock)
+}
+
+// FaultClass implements fault.Classed.
+func (e *BusyError) FaultClass() fault.Class { return fault.Infra }
+
+// Lock serialises operations on one environment. wait bounds how long to
+// wait for another holder; 0 tries once.
+func (e *Env) Lock(ctx context.Context, wait time.Duration) (func(), error) {
 	fl := flock.New(e.Path("lock"))
-	ok, err := fl.TryLockContext(ctx, 100*time.Millisecond)
-	if err != nil || !ok {
-		return nil, fault.Infraf("environment %s is busy (another envctl holds %s): %v", e.ID, e.Path("lock"), err)
+	if wait <= 0 {
+		ok, err := fl.TryLock()
+		if err != nil {
+			return nil, fault.Infraf("environment %s: lock %s: %w", e.ID, e.Path("lock"), err)
+		}
+		if !ok {
+			return nil, &BusyError{ID: e.ID, Lock: e.Path("lock")}
+		}
+		return func() { _ = fl.Unlock() }, nil
 	}
-	return func() { fl.Unlock() }, nil
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	ok, err := fl.TryLockContext(wctx, 100*time.Millisecond)
+	if !ok || err != nil {
+		if ctx.Err() != nil {
+			return nil, fault.Infraf("environment %s: %w", e.ID, ctx.Err())
+		}
+		return nil, &BusyError{ID: e.ID, Lock: e.Path("lock")}
+	}
+	return func() { _ = fl.Unlock() }, nil
 }
 
 // Load reads an environment by ID (a unique prefix is enough).
-func Load(id string) (*Env, error) {
-	all, err := List()
+func (s Store) Load(id string) (*Env, error) {
+	all, err := s.List()
 	if err != nil {
 		return nil, err
 	}
@@ -145,39 +242,43 @@ func Load(id string) (*Env, error) {
 	case 1:
 		return match[0], nil
 	case 0:
-		return nil, fault.Inputf("no environment %q; `envctl status` lists them", id)
+		return nil, fault.Inputf("no environment %q in %s; `envctl status` lists them", id, s.EnvsDir())
 	}
-	var ids []string
-	for _, e := range match {
-		ids = append(ids, e.ID)
+	ids := make([]string, len(match))
+	for i, e := range match {
+		ids[i] = e.ID
 	}
 	return nil, fault.Inputf("environment %q is ambiguous: %s", id, strings.Join(ids, ", "))
 }
 
-// List reads every environment record, oldest first. Directories without a
-// readable record are returned with only ID and Dir set.
-func List() ([]*Env, error) {
-	entries, err := os.ReadDir(EnvsDir())
-	if os.IsNotExist(err) {
+// List reads every environment record, oldest first. A directory whose
+// record cannot be read is returned with ID, Dir and Corrupt set.
+func (s Store) List() ([]*Env, error) {
+	entries, err := os.ReadDir(s.EnvsDir())
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fault.Infraf("read %s: %w", EnvsDir(), err)
+		return nil, fault.Infraf("read %s: %w", s.EnvsDir(), err)
 	}
 	var out []*Env
 	for _, ent := range entries {
 		if !ent.IsDir() {
 			continue
 		}
-		dir := filepath.Join(EnvsDir(), ent.Name())
+		dir := filepath.Join(s.EnvsDir(), ent.Name())
 		e := &Env{ID: ent.Name(), Dir: dir, Domain: "envctl-" + ent.Name()}
-		if b, err := os.ReadFile(filepath.Join(dir, "env.json")); err == nil {
-			_ = json.Unmarshal(b, e)
-			e.Dir = dir
+		b, err := os.ReadFile(filepath.Join(dir, "env.json"))
+		switch {
+		case err != nil:
+			e.Corrupt = "no readable env.json: " + err.Error()
+		case json.Unmarshal(b, e) != nil:
+			e.Corrupt = "env.json is not valid JSON"
 		}
+		e.Dir = dir
 		out = append(out, e)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	slices.SortFunc(out, func(a, b *Env) int { return a.Created.Compare(b.Created) })
 	return out, nil
 }
 
@@ -187,25 +288,6 @@ func (e *Env) Remove() error {
 		return fault.Infraf("remove %s: %w", e.Dir, err)
 	}
 	return nil
-}
-
-// OwnerAlive reports whether the envctl process that created the environment still runs.
-func (e *Env) OwnerAlive() bool { return ProcessAlive(e.PID) }
-
-// ProcessAlive reports whether pid is a live envctl process (guarding against PID reuse).
-func ProcessAlive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	if err := syscall.Kill(pid, 0); err != nil && err != syscall.EPERM {
-		return false
-	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return true // not Linux /proc: trust kill(0)
-	}
-	exe := strings.SplitN(string(cmdline), "\x00", 2)[0]
-	return strings.Contains(filepath.Base(exe), "envctl") || strings.HasSuffix(exe, ".test")
 }
 
 // Age is how long ago the environment was created.

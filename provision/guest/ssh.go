@@ -87,8 +87,41 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		conn.Close()
 		return nil, err
 	}
-	conn.SetDeadline(time.Time{})
-	return &Client{ssh: ssh.NewClient(c, chans, reqs), Addr: cfg.Addr, User: cfg.User}, nil
+	_ = conn.SetDeadline(time.Time{})
+	cl := &Client{ssh: ssh.NewClient(c, chans, reqs), Addr: cfg.Addr, User: cfg.User}
+	go cl.keepalive(KeepaliveInterval, 3)
+	return cl, nil
+}
+
+// KeepaliveInterval is how often a client asks the guest's sshd whether it
+// is still there; after three unanswered asks the connection is closed, so
+// a frozen guest fails every command in flight instead of hanging it.
+var KeepaliveInterval = 15 * time.Second
+
+func (c *Client) keepalive(every time.Duration, misses int) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	missed := 0
+	for range t.C {
+		done := make(chan error, 1)
+		go func() {
+			_, _, err := c.ssh.SendRequest("keepalive@openssh.com", true, nil)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				return // closed
+			}
+			missed = 0
+		case <-time.After(every):
+			missed++
+			if missed >= misses {
+				_ = c.ssh.Close()
+				return
+			}
+		}
+	}
 }
 
 // banner reports whether an SSH server greets on addr within a short time.
@@ -264,14 +297,31 @@ func (c *Client) Upload(ctx context.Context, files map[string]string, mode os.Fi
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := uploadOne(sc, local, remote, mode); err != nil {
+		if err := uploadOne(ctx, sc, local, remote, mode); err != nil {
 			return fmt.Errorf("upload %s to %s:%s: %w", local, c.Addr, remote, err)
 		}
 	}
 	return nil
 }
 
-func uploadOne(sc *sftp.Client, local, remote string, mode os.FileMode) error {
+// ctxReader stops a copy when its context ends.
+type ctxReader struct {
+	ctx  context.Context
+	r    io.Reader
+	size int64
+}
+
+// Size lets SFTP plan concurrent writes as it would for the file itself.
+func (r ctxReader) Size() int64 { return r.size }
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
+}
+
+func uploadOne(ctx context.Context, sc *sftp.Client, local, remote string, mode os.FileMode) error {
 	in, err := os.Open(local)
 	if err != nil {
 		return err
@@ -284,7 +334,11 @@ func uploadOne(sc *sftp.Client, local, remote string, mode os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	n, err := out.ReadFrom(in)
+	var size int64 = -1
+	if st, err := in.Stat(); err == nil {
+		size = st.Size()
+	}
+	n, err := out.ReadFrom(ctxReader{ctx, in, size})
 	if err != nil {
 		out.Close()
 		return err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -12,8 +13,13 @@ import (
 	"github.com/envctl/envctl/provision/report"
 )
 
-// Name is the profile's test name.
-const Name = "image-volume-lifecycle"
+// Guest is what the test needs from a booted VM with CRI-O running;
+// *guest.Client implements it over SSH.
+type Guest interface {
+	Output(ctx context.Context, cmd string) (string, error)
+	Split(ctx context.Context, cmd string) (stdout, combined string, err error)
+	WriteFile(ctx context.Context, path string, data []byte, mode os.FileMode) error
+}
 
 // Config is what the test needs to know.
 type Config struct {
@@ -22,15 +28,28 @@ type Config struct {
 	Dir           string // scratch directory in the guest
 }
 
-// Runner runs the test steps and records them in a report.
-type Runner struct {
-	SSH *guest.Client
-	Rep *report.Report
-	Cfg Config
-	// Artifacts collects files worth keeping when the test fails (name → content).
+// Result is what a run of the test found.
+type Result struct {
+	Steps []report.Step
+	// Artifacts are files worth keeping when the test fails (name → content).
 	Artifacts map[string]string
-	Started   time.Time
 }
+
+// Run performs every step. It returns an error only when the test could
+// not be carried out at all; step failures are in the result.
+func Run(ctx context.Context, g Guest, cfg Config) (Result, error) {
+	r := &runner{g: g, cfg: cfg, res: Result{Artifacts: map[string]string{}}}
+	err := r.run(ctx)
+	return r.res, err
+}
+
+type runner struct {
+	g   Guest
+	cfg Config
+	res Result
+}
+
+func (r *runner) add(s report.Step) { r.res.Steps = append(r.res.Steps, report.NewStep(s)) }
 
 type mount struct {
 	ContainerPath string     `json:"container_path"`
@@ -79,26 +98,26 @@ func SandboxConfig(name string) string {
 
 // run executes a guest command for a step and records it. It returns the
 // command's stdout (an ID, say), while the step keeps the combined output.
-func (r *Runner) run(ctx context.Context, name, cmd string, check func(out string, err error) (string, string)) (string, bool) {
+func (r *runner) step(ctx context.Context, name, cmd string, check func(out string, err error) (report.Status, string)) (string, bool) {
 	start := time.Now()
-	stdout, out, err := r.SSH.Split(ctx, cmd)
+	stdout, out, err := r.g.Split(ctx, cmd)
 	status, msg := check(out, err)
-	r.Rep.Add(report.Step{Name: name, Status: status, Duration: time.Since(start), Command: cmd, Output: out, Message: msg})
+	r.add(report.Step{Name: name, Status: status, Duration: time.Since(start), Command: cmd, Output: out, Message: msg})
 	return stdout, status == report.Pass
 }
 
-func (r *Runner) skip(name, why string) {
-	r.Rep.Add(report.Step{Name: name, Status: report.Skip, Message: why})
+func (r *runner) skip(name, why string) {
+	r.add(report.Step{Name: name, Status: report.Skip, Message: why})
 }
 
-func succeeds(out string, err error) (string, string) {
+func succeeds(out string, err error) (report.Status, string) {
 	if err != nil {
 		return report.Fail, exitMsg(err) + ": " + lastLine(out)
 	}
 	return report.Pass, ""
 }
 
-func fails(out string, err error) (string, string) {
+func fails(out string, err error) (report.Status, string) {
 	if err == nil {
 		return report.Fail, "succeeded, but must fail"
 	}
@@ -109,8 +128,8 @@ func fails(out string, err error) (string, string) {
 	return report.Pass, "refused as expected: " + lastLine(out)
 }
 
-func prints(want string) func(string, error) (string, string) {
-	return func(out string, err error) (string, string) {
+func prints(want string) func(string, error) (report.Status, string) {
+	return func(out string, err error) (report.Status, string) {
 		if err != nil {
 			return report.Fail, exitMsg(err) + ": " + lastLine(out)
 		}
@@ -138,27 +157,21 @@ func lastLine(s string) string {
 	return l
 }
 
-func (r *Runner) write(ctx context.Context, name, content string) error {
-	r.Artifacts[name] = content
-	return r.SSH.WriteFile(ctx, r.Cfg.Dir+"/"+name, []byte(content), 0o644)
+func (r *runner) write(ctx context.Context, name, content string) error {
+	r.res.Artifacts[name] = content
+	return r.g.WriteFile(ctx, r.cfg.Dir+"/"+name, []byte(content), 0o644)
 }
 
-// Run performs every step. It returns an error only when the test could
-// not be carried out at all; step failures are in the report.
-func (r *Runner) Run(ctx context.Context) error {
-	r.Started = time.Now()
-	if r.Artifacts == nil {
-		r.Artifacts = map[string]string{}
-	}
-	img, dir := r.Cfg.VolumeImage, r.Cfg.Dir
+func (r *runner) run(ctx context.Context) error {
+	img, dir := r.cfg.VolumeImage, r.cfg.Dir
 	for name, content := range map[string]string{
 		"sandbox.json":           SandboxConfig("envctl-lifecycle"),
 		"sandbox-subpath.json":   SandboxConfig("envctl-subpath"),
 		"sandbox-invalid.json":   SandboxConfig("envctl-invalid"),
 		"sandbox-notpulled.json": SandboxConfig("envctl-notpulled"),
-		"container.json":         ContainerConfig(r.Cfg.WorkloadImage, img, ""),
-		"container-subpath.json": ContainerConfig(r.Cfg.WorkloadImage, img, "dir"),
-		"container-invalid.json": ContainerConfig(r.Cfg.WorkloadImage, img, "foo-bar"),
+		"container.json":         ContainerConfig(r.cfg.WorkloadImage, img, ""),
+		"container-subpath.json": ContainerConfig(r.cfg.WorkloadImage, img, "dir"),
+		"container-invalid.json": ContainerConfig(r.cfg.WorkloadImage, img, "foo-bar"),
 	} {
 		if err := r.write(ctx, name, content); err != nil {
 			return fmt.Errorf("image-volume test: %w", err)
@@ -167,35 +180,35 @@ func (r *Runner) Run(ctx context.Context) error {
 	q := guest.Quote
 
 	// Setup: the workload image the container runs.
-	if _, ok := r.run(ctx, "setup: pull workload image", "crictl pull "+q(r.Cfg.WorkloadImage), succeeds); !ok {
+	if _, ok := r.step(ctx, "setup: pull workload image", "crictl pull "+q(r.cfg.WorkloadImage), succeeds); !ok {
 		return nil
 	}
 
 	// The lifecycle, as upstream's "OCI image volume mount lifecycle".
 	const lifecycle = "lifecycle: "
-	if _, ok := r.run(ctx, lifecycle+"pull volume image", "crictl pull "+q(img), succeeds); !ok {
+	if _, ok := r.step(ctx, lifecycle+"pull volume image", "crictl pull "+q(img), succeeds); !ok {
 		r.skipRest(lifecycle, "the volume image could not be pulled")
-	} else if out, ok := r.run(ctx, lifecycle+"run container with image volume", "crictl run "+dir+"/container.json "+dir+"/sandbox.json", succeeds); !ok {
-		r.Artifacts["crictl-run.txt"] = out
+	} else if out, ok := r.step(ctx, lifecycle+"run container with image volume", "crictl run "+dir+"/container.json "+dir+"/sandbox.json", succeeds); !ok {
+		r.res.Artifacts["crictl-run.txt"] = out
 		r.skipRest(lifecycle, "the container did not start")
 	} else {
 		ctr := lastLine(out)
-		r.run(ctx, lifecycle+"/volume/dir/file is 1", "crictl exec "+ctr+" cat /volume/dir/file", prints("1"))
-		r.run(ctx, lifecycle+"/volume/file is 2", "crictl exec "+ctr+" cat /volume/file", prints("2"))
-		r.run(ctx, lifecycle+"rmi refused while in use", "crictl rmi "+q(img), fails)
+		r.step(ctx, lifecycle+"/volume/dir/file is 1", "crictl exec "+ctr+" cat /volume/dir/file", prints("1"))
+		r.step(ctx, lifecycle+"/volume/file is 2", "crictl exec "+ctr+" cat /volume/file", prints("2"))
+		r.step(ctx, lifecycle+"rmi refused while in use", "crictl rmi "+q(img), fails)
 		r.imageIDStep(ctx, lifecycle+"image ID equals mount image ID", img, ctr)
-		r.run(ctx, lifecycle+"rm container", "crictl rm -f "+ctr, succeeds)
-		r.run(ctx, lifecycle+"rmi after removal", "crictl rmi "+q(img), succeeds)
+		r.step(ctx, lifecycle+"rm container", "crictl rm -f "+ctr, succeeds)
+		r.step(ctx, lifecycle+"rmi after removal", "crictl rmi "+q(img), succeeds)
 	}
 	r.cleanup(ctx)
 
 	// Sub path: only /dir is mounted, so /volume/file is dir/file.
 	const sub = "sub path: "
-	if _, ok := r.run(ctx, sub+"pull volume image", "crictl pull "+q(img), succeeds); ok {
-		if out, ok := r.run(ctx, sub+"run with image_sub_path=dir", "crictl run "+dir+"/container-subpath.json "+dir+"/sandbox-subpath.json", succeeds); ok {
+	if _, ok := r.step(ctx, sub+"pull volume image", "crictl pull "+q(img), succeeds); ok {
+		if out, ok := r.step(ctx, sub+"run with image_sub_path=dir", "crictl run "+dir+"/container-subpath.json "+dir+"/sandbox-subpath.json", succeeds); ok {
 			ctr := lastLine(out)
-			r.run(ctx, sub+"/volume/file is 1", "crictl exec "+ctr+" cat /volume/file", prints("1"))
-			r.run(ctx, sub+"rm container", "crictl rm -f "+ctr, succeeds)
+			r.step(ctx, sub+"/volume/file is 1", "crictl exec "+ctr+" cat /volume/file", prints("1"))
+			r.step(ctx, sub+"rm container", "crictl rm -f "+ctr, succeeds)
 		} else {
 			r.skip(sub+"/volume/file is 1", "the container did not start")
 		}
@@ -204,7 +217,7 @@ func (r *Runner) Run(ctx context.Context) error {
 
 	// Invalid sub path: CreateContainer must fail, and say why.
 	const inv = "invalid sub path: "
-	r.run(ctx, inv+"run with image_sub_path=foo-bar fails", "crictl run "+dir+"/container-invalid.json "+dir+"/sandbox-invalid.json", func(out string, err error) (string, string) {
+	r.step(ctx, inv+"run with image_sub_path=foo-bar fails", "crictl run "+dir+"/container-invalid.json "+dir+"/sandbox-invalid.json", func(out string, err error) (report.Status, string) {
 		status, msg := fails(out, err)
 		if status != report.Pass {
 			return status, msg
@@ -218,8 +231,8 @@ func (r *Runner) Run(ctx context.Context) error {
 
 	// Not pulled: without the image, the run must fail.
 	const np = "not pulled: "
-	r.run(ctx, np+"remove the volume image", "crictl rmi "+q(img)+" || ! crictl inspecti "+q(img)+" >/dev/null 2>&1", succeeds)
-	r.run(ctx, np+"run without the volume image fails", "crictl run --no-pull "+dir+"/container.json "+dir+"/sandbox-notpulled.json", func(out string, err error) (string, string) {
+	r.step(ctx, np+"remove the volume image", "crictl rmi "+q(img)+" || ! crictl inspecti "+q(img)+" >/dev/null 2>&1", succeeds)
+	r.step(ctx, np+"run without the volume image fails", "crictl run --no-pull "+dir+"/container.json "+dir+"/sandbox-notpulled.json", func(out string, err error) (report.Status, string) {
 		status, msg := fails(out, err)
 		if status == report.Pass && strings.Contains(out, "HostPath is empty") {
 			return report.Fail, "failed for the wrong reason: " + lastLine(out)
@@ -230,7 +243,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	return nil
 }
 
-func (r *Runner) skipRest(prefix, why string) {
+func (r *runner) skipRest(prefix, why string) {
 	for _, s := range []string{"/volume/dir/file is 1", "/volume/file is 2", "rmi refused while in use", "image ID equals mount image ID", "rm container", "rmi after removal"} {
 		r.skip(prefix+s, why)
 	}
@@ -238,13 +251,13 @@ func (r *Runner) skipRest(prefix, why string) {
 
 // imageIDStep checks that the mount records the image by ID, which the
 // kubelet's image garbage collection relies on.
-func (r *Runner) imageIDStep(ctx context.Context, name, img, ctr string) {
+func (r *runner) imageIDStep(ctx context.Context, name, img, ctr string) {
 	start := time.Now()
 	cmd := "crictl inspecti -o json " + guest.Quote(img) + " && crictl inspect -o json " + ctr
-	imgOut, err1 := r.SSH.Output(ctx, "crictl inspecti -o json "+guest.Quote(img))
-	ctrOut, err2 := r.SSH.Output(ctx, "crictl inspect -o json "+ctr)
-	r.Artifacts["crictl-inspect.json"] = ctrOut
-	r.Artifacts["crictl-inspecti.json"] = imgOut
+	imgOut, err1 := r.g.Output(ctx, "crictl inspecti -o json "+guest.Quote(img))
+	ctrOut, err2 := r.g.Output(ctx, "crictl inspect -o json "+ctr)
+	r.res.Artifacts["crictl-inspect.json"] = ctrOut
+	r.res.Artifacts["crictl-inspecti.json"] = imgOut
 	st := report.Step{Name: name, Command: cmd, Duration: time.Since(start)}
 	var ii struct {
 		Status struct {
@@ -272,10 +285,10 @@ func (r *Runner) imageIDStep(ctx context.Context, name, img, ctr string) {
 	default:
 		st.Status, st.Output = report.Pass, "image ID "+ii.Status.ID
 	}
-	r.Rep.Add(st)
+	r.add(st)
 }
 
 // cleanup removes every pod (and its containers) between cases.
-func (r *Runner) cleanup(ctx context.Context) {
-	r.SSH.Output(ctx, "crictl rmp -fa >/dev/null 2>&1")
+func (r *runner) cleanup(ctx context.Context) {
+	_, _ = r.g.Output(ctx, "crictl rmp -fa >/dev/null 2>&1")
 }

@@ -1,59 +1,49 @@
 package libvirt
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
+	"github.com/digitalocean/go-libvirt/socket"
+	"github.com/digitalocean/go-libvirt/socket/dialers"
 	"libvirt.org/go/libvirtxml"
 
-	"github.com/envctl/envctl/provision/fault"
+	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/provision/vm"
 )
-
-// Conn is a connection to a libvirt daemon.
-type Conn struct {
-	l   *golibvirt.Libvirt
-	URI string
-}
 
 // DefaultURI is the libvirt URI used without --connect.
 const DefaultURI = "qemu:///system"
 
-// Connect dials a libvirt URI: qemu:///system, qemu:///session or
-// qemu+ssh://host/system (and the other go-libvirt transports).
-func Connect(ctx context.Context, uri string) (*Conn, error) {
-	if uri == "" {
-		uri = DefaultURI
-	}
+// callTimeout bounds every libvirt call that has no tighter deadline.
+const callTimeout = 60 * time.Second
+
+// Conn is a libvirt connection; it implements vm.Driver.
+type Conn struct {
+	l   rpc
+	uri string
+}
+
+var _ vm.Driver = (*Conn)(nil)
+
+// Connect dials a libvirt URI (qemu:///system, qemu:///session,
+// qemu+ssh://host/system and the other go-libvirt transports) through
+// go-libvirt's dialers. It is a vm.Connector.
+func Connect(ctx context.Context, uri string) (vm.Driver, error) {
+	uri = cmp.Or(uri, DefaultURI)
 	u, err := url.Parse(uri)
-	if err != nil {
-		return nil, fault.Inputf("--connect %q: %v", uri, err)
-	}
-	if u.Path == "/session" && u.Host == "" && u.Query().Get("socket") == "" {
-		rt := os.Getenv("XDG_RUNTIME_DIR")
-		if rt == "" {
-			rt = fmt.Sprintf("/run/user/%d", os.Getuid())
-		}
-		q := u.Query()
-		q.Set("socket", filepath.Join(rt, "libvirt", "libvirt-sock"))
-		u.RawQuery = q.Encode()
-	}
-	if u.Path == "/system" && u.Host == "" && u.Query().Get("socket") == "" {
-		// Modular daemons listen on virtqemud-sock instead of libvirt-sock.
-		if _, err := os.Stat("/var/run/libvirt/libvirt-sock"); err != nil {
-			if _, err2 := os.Stat("/var/run/libvirt/virtqemud-sock"); err2 == nil {
-				q := u.Query()
-				q.Set("socket", "/var/run/libvirt/virtqemud-sock")
-				u.RawQuery = q.Encode()
-			}
-		}
+	if err != nil || u.Scheme == "" {
+		return nil, fault.Inputf("--connect %q is not a libvirt URI; use qemu:///system, qemu:///session or qemu+ssh://user@host/system", uri)
 	}
 	type result struct {
 		l   *golibvirt.Libvirt
@@ -61,270 +51,437 @@ func Connect(ctx context.Context, uri string) (*Conn, error) {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		l, err := golibvirt.ConnectToURI(u)
+		l, err := dial(u)
 		ch <- result{l, err}
 	}()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	select {
 	case r := <-ch:
 		if r.err != nil {
 			return nil, fault.Infraf("cannot reach libvirt at %s (%v); start the daemon (`make host` runs scripts/host-setup.sh) or pass --connect", uri, r.err)
 		}
-		return &Conn{l: r.l, URI: uri}, nil
+		return &Conn{l: r.l, uri: uri}, nil
 	case <-ctx.Done():
-		return nil, fault.Infraf("connecting to libvirt at %s: %w", uri, ctx.Err())
-	case <-time.After(30 * time.Second):
-		return nil, fault.Infraf("libvirt at %s did not answer within 30s; is the daemon healthy?", uri)
+		go func() {
+			if r := <-ch; r.l != nil {
+				_ = r.l.Disconnect()
+			}
+		}()
+		return nil, fault.Infraf("libvirt at %s did not answer: %w", uri, ctx.Err())
 	}
 }
+
+// dial connects with the dialer the URI asks for. A local URI without a
+// socket tries the monolithic daemon's socket, then the modular one's.
+func dial(u *url.URL) (*golibvirt.Libvirt, error) {
+	local := !strings.Contains(u.Scheme, "+") && u.Host == "" && u.Query().Get("socket") == ""
+	if !local {
+		return golibvirt.ConnectToURI(u)
+	}
+	dir := "/var/run/libvirt"
+	if u.Path == "/session" {
+		rt := os.Getenv("XDG_RUNTIME_DIR")
+		if rt == "" {
+			rt = fmt.Sprintf("/run/user/%d", os.Getuid())
+		}
+		dir = filepath.Join(rt, "libvirt")
+	}
+	var errs []error
+	for _, sock := range []string{"libvirt-sock", "virtqemud-sock"} {
+		l := golibvirt.NewWithDialer(dialers.NewLocal(dialers.WithSocket(filepath.Join(dir, sock)), dialers.WithLocalTimeout(10*time.Second)))
+		err := l.ConnectToURI(golibvirt.RemoteURI(u))
+		if err == nil {
+			return l, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+var _ socket.Dialer = (*dialers.Local)(nil)
+
+// URI is the connection's libvirt URI.
+func (c *Conn) URI() string { return c.uri }
 
 // Close ends the connection.
 func (c *Conn) Close() error { return c.l.Disconnect() }
 
-// Version returns the daemon's libvirt version, e.g. 9000000 for 9.0.0.
-func (c *Conn) Version() (uint64, error) { return c.l.ConnectGetLibVersion() }
+// call runs one libvirt call with a deadline: the context's, or callTimeout.
+func (c *Conn) call(ctx context.Context, what string, timeout time.Duration, f func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, cmp.Or(timeout, callTimeout))
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fault.Infraf("libvirt at %s: %s did not answer: %w", c.uri, what, ctx.Err())
+	}
+}
 
 func isNotFound(err error) bool {
 	var le golibvirt.Error
 	if errors.As(err, &le) {
-		return le.Code == uint32(golibvirt.ErrNoDomain) || le.Code == uint32(golibvirt.ErrNoStoragePool) || le.Code == uint32(golibvirt.ErrNoStorageVol)
+		switch golibvirt.ErrorNumber(le.Code) {
+		case golibvirt.ErrNoDomain, golibvirt.ErrNoStoragePool, golibvirt.ErrNoStorageVol, golibvirt.ErrNoNetwork:
+			return true
+		}
 	}
 	return false
 }
 
-// EnsurePool returns the named directory pool, defining, building and
-// starting it when missing or inactive.
-func (c *Conn) EnsurePool(name, dir string) (golibvirt.StoragePool, error) {
-	pool, err := c.l.StoragePoolLookupByName(name)
-	if err == nil {
-		// A pool left by another state directory (ENVCTL_STATE_DIR, HOME)
-		// points elsewhere: take it over when it is empty.
-		if x, xerr := c.l.StoragePoolGetXMLDesc(pool, 0); xerr == nil {
-			var def libvirtxml.StoragePool
-			if def.Unmarshal(x) == nil && def.Target != nil && filepath.Clean(def.Target.Path) != filepath.Clean(dir) {
-				_ = c.l.StoragePoolRefresh(pool, 0)
-				if vols, _, verr := c.l.StoragePoolListAllVolumes(pool, 1, 0); verr == nil && len(vols) > 0 {
-					return pool, fault.Infraf("storage pool %s holds %d volumes in %s, but this envctl keeps its pool in %s; run `envctl gc` with the other state directory, or remove the pool", name, len(vols), def.Target.Path, dir)
-				}
-				_ = c.l.StoragePoolDestroy(pool)
-				if uerr := c.l.StoragePoolUndefine(pool); uerr != nil {
-					return pool, fault.Infraf("storage pool %s: redefine for %s: %w", name, dir, uerr)
-				}
-				err = golibvirt.Error{Code: uint32(golibvirt.ErrNoStoragePool)}
+func isNotRunning(err error) bool {
+	var le golibvirt.Error
+	return errors.As(err, &le) && golibvirt.ErrorNumber(le.Code) == golibvirt.ErrOperationInvalid
+}
+
+// DomainType decides the domain type from the daemon's own capabilities,
+// so it is right for remote hosts too: KVM only when the daemon offers KVM
+// domains and the host CPU has vmx or svm. Nested setups such as PVM
+// expose /dev/kvm to QEMU yet crash KVM guests; they have neither flag.
+func (c *Conn) DomainType(ctx context.Context, want vm.Accel) (vm.DomainType, string, error) {
+	if want == vm.AccelTCG {
+		return vm.DomainQEMU, "", nil
+	}
+	why := c.kvmUnusable(ctx)
+	switch {
+	case why == "":
+		return vm.DomainKVM, "", nil
+	case want == vm.AccelKVM:
+		return "", "", fault.Inputf("--accel kvm: KVM is not usable on %s (%s); use --accel tcg or auto", c.uri, why)
+	}
+	return vm.DomainQEMU, "KVM unavailable on " + c.uri + " (" + why + "): using TCG software emulation, expect boots 5-10x slower", nil
+}
+
+func (c *Conn) kvmUnusable(ctx context.Context) string {
+	var dom, host string
+	err := c.call(ctx, "domain capabilities", 0, func() (err error) {
+		dom, err = c.l.ConnectGetDomainCapabilities(nil, golibvirt.OptString{"x86_64"}, nil, golibvirt.OptString{"kvm"}, 0)
+		return err
+	})
+	if err != nil {
+		return "the daemon offers no KVM domains: " + oneLine(err.Error())
+	}
+	var dc libvirtxml.DomainCaps
+	if err := dc.Unmarshal(dom); err != nil || dc.Domain != "kvm" {
+		return "the daemon offers no KVM domains"
+	}
+	if err := c.call(ctx, "host capabilities", 0, func() (err error) {
+		host, err = c.l.ConnectGetCapabilities()
+		return err
+	}); err != nil {
+		return "host capabilities: " + oneLine(err.Error())
+	}
+	var caps libvirtxml.Caps
+	if err := caps.Unmarshal(host); err != nil || caps.Host.CPU == nil {
+		return "the host capabilities name no CPU"
+	}
+	if f := caps.Host.CPU.Features; f != nil && (f.VMX != nil || f.SVM != nil) {
+		return ""
+	}
+	for _, f := range caps.Host.CPU.FeatureFlags {
+		if f.Name == "vmx" || f.Name == "svm" {
+			return ""
+		}
+	}
+	return "the host CPU has no vmx or svm flag: nested virtualisation without hardware support"
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// EnsurePool makes the named directory pool exist and run, defining and
+// building it when missing.
+func (c *Conn) EnsurePool(ctx context.Context, name, dir string) error {
+	return c.call(ctx, "storage pool "+name, 0, func() error {
+		pool, err := c.l.StoragePoolLookupByName(name)
+		if err != nil {
+			if !isNotFound(err) {
+				return fault.Infraf("storage pool %s: %w", name, err)
 			}
+			x, err := (&libvirtxml.StoragePool{Type: "dir", Name: name, Target: &libvirtxml.StoragePoolTarget{Path: dir}}).Marshal()
+			if err != nil {
+				return fault.AsInfra(err)
+			}
+			if pool, err = c.l.StoragePoolDefineXML(x, 0); err != nil {
+				return fault.Infraf("define storage pool %s at %s: %w", name, dir, err)
+			}
+			if err := c.l.StoragePoolBuild(pool, golibvirt.StoragePoolBuildNew); err != nil {
+				return fault.Infraf("build storage pool %s at %s: %w", name, dir, err)
+			}
+			_ = c.l.StoragePoolSetAutostart(pool, 1)
 		}
-	}
-	if err != nil {
-		if !isNotFound(err) {
-			return pool, fault.Infraf("storage pool %s: %w", name, err)
-		}
-		def := &libvirtxml.StoragePool{Type: "dir", Name: name, Target: &libvirtxml.StoragePoolTarget{Path: dir}}
-		x, err := def.Marshal()
+		state, _, _, _, err := c.l.StoragePoolGetInfo(pool)
 		if err != nil {
-			return pool, err
+			return fault.Infraf("storage pool %s: %w", name, err)
 		}
-		pool, err = c.l.StoragePoolDefineXML(x, 0)
-		if err != nil {
-			return pool, fault.Infraf("define storage pool %s at %s: %w", name, dir, err)
+		if golibvirt.StoragePoolState(state) == golibvirt.StoragePoolRunning {
+			return nil
 		}
-		if err := c.l.StoragePoolBuild(pool, golibvirt.StoragePoolBuildNew); err != nil {
-			return pool, fault.Infraf("build storage pool %s at %s: %w", name, dir, err)
-		}
-		_ = c.l.StoragePoolSetAutostart(pool, 1)
-	}
-	state, _, _, _, err := c.l.StoragePoolGetInfo(pool)
-	if err != nil {
-		return pool, fault.Infraf("storage pool %s: %w", name, err)
-	}
-	if golibvirt.StoragePoolState(state) != golibvirt.StoragePoolRunning {
 		if err := c.l.StoragePoolCreate(pool, 0); err != nil {
 			// Its directory may have been removed: build it and try again.
 			if berr := c.l.StoragePoolBuild(pool, golibvirt.StoragePoolBuildNew); berr != nil {
-				return pool, fault.Infraf("start storage pool %s: %w", name, err)
+				return fault.Infraf("start storage pool %s: %w", name, err)
 			}
 			if err := c.l.StoragePoolCreate(pool, 0); err != nil {
-				return pool, fault.Infraf("start storage pool %s: %w", name, err)
+				return fault.Infraf("start storage pool %s: %w", name, err)
 			}
 		}
-	}
-	return pool, nil
+		return nil
+	})
 }
 
-// CreateOverlay creates a qcow2 volume backed by base (format raw or qcow2).
-func (c *Conn) CreateOverlay(pool golibvirt.StoragePool, name, base, baseFormat string, capacity uint64) (string, error) {
-	vol := &libvirtxml.StorageVolume{
-		Name:     name,
-		Capacity: &libvirtxml.StorageVolumeSize{Value: capacity, Unit: "B"},
-		Target:   &libvirtxml.StorageVolumeTarget{Format: &libvirtxml.StorageVolumeTargetFormat{Type: "qcow2"}},
-		BackingStore: &libvirtxml.StorageVolumeBackingStore{
-			Path:   base,
-			Format: &libvirtxml.StorageVolumeTargetFormat{Type: baseFormat},
-		},
-	}
-	x, err := vol.Marshal()
-	if err != nil {
-		return "", err
-	}
-	v, err := c.l.StorageVolCreateXML(pool, x, 0)
-	if err != nil {
-		return "", fault.Infraf("create overlay volume %s on %s: %w", name, base, err)
-	}
-	return c.l.StorageVolGetPath(v)
-}
-
-// UploadVolume creates a raw volume holding data.
-func (c *Conn) UploadVolume(pool golibvirt.StoragePool, name string, data []byte) (string, error) {
-	vol := &libvirtxml.StorageVolume{
-		Name:     name,
-		Capacity: &libvirtxml.StorageVolumeSize{Value: uint64(len(data)), Unit: "B"},
-		Target:   &libvirtxml.StorageVolumeTarget{Format: &libvirtxml.StorageVolumeTargetFormat{Type: "raw"}},
-	}
-	x, err := vol.Marshal()
-	if err != nil {
-		return "", err
-	}
-	v, err := c.l.StorageVolCreateXML(pool, x, 0)
-	if err != nil {
-		return "", fault.Infraf("create volume %s: %w", name, err)
-	}
-	if err := c.l.StorageVolUpload(v, strings.NewReader(string(data)), 0, uint64(len(data)), 0); err != nil {
-		_ = c.l.StorageVolDelete(v, 0)
-		return "", fault.Infraf("upload volume %s: %w", name, err)
-	}
-	return c.l.StorageVolGetPath(v)
-}
-
-// Volumes lists the names of the pool's volumes.
-func (c *Conn) Volumes(pool golibvirt.StoragePool) ([]string, error) {
-	_ = c.l.StoragePoolRefresh(pool, 0)
-	vols, _, err := c.l.StoragePoolListAllVolumes(pool, 1, 0)
-	if err != nil {
-		return nil, fault.Infraf("list volumes: %w", err)
-	}
-	var names []string
-	for _, v := range vols {
-		names = append(names, v.Name)
-	}
-	return names, nil
-}
-
-// DeleteVolume removes a volume; a missing one is not an error.
-func (c *Conn) DeleteVolume(pool golibvirt.StoragePool, name string) error {
-	v, err := c.l.StorageVolLookupByName(pool, name)
+// pool looks a pool up without creating it; ok is false when it is missing.
+func (c *Conn) pool(name string) (golibvirt.StoragePool, bool, error) {
+	pool, err := c.l.StoragePoolLookupByName(name)
 	if err != nil {
 		if isNotFound(err) {
-			return nil
+			return pool, false, nil
 		}
-		return fault.Infraf("volume %s: %w", name, err)
+		return pool, false, fault.Infraf("storage pool %s: %w", name, err)
 	}
-	if err := c.l.StorageVolDelete(v, 0); err != nil && !isNotFound(err) {
-		return fault.Infraf("delete volume %s: %w", name, err)
-	}
-	return nil
+	return pool, true, nil
+}
+
+// CreateOverlay creates a qcow2 volume backed by base (raw or qcow2).
+func (c *Conn) CreateOverlay(ctx context.Context, poolName, name, base, baseFormat string, capacity uint64) (path string, err error) {
+	err = c.call(ctx, "create volume "+name, 0, func() error {
+		pool, ok, err := c.pool(poolName)
+		if err != nil || !ok {
+			return cmp.Or(err, fault.Infraf("storage pool %s is missing", poolName))
+		}
+		x, err := (&libvirtxml.StorageVolume{
+			Name:     name,
+			Capacity: &libvirtxml.StorageVolumeSize{Value: capacity, Unit: "B"},
+			Target:   &libvirtxml.StorageVolumeTarget{Format: &libvirtxml.StorageVolumeTargetFormat{Type: "qcow2"}},
+			BackingStore: &libvirtxml.StorageVolumeBackingStore{
+				Path:   base,
+				Format: &libvirtxml.StorageVolumeTargetFormat{Type: baseFormat},
+			},
+		}).Marshal()
+		if err != nil {
+			return fault.AsInfra(err)
+		}
+		v, err := c.l.StorageVolCreateXML(pool, x, 0)
+		if err != nil {
+			return fault.Infraf("create overlay volume %s on %s: %w", name, base, err)
+		}
+		path, err = c.l.StorageVolGetPath(v)
+		return err
+	})
+	return path, err
+}
+
+// CreateVolume creates a raw volume holding data.
+func (c *Conn) CreateVolume(ctx context.Context, poolName, name string, data []byte) (path string, err error) {
+	// Uploads get a minute per 64 MiB on top of the usual deadline.
+	timeout := callTimeout + time.Duration(len(data)>>26)*time.Minute
+	err = c.call(ctx, "upload volume "+name, timeout, func() error {
+		pool, ok, err := c.pool(poolName)
+		if err != nil || !ok {
+			return cmp.Or(err, fault.Infraf("storage pool %s is missing", poolName))
+		}
+		x, err := (&libvirtxml.StorageVolume{
+			Name:     name,
+			Capacity: &libvirtxml.StorageVolumeSize{Value: uint64(len(data)), Unit: "B"},
+			Target:   &libvirtxml.StorageVolumeTarget{Format: &libvirtxml.StorageVolumeTargetFormat{Type: "raw"}},
+		}).Marshal()
+		if err != nil {
+			return fault.AsInfra(err)
+		}
+		v, err := c.l.StorageVolCreateXML(pool, x, 0)
+		if err != nil {
+			return fault.Infraf("create volume %s: %w", name, err)
+		}
+		if err := c.l.StorageVolUpload(v, bytes.NewReader(data), 0, uint64(len(data)), 0); err != nil {
+			_ = c.l.StorageVolDelete(v, 0)
+			return fault.Infraf("upload volume %s: %w", name, err)
+		}
+		path, err = c.l.StorageVolGetPath(v)
+		return err
+	})
+	return path, err
+}
+
+// DeleteVolume removes a volume; a missing volume or pool is not an error.
+// It never creates or starts a pool.
+func (c *Conn) DeleteVolume(ctx context.Context, poolName, name string) error {
+	return c.call(ctx, "delete volume "+name, 0, func() error {
+		pool, ok, err := c.pool(poolName)
+		if err != nil || !ok {
+			return err
+		}
+		v, err := c.l.StorageVolLookupByName(pool, name)
+		if err != nil {
+			if isNotFound(err) {
+				return nil
+			}
+			return fault.Infraf("volume %s: %w", name, err)
+		}
+		if err := c.l.StorageVolDelete(v, 0); err != nil && !isNotFound(err) {
+			return fault.Infraf("delete volume %s: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// Volumes lists the names of a pool's volumes; a missing pool has none.
+func (c *Conn) Volumes(ctx context.Context, poolName string) (names []string, err error) {
+	err = c.call(ctx, "list volumes", 0, func() error {
+		pool, ok, err := c.pool(poolName)
+		if err != nil || !ok {
+			return err
+		}
+		_ = c.l.StoragePoolRefresh(pool, 0)
+		vols, _, err := c.l.StoragePoolListAllVolumes(pool, 1, 0)
+		if err != nil {
+			return fault.Infraf("list volumes of %s: %w", poolName, err)
+		}
+		for _, v := range vols {
+			names = append(names, v.Name)
+		}
+		return nil
+	})
+	slices.Sort(names)
+	return names, err
 }
 
 // Start defines and starts a domain.
-func (c *Conn) Start(domainXML string) error {
-	d, err := c.l.DomainDefineXMLFlags(domainXML, 0)
+func (c *Conn) Start(ctx context.Context, spec vm.DomainSpec) error {
+	x, err := DomainXML(spec)
 	if err != nil {
-		return fault.Infraf("define domain: %w", err)
+		return fault.AsInfra(err)
 	}
-	if err := c.l.DomainCreate(d); err != nil {
-		_ = c.l.DomainUndefineFlags(d, golibvirt.DomainUndefineSnapshotsMetadata|golibvirt.DomainUndefineNvram)
-		return fault.Infraf("start domain %s: %w", d.Name, err)
-	}
-	return nil
+	return c.call(ctx, "start domain "+spec.Name, 0, func() error {
+		d, err := c.l.DomainDefineXMLFlags(x, 0)
+		if err != nil {
+			return fault.Infraf("define domain %s: %w", spec.Name, err)
+		}
+		if _, err := c.l.DomainCreateWithFlags(d, 0); err != nil {
+			_ = c.l.DomainUndefineFlags(d, golibvirt.DomainUndefineSnapshotsMetadata|golibvirt.DomainUndefineNvram)
+			return fault.Infraf("start domain %s: %w", spec.Name, err)
+		}
+		return nil
+	})
 }
 
 // Remove destroys (if running) and undefines a domain; a missing one is fine.
-func (c *Conn) Remove(name string) error {
-	d, err := c.l.DomainLookupByName(name)
-	if err != nil {
-		if isNotFound(err) {
-			return nil
-		}
-		return fault.Infraf("domain %s: %w", name, err)
-	}
-	if err := c.l.DomainDestroy(d); err != nil && !isNotFound(err) && !strings.Contains(err.Error(), "not running") {
-		return fault.Infraf("destroy domain %s: %w", name, err)
-	}
-	if err := c.l.DomainUndefineFlags(d, golibvirt.DomainUndefineSnapshotsMetadata|golibvirt.DomainUndefineManagedSave|golibvirt.DomainUndefineNvram); err != nil && !isNotFound(err) {
-		return fault.Infraf("undefine domain %s: %w", name, err)
-	}
-	return nil
-}
-
-// DomainInfo describes an envctl domain.
-type DomainInfo struct {
-	Name    string
-	Running bool
-	Meta    Metadata
-}
-
-// EnvDomains lists every domain carrying envctl metadata.
-func (c *Conn) EnvDomains() ([]DomainInfo, error) {
-	doms, _, err := c.l.ConnectListAllDomains(1, 0)
-	if err != nil {
-		return nil, fault.Infraf("list domains: %w", err)
-	}
-	var out []DomainInfo
-	for _, d := range doms {
-		raw, err := c.l.DomainGetMetadata(d, int32(golibvirt.DomainMetadataElement), golibvirt.OptString{MetadataNS}, golibvirt.DomainAffectCurrent)
+func (c *Conn) Remove(ctx context.Context, name string) error {
+	return c.call(ctx, "remove domain "+name, 0, func() error {
+		d, err := c.l.DomainLookupByName(name)
 		if err != nil {
-			continue
+			if isNotFound(err) {
+				return nil
+			}
+			return fault.Infraf("domain %s: %w", name, err)
 		}
-		m, err := ParseMetadata(raw)
-		if err != nil || m.ID == "" {
-			continue
+		if err := c.l.DomainDestroy(d); err != nil && !isNotFound(err) && !isNotRunning(err) {
+			return fault.Infraf("destroy domain %s: %w", name, err)
 		}
-		state, _, _ := c.l.DomainGetState(d, 0)
-		out = append(out, DomainInfo{Name: d.Name, Running: golibvirt.DomainState(state) == golibvirt.DomainRunning, Meta: m})
+		if err := c.l.DomainUndefineFlags(d, golibvirt.DomainUndefineSnapshotsMetadata|golibvirt.DomainUndefineManagedSave|golibvirt.DomainUndefineNvram); err != nil && !isNotFound(err) {
+			return fault.Infraf("undefine domain %s: %w", name, err)
+		}
+		return nil
+	})
+}
+
+func domainState(s int32) vm.DomainState {
+	switch golibvirt.DomainState(s) {
+	case golibvirt.DomainRunning:
+		return vm.DomainRunning
+	case golibvirt.DomainPaused, golibvirt.DomainPmsuspended:
+		return vm.DomainPaused
+	case golibvirt.DomainShutoff, golibvirt.DomainShutdown, golibvirt.DomainCrashed:
+		return vm.DomainShutOff
 	}
-	return out, nil
+	return vm.DomainOther
+}
+
+// Domains lists every domain that carries envctl metadata.
+func (c *Conn) Domains(ctx context.Context) (out []vm.Domain, err error) {
+	err = c.call(ctx, "list domains", 0, func() error {
+		doms, _, err := c.l.ConnectListAllDomains(1, 0)
+		if err != nil {
+			return fault.Infraf("list domains: %w", err)
+		}
+		for _, d := range doms {
+			raw, err := c.l.DomainGetMetadata(d, int32(golibvirt.DomainMetadataElement), golibvirt.OptString{MetadataNS}, golibvirt.DomainAffectCurrent)
+			if err != nil {
+				continue
+			}
+			m, err := ParseMetadata(raw)
+			if err != nil || m.ID == "" {
+				continue
+			}
+			state, _, err := c.l.DomainGetState(d, 0)
+			st := domainState(state)
+			if err != nil {
+				st = vm.DomainOther
+			}
+			out = append(out, vm.Domain{Name: d.Name, State: st, Meta: m})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// State reports one domain's state.
+func (c *Conn) State(ctx context.Context, name string) (st vm.DomainState, err error) {
+	err = c.call(ctx, "domain state", 0, func() error {
+		d, err := c.l.DomainLookupByName(name)
+		if err != nil {
+			if isNotFound(err) {
+				st = vm.DomainMissing
+				return nil
+			}
+			return fault.Infraf("domain %s: %w", name, err)
+		}
+		s, _, err := c.l.DomainGetState(d, 0)
+		if err != nil {
+			return fault.Infraf("domain %s: %w", name, err)
+		}
+		st = domainState(s)
+		return nil
+	})
+	return st, err
 }
 
 // LeaseIP returns the IPv4 address libvirt's DHCP server leased to the
 // domain's first interface on the named network, or "" while there is none.
-func (c *Conn) LeaseIP(network, domain string) (string, error) {
-	d, err := c.l.DomainLookupByName(domain)
-	if err != nil {
-		return "", fault.Infraf("domain %s: %w", domain, err)
-	}
-	x, err := c.l.DomainGetXMLDesc(d, 0)
-	if err != nil {
-		return "", fault.Infraf("domain %s: %w", domain, err)
-	}
-	var def libvirtxml.Domain
-	if err := def.Unmarshal(x); err != nil {
-		return "", fault.Infraf("domain %s: %w", domain, err)
-	}
-	if def.Devices == nil || len(def.Devices.Interfaces) == 0 || def.Devices.Interfaces[0].MAC == nil {
-		return "", fault.Infraf("domain %s has no network interface with a MAC address", domain)
-	}
-	mac := strings.ToLower(def.Devices.Interfaces[0].MAC.Address)
-	n, err := c.l.NetworkLookupByName(network)
-	if err != nil {
-		return "", fault.Infraf("network %s: %w; define and start it, or use --network user", network, err)
-	}
-	leases, _, err := c.l.NetworkGetDhcpLeases(n, golibvirt.OptString{mac}, 1, 0)
-	if err != nil {
-		return "", fault.Infraf("DHCP leases of network %s: %w", network, err)
-	}
-	for _, l := range leases {
-		if l.Type == int32(golibvirt.IPAddrTypeIpv4) {
-			return l.Ipaddr, nil
+func (c *Conn) LeaseIP(ctx context.Context, network, domain string) (ip string, err error) {
+	err = c.call(ctx, "DHCP leases", 0, func() error {
+		d, err := c.l.DomainLookupByName(domain)
+		if err != nil {
+			return fault.Infraf("domain %s: %w", domain, err)
 		}
-	}
-	return "", nil
+		x, err := c.l.DomainGetXMLDesc(d, 0)
+		if err != nil {
+			return fault.Infraf("domain %s: %w", domain, err)
+		}
+		var def libvirtxml.Domain
+		if err := def.Unmarshal(x); err != nil {
+			return fault.Infraf("domain %s: %w", domain, err)
+		}
+		if def.Devices == nil || len(def.Devices.Interfaces) == 0 || def.Devices.Interfaces[0].MAC == nil {
+			return fault.Infraf("domain %s has no network interface with a MAC address", domain)
+		}
+		mac := strings.ToLower(def.Devices.Interfaces[0].MAC.Address)
+		n, err := c.l.NetworkLookupByName(network)
+		if err != nil {
+			return fault.Infraf("network %s: %w; define and start it, or use --network user", network, err)
+		}
+		leases, _, err := c.l.NetworkGetDhcpLeases(n, golibvirt.OptString{mac}, 1, 0)
+		if err != nil {
+			return fault.Infraf("DHCP leases of network %s: %w", network, err)
+		}
+		for _, l := range leases {
+			if l.Type == int32(golibvirt.IPAddrTypeIpv4) {
+				ip = l.Ipaddr
+				return nil
+			}
+		}
+		return nil
+	})
+	return ip, err
 }
-
-// Running reports whether the named domain runs.
-func (c *Conn) Running(name string) bool {
-	d, err := c.l.DomainLookupByName(name)
-	if err != nil {
-		return false
-	}
-	state, _, err := c.l.DomainGetState(d, 0)
-	return err == nil && golibvirt.DomainState(state) == golibvirt.DomainRunning
-}
-
-var _ io.Reader

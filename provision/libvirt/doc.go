@@ -1,7 +1,8 @@
-// Package libvirt owns envctl's use of libvirt through go-libvirt's RPC
-// client: connecting to a libvirt URI, the envctl storage pool, per-
-// environment volumes (qcow2 overlays backed by cached base images, and the
-// uploaded cloud-init seed), domains built from libvirtxml structs with
-// envctl metadata, and choosing the accelerator (KVM only where it really
-// works, TCG otherwise). Nothing here shells out to virsh or qemu-img.
+// Package libvirt implements vm.Driver with go-libvirt's RPC client:
+// connecting through go-libvirt's dialers, directory storage pools,
+// per-environment volumes (qcow2 overlays on cached base images, uploaded
+// raw volumes), domains rendered from libvirtxml structs with envctl's
+// owner metadata, and the accelerator decision from the daemon's own
+// capabilities. Every call has a deadline. Nothing here shells out to
+// virsh or qemu-img.
 package libvirt

@@ -4,72 +4,51 @@ import (
 	"encoding/xml"
 	"fmt"
 	"strconv"
-	"time"
 
 	"libvirt.org/go/libvirtxml"
+
+	"github.com/envctl/envctl/provision/vm"
 )
 
 // MetadataNS is the XML namespace of envctl's domain metadata.
 const MetadataNS = "https://envctl.dev/xmlns/env/1"
 
-// Metadata tags an envctl domain so gc can find leftovers.
-type Metadata struct {
-	XMLName xml.Name `xml:"env"`
-	ID      string   `xml:"id"`
-	Profile string   `xml:"profile"`
-	PID     int      `xml:"pid"`
-	Created string   `xml:"created"`
-}
-
 // ParseMetadata reads envctl metadata from a domain's metadata XML.
-func ParseMetadata(s string) (Metadata, error) {
-	var m Metadata
-	err := xml.Unmarshal([]byte(s), &m)
-	return m, err
-}
-
-// DomainSpec is everything a domain needs.
-type DomainSpec struct {
-	Name       string
-	Type       string // "kvm" or "qemu"
-	CPUs       int
-	MemoryMiB  uint64
-	Disk       string // qcow2 overlay
-	Seed       string // cidata ISO (raw)
-	Kernel     string // direct boot when set
-	Initrd     string
-	Cmdline    string
-	ConsoleLog string
-	// Network is "user" (QEMU user-mode, SSH forwarded to 127.0.0.1:SSHPort)
-	// or "nat" (libvirt's default network; address from DHCP leases).
-	Network string
-	SSHPort int
-	// Online lifts user-mode networking's restrict=on, letting the guest
-	// reach the outside (for --test-images upstream).
-	Online   bool
-	Metadata Metadata
-}
-
-// DomainXML renders the domain definition.
-func DomainXML(s DomainSpec) (string, error) {
-	if s.Type != "kvm" && s.Type != "qemu" {
-		return "", fmt.Errorf("domain %s: type %q", s.Name, s.Type)
+func ParseMetadata(s string) (vm.Metadata, error) {
+	var m struct {
+		XMLName xml.Name `xml:"env"`
+		vm.Metadata
 	}
-	meta, err := xml.Marshal(struct {
+	err := xml.Unmarshal([]byte(s), &m)
+	return m.Metadata, err
+}
+
+func metadataXML(m vm.Metadata) (string, error) {
+	b, err := xml.Marshal(struct {
 		XMLName xml.Name `xml:"envctl:env"`
 		NS      string   `xml:"xmlns:envctl,attr"`
 		ID      string   `xml:"envctl:id"`
 		Profile string   `xml:"envctl:profile"`
 		PID     int      `xml:"envctl:pid"`
 		Created string   `xml:"envctl:created"`
-	}{NS: MetadataNS, ID: s.Metadata.ID, Profile: s.Metadata.Profile, PID: s.Metadata.PID, Created: s.Metadata.Created})
+		Owner   string   `xml:"envctl:owner"`
+	}{NS: MetadataNS, ID: m.ID, Profile: m.Profile, PID: m.PID, Created: m.Created, Owner: m.Owner})
+	return string(b), err
+}
+
+// DomainXML renders a domain definition from libvirtxml structs.
+func DomainXML(s vm.DomainSpec) (string, error) {
+	if s.Type != vm.DomainKVM && s.Type != vm.DomainQEMU {
+		return "", fmt.Errorf("domain %s: type %q", s.Name, s.Type)
+	}
+	meta, err := metadataXML(s.Metadata)
 	if err != nil {
 		return "", err
 	}
 	d := &libvirtxml.Domain{
-		Type:     s.Type,
+		Type:     string(s.Type),
 		Name:     s.Name,
-		Metadata: &libvirtxml.DomainMetadata{XML: string(meta)},
+		Metadata: &libvirtxml.DomainMetadata{XML: meta},
 		Memory:   &libvirtxml.DomainMemory{Value: uint(s.MemoryMiB), Unit: "MiB"},
 		VCPU:     &libvirtxml.DomainVCPU{Value: uint(s.CPUs)},
 		OS: &libvirtxml.DomainOS{
@@ -82,24 +61,9 @@ func DomainXML(s DomainSpec) (string, error) {
 		OnPoweroff: "destroy",
 		OnCrash:    "destroy",
 		Devices: &libvirtxml.DomainDeviceList{
-			Disks: []libvirtxml.DomainDisk{
-				{
-					Device: "disk",
-					Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "qcow2", Cache: "unsafe", Discard: "unmap"},
-					Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: s.Disk}},
-					Target: &libvirtxml.DomainDiskTarget{Dev: "vda", Bus: "virtio"},
-				},
-				{
-					Device:   "disk",
-					Driver:   &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "raw"},
-					Source:   &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: s.Seed}},
-					Target:   &libvirtxml.DomainDiskTarget{Dev: "vdb", Bus: "virtio"},
-					ReadOnly: &libvirtxml.DomainDiskReadOnly{},
-				},
-			},
 			Serials: []libvirtxml.DomainSerial{{
 				Source: &libvirtxml.DomainChardevSource{File: &libvirtxml.DomainChardevSourceFile{Path: s.ConsoleLog}},
-				Target: &libvirtxml.DomainSerialTarget{Port: uintp(0)},
+				Target: &libvirtxml.DomainSerialTarget{Port: new(uint(0))},
 			}},
 			RNGs: []libvirtxml.DomainRNG{{
 				Model:   "virtio",
@@ -108,7 +72,21 @@ func DomainXML(s DomainSpec) (string, error) {
 			MemBalloon: &libvirtxml.DomainMemBalloon{Model: "none"},
 		},
 	}
-	if s.Type == "kvm" {
+	for i, disk := range s.Disks {
+		dd := libvirtxml.DomainDisk{
+			Device: "disk",
+			Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: disk.Format},
+			Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: disk.Path}},
+			Target: &libvirtxml.DomainDiskTarget{Dev: "vd" + string(rune('a'+i)), Bus: "virtio"},
+		}
+		if disk.ReadOnly {
+			dd.ReadOnly = &libvirtxml.DomainDiskReadOnly{}
+		} else {
+			dd.Driver.Cache, dd.Driver.Discard = "unsafe", "unmap"
+		}
+		d.Devices.Disks = append(d.Devices.Disks, dd)
+	}
+	if s.Type == vm.DomainKVM {
 		d.CPU = &libvirtxml.DomainCPU{Mode: "host-passthrough"}
 	}
 	if s.Kernel != "" {
@@ -117,7 +95,7 @@ func DomainXML(s DomainSpec) (string, error) {
 		d.OS.BootDevices = []libvirtxml.DomainBootDevice{{Dev: "hd"}}
 	}
 	switch s.Network {
-	case "user", "":
+	case vm.NetworkUser, "":
 		if s.SSHPort <= 0 {
 			return "", fmt.Errorf("domain %s: user-mode networking needs an SSH port", s.Name)
 		}
@@ -130,7 +108,7 @@ func DomainXML(s DomainSpec) (string, error) {
 			{Value: "-netdev"}, {Value: "user,id=n0," + restrict + "hostfwd=tcp:127.0.0.1:" + strconv.Itoa(s.SSHPort) + "-:22"},
 			{Value: "-device"}, {Value: "virtio-net-pci,netdev=n0,bus=pci.0,addr=0x10"},
 		}}
-	case "nat":
+	case vm.NetworkNAT:
 		d.Devices.Interfaces = []libvirtxml.DomainInterface{{
 			Source: &libvirtxml.DomainInterfaceSource{Network: &libvirtxml.DomainInterfaceSourceNetwork{Network: "default"}},
 			Model:  &libvirtxml.DomainInterfaceModel{Type: "virtio"},
@@ -140,8 +118,3 @@ func DomainXML(s DomainSpec) (string, error) {
 	}
 	return d.Marshal()
 }
-
-func uintp(u uint) *uint { return &u }
-
-// Now is the creation time format used in metadata.
-func Now() string { return time.Now().UTC().Format(time.RFC3339) }

@@ -1,5 +1,5 @@
-// Package report owns the result of one envctl run: the versions installed
-// and verified, every test step with its status, duration, command and
-// trimmed output, the verdict and the diagnosis, and rendering it as a step
-// table, JSON or JUnit XML.
+// Package report owns the result of a run: typed verdicts and step
+// statuses, the components as locked and verified, phase timings, the
+// human table with its one-line verdict, JUnit XML, and how the verdicts
+// of many runs aggregate.
 package report

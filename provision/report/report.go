@@ -1,6 +1,7 @@
 package report
 
 import (
+	"cmp"
 	"encoding/xml"
 	"fmt"
 	"io"
@@ -9,28 +10,36 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/compat"
+	"github.com/envctl/envctl/profiles/fault"
 )
 
-// Step statuses.
+// Status is a step's outcome.
+type Status string
+
+// The step statuses.
 const (
-	Pass = "pass"
-	Fail = "fail"
-	Skip = "skip"
+	Pass Status = "pass"
+	Fail Status = "fail"
+	Skip Status = "skip"
 )
 
-// Verdicts.
+// Verdict is a run's outcome.
+type Verdict string
+
+// The verdicts.
 const (
-	VerdictPass  = "pass"
-	VerdictFail  = "fail"
-	VerdictError = "error"
-	VerdictReady = "ready" // booted (and installed) without a test
+	VerdictPass  Verdict = "pass"
+	VerdictFail  Verdict = "fail"
+	VerdictError Verdict = "error" // could not test: see the error and its class
+	VerdictReady Verdict = "ready" // booted (and installed) without a test
 )
 
 // Step is one test step.
 type Step struct {
 	Name     string        `json:"name"`
-	Status   string        `json:"status"`
+	Status   Status        `json:"status"`
 	Duration time.Duration `json:"-"`
 	Seconds  float64       `json:"seconds"`
 	Command  string        `json:"command,omitempty"`
@@ -38,50 +47,59 @@ type Step struct {
 	Message  string        `json:"message,omitempty"`
 }
 
-// Component is a component as installed and verified in the guest.
-type Component struct {
-	Role     string `json:"role"`
-	Name     string `json:"name"`
-	Locked   string `json:"locked"`
-	Actual   string `json:"actual,omitempty"`
-	Source   string `json:"source"`
-	Verified bool   `json:"verified"`
-	CRIAPI   string `json:"cri_api,omitempty"`
-}
-
-// Report is the result of one run.
-type Report struct {
-	Profile    string             `json:"profile"`
-	Cell       string             `json:"cell"`
-	Env        string             `json:"env,omitempty"`
-	Test       string             `json:"test"`
-	Accel      string             `json:"accel,omitempty"`
-	Verdict    string             `json:"verdict"`
-	Error      string             `json:"error,omitempty"`
-	Components []Component        `json:"components,omitempty"`
-	Steps      []Step             `json:"steps,omitempty"`
-	Diagnosis  []compat.Finding   `json:"diagnosis,omitempty"`
-	Warnings   []compat.Finding   `json:"warnings,omitempty"`
-	Phases     map[string]float64 `json:"phases_seconds,omitempty"`
-	Results    string             `json:"results_dir,omitempty"`
-	Kept       bool               `json:"kept,omitempty"`
-	Started    time.Time          `json:"started"`
-	Seconds    float64            `json:"seconds"`
-}
-
-// Add records a step.
-func (r *Report) Add(s Step) {
+// NewStep records a step, rounding its time and trimming its output.
+func NewStep(s Step) Step {
 	s.Seconds = s.Duration.Round(10 * time.Millisecond).Seconds()
 	s.Output = Trim(s.Output, 1500)
-	r.Steps = append(r.Steps, s)
+	return s
 }
 
-// Phase records the wall time of a phase of `up`.
-func (r *Report) Phase(name string, d time.Duration) {
-	if r.Phases == nil {
-		r.Phases = map[string]float64{}
+// Component is a component as locked, installed and verified.
+type Component struct {
+	Role     profiles.Role   `json:"role"`
+	Name     string          `json:"name"`
+	Locked   string          `json:"locked"`
+	Actual   string          `json:"actual,omitempty"`
+	Source   profiles.Source `json:"source"`
+	Verified bool            `json:"verified"`
+	CRIAPI   string          `json:"cri_api,omitempty"`
+}
+
+// Phase is one phase of a run and its wall time.
+type Phase struct {
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds"`
+}
+
+// Report is the result of one run of one cell.
+type Report struct {
+	Profile    string            `json:"profile"`
+	Cell       string            `json:"cell"`
+	Env        string            `json:"env,omitempty"`
+	Test       profiles.TestName `json:"test"`
+	Accel      string            `json:"accel,omitempty"`
+	Verdict    Verdict           `json:"verdict"`
+	Error      string            `json:"error,omitempty"`
+	ErrorClass fault.Class       `json:"error_class,omitempty"`
+	Components []Component       `json:"components,omitempty"`
+	Steps      []Step            `json:"steps,omitempty"`
+	Diagnosis  []compat.Finding  `json:"diagnosis,omitempty"`
+	Warnings   []compat.Finding  `json:"warnings,omitempty"`
+	Phases     []Phase           `json:"phases,omitempty"`
+	Results    string            `json:"results_dir,omitempty"`
+	Kept       bool              `json:"kept,omitempty"`
+	Started    time.Time         `json:"started"`
+	Seconds    float64           `json:"seconds"`
+}
+
+// Phase returns a phase's seconds (0 when it did not run).
+func (r *Report) Phase(name string) float64 {
+	for _, p := range r.Phases {
+		if p.Name == name {
+			return p.Seconds
+		}
 	}
-	r.Phases[name] = d.Round(10 * time.Millisecond).Seconds()
+	return 0
 }
 
 // Failed reports whether any step failed.
@@ -94,15 +112,22 @@ func (r *Report) Failed() bool {
 	return false
 }
 
+// Passed counts the steps that passed.
+func (r *Report) Passed() int {
+	n := 0
+	for _, s := range r.Steps {
+		if s.Status == Pass {
+			n++
+		}
+	}
+	return n
+}
+
 // Versions prints "cri-o 1.34.0, cri-tools 1.30.0, runc 1.3.6".
 func (r *Report) Versions() string {
-	var parts []string
-	for _, c := range r.Components {
-		v := c.Locked
-		if c.Actual != "" {
-			v = c.Actual
-		}
-		parts = append(parts, c.Name+" "+v)
+	parts := make([]string, len(r.Components))
+	for i, c := range r.Components {
+		parts[i] = c.Name + " " + cmp.Or(c.Actual, c.Locked)
 	}
 	return strings.Join(parts, ", ")
 }
@@ -122,15 +147,13 @@ func (r *Report) Table(w io.Writer) {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "COMPONENT\tLOCKED\tINSTALLED\tSOURCE\tCRI-API")
 		for _, c := range r.Components {
-			actual := c.Actual
-			if actual == "" {
-				actual = "-"
-			} else if c.Verified {
+			actual := cmp.Or(c.Actual, "-")
+			if c.Verified {
 				actual += " ✓"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Name, c.Locked, actual, c.Source, dash(c.CRIAPI))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Name, c.Locked, actual, c.Source, cmp.Or(c.CRIAPI, "-"))
 		}
-		tw.Flush()
+		_ = tw.Flush()
 		fmt.Fprintln(w)
 	}
 	if len(r.Steps) > 0 {
@@ -139,11 +162,11 @@ func (r *Report) Table(w io.Writer) {
 		for _, s := range r.Steps {
 			detail := s.Message
 			if detail == "" && s.Status == Fail {
-				detail = firstLine(s.Output)
+				detail = FirstLine(s.Output)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%.1fs\t%s\n", s.Name, strings.ToUpper(s.Status), s.Seconds, detail)
+			fmt.Fprintf(tw, "%s\t%s\t%.1fs\t%s\n", s.Name, strings.ToUpper(string(s.Status)), s.Seconds, detail)
 		}
-		tw.Flush()
+		_ = tw.Flush()
 		fmt.Fprintln(w)
 	}
 	for _, d := range r.Diagnosis {
@@ -165,23 +188,17 @@ func (r *Report) Summary() string {
 	case VerdictReady:
 		return fmt.Sprintf("READY %s: %s (%.0fs)", r.Cell, r.Versions(), r.Seconds)
 	}
-	return fmt.Sprintf("ERROR %s: %s (%.0fs)", r.Cell, firstLine(r.Error), r.Seconds)
+	return fmt.Sprintf("ERROR %s: %s (%.0fs)", r.Cell, FirstLine(r.Error), r.Seconds)
 }
 
-func firstLine(s string) string {
+// FirstLine returns s's first line, shortened to 160 characters.
+func FirstLine(s string) string {
 	s = strings.TrimSpace(s)
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
 		s = s[:i]
 	}
 	if len(s) > 160 {
 		s = s[:157] + "..."
-	}
-	return s
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
 	}
 	return s
 }
@@ -216,19 +233,17 @@ type junitMessage struct {
 	Text    string `xml:",chardata"`
 }
 
-// WriteJUnit writes the reports as JUnit XML, one testcase per step.
+// WriteJUnit writes the reports as JUnit XML: one testsuite per report,
+// one testcase per step.
 func WriteJUnit(path string, reports ...*Report) error {
 	var doc junitSuites
 	for _, r := range reports {
-		s := junitSuite{Name: r.Cell + " " + r.Test, Time: r.Seconds}
+		s := junitSuite{Name: r.Cell + " " + string(r.Test), Time: r.Seconds}
 		for _, st := range r.Steps {
 			c := junitCase{Name: st.Name, Classname: r.Cell, Time: st.Seconds, SystemOut: "$ " + st.Command + "\n" + st.Output}
 			switch st.Status {
 			case Fail:
-				msg := st.Message
-				if msg == "" {
-					msg = firstLine(st.Output)
-				}
+				msg := cmp.Or(st.Message, FirstLine(st.Output))
 				for _, d := range r.Diagnosis {
 					msg += " — " + d.String()
 				}
@@ -241,7 +256,7 @@ func WriteJUnit(path string, reports ...*Report) error {
 			s.Cases = append(s.Cases, c)
 		}
 		if r.Verdict == VerdictError {
-			s.Cases = append(s.Cases, junitCase{Name: "setup", Classname: r.Cell, Error: &junitMessage{Message: firstLine(r.Error), Text: r.Error}})
+			s.Cases = append(s.Cases, junitCase{Name: "setup", Classname: r.Cell, Error: &junitMessage{Message: FirstLine(r.Error), Text: r.Error}})
 			s.Errors++
 		}
 		s.Tests = len(s.Cases)
@@ -252,7 +267,32 @@ func WriteJUnit(path string, reports ...*Report) error {
 		return err
 	}
 	if err := os.WriteFile(path, append([]byte(xml.Header), b...), 0o644); err != nil {
-		return fmt.Errorf("write JUnit report %s: %w", path, err)
+		return fault.Infraf("write JUnit report %s: %w", path, err)
 	}
 	return nil
+}
+
+// Worst aggregates the verdicts of several runs, as a matrix does: a run
+// that could not test outranks a failed test, which outranks a pass; bad
+// input outranks everything. It returns the verdict and, for an error, its
+// class.
+func Worst(reports []*Report) (Verdict, fault.Class) {
+	v, c := VerdictPass, fault.Unclassified
+	rank := func(v Verdict, c fault.Class) int {
+		switch {
+		case v == VerdictError && c == fault.Input:
+			return 3
+		case v == VerdictError:
+			return 2
+		case v == VerdictFail:
+			return 1
+		}
+		return 0
+	}
+	for _, r := range reports {
+		if rank(r.Verdict, r.ErrorClass) > rank(v, c) {
+			v, c = r.Verdict, r.ErrorClass
+		}
+	}
+	return v, c
 }

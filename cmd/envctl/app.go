@@ -1,0 +1,260 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/envctl/envctl/images"
+	"github.com/envctl/envctl/images/cache"
+	"github.com/envctl/envctl/profiles"
+	"github.com/envctl/envctl/profiles/catalog"
+	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/provision/artifacts"
+	"github.com/envctl/envctl/provision/cellrun"
+	"github.com/envctl/envctl/provision/env"
+	"github.com/envctl/envctl/provision/pin"
+)
+
+// Version is set at build time with -ldflags "-X main.Version=...".
+var Version = "dev"
+
+// format is the output format of results on stdout.
+type format string
+
+func (f format) String() string { return string(f) }
+
+func (f *format) Set(s string) error {
+	switch format(s) {
+	case "table", "json", "yaml":
+		*f = format(s)
+		return nil
+	}
+	return fmt.Errorf("%q is not an output format: use table, json or yaml", s)
+}
+
+func (f *format) Type() string { return "table|json|yaml" }
+
+// app holds what every command shares: the output streams, the global
+// flags and the configuration.
+type app struct {
+	stdout, stderr io.Writer
+	log            *slog.Logger
+	output         format
+	verbose        bool
+	cacheDir       string
+	stateDir       string
+	// started is set once a command's own code runs; errors before that
+	// are cobra's usage errors.
+	started bool
+	config  *viper.Viper
+}
+
+func newApp(stdout, stderr io.Writer) *app {
+	return &app{stdout: stdout, stderr: stderr, output: "table", log: slog.New(slog.DiscardHandler)}
+}
+
+// configure reads envctl's configuration: $XDG_CONFIG_HOME/envctl/config.yaml
+// and ENVCTL_<FLAG> variables give defaults to any flag of the command
+// line that was not set.
+func (a *app) configure(cmd *cobra.Command) error {
+	v := viper.New()
+	v.SetEnvPrefix("ENVCTL")
+	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
+	v.AutomaticEnv()
+	if dir, err := os.UserConfigDir(); err == nil {
+		path := filepath.Join(dir, "envctl", "config.yaml")
+		if _, err := os.Stat(path); err == nil {
+			v.SetConfigFile(path)
+			if err := v.ReadInConfig(); err != nil {
+				return fault.Inputf("config %s: %v; fix or remove it", path, err)
+			}
+		}
+	}
+	a.config = v
+	var errs []error
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if f.Changed || !v.IsSet(f.Name) {
+			return
+		}
+		val := v.GetString(f.Name)
+		if sl, ok := v.Get(f.Name).([]any); ok {
+			parts := make([]string, len(sl))
+			for i, x := range sl {
+				parts[i] = fmt.Sprint(x)
+			}
+			val = strings.Join(parts, ",")
+		}
+		if err := f.Value.Set(val); err != nil {
+			errs = append(errs, fault.Inputf("--%s from the configuration (ENVCTL_%s or config.yaml): %v", f.Name, strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_")), err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "envctl",
+		Short: "Pinned, throwaway VMs for container-runtime testing",
+		Long: `envctl boots a throwaway libvirt/QEMU VM from a pinned image, installs
+exactly the locked versions of CRI-O, cri-tools, runc or crun, conmon and the
+CNI plugins, proves that the guest runs them, runs the OCI image-volume
+lifecycle test and tears everything down.
+
+Exit codes: 0 ok, 1 test failed, 2 bad input or usage, 3 infrastructure error.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			a.started = true
+			level := slog.LevelWarn
+			if a.verbose {
+				level = slog.LevelDebug
+			}
+			a.log = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+			slog.SetDefault(a.log)
+			return a.configure(cmd)
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.VarP(&a.output, "output", "o", "output format: table, json or yaml")
+	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log diagnostics to stderr")
+	pf.StringVar(&a.cacheDir, "cache-dir", "", "cache directory (default $XDG_CACHE_HOME/envctl)")
+	pf.StringVar(&a.stateDir, "state-dir", "", "state directory for environments (default $XDG_STATE_HOME/envctl)")
+	_ = root.RegisterFlagCompletionFunc("output", fixedCompletion("table", "json", "yaml"))
+	root.AddCommand(
+		newVersionCmd(a),
+		newProfilesCmd(a),
+		newShowCmd(a),
+		newLockCmd(a),
+		newCatalogCmd(a),
+		newPlanCmd(a),
+		newFetchCmd(a),
+		newUpCmd(a),
+		newMatrixCmd(a),
+		newStatusCmd(a),
+		newSSHCmd(a),
+		newDownCmd(a),
+		newGCCmd(a),
+		newImageCmd(a),
+	)
+	return root
+}
+
+// emit prints v as JSON or YAML when asked, else calls table.
+func (a *app) emit(v any, table func(w io.Writer)) error {
+	switch a.output {
+	case "json":
+		enc := json.NewEncoder(a.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	case "yaml":
+		enc := yaml.NewEncoder(a.stdout)
+		enc.SetIndent(2)
+		return enc.Encode(v)
+	}
+	table(a.stdout)
+	return nil
+}
+
+// step prints a progress line for humans on stderr.
+func (a *app) step(format string, args ...any) {
+	fmt.Fprintf(a.stderr, "==> "+format+"\n", args...)
+}
+
+func (a *app) arch() string { return runtime.GOARCH }
+
+func (a *app) cache() (*cache.Cache, error) {
+	dir := a.cacheDir
+	if dir == "" {
+		dir = cache.DefaultDir()
+	}
+	c, err := cache.New(dir)
+	if err != nil {
+		return nil, err
+	}
+	c.Log = a.log
+	if a.output == "table" {
+		if f, ok := a.stderr.(*os.File); ok {
+			c.Progress = cache.ProgressFor(f)
+		}
+	}
+	return c, nil
+}
+
+func (a *app) store() env.Store {
+	if a.stateDir != "" {
+		return env.Store{Dir: a.stateDir}
+	}
+	return env.DefaultStore()
+}
+
+func (a *app) images() (*images.Store, error) {
+	c, err := a.cache()
+	if err != nil {
+		return nil, err
+	}
+	return images.NewStore(c), nil
+}
+
+func (a *app) fetcher() (*artifacts.Fetcher, error) {
+	c, err := a.cache()
+	if err != nil {
+		return nil, err
+	}
+	f := &artifacts.Fetcher{Cache: c, Catalog: catalog.Default(), Log: a.log, Step: a.step}
+	if a.verbose {
+		f.Output = a.stderr
+	}
+	return f, nil
+}
+
+// locker pins profiles: what `envctl lock` and lock-on-first-use run.
+func (a *app) locker() (cellrun.Locker, error) {
+	st, err := a.images()
+	if err != nil {
+		return nil, err
+	}
+	r := &pin.Resolver{
+		Catalog:   catalog.Default(),
+		Images:    st,
+		HTTP:      &http.Client{Timeout: 60 * time.Second},
+		Arch:      a.arch(),
+		Mirror:    os.Getenv("ENVCTL_MIRROR"),
+		ModuleSum: pin.GoModuleSum,
+	}
+	return r.Lock, nil
+}
+
+func fixedCompletion(vals ...string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return vals, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+func completeProfiles(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	var names []string
+	for _, e := range profiles.List() {
+		names = append(names, e.Name)
+	}
+	return names, cobra.ShellCompDirectiveNoFileComp
+}
+
+func exactlyOneProfile(cmd *cobra.Command, args []string) error {
+	if len(args) != 1 {
+		return fault.Inputf("%s needs exactly one PROFILE (a name from `envctl profiles` or a path to a YAML file), got %d arguments", cmd.CommandPath(), len(args))
+	}
+	return nil
+}

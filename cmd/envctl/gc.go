@@ -1,0 +1,42 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/envctl/envctl/provision/vm"
+)
+
+func newGCCmd(a *app) *cobra.Command {
+	var f vmFlags
+	cmd := &cobra.Command{
+		Use:   "gc",
+		Short: "Remove the domains, volumes and directories that dead runs of this state directory left behind",
+		Long: `gc removes what envctl runs of this state directory left behind when they
+died: domains, volumes and environment directories whose envctl no longer
+holds them. It never touches another state directory's VMs, an environment
+a running envctl holds, or a kept environment whose domain still exists.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			removed, notes, err := vm.GC(cmd.Context(), a.vmOptions(&f))
+			for _, n := range notes {
+				fmt.Fprintf(a.stderr, "envctl: note: %s\n", n)
+			}
+			if perr := a.emit(removed, func(w io.Writer) {
+				if len(removed) == 0 {
+					fmt.Fprintln(w, "nothing to collect")
+				}
+				for _, r := range removed {
+					fmt.Fprintf(w, "removed %s %s (%s)\n", r.Kind, r.Name, r.Why)
+				}
+			}); perr != nil {
+				return perr
+			}
+			return err
+		},
+	}
+	f.register(cmd, false)
+	return cmd
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/envctl/envctl/provision/cellrun"
+	"github.com/envctl/envctl/provision/libvirt"
+	"github.com/envctl/envctl/provision/vm"
+)
+
+// vmFlags are the flags of every command that makes or finds VMs.
+type vmFlags struct {
+	connect     string
+	accel       vm.Accel
+	network     vm.Network
+	bootTimeout time.Duration
+	seed        vm.SeedMode
+	kernelArgs  string
+}
+
+func (f *vmFlags) register(cmd *cobra.Command, boots bool) {
+	f.accel, f.network, f.seed = vm.AccelAuto, vm.NetworkUser, vm.SeedAuto
+	cmd.Flags().StringVar(&f.connect, "connect", libvirt.DefaultURI, "libvirt URI: qemu:///system, qemu:///session or qemu+ssh://user@host/system")
+	if !boots {
+		return
+	}
+	cmd.Flags().Var(&f.accel, "accel", "accelerator: kvm, tcg or auto (KVM only where it really works)")
+	cmd.Flags().Var(&f.network, "network", "network: user (QEMU user-mode, SSH on 127.0.0.1) or nat (libvirt's default network)")
+	cmd.Flags().DurationVar(&f.bootTimeout, "boot-timeout", 5*time.Minute, "how long to wait for SSH after boot (TCG needs minutes)")
+	cmd.Flags().Var(&f.seed, "cloud-init", "seed handling: auto (fast path when the image has it), full (run cloud-init) or fast")
+	cmd.Flags().StringVar(&f.kernelArgs, "kernel-args", "", "extra kernel command line for images booted directly (e.g. mitigations=off)")
+	_ = cmd.RegisterFlagCompletionFunc("accel", fixedCompletion("auto", "kvm", "tcg"))
+	_ = cmd.RegisterFlagCompletionFunc("network", fixedCompletion("user", "nat"))
+	_ = cmd.RegisterFlagCompletionFunc("cloud-init", fixedCompletion("auto", "full", "fast"))
+}
+
+func (a *app) vmOptions(f *vmFlags) vm.Options {
+	return vm.Options{
+		URI: f.connect, Accel: f.accel, Network: f.network, BootTimeout: f.bootTimeout, Seed: f.seed,
+		KernelArgs: f.kernelArgs, Store: a.store(), Connect: libvirt.Connect, Log: a.log, Step: a.step,
+	}
+}
+
+// runFlags are the flags of the commands that run cells (up, matrix).
+type runFlags struct {
+	vm         vmFlags
+	keep       bool
+	noTest     bool
+	noInstall  bool
+	locked     bool
+	junit      string
+	results    string
+	testImages cellrun.TestImages
+}
+
+func (f *runFlags) register(cmd *cobra.Command) {
+	f.vm.register(cmd, true)
+	f.testImages = cellrun.LocalImages
+	cmd.Flags().BoolVar(&f.noTest, "no-test", false, "boot and install, but skip the test")
+	cmd.Flags().BoolVar(&f.noInstall, "no-install", false, "only boot the VM (no components, no test)")
+	cmd.Flags().BoolVar(&f.locked, "locked", false, "refuse a missing or stale lock instead of writing one (CI mode)")
+	cmd.Flags().StringVar(&f.junit, "junit", "", "write a JUnit XML report to this file")
+	cmd.Flags().StringVar(&f.results, "results-dir", "", "where to keep logs of a failed run (default: a new directory under the state dir)")
+	cmd.Flags().Var(&f.testImages, "test-images", "test images: local (built in-process, served from host loopback) or upstream (quay.io)")
+}
+
+// runOptions turns flags into pipeline options and checks them, before
+// anything is fetched, built or booted.
+func (a *app) runOptions(f *runFlags) (cellrun.Options, error) {
+	fetch, err := a.fetcher()
+	if err != nil {
+		return cellrun.Options{}, err
+	}
+	imgs, err := a.images()
+	if err != nil {
+		return cellrun.Options{}, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return cellrun.Options{}, err
+	}
+	o := cellrun.Options{
+		VM: a.vmOptions(&f.vm), Fetch: fetch, Images: imgs, Workload: self, TestImages: f.testImages,
+		Keep: f.keep, ResultsDir: f.results, Log: a.log, Step: a.step,
+	}
+	switch {
+	case f.noInstall:
+		o.Stop = cellrun.AfterBoot
+	case f.noTest:
+		o.Stop = cellrun.AfterInstall
+	}
+	return o, nil
+}
+
+func (f *runFlags) lockMode() cellrun.LockMode {
+	if f.locked {
+		return cellrun.Locked
+	}
+	return cellrun.LockOnFirstUse
+}

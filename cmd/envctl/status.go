@@ -1,0 +1,57 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/envctl/envctl/provision/vm"
+)
+
+func newStatusCmd(a *app) *cobra.Command {
+	var f vmFlags
+	cmd := &cobra.Command{
+		Use:     "status",
+		Aliases: []string{"ps", "ls"},
+		Short:   "List environments with state, age, SSH port and profile",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			list, err := vm.List(cmd.Context(), a.vmOptions(&f))
+			if err != nil {
+				return err
+			}
+			return a.emit(list, func(w io.Writer) {
+				if len(list) == 0 {
+					fmt.Fprintln(w, "no environments")
+					return
+				}
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tPROFILE\tSTATE\tDOMAIN\tAGE\tSSH\tACCEL\tNOTE")
+				for _, s := range list {
+					state := string(s.State)
+					if s.Busy {
+						state += " (busy)"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Profile, state, s.Domain, s.Age, s.SSH, s.Accel, s.Note)
+				}
+				_ = tw.Flush()
+			})
+		},
+	}
+	f.register(cmd, false)
+	return cmd
+}
+
+func completeEnvs(a *app) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		envs, _ := a.store().List()
+		ids := make([]string, len(envs))
+		for i, e := range envs {
+			ids[i] = e.ID
+		}
+		return ids, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+

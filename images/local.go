@@ -1,0 +1,303 @@
+package images
+
+import (
+	"context"
+	"encoding/json"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/envctl/envctl/images/cache"
+	"github.com/envctl/envctl/profiles/catalog"
+	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/lock"
+	"github.com/envctl/envctl/scripts"
+)
+
+// Local is an image built on this machine and stored in the cache.
+type Local struct {
+	Name     string            `json:"name"`
+	Disk     string            `json:"disk"`   // digest of the raw root filesystem
+	Kernel   string            `json:"kernel"` // digest of vmlinuz (direct boot)
+	Initrd   string            `json:"initrd"` // digest of the initramfs
+	Format   string            `json:"format"`
+	Built    time.Time         `json:"built"`
+	Packages map[string]string `json:"packages,omitempty"`
+	// FastSeed says the image carries the envctl-seed unit, so it can boot
+	// with cloud-init=disabled and still take keys from the seed.
+	FastSeed bool `json:"fast_seed"`
+	// Recipe is the hash of the scripts the image was built with.
+	Recipe string `json:"recipe,omitempty"`
+}
+
+// Stale reports whether the image was built from other scripts than this envctl carries.
+func (l Local) Stale() bool { return l.Recipe != scripts.RecipeHash() }
+
+// Files are the on-disk files a VM boots from.
+type Files struct {
+	Disk, Format, Kernel, Initrd string
+	FastSeed                     bool
+	Packages                     map[string]string
+}
+
+// Store is the local image registry inside a cache.
+type Store struct {
+	Cache   *cache.Cache
+	Catalog *catalog.ImageCatalog
+}
+
+// NewStore opens the image store of a cache with the embedded catalog.
+func NewStore(c *cache.Cache) *Store { return &Store{Cache: c, Catalog: catalog.Images()} }
+
+func (s *Store) registryPath() string { return filepath.Join(s.Cache.Dir, "images", "local.json") }
+
+// Locals reads the registry of local builds.
+func (s *Store) Locals() (map[string]Local, error) {
+	out := map[string]Local{}
+	b, err := os.ReadFile(s.registryPath())
+	if os.IsNotExist(err) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fault.Infraf("image registry %s: %w", s.registryPath(), err)
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fault.Infraf("image registry %s is corrupt (%v); delete it and run `envctl image build` again", s.registryPath(), err)
+	}
+	return out, nil
+}
+
+func (s *Store) saveLocal(ctx context.Context, mutate func(map[string]Local)) error {
+	unlock, err := s.Cache.Lock(ctx, "image-registry")
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	all, err := s.Locals()
+	if err != nil {
+		return err
+	}
+	mutate(all)
+	b, _ := json.MarshalIndent(all, "", "  ")
+	if err := os.MkdirAll(filepath.Dir(s.registryPath()), 0o755); err != nil {
+		return fault.Infraf("image registry: %w", err)
+	}
+	tmp := s.registryPath() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fault.Infraf("image registry %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, s.registryPath()); err != nil {
+		return fault.Infraf("image registry %s: %w", s.registryPath(), err)
+	}
+	return nil
+}
+
+// Resolve picks the image a name stands for: a local build of that name
+// when one exists, else the catalog's pinned download.
+func (s *Store) Resolve(name string) (lock.Image, error) {
+	locals, err := s.Locals()
+	if err != nil {
+		return lock.Image{}, err
+	}
+	if l, ok := locals[name]; ok {
+		return lock.Image{Name: name, Kind: lock.ImageLocal, Digest: l.Disk, Format: l.Format, Kernel: l.Kernel, Initrd: l.Initrd}, nil
+	}
+	if r, ok := s.Catalog.Images[name]; ok {
+		return lock.Image{Name: name, Kind: lock.ImageDownload, URL: r.URL, Digest: r.Digest, Format: r.Format}, nil
+	}
+	if _, ok := s.Catalog.Builds[name]; ok {
+		return lock.Image{}, fault.Inputf("image %q has no download and no local build yet; run `envctl image build %s`", name, name)
+	}
+	return lock.Image{}, fault.Inputf("unknown image %q; known: %s (see `envctl image ls`)", name, strings.Join(s.Catalog.Names(), ", "))
+}
+
+// Ensure makes the image's files present in the cache, downloading a
+// download-kind image when needed, and returns their paths.
+func (s *Store) Ensure(ctx context.Context, ref lock.Image) (Files, error) {
+	d, err := cache.ParseDigest(ref.Digest)
+	if err != nil {
+		return Files{}, fault.Inputf("lock: image %s: %w", ref.Name, err)
+	}
+	switch ref.Kind {
+	case lock.ImageDownload:
+		p, err := s.Cache.Fetch(ctx, ref.URL, d)
+		if err != nil {
+			return Files{}, err
+		}
+		return Files{Disk: p, Format: ref.Format}, nil
+	case lock.ImageLocal:
+		f := Files{Format: ref.Format}
+		for _, part := range []struct {
+			digest string
+			dst    *string
+		}{{ref.Digest, &f.Disk}, {ref.Kernel, &f.Kernel}, {ref.Initrd, &f.Initrd}} {
+			if part.digest == "" {
+				continue
+			}
+			pd, err := cache.ParseDigest(part.digest)
+			if err != nil {
+				return Files{}, fault.Inputf("lock: image %s: %w", ref.Name, err)
+			}
+			p, ok := s.Cache.Has(pd)
+			if !ok {
+				return Files{}, fault.Inputf("image %s: the locked local build %s is no longer in the cache %s; run `envctl image build %s` and then `envctl lock` again", ref.Name, part.digest, s.Cache.Dir, ref.Name)
+			}
+			*part.dst = p
+		}
+		if l, ok := s.local(ref); ok {
+			f.FastSeed, f.Packages = l.FastSeed, l.Packages
+		}
+		return f, nil
+	}
+	return Files{}, fault.Inputf("lock: image %s: unknown kind %q; run `envctl lock` again", ref.Name, ref.Kind)
+}
+
+func (s *Store) local(ref lock.Image) (Local, bool) {
+	locals, err := s.Locals()
+	if err != nil {
+		return Local{}, false
+	}
+	for _, l := range locals {
+		if l.Disk == ref.Digest {
+			return l, true
+		}
+	}
+	return Local{}, false
+}
+
+// Packages returns the package manifest (name → Debian version) of a
+// locked local image, or nil when unknown.
+func (s *Store) Packages(ref lock.Image) map[string]string {
+	l, _ := s.local(ref)
+	return l.Packages
+}
+
+// RemoveLocal forgets a local build (its blobs go with `envctl image prune`).
+func (s *Store) RemoveLocal(ctx context.Context, name string) error {
+	locals, err := s.Locals()
+	if err != nil {
+		return err
+	}
+	if _, ok := locals[name]; !ok {
+		names := make([]string, 0, len(locals))
+		for n := range locals {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		return fault.Inputf("image %q has no local build to remove; local builds: %s", name, strings.Join(names, ", "))
+	}
+	return s.saveLocal(ctx, func(m map[string]Local) { delete(m, name) })
+}
+
+// InUse lists the blob digests local builds reference.
+func (s *Store) InUse() map[string]bool {
+	used := map[string]bool{}
+	locals, _ := s.Locals()
+	for _, l := range locals {
+		used[l.Disk], used[l.Kernel], used[l.Initrd] = true, true, true
+	}
+	return used
+}
+
+// Current reports whether a usable, current local build of name exists:
+// registered, built by this envctl's scripts, and with its disk cached.
+func (s *Store) Current(name string) (Local, bool) {
+	locals, err := s.Locals()
+	if err != nil {
+		return Local{}, false
+	}
+	l, ok := locals[name]
+	if !ok || l.Stale() {
+		return Local{}, false
+	}
+	d, err := cache.ParseDigest(l.Disk)
+	if err != nil {
+		return Local{}, false
+	}
+	_, ok = s.Cache.Has(d)
+	return l, ok
+}
+
+// Pruned is what Prune removed.
+type Pruned struct {
+	Removed []string `json:"removed"`
+	Freed   int64    `json:"freed_bytes"`
+}
+
+// Prune deletes cached blobs that no local build references: old builds
+// and downloads that are not in use.
+func (s *Store) Prune(ctx context.Context) (Pruned, error) {
+	var out Pruned
+	used := s.InUse()
+	blobs, err := s.Cache.List()
+	if err != nil {
+		return out, err
+	}
+	for _, b := range blobs {
+		if used[b.Digest.String()] {
+			continue
+		}
+		if err := s.Cache.Remove(ctx, b.Digest); err != nil {
+			return out, err
+		}
+		out.Freed += b.Size
+		out.Removed = append(out.Removed, b.Digest.String())
+	}
+	return out, nil
+}
+
+// Listing is one row of `envctl image ls`.
+type Listing struct {
+	Name   string `json:"name"`
+	Kind   string `json:"kind"`
+	Digest string `json:"digest"`
+	Cached bool   `json:"cached"`
+	Source string `json:"source"`
+}
+
+// List describes every local build and catalog download, and whether its
+// disk is cached.
+func (s *Store) List() ([]Listing, error) {
+	locals, err := s.Locals()
+	if err != nil {
+		return nil, err
+	}
+	var rows []Listing
+	cached := func(d string) bool {
+		pd, err := cache.ParseDigest(d)
+		if err != nil {
+			return false
+		}
+		_, ok := s.Cache.Has(pd)
+		return ok
+	}
+	for _, n := range slices.Sorted(maps.Keys(locals)) {
+		l := locals[n]
+		src := "built " + l.Built.Format(time.RFC3339)
+		if l.Stale() {
+			src += " (stale: rebuild with `envctl image build " + n + "`)"
+		}
+		rows = append(rows, Listing{n, string(lock.ImageLocal), l.Disk, cached(l.Disk), src})
+	}
+	for _, n := range slices.Sorted(maps.Keys(s.Catalog.Images)) {
+		im := s.Catalog.Images[n]
+		rows = append(rows, Listing{n, string(lock.ImageDownload), im.Digest, cached(im.Digest), im.URL})
+	}
+	return rows, nil
+}
+
+// Pull downloads a catalog image into the cache, verifying its digest.
+func (s *Store) Pull(ctx context.Context, name string) (string, error) {
+	im, ok := s.Catalog.Images[name]
+	if !ok {
+		return "", fault.Inputf("image %q has no download in the catalog; `envctl image ls` lists them", name)
+	}
+	d, err := cache.ParseDigest(im.Digest)
+	if err != nil {
+		return "", fault.Infraf("image catalog: %s: %w", name, err)
+	}
+	return s.Cache.Fetch(ctx, im.URL, d)
+}

@@ -1,0 +1,462 @@
+package cellrun
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/envctl/envctl/images"
+	"github.com/envctl/envctl/profiles"
+	"github.com/envctl/envctl/profiles/compat"
+	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/lock"
+	"github.com/envctl/envctl/provision/artifacts"
+	"github.com/envctl/envctl/provision/crio"
+	"github.com/envctl/envctl/provision/imagevolume"
+	"github.com/envctl/envctl/provision/report"
+	"github.com/envctl/envctl/provision/testimages"
+	"github.com/envctl/envctl/provision/vm"
+)
+
+// The phases of a run, in order.
+const (
+	PhaseFetch    = "fetch"
+	PhaseBoot     = "boot"
+	PhaseInstall  = "install"
+	PhaseVerify   = "verify"
+	PhaseTest     = "test"
+	PhaseCollect  = "collect"
+	PhaseTeardown = "teardown"
+)
+
+// Stop says how far a run goes.
+type Stop int
+
+// How far a run goes.
+const (
+	Full          Stop = iota // fetch, boot, install, verify, test
+	AfterBoot                 // boot only (--no-install)
+	AfterInstall              // boot, install and verify (--no-test)
+)
+
+// TestImages says where the test's images come from.
+type TestImages string
+
+// The test image sources.
+const (
+	// LocalImages are built in-process and served from host loopback
+	// through an SSH remote forward: the guest needs no network.
+	LocalImages TestImages = "local"
+	// UpstreamImages are pulled by the guest from quay.io.
+	UpstreamImages TestImages = "upstream"
+)
+
+func (t TestImages) String() string { return string(t) }
+
+// Set implements pflag.Value.
+func (t *TestImages) Set(s string) error {
+	switch TestImages(s) {
+	case LocalImages, UpstreamImages:
+		*t = TestImages(s)
+		return nil
+	}
+	return fmt.Errorf("%q is not a test image source: use local or upstream", s)
+}
+
+// Type implements pflag.Value.
+func (t *TestImages) Type() string { return "local|upstream" }
+
+// Fetcher gets a locked component's files onto the host
+// (*artifacts.Fetcher).
+type Fetcher interface {
+	Fetch(ctx context.Context, cell lock.LockedCell, c lock.Part) (artifacts.Files, error)
+}
+
+// ImageSource makes a locked image's files present (*images.Store).
+type ImageSource interface {
+	Ensure(ctx context.Context, ref lock.Image) (images.Files, error)
+}
+
+// Event reports a phase starting or ending, for live progress.
+type Event struct {
+	Cell  string
+	Phase string
+	Done  bool
+	Took  time.Duration
+	Err   error
+}
+
+// Options are everything a run needs besides the cell.
+type Options struct {
+	VM     vm.Options
+	Fetch  Fetcher
+	Images ImageSource
+	// Workload is the binary the local test images run as sleep, cat and
+	// pause; normally envctl itself (os.Executable).
+	Workload   string
+	TestImages TestImages
+	Stop       Stop
+	// Keep leaves the VM running afterwards (unless the run was cancelled).
+	Keep bool
+	// ResultsDir receives the logs of a failed run; default: a new
+	// directory under the state directory's results/.
+	ResultsDir string
+	// Progress receives phase events; may be nil.
+	Progress func(Event)
+	Log      *slog.Logger
+	// Step prints a progress line for humans; may be nil.
+	Step func(format string, args ...any)
+}
+
+func (o Options) step(format string, args ...any) {
+	if o.Step != nil {
+		o.Step(format, args...)
+	}
+}
+
+// Validate checks the options for a profile's test before any work:
+// nothing is fetched, built or booted when this fails.
+func (o Options) Validate(test profiles.TestName) error {
+	if err := o.VM.Validate(); err != nil {
+		return err
+	}
+	if o.Fetch == nil || o.Images == nil {
+		return fault.Inputf("cellrun: no artifact or image source configured")
+	}
+	switch cmp.Or(o.TestImages, LocalImages) {
+	case LocalImages:
+		if o.Stop == Full && test != profiles.TestNone {
+			if _, _, err := testimages.Workload(o.Workload); err != nil {
+				return fault.Infraf("test images: %w", err)
+			}
+		}
+	case UpstreamImages:
+	default:
+		return fault.Inputf("--test-images %q: use local or upstream", o.TestImages)
+	}
+	return nil
+}
+
+// run is one run's state: what each phase produced. The report is
+// assembled from it in one place, by report().
+type run struct {
+	cell     lock.LockedCell
+	opts     Options
+	start    time.Time
+	phases   []report.Phase
+	parts    []crio.Part
+	builds   []compat.Build
+	warnings []compat.Finding
+	machine  *vm.Machine
+	accel    string
+	env      string
+	verified []crio.Installed
+	tested   bool
+	test     imagevolume.Result
+	results  string
+	kept     bool
+	err      error
+}
+
+// Run runs one locked cell end to end and returns its report. The error is
+// nil unless the run could not test (verdict "error"); a failed test is a
+// verdict, not an error.
+func Run(ctx context.Context, cell lock.LockedCell, opts Options) (*report.Report, error) {
+	r := &run{cell: cell, opts: opts, start: time.Now()}
+	err := opts.Validate(cell.Test)
+	if err == nil && len(cell.Components) == 0 {
+		err = fault.Inputf("%s: cell %s pins no components; run `envctl lock`", cell.Profile, cell.Name)
+	}
+	if err != nil {
+		r.err = err
+		return r.report(), err
+	}
+	r.err = r.all(ctx)
+	rep := r.report()
+	if rep.Verdict == report.VerdictError {
+		return rep, r.err
+	}
+	return rep, nil
+}
+
+// phase runs one phase, timing it and reporting progress.
+func (r *run) phase(name string, f func() error) error {
+	if r.opts.Progress != nil {
+		r.opts.Progress(Event{Cell: r.cell.Name, Phase: name})
+	}
+	start := time.Now()
+	err := f()
+	took := time.Since(start)
+	r.phases = append(r.phases, report.Phase{Name: name, Seconds: took.Round(10 * time.Millisecond).Seconds()})
+	if r.opts.Progress != nil {
+		r.opts.Progress(Event{Cell: r.cell.Name, Phase: name, Done: true, Took: took, Err: err})
+	}
+	return err
+}
+
+func (r *run) sub(name string, d time.Duration) {
+	r.phases = append(r.phases, report.Phase{Name: name, Seconds: d.Round(10 * time.Millisecond).Seconds()})
+}
+
+func (r *run) all(ctx context.Context) (err error) {
+	var imgFiles images.Files
+	if err := r.phase(PhaseFetch, func() error { return r.fetch(ctx, &imgFiles) }); err != nil {
+		return err
+	}
+	if err := r.phase(PhaseBoot, func() error { return r.boot(ctx, imgFiles) }); err != nil {
+		return err
+	}
+	defer func() {
+		if ctx.Err() != nil && err == nil {
+			err = fault.Infraf("interrupted: %v (the VM was torn down)", ctx.Err())
+		}
+		if err != nil || r.failed() {
+			_ = r.phase(PhaseCollect, func() error { r.collect(ctx); return nil })
+		}
+		if terr := r.phase(PhaseTeardown, func() error { return r.finish(ctx) }); terr != nil {
+			if err == nil {
+				err = terr
+			} else {
+				r.log().Warn("teardown", "env", r.env, "err", terr)
+			}
+		}
+	}()
+	if r.opts.Stop == AfterBoot {
+		return nil
+	}
+	closeRegistry, err := r.registry(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeRegistry()
+	if err := r.phase(PhaseInstall, func() error { return r.install(ctx) }); err != nil {
+		return err
+	}
+	if err := r.phase(PhaseVerify, func() error { return r.verify(ctx) }); err != nil {
+		return err
+	}
+	if r.opts.Stop == AfterInstall || r.cell.Test == profiles.TestNone {
+		return nil
+	}
+	return r.phase(PhaseTest, func() error { return r.runTest(ctx) })
+}
+
+func (r *run) log() *slog.Logger { return cmp.Or(r.opts.Log, slog.Default()) }
+
+func (r *run) fetch(ctx context.Context, img *images.Files) error {
+	if r.opts.Stop != AfterBoot {
+		var err error
+		if r.parts, r.builds, err = Fetch(ctx, r.cell, r.opts.Fetch); err != nil {
+			return err
+		}
+		r.warnings = compat.Predict(r.cell.Test, r.cell.Versions(), r.builds)
+		for _, w := range r.warnings {
+			r.opts.step("warning: predicted failure: %s", w)
+		}
+	}
+	f, err := r.opts.Images.Ensure(ctx, r.cell.Image)
+	*img = f
+	return err
+}
+
+func (r *run) boot(ctx context.Context, img images.Files) error {
+	vmo := r.opts.VM
+	vmo.Online = vmo.Online || r.opts.TestImages == UpstreamImages
+	m, err := vm.Boot(ctx, vmo, vm.BootSpec{
+		Profile: r.cell.Profile, Cell: r.cell.Name, CPUs: r.cell.VM.CPUs,
+		Memory: uint64(r.cell.VM.Memory), Disk: uint64(r.cell.VM.Disk), Image: img,
+	})
+	if m != nil {
+		r.env = m.Env.ID
+		r.accel = string(m.Type)
+	}
+	if err != nil {
+		return err
+	}
+	r.machine = m
+	return nil
+}
+
+// testRefs are the image names the guest uses.
+func (r *run) testRefs() (registryHost, pause, volume, workload string) {
+	if r.opts.TestImages == UpstreamImages {
+		return "quay.io", "registry.k8s.io/pause:3.10", "quay.io/crio/artifact:v1", "quay.io/crio/busybox:latest"
+	}
+	return fmt.Sprintf("localhost:%d", testimages.GuestPort), testimages.GuestRef(testimages.PauseRepo),
+		testimages.GuestRef(testimages.ArtifactRepo), testimages.GuestRef(testimages.WorkloadRepo)
+}
+
+// registry serves the local test images on the guest's loopback.
+func (r *run) registry(ctx context.Context) (func(), error) {
+	if r.opts.TestImages == UpstreamImages {
+		return func() {}, nil
+	}
+	start := time.Now()
+	reg, err := testimages.Serve(ctx, r.opts.Workload)
+	if err != nil {
+		return nil, fault.Infraf("test registry: %w", err)
+	}
+	fwd, err := r.machine.SSH.ForwardRemote(fmt.Sprintf("127.0.0.1:%d", testimages.GuestPort), reg.Addr)
+	if err != nil {
+		_ = reg.Close()
+		return nil, fault.AsInfra(err)
+	}
+	r.sub("install.registry", time.Since(start))
+	return func() { _ = fwd.Close(); _ = reg.Close() }, nil
+}
+
+func (r *run) install(ctx context.Context) error {
+	host, pause, _, _ := r.testRefs()
+	r.opts.step("installing %s", r.cell.VersionList())
+	t, err := crio.Install(ctx, r.machine.SSH, crio.Stack{Parts: r.parts, RegistryHost: host, PauseImage: pause})
+	r.sub("install.upload", t.Upload)
+	r.sub("install.configure", t.Configure)
+	r.sub("install.crio-start", t.Start)
+	return err
+}
+
+func (r *run) verify(ctx context.Context) error {
+	installed, err := crio.Verify(ctx, r.machine.SSH, crio.Stack{Parts: r.parts})
+	r.verified = installed
+	if err == nil {
+		r.opts.step("versions verified against the lock: %s", r.cell.VersionList())
+	}
+	return err
+}
+
+func (r *run) runTest(ctx context.Context) error {
+	_, _, volume, workload := r.testRefs()
+	r.opts.step("running %s", r.cell.Test)
+	res, err := imagevolume.Run(ctx, r.machine.SSH, imagevolume.Config{VolumeImage: volume, WorkloadImage: workload, Dir: "/root/envctl-test"})
+	r.test, r.tested = res, true
+	if err != nil {
+		return fault.AsInfra(err)
+	}
+	if ctx.Err() != nil {
+		return fault.Infraf("interrupted during the test: %w", ctx.Err())
+	}
+	return nil
+}
+
+func (r *run) failed() bool {
+	for _, s := range r.test.Steps {
+		if s.Status == report.Fail {
+			return true
+		}
+	}
+	return false
+}
+
+// collect keeps what explains a failure: CRI-O's journal, crictl's view,
+// the CRI-O configuration, the test's own files and the serial console.
+func (r *run) collect(ctx context.Context) {
+	if r.machine == nil {
+		return
+	}
+	dir := r.opts.ResultsDir
+	if dir == "" {
+		dir = filepath.Join(r.opts.VM.Store.ResultsDir(), r.env+"-"+time.Now().UTC().Format("20060102T150405"))
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		r.log().Warn("results directory", "dir", dir, "err", err)
+		return
+	}
+	r.results = dir
+	files := map[string]string{}
+	for k, v := range r.test.Artifacts {
+		files[k] = v
+	}
+	if g := r.machine.SSH; g != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		for name, cmd := range map[string]string{
+			"crio-journal.log": "journalctl -u crio --no-pager -o short-precise",
+			"crictl-ps.txt":    "crictl ps -a; crictl pods; crictl images",
+			"crio-config.txt":  "cat " + crio.ConfigPath,
+		} {
+			if out, err := g.Output(cctx, cmd); err == nil || out != "" {
+				files[name] = out
+			}
+		}
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			r.log().Warn("results", "file", name, "err", err)
+		}
+	}
+	if err := r.machine.SaveConsole(filepath.Join(dir, "console.log")); err != nil {
+		r.log().Debug("results: console", "err", err)
+	}
+}
+
+// finish keeps the machine or tears it down.
+func (r *run) finish(ctx context.Context) error {
+	m := r.machine
+	if r.opts.Keep && ctx.Err() == nil {
+		if err := m.Keep(); err != nil {
+			return err
+		}
+		r.kept = true
+		r.opts.step("kept %s: `envctl ssh %s` to log in, `envctl down %s` to remove it", m.Env.ID, m.Env.ID, m.Env.ID)
+		return nil
+	}
+	r.opts.step("tearing down %s", m.Env.ID)
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	return m.Teardown(tctx)
+}
+
+// report assembles the report from what the phases produced.
+func (r *run) report() *report.Report {
+	rep := &report.Report{
+		Profile: r.cell.Profile, Cell: r.cell.Name, Test: r.cell.Test, Env: r.env, Accel: r.accel,
+		Started: r.start.UTC(), Warnings: r.warnings, Phases: r.phases, Results: r.results, Kept: r.kept,
+		Steps: r.test.Steps,
+	}
+	for _, c := range r.cell.Components {
+		rc := report.Component{Role: c.Role, Name: c.Component, Locked: c.Version, Source: c.Source}
+		for _, b := range r.builds {
+			if b.Component == c.Component && b.CRIAPI != "" && rc.CRIAPI == "" {
+				rc.CRIAPI = strings.Fields(b.CRIAPI)[0]
+			}
+		}
+		for _, it := range r.verified {
+			if it.Role == c.Role {
+				rc.Actual, rc.Verified = it.Actual, it.OK
+			}
+		}
+		rep.Components = append(rep.Components, rc)
+	}
+	switch {
+	case r.err != nil:
+		rep.Verdict, rep.Error, rep.ErrorClass = report.VerdictError, r.err.Error(), fault.ClassOf(r.err)
+		if rep.ErrorClass == fault.Unclassified {
+			rep.ErrorClass = fault.Infra
+		}
+	case !r.tested:
+		rep.Verdict = report.VerdictReady
+	case r.failed():
+		rep.Verdict = report.VerdictFail
+		var outs []string
+		for _, s := range r.test.Steps {
+			if s.Status == report.Fail {
+				outs = append(outs, s.Output, s.Message)
+			}
+		}
+		rep.Diagnosis = compat.Diagnose(strings.Join(outs, "\n"), r.warnings)
+	default:
+		rep.Verdict = report.VerdictPass
+	}
+	rep.Seconds = time.Since(r.start).Round(100 * time.Millisecond).Seconds()
+	return rep
+}
+
+var _ = errors.New
+var _ io.Writer

@@ -1,0 +1,247 @@
+package pin
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/envctl/envctl/images"
+	"github.com/envctl/envctl/images/cache"
+	"github.com/envctl/envctl/profiles"
+	"github.com/envctl/envctl/profiles/catalog"
+	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/lock"
+)
+
+// Resolver supplies what locking needs from the outside world.
+type Resolver struct {
+	Catalog *catalog.Catalog
+	Images  *images.Store
+	HTTP    *http.Client
+	Arch    string
+	// Mirror replaces upstream hosts: URL https://HOST/PATH becomes MIRROR/HOST/PATH.
+	Mirror string
+	// ModuleSum returns the go.sum hash (h1:…) of module@version.
+	ModuleSum func(ctx context.Context, module, version string) (string, error)
+}
+
+// Lock resolves every cell of a profile to exact artifacts.
+func (r *Resolver) Lock(ctx context.Context, p *profiles.Profile) (*lock.File, error) {
+	cells, err := profiles.Resolve(r.Catalog, p)
+	if err != nil {
+		return nil, err
+	}
+	img, err := r.Images.Resolve(p.Image)
+	if err != nil {
+		return nil, fmt.Errorf("%s: image: %w", p.Path, err)
+	}
+	f := &lock.File{LockVersion: lock.FormatVersion, Profile: p.Name, ProfileHash: p.Hash(), Inputs: p.Inputs(),
+		Generated: time.Now().UTC().Truncate(time.Second), Arch: r.Arch, Image: img}
+	done := map[string]bool{}
+	pkgs := r.Images.Packages(img)
+	for _, cell := range cells {
+		lc := lock.Cell{Name: cell.Name, Components: map[profiles.Role]string{}}
+		for _, comp := range cell.Components {
+			a := lock.Artifact{Component: comp.Name, Version: comp.Version, Source: comp.Source}
+			if comp.Source == profiles.SourceBundle {
+				crio, _ := cell.Component(profiles.RoleCRIO)
+				a.Bundle = lock.Artifact{Component: crio.Name, Version: crio.Version, Source: crio.Source}.Key()
+			}
+			lc.Components[comp.Role] = a.Key()
+			if done[a.Key()] {
+				continue
+			}
+			if err := r.pin(ctx, p, &a, pkgs); err != nil {
+				return nil, err
+			}
+			done[a.Key()] = true
+			f.Artifacts = append(f.Artifacts, a)
+		}
+		f.Cells = append(f.Cells, lc)
+	}
+	slices.SortFunc(f.Artifacts, func(a, b lock.Artifact) int { return strings.Compare(a.Key(), b.Key()) })
+	return f, nil
+}
+
+func (r *Resolver) pin(ctx context.Context, p *profiles.Profile, a *lock.Artifact, pkgs map[string]string) error {
+	comp, err := r.Catalog.Get(a.Component)
+	if err != nil {
+		return fault.AsInput(err)
+	}
+	switch a.Source.Kind() {
+	case profiles.KindRelease, profiles.KindMirror:
+		rel := comp.Release
+		a.URL = catalog.Expand(rel.URL, a.Version, r.Arch)
+		sumURL := catalog.Expand(rel.ChecksumURL, a.Version, r.Arch)
+		if a.Source.Kind() == profiles.KindMirror {
+			if r.Mirror == "" {
+				return fault.Inputf("%s: %s uses source mirror, but ENVCTL_MIRROR is not set; set it to a URL or file:///dir laid out like upstream", p.Path, a.Component)
+			}
+			a.URL, sumURL = MirrorURL(r.Mirror, a.URL), MirrorURL(r.Mirror, sumURL)
+		}
+		body, err := cache.Get(ctx, r.HTTP, sumURL)
+		if err != nil {
+			return fmt.Errorf("lock %s %s: checksum: %w", a.Component, a.Version, err)
+		}
+		name := filepath.Base(a.URL)
+		if rel.ChecksumName != "" {
+			name = catalog.Expand(rel.ChecksumName, a.Version, r.Arch)
+		}
+		sum, err := ParseChecksum(body, rel.ChecksumFormat, name)
+		if err != nil {
+			return fault.Infraf("lock %s %s: checksum file %s: %w", a.Component, a.Version, sumURL, err)
+		}
+		a.SHA256 = sum
+	case profiles.KindGoMod:
+		a.Module, a.Recipe = comp.GoMod.Module, comp.GoMod.Recipe
+		sum, err := r.ModuleSum(ctx, a.Module, "v"+a.Version)
+		if err != nil {
+			return fault.Infraf("lock %s %s: Go module %s@v%s: %w", a.Component, a.Version, a.Module, a.Version, err)
+		}
+		a.ModuleSum = sum
+	case profiles.KindFile:
+		d, err := cache.FileDigest(a.Source.Path(), digest.SHA256)
+		if err != nil {
+			return fault.Inputf("%s: %s source %s: %v; point it at an existing file", p.Path, a.Component, a.Source, err)
+		}
+		a.SHA256 = d.Encoded()
+	case profiles.KindPackage:
+		a.Package = comp.Package
+		if pkgs != nil {
+			have, ok := pkgs[a.Package]
+			if !ok {
+				return fault.Inputf("%s: %s: the image %s has no package %s; use another source", p.Path, a.Component, p.Image, a.Package)
+			}
+			if !catalog.SameVersion(UpstreamVersion(have), a.Version) {
+				return fault.Inputf("%s: components.%s: the image %s ships %s %s, not %s; pin version %q or use another source",
+					p.Path, a.Component, p.Image, a.Package, have, a.Version, UpstreamVersion(have))
+			}
+		}
+	case profiles.KindBundle:
+		// Pinned through the CRI-O bundle's own digest.
+	}
+	return nil
+}
+
+// MirrorURL maps an upstream URL onto a mirror base.
+func MirrorURL(mirror, upstream string) string {
+	rest := strings.TrimPrefix(strings.TrimPrefix(upstream, "https://"), "http://")
+	return strings.TrimSuffix(mirror, "/") + "/" + rest
+}
+
+// UpstreamVersion strips a Debian revision and epoch: "1:2.1.6+ds1-1" → "2.1.6".
+func UpstreamVersion(deb string) string {
+	if _, v, ok := strings.Cut(deb, ":"); ok {
+		deb = v
+	}
+	if i := strings.LastIndex(deb, "-"); i > 0 {
+		deb = deb[:i]
+	}
+	if i := strings.IndexAny(deb, "+~"); i > 0 {
+		deb = deb[:i]
+	}
+	return deb
+}
+
+var hexRE = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+
+// ParseChecksum reads a sha256 from a checksum file. Format "hex" is a file
+// holding only the digest (crictl's .sha256); "sha256sum" is the
+// `sha256sum` output format, one "DIGEST  NAME" per line (runc.sha256sum,
+// crun CHECKSUMS, CRI-O's .sha256sum), where name picks the line.
+func ParseChecksum(body []byte, format, name string) (string, error) {
+	switch format {
+	case "hex":
+		f := strings.Fields(string(body))
+		if len(f) == 0 || !hexRE.MatchString(f[0]) {
+			return "", fmt.Errorf("expected a bare sha256 hex digest, got %q", truncate(string(body), 80))
+		}
+		return strings.ToLower(f[0]), nil
+	case "sha256sum":
+		sc := bufio.NewScanner(bytes.NewReader(body))
+		var names []string
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			if len(f) < 2 || !hexRE.MatchString(f[0]) {
+				continue
+			}
+			file := strings.TrimPrefix(filepath.Base(strings.TrimPrefix(f[1], "*")), "./")
+			names = append(names, file)
+			if file == name {
+				return strings.ToLower(f[0]), nil
+			}
+		}
+		return "", fmt.Errorf("no line for %s (it lists: %s)", name, truncate(strings.Join(names, ", "), 200))
+	}
+	return "", fmt.Errorf("unknown checksum format %q", format)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// GoModuleSum asks the go command for module@version's go.sum hash. It
+// downloads the module into the module cache through GOPROXY, from a
+// private empty directory so no surrounding go.mod or go.work interferes.
+func GoModuleSum(ctx context.Context, module, version string) (string, error) {
+	info, err := DownloadModule(ctx, module, version)
+	if err != nil {
+		return "", err
+	}
+	return info.Sum, nil
+}
+
+// ModuleInfo is what `go mod download -json` reports.
+type ModuleInfo struct {
+	Path, Version, Dir, Sum, Error string
+}
+
+// DownloadModule runs `go mod download -json module@version` in a private
+// temporary directory with GOWORK=off and checks that the answer is the
+// module and version asked for.
+func DownloadModule(ctx context.Context, module, version string) (ModuleInfo, error) {
+	tmp, err := os.MkdirTemp("", "envctl-gomod-")
+	if err != nil {
+		return ModuleInfo{}, err
+	}
+	defer os.RemoveAll(tmp)
+	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", module+"@"+version)
+	cmd.Dir = tmp
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off", "GO111MODULE=on")
+	out, runErr := cmd.Output()
+	var info ModuleInfo
+	_ = json.Unmarshal(out, &info)
+	if info.Error != "" {
+		return info, fmt.Errorf("the Go module proxy refused it: %s", info.Error)
+	}
+	if runErr != nil {
+		var ee *exec.ExitError
+		if errors.As(runErr, &ee) {
+			return info, fmt.Errorf("go mod download: %s", strings.TrimSpace(string(ee.Stderr)))
+		}
+		return info, fmt.Errorf("go mod download: %w (is the go command installed?)", runErr)
+	}
+	if info.Path != module || info.Version != version {
+		return info, fmt.Errorf("go mod download %s@%s answered for %s@%s", module, version, info.Path, info.Version)
+	}
+	if info.Sum == "" {
+		return info, fmt.Errorf("go mod download gave no sum")
+	}
+	return info, nil
+}

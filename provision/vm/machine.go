@@ -1,0 +1,462 @@
+package vm
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/envctl/envctl/images"
+	"github.com/envctl/envctl/images/cidata"
+	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/provision/env"
+	"github.com/envctl/envctl/provision/guest"
+)
+
+// Options say how machines are made and found.
+type Options struct {
+	URI         string        // libvirt URI
+	Accel       Accel         // kvm, tcg or auto
+	Network     Network       // user or nat
+	BootTimeout time.Duration // until SSH answers
+	Seed        SeedMode      // how the seed is applied
+	Online      bool          // let a user-mode guest reach the outside
+	KernelArgs  string        // extra kernel command line (direct boot only)
+	Store       env.Store     // the state directory
+	Connect     Connector     // opens the hypervisor connection
+	Log         *slog.Logger
+	// Step reports progress lines for humans; may be nil.
+	Step func(format string, args ...any)
+}
+
+func (o Options) step(format string, args ...any) {
+	if o.Step != nil {
+		o.Step(format, args...)
+	}
+}
+
+func (o Options) log() *slog.Logger { return cmp.Or(o.Log, slog.Default()) }
+
+// Validate checks options that do not need a connection.
+func (o Options) Validate() error {
+	var a Accel
+	if err := a.Set(string(cmp.Or(o.Accel, AccelAuto))); err != nil {
+		return fault.Inputf("--accel: %v", err)
+	}
+	var n Network
+	if err := n.Set(string(cmp.Or(o.Network, NetworkUser))); err != nil {
+		return fault.Inputf("--network: %v", err)
+	}
+	var s SeedMode
+	if err := s.Set(string(cmp.Or(o.Seed, SeedAuto))); err != nil {
+		return fault.Inputf("--cloud-init: %v", err)
+	}
+	if o.BootTimeout < 0 {
+		return fault.Inputf("--boot-timeout %s: use a positive duration such as 5m", o.BootTimeout)
+	}
+	if o.Connect == nil {
+		return fault.Inputf("no hypervisor connector configured")
+	}
+	return nil
+}
+
+// PoolName is the storage pool of a state directory: one per directory, so
+// one state directory never blocks or takes over another's pool.
+func PoolName(s env.Store) string {
+	sum := sha256.Sum256([]byte(Owner(s)))
+	return "envctl-" + hex.EncodeToString(sum[:])[:8]
+}
+
+// Owner is the owner tag of a state directory: its absolute path.
+func Owner(s env.Store) string {
+	if abs, err := filepath.Abs(s.Dir); err == nil {
+		return abs
+	}
+	return s.Dir
+}
+
+// BootSpec is what to boot.
+type BootSpec struct {
+	Profile string
+	Cell    string
+	CPUs    int
+	Memory  uint64 // bytes
+	Disk    uint64 // bytes
+	Image   images.Files
+}
+
+// Machine is a booted (or booting) environment, held by this process.
+type Machine struct {
+	Env *env.Env
+	// SSH is the connection to the guest, once it answers.
+	SSH *guest.Client
+	// Type is the domain type the accelerator decision gave.
+	Type    DomainType
+	Timings map[string]time.Duration
+	opts    Options
+	drv     Driver
+	unlock  func()
+	signer  ssh.Signer
+	hostKey ssh.PublicKey
+}
+
+// BootError is a VM that did not come up; it carries the console's tail.
+type BootError struct {
+	Env     string
+	Reason  string
+	Tail    string
+	LogPath string
+}
+
+func (e *BootError) Error() string {
+	return fmt.Sprintf("VM %s: %s; last lines of the serial console:\n%s\n(full log: %s)", e.Env, e.Reason, e.Tail, e.LogPath)
+}
+
+// FaultClass implements fault.Classed.
+func (e *BootError) FaultClass() fault.Class { return fault.Infra }
+
+// Boot creates and starts a VM and waits until SSH answers with the pinned
+// host key. On any error everything it created is removed again.
+func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	e, err := opts.Store.New(spec.Profile)
+	if err != nil {
+		return nil, err
+	}
+	e.Cell = spec.Cell
+	m = &Machine{Env: e, opts: opts, Timings: map[string]time.Duration{}}
+	defer func() {
+		if err != nil {
+			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+			defer cancel()
+			if terr := m.Teardown(tctx); terr != nil {
+				opts.log().Warn("teardown after failed boot", "env", e.ID, "err", terr)
+			}
+		}
+	}()
+	if m.unlock, err = e.Lock(ctx, 0); err != nil {
+		return m, err
+	}
+	start := time.Now()
+	if m.drv, err = opts.Connect(ctx, opts.URI); err != nil {
+		return m, err
+	}
+	var warning string
+	if m.Type, warning, err = m.drv.DomainType(ctx, cmp.Or(opts.Accel, AccelAuto)); err != nil {
+		return m, err
+	}
+	if warning != "" {
+		opts.step("warning: %s", warning)
+	}
+	user, err := cidata.NewKeyPair("envctl@" + e.ID)
+	if err != nil {
+		return m, fault.AsInfra(err)
+	}
+	host, err := cidata.NewKeyPair("envctl-host@" + e.ID)
+	if err != nil {
+		return m, fault.AsInfra(err)
+	}
+	if err := os.WriteFile(e.KeyPath(), user.PrivatePEM, 0o600); err != nil {
+		return m, fault.Infraf("write %s: %w", e.KeyPath(), err)
+	}
+	if m.signer, err = ssh.ParsePrivateKey(user.PrivatePEM); err != nil {
+		return m, fault.AsInfra(err)
+	}
+	m.hostKey = host.Public
+	network := cmp.Or(opts.Network, NetworkUser)
+	e.HostKey, e.Accel, e.URI, e.Pool = host.Authorized, string(m.Type), m.drv.URI(), PoolName(opts.Store)
+	if network == NetworkUser {
+		if e.SSHPort, err = freePort(); err != nil {
+			return m, fault.Infraf("pick an SSH port on 127.0.0.1: %w", err)
+		}
+	}
+	if err := e.Save(); err != nil {
+		return m, err
+	}
+
+	if err := m.drv.EnsurePool(ctx, e.Pool, opts.Store.PoolDir()); err != nil {
+		return m, err
+	}
+	diskVol, err := e.AddVolume(env.VolumeDisk)
+	if err != nil {
+		return m, err
+	}
+	diskPath, err := m.drv.CreateOverlay(ctx, e.Pool, diskVol, spec.Image.Disk, spec.Image.Format, spec.Disk)
+	if err != nil {
+		return m, err
+	}
+	seed, err := cidata.ISO(cidata.Config{InstanceID: e.ID, Hostname: "envctl-" + shortID(e.ID), UserKey: user.Authorized, HostKey: host})
+	if err != nil {
+		return m, fault.AsInfra(err)
+	}
+	seedVol, err := e.AddVolume(env.VolumeSeed)
+	if err != nil {
+		return m, err
+	}
+	seedPath, err := m.drv.CreateVolume(ctx, e.Pool, seedVol, seed)
+	if err != nil {
+		return m, err
+	}
+
+	seedMode := cmp.Or(opts.Seed, SeedAuto)
+	fast := seedMode == SeedFast || (seedMode == SeedAuto && spec.Image.FastSeed)
+	cmdline := "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet"
+	if fast {
+		cmdline += " cloud-init=disabled"
+	}
+	if opts.KernelArgs != "" {
+		cmdline += " " + opts.KernelArgs
+	}
+	ds := DomainSpec{
+		Name: e.Domain, Type: m.Type, CPUs: spec.CPUs, MemoryMiB: spec.Memory >> 20,
+		Disks:  []Disk{{Path: diskPath, Format: "qcow2"}, {Path: seedPath, Format: "raw", ReadOnly: true}},
+		Kernel: spec.Image.Kernel, Initrd: spec.Image.Initrd, Cmdline: cmdline,
+		ConsoleLog: e.ConsoleLog(), Network: network, SSHPort: e.SSHPort, Online: opts.Online,
+		Metadata: Metadata{ID: e.ID, Profile: spec.Profile, PID: os.Getpid(), Created: time.Now().UTC().Format(time.RFC3339), Owner: Owner(opts.Store)},
+	}
+	m.Timings["prepare"] = time.Since(start)
+	bootStart := time.Now()
+	opts.step("booting %s (%s, %d vCPU, %d MiB) from %s", e.Domain, m.Type.Label(), spec.CPUs, spec.Memory>>20, shortPath(spec.Image.Disk))
+	e.State = env.StateBooting
+	if err := e.Save(); err != nil {
+		return m, err
+	}
+	if err := m.drv.Start(ctx, ds); err != nil {
+		return m, err
+	}
+	if network == NetworkNAT {
+		if err := m.waitLease(ctx); err != nil {
+			return m, err
+		}
+	}
+	if err := m.waitSSH(ctx); err != nil {
+		return m, err
+	}
+	m.Timings["boot"] = time.Since(bootStart)
+	e.State = env.StateReady
+	if err := e.Save(); err != nil {
+		return m, err
+	}
+	opts.step("%s answers on ssh %s:%d (host key %s) after %s", e.Domain, e.SSHHost, e.SSHPort, ssh.FingerprintSHA256(m.hostKey), m.Timings["boot"].Round(100*time.Millisecond))
+	return m, nil
+}
+
+func (m *Machine) bootTimeout() time.Duration { return cmp.Or(m.opts.BootTimeout, 5*time.Minute) }
+
+func (m *Machine) waitSSH(ctx context.Context) error {
+	timeout := m.bootTimeout()
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	// Fail fast when the domain dies instead of waiting out the timeout.
+	dead := make(chan struct{})
+	go func() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+				if st, err := m.drv.State(wctx, m.Env.Domain); err == nil && st != DomainRunning && st != DomainPaused {
+					close(dead)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	c, err := guest.Wait(wctx, m.sshConfig(), m.opts.log())
+	if err == nil {
+		m.SSH = c
+		return nil
+	}
+	var hk *guest.HostKeyMismatch
+	if errors.As(err, &hk) {
+		return fault.AsInfra(err)
+	}
+	if ctx.Err() != nil {
+		return fault.Infraf("VM %s: boot interrupted: %w", m.Env.ID, ctx.Err())
+	}
+	reason := fmt.Sprintf("SSH did not answer on %s:%d within %s (--boot-timeout)", m.Env.SSHHost, m.Env.SSHPort, timeout)
+	select {
+	case <-dead:
+		reason = "the domain stopped before SSH answered"
+	default:
+	}
+	return &BootError{Env: m.Env.ID, Reason: reason, Tail: Tail(m.Env.ConsoleLog(), 30), LogPath: m.keepConsole()}
+}
+
+// waitLease finds the guest's address on libvirt's default NAT network.
+func (m *Machine) waitLease(ctx context.Context) error {
+	timeout := m.bootTimeout()
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		ip, err := m.drv.LeaseIP(wctx, "default", m.Env.Domain)
+		if err != nil {
+			return err
+		}
+		if ip != "" {
+			m.Env.SSHHost, m.Env.SSHPort = ip, 22
+			return m.Env.Save()
+		}
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return fault.Infraf("VM %s: boot interrupted: %w", m.Env.ID, ctx.Err())
+			}
+			return &BootError{Env: m.Env.ID, Reason: "no DHCP lease on libvirt's default network within " + timeout.String(), Tail: Tail(m.Env.ConsoleLog(), 30), LogPath: m.keepConsole()}
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// keepConsole copies the console log next to the state directory's
+// results, since teardown removes the environment directory, and returns
+// the copy's path.
+func (m *Machine) keepConsole() string {
+	dir := filepath.Join(m.opts.Store.ResultsDir(), m.Env.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return m.Env.ConsoleLog()
+	}
+	dst := filepath.Join(dir, "console.log")
+	if err := m.SaveConsole(dst); err != nil {
+		return m.Env.ConsoleLog()
+	}
+	return dst
+}
+
+func (m *Machine) sshConfig() guest.Config {
+	return guest.Config{Addr: net.JoinHostPort(m.Env.SSHHost, strconv.Itoa(m.Env.SSHPort)), User: m.Env.User, Signer: m.signer, HostKey: m.hostKey}
+}
+
+// Keep leaves the VM running and lets go of it; `envctl ssh` and
+// `envctl down` take over.
+func (m *Machine) Keep() error {
+	m.Env.Kept, m.Env.State = true, env.StateKept
+	err := m.Env.Save()
+	m.release()
+	return err
+}
+
+func (m *Machine) release() {
+	if m.SSH != nil {
+		_ = m.SSH.Close()
+		m.SSH = nil
+	}
+	if m.drv != nil {
+		_ = m.drv.Close()
+		m.drv = nil
+	}
+	if m.unlock != nil {
+		m.unlock()
+		m.unlock = nil
+	}
+}
+
+// Release lets go of an attached machine without tearing it down.
+func (m *Machine) Release() { m.release() }
+
+// Teardown destroys and undefines the domain, deletes the volumes the
+// environment recorded, and removes its directory. It never creates a
+// pool. It is safe to call more than once.
+func (m *Machine) Teardown(ctx context.Context) error {
+	start := time.Now()
+	if m.SSH != nil {
+		_ = m.SSH.Close()
+		m.SSH = nil
+	}
+	m.Env.State = env.StateTearingDown
+	_ = m.Env.Save()
+	if m.drv == nil {
+		d, err := m.opts.Connect(ctx, cmp.Or(m.Env.URI, m.opts.URI))
+		if err != nil {
+			m.release()
+			return fmt.Errorf("teardown %s: %w; run `envctl gc` once libvirt answers", m.Env.ID, err)
+		}
+		m.drv = d
+	}
+	err := removeEnv(ctx, m.drv, m.Env)
+	m.release()
+	if m.Timings != nil {
+		m.Timings["teardown"] = time.Since(start)
+	}
+	return err
+}
+
+// removeEnv deletes an environment's domain, recorded volumes and directory.
+func removeEnv(ctx context.Context, d Driver, e *env.Env) error {
+	var errs []error
+	if err := d.Remove(ctx, e.Domain); err != nil {
+		errs = append(errs, err)
+	}
+	for _, v := range e.Volumes {
+		if err := d.DeleteVolume(ctx, e.Pool, v); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		if err := e.Remove(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SaveConsole copies the serial console log to dst (before teardown removes it).
+func (m *Machine) SaveConsole(dst string) error {
+	b, err := os.ReadFile(m.Env.ConsoleLog())
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o600)
+}
+
+// Tail returns the last n lines of a file.
+func Tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(no console log at %s: %v)", path, err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func shortID(id string) string {
+	if i := strings.LastIndex(id, "-"); i >= 0 {
+		return id[i+1:]
+	}
+	return id
+}
+
+func shortPath(p string) string {
+	if len(p) > 60 {
+		return "…" + p[len(p)-59:]
+	}
+	return p
+}

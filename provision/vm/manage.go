@@ -1,0 +1,288 @@
+package vm
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/provision/env"
+	"github.com/envctl/envctl/provision/guest"
+)
+
+// Attach connects to a kept environment over SSH, holding its lock. A busy
+// environment is refused at once.
+func Attach(ctx context.Context, opts Options, id string) (*Machine, error) {
+	e, err := opts.Store.Load(id)
+	if err != nil {
+		return nil, err
+	}
+	if e.Corrupt != "" {
+		return nil, fault.Infraf("environment %s: %s; `envctl down %s` removes it", e.ID, e.Corrupt, e.ID)
+	}
+	m := &Machine{Env: e, opts: opts}
+	if m.unlock, err = e.Lock(ctx, 0); err != nil {
+		return nil, err
+	}
+	key, err := os.ReadFile(e.KeyPath())
+	if err != nil {
+		m.release()
+		return nil, fault.Infraf("environment %s: key %s: %w", e.ID, e.KeyPath(), err)
+	}
+	if m.signer, err = ssh.ParsePrivateKey(key); err != nil {
+		m.release()
+		return nil, fault.Infraf("environment %s: key %s: %w", e.ID, e.KeyPath(), err)
+	}
+	if m.hostKey, _, _, _, err = ssh.ParseAuthorizedKey([]byte(e.HostKey)); err != nil {
+		m.release()
+		return nil, fault.Infraf("environment %s: pinned host key: %w", e.ID, err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if m.SSH, err = guest.Wait(cctx, m.sshConfig(), opts.log()); err != nil {
+		m.release()
+		return nil, fault.Infraf("environment %s: %v; `envctl status` shows its state", e.ID, err)
+	}
+	return m, nil
+}
+
+// Down tears an environment down by ID. A busy environment is refused at once.
+func Down(ctx context.Context, opts Options, id string) error {
+	e, err := opts.Store.Load(id)
+	if err != nil {
+		return err
+	}
+	unlock, err := e.Lock(ctx, 0)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	d, err := opts.Connect(ctx, cmp.Or(e.URI, opts.URI))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if e.Corrupt != "" {
+		// Without a record, the table of volume names says what it owned.
+		e.Pool = PoolName(opts.Store)
+		for _, k := range []env.VolumeKind{env.VolumeDisk, env.VolumeSeed, env.VolumeArtifacts} {
+			e.Volumes = append(e.Volumes, env.VolumeName(e.ID, k))
+		}
+	}
+	return removeEnv(ctx, d, e)
+}
+
+// Status is an environment as `envctl status` shows it.
+type Status struct {
+	ID      string      `json:"id"`
+	Profile string      `json:"profile"`
+	State   env.State   `json:"state"`
+	Domain  DomainState `json:"domain"`
+	Busy    bool        `json:"busy"`
+	Created time.Time   `json:"created"`
+	Age     string      `json:"age"`
+	SSH     string      `json:"ssh,omitempty"`
+	Accel   string      `json:"accel"`
+	Note    string      `json:"note,omitempty"`
+}
+
+// List reports every environment of the state directory with its domain's
+// state. It works without libvirt, reporting the domain state as unknown.
+func List(ctx context.Context, opts Options) ([]Status, error) {
+	envs, err := opts.Store.List()
+	if err != nil {
+		return nil, err
+	}
+	states := map[string]DomainState{}
+	reached := false
+	if opts.Connect != nil {
+		if d, err := opts.Connect(ctx, opts.URI); err == nil {
+			if doms, err := d.Domains(ctx); err == nil {
+				reached = true
+				for _, dom := range doms {
+					states[dom.Meta.ID] = dom.State
+				}
+			}
+			_ = d.Close()
+		}
+	}
+	var out []Status
+	for _, e := range envs {
+		s := Status{ID: e.ID, Profile: e.Profile, State: e.State, Created: e.Created, Age: e.Age().String(), Accel: e.Accel, Domain: DomainOther}
+		if reached {
+			s.Domain = cmp.Or(states[e.ID], DomainMissing)
+		}
+		if e.SSHPort > 0 {
+			s.SSH = fmt.Sprintf("%s:%d", e.SSHHost, e.SSHPort)
+		}
+		if unlock, err := e.Lock(ctx, 0); err != nil {
+			s.Busy = true
+		} else {
+			unlock()
+		}
+		switch {
+		case e.Corrupt != "":
+			s.Note = "corrupt record (" + e.Corrupt + "): `envctl down " + e.ID + "` removes it"
+		case !s.Busy && !e.Kept:
+			s.Note = "orphaned: its envctl is gone; `envctl gc` removes it"
+		case e.Kept && reached && s.Domain == DomainMissing:
+			s.Note = "its domain is gone; `envctl gc` removes the record"
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// What gc may remove.
+const (
+	KindDomain    = "domain"
+	KindVolume    = "volume"
+	KindDirectory = "directory"
+)
+
+// Action is one thing gc removes, and why.
+type Action struct {
+	Kind  string `json:"kind"` // domain, volume, directory
+	Name  string `json:"name"`
+	EnvID string `json:"env"`
+	Why   string `json:"why"`
+}
+
+// Observed is what gc sees: this state directory's environments and which
+// of them a live envctl holds, every envctl domain, and the volumes in
+// this state directory's pool.
+type Observed struct {
+	Owner   string
+	Envs    []*env.Env
+	Held    map[string]bool // env ID → its lock is held by a live envctl
+	Domains []Domain
+	Volumes []string
+}
+
+// PlanGC decides what gc removes. It is a pure function of what it is
+// shown, so every rule is unit-tested:
+//   - a domain of another owner (state directory) is never touched;
+//   - an environment whose lock a live envctl holds is alive;
+//   - a kept environment stays while its domain exists, running, paused
+//     (QEMU pauses guests when the host disk fills) or shut off;
+//   - a corrupt record is reported, never treated as an orphan;
+//   - everything else of this owner is an orphan: its domain, its volumes
+//     and its directory go.
+func PlanGC(o Observed) (actions []Action, notes []string) {
+	byID := map[string]*env.Env{}
+	for _, e := range o.Envs {
+		byID[e.ID] = e
+	}
+	domOf := map[string]Domain{}
+	for _, d := range o.Domains {
+		if d.Meta.Owner == o.Owner {
+			domOf[d.Meta.ID] = d
+		}
+	}
+	keep := func(id string) (bool, string) {
+		e, ok := byID[id]
+		switch {
+		case !ok:
+			return false, "no environment record"
+		case o.Held[id]:
+			return true, ""
+		case e.Corrupt != "":
+			return true, ""
+		case e.Kept:
+			if _, exists := domOf[id]; exists {
+				return true, ""
+			}
+			return false, "kept, but its domain no longer exists"
+		}
+		return false, "its envctl is gone"
+	}
+	for _, e := range o.Envs {
+		if e.Corrupt != "" && !o.Held[e.ID] {
+			notes = append(notes, fmt.Sprintf("environment %s has a corrupt record (%s); left alone: `envctl down %s` removes it", e.ID, e.Corrupt, e.ID))
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(domOf)) {
+		if ok, why := keep(id); !ok {
+			actions = append(actions, Action{Kind: KindDomain, Name: domOf[id].Name, EnvID: id, Why: why})
+		}
+	}
+	for _, v := range o.Volumes {
+		id, _, ok := env.ParseVolumeName(v)
+		if !ok {
+			continue
+		}
+		if keepIt, why := keep(id); !keepIt {
+			actions = append(actions, Action{Kind: KindVolume, Name: v, EnvID: id, Why: why})
+		}
+	}
+	for _, e := range o.Envs {
+		if keepIt, why := keep(e.ID); !keepIt {
+			actions = append(actions, Action{Kind: KindDirectory, Name: e.Dir, EnvID: e.ID, Why: why})
+		}
+	}
+	return actions, notes
+}
+
+// GC removes what dead runs of this state directory left behind. It holds
+// each environment's lock while it looks and removes, so it never races
+// an `up` that is still running.
+func GC(ctx context.Context, opts Options) ([]Action, []string, error) {
+	d, err := opts.Connect(ctx, opts.URI)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer d.Close()
+	envs, err := opts.Store.List()
+	if err != nil {
+		return nil, nil, err
+	}
+	o := Observed{Owner: Owner(opts.Store), Envs: envs, Held: map[string]bool{}}
+	for _, e := range envs {
+		unlock, err := e.Lock(ctx, 0)
+		if err != nil {
+			o.Held[e.ID] = true
+			continue
+		}
+		defer unlock()
+	}
+	if o.Domains, err = d.Domains(ctx); err != nil {
+		return nil, nil, err
+	}
+	pool := PoolName(opts.Store)
+	if o.Volumes, err = d.Volumes(ctx, pool); err != nil {
+		return nil, nil, err
+	}
+	actions, notes := PlanGC(o)
+	var done []Action
+	var errs []error
+	failed := map[string]bool{}
+	for _, a := range actions {
+		var err error
+		switch a.Kind {
+		case KindDomain:
+			err = d.Remove(ctx, a.Name)
+		case KindVolume:
+			err = d.DeleteVolume(ctx, pool, a.Name)
+		case KindDirectory:
+			if failed[a.EnvID] {
+				err = fmt.Errorf("kept %s: removing its domain or volumes failed", a.Name)
+			} else {
+				err = os.RemoveAll(a.Name)
+			}
+		}
+		if err != nil {
+			failed[a.EnvID] = true
+			errs = append(errs, err)
+			continue
+		}
+		done = append(done, a)
+	}
+	return done, notes, errors.Join(errs...)
+}

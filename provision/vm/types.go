@@ -1,0 +1,188 @@
+package vm
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// enum is a typed string that doubles as a pflag.Value.
+type enum interface{ ~string }
+
+func setEnum[T enum](dst *T, s, flag string, allowed ...T) error {
+	if slices.Contains(allowed, T(s)) {
+		*dst = T(s)
+		return nil
+	}
+	names := make([]string, len(allowed))
+	for i, a := range allowed {
+		names[i] = string(a)
+	}
+	return fmt.Errorf("%q is not a valid %s: use %s", s, flag, strings.Join(names, ", "))
+}
+
+// Accel is the requested accelerator.
+type Accel string
+
+// The accelerators a user may ask for.
+const (
+	AccelAuto Accel = "auto" // KVM where it really works, TCG otherwise
+	AccelKVM  Accel = "kvm"
+	AccelTCG  Accel = "tcg"
+)
+
+func (a Accel) String() string { return string(a) }
+
+// Set implements pflag.Value.
+func (a *Accel) Set(s string) error { return setEnum(a, s, "accelerator", AccelAuto, AccelKVM, AccelTCG) }
+
+// Type implements pflag.Value.
+func (a *Accel) Type() string { return "kvm|tcg|auto" }
+
+// DomainType is the libvirt domain type an accelerator decision yields.
+type DomainType string
+
+// The domain types.
+const (
+	DomainKVM  DomainType = "kvm"
+	DomainQEMU DomainType = "qemu" // TCG software emulation
+)
+
+// Label names the accelerator for humans.
+func (d DomainType) Label() string {
+	if d == DomainKVM {
+		return "KVM"
+	}
+	return "TCG"
+}
+
+// Network is how the guest is networked.
+type Network string
+
+// The networks.
+const (
+	// NetworkUser is QEMU user-mode networking with restrict=on and SSH
+	// forwarded to 127.0.0.1: the guest reaches nothing outside.
+	NetworkUser Network = "user"
+	// NetworkNAT is libvirt's default NAT network; the guest's address
+	// comes from libvirt's DHCP leases.
+	NetworkNAT Network = "nat"
+)
+
+func (n Network) String() string { return string(n) }
+
+// Set implements pflag.Value.
+func (n *Network) Set(s string) error { return setEnum(n, s, "network", NetworkUser, NetworkNAT) }
+
+// Type implements pflag.Value.
+func (n *Network) Type() string { return "user|nat" }
+
+// SeedMode is how the guest applies the cloud-init seed.
+type SeedMode string
+
+// The seed modes.
+const (
+	SeedAuto SeedMode = "auto" // fast when the image carries envctl-seed
+	SeedFull SeedMode = "full" // run cloud-init
+	SeedFast SeedMode = "fast" // envctl-seed only, cloud-init disabled
+)
+
+func (m SeedMode) String() string { return string(m) }
+
+// Set implements pflag.Value.
+func (m *SeedMode) Set(s string) error { return setEnum(m, s, "cloud-init mode", SeedAuto, SeedFull, SeedFast) }
+
+// Type implements pflag.Value.
+func (m *SeedMode) Type() string { return "auto|full|fast" }
+
+// Metadata tags an envctl domain with its owner, so gc touches only what
+// its own state directory made.
+type Metadata struct {
+	ID      string `xml:"id"`
+	Profile string `xml:"profile"`
+	PID     int    `xml:"pid"`
+	Created string `xml:"created"`
+	// Owner is the absolute state directory of the envctl that made it.
+	Owner string `xml:"owner"`
+}
+
+// Disk is one disk of a domain.
+type Disk struct {
+	Path     string
+	Format   string // qcow2 or raw
+	ReadOnly bool
+}
+
+// DomainSpec is everything a domain needs.
+type DomainSpec struct {
+	Name       string
+	Type       DomainType
+	CPUs       int
+	MemoryMiB  uint64
+	Disks      []Disk // vda, vdb, …
+	Kernel     string // direct boot when set
+	Initrd     string
+	Cmdline    string
+	ConsoleLog string
+	Network    Network
+	SSHPort    int  // user network: the host port forwarded to the guest's 22
+	Online     bool // user network without restrict=on
+	Metadata   Metadata
+}
+
+// DomainState is a domain's run state as envctl cares about it.
+type DomainState string
+
+// The domain states.
+const (
+	DomainRunning DomainState = "running"
+	DomainPaused  DomainState = "paused"
+	DomainShutOff DomainState = "shut-off"
+	DomainOther   DomainState = "other"
+	DomainMissing DomainState = "missing"
+)
+
+// Domain is an envctl domain as the driver sees it.
+type Domain struct {
+	Name  string
+	State DomainState
+	Meta  Metadata
+}
+
+// Driver is what envctl needs from a hypervisor connection: storage
+// volumes in a pool, domains with envctl metadata, and the accelerator
+// decision. provision/libvirt implements it with go-libvirt; vmtest fakes
+// it in memory. Every method takes a context and returns when it ends.
+type Driver interface {
+	// URI is the connection's libvirt URI.
+	URI() string
+	Close() error
+	// DomainType decides the domain type for a requested accelerator, with
+	// a warning when it fell back.
+	DomainType(ctx context.Context, want Accel) (DomainType, string, error)
+	// EnsurePool makes the named directory pool exist and run.
+	EnsurePool(ctx context.Context, name, dir string) error
+	// CreateOverlay creates a qcow2 volume backed by base and returns its path.
+	CreateOverlay(ctx context.Context, pool, name, base, baseFormat string, capacity uint64) (string, error)
+	// CreateVolume creates a raw volume holding data and returns its path.
+	CreateVolume(ctx context.Context, pool, name string, data []byte) (string, error)
+	// DeleteVolume removes a volume; a missing volume or pool is not an error.
+	DeleteVolume(ctx context.Context, pool, name string) error
+	// Volumes lists the names of a pool's volumes (none for a missing pool).
+	Volumes(ctx context.Context, pool string) ([]string, error)
+	// Start defines and starts a domain.
+	Start(ctx context.Context, spec DomainSpec) error
+	// Remove destroys and undefines a domain; a missing one is fine.
+	Remove(ctx context.Context, name string) error
+	// Domains lists every domain that carries envctl metadata.
+	Domains(ctx context.Context) ([]Domain, error)
+	// State reports one domain's state (DomainMissing when there is none).
+	State(ctx context.Context, name string) (DomainState, error)
+	// LeaseIP is the IPv4 address the named network's DHCP server leased
+	// to the domain, or "" while there is none.
+	LeaseIP(ctx context.Context, network, domain string) (string, error)
+}
+
+// Connector opens a Driver for a libvirt URI.
+type Connector func(ctx context.Context, uri string) (Driver, error)
