@@ -2,65 +2,145 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/envctl/envctl/profiles/fault"
 )
 
 // TestExitCodes runs the CLI in-process on bad input: each case must exit
 // with the documented code and a one-line error, never a panic.
 func TestExitCodes(t *testing.T) {
 	dir := t.TempDir()
-	bad := dir + "/bad.yaml"
-	os.WriteFile(bad, []byte("name: x\nvm: {memroy: 1GiB}\n"), 0o644)
-	if err := os.Chdir("../.."); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Chdir("cmd/envctl")
-	t.Setenv("ENVCTL_STATE_DIR", dir+"/state")
-	t.Setenv("ENVCTL_CACHE_DIR", dir+"/cache")
+	bad := filepath.Join(dir, "bad.yaml")
+	_ = os.WriteFile(bad, []byte("name: x\nvm: {memroy: 1GiB}\n"), 0o644)
+	unlocked := filepath.Join(dir, "unlocked.yaml")
+	src, _ := os.ReadFile("../../profiles/crio-1.34-runc.yaml")
+	_ = os.WriteFile(unlocked, src, 0o644)
+	t.Chdir("../..")
+	t.Setenv("ENVCTL_STATE_DIR", filepath.Join(dir, "state"))
+	t.Setenv("ENVCTL_CACHE_DIR", filepath.Join(dir, "cache"))
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
 	tests := []struct {
 		args []string
 		code int
-		err  string
+		out  string // on stdout
+		err  string // on stderr
 	}{
-		{[]string{"version"}, 0, ""},
-		{[]string{"catalog", "cri-tools"}, 0, ""},
-		{[]string{"show", "crio-1.34-runc"}, 0, ""},
-		{[]string{"show", "crictl-matrix", "-o", "json"}, 0, ""},
-		{[]string{"plan", "seed-crictl-1.30"}, 0, ""},
-		{[]string{"frobnicate"}, 2, "unknown command"},
-		{[]string{"show", "--bogus", "x"}, 2, "unknown flag"},
-		{[]string{"show"}, 2, "exactly one PROFILE"},
-		{[]string{"show", "crio-1.34-runx"}, 2, `did you mean "crio-1.34-runc"`},
-		{[]string{"show", bad}, 2, `did you mean "memory"`},
-		{[]string{"show", "crio-1.34-runc", "-o", "xml"}, 2, "--output"},
-		{[]string{"catalog", "dockerd"}, 2, "unknown component"},
-		{[]string{"up", bad}, 2, "memroy"},
-		{[]string{"up", "crictl-matrix"}, 2, ""},
-		{[]string{"down", "no-such-env"}, 2, "no environment"},
-		{[]string{"image", "pull", "plan9"}, 2, "no download"},
+		{[]string{"version"}, 0, "envctl", ""},
+		{[]string{"catalog", "cri-tools"}, 0, "1.30.0", ""},
+		{[]string{"show", "crio-1.34-runc"}, 0, "runc", ""},
+		{[]string{"show", "crictl-matrix", "-o", "json"}, 0, `"cells"`, ""},
+		{[]string{"plan", "seed-crictl-1.30"}, 0, "WARNING: crictl v1.30.0 does not send CRI Mount.image", ""},
+		{[]string{"plan", "crio-1.34-crun"}, 0, "WARNING: crun v1.8.1 accepts only OCI runtime spec 1.0.x", ""},
+		{[]string{"profiles"}, 0, "crio-1.34-runc", ""},
+		{[]string{"status"}, 0, "no environments", ""},
+		{[]string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
+		{[]string{"show", "--bogus", "x"}, 2, "", "unknown flag"},
+		{[]string{"show"}, 2, "", "exactly one PROFILE"},
+		{[]string{"show", "crio-1.34-runx"}, 2, "", `did you mean "crio-1.34-runc"`},
+		{[]string{"show", bad}, 2, "", `did you mean "memory"`},
+		{[]string{"show", "crio-1.34-runc", "-o", "xml"}, 2, "", "not an output format"},
+		{[]string{"catalog", "dockerd"}, 2, "", "unknown component"},
+		{[]string{"up", bad}, 2, "", "memroy"},
+		{[]string{"up", "crictl-matrix"}, 2, "", "has a matrix of 8 cells"},
+		{[]string{"up", "crio-1.34-runc", "--accel", "hvf"}, 2, "", `invalid argument "hvf" for "--accel"`},
+		{[]string{"up", "crio-1.34-runc", "--network", "bridge"}, 2, "", "not a valid network"},
+		{[]string{"up", "crio-1.34-runc", "--cloud-init", "maybe"}, 2, "", "cloud-init mode"},
+		{[]string{"up", "crio-1.34-runc", "--test-images", "docker"}, 2, "", "test image source"},
+		{[]string{"up", "crio-1.34-runc", "--boot-timeout", "-1s"}, 2, "", "--boot-timeout"},
+		{[]string{"up", unlocked, "--locked"}, 2, "", "has no lock file"},
+		{[]string{"down", "no-such-env"}, 2, "", "no environment"},
+		{[]string{"ssh", "no-such-env", "--", "true"}, 2, "", "no environment"},
+		{[]string{"image", "pull", "plan9"}, 2, "", "no download"},
+		{[]string{"image", "rm", "plan9"}, 2, "", "no local build"},
+		{[]string{"image", "build", "plan9"}, 2, "", "no local build recipe"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			r, w, _ := os.Pipe()
-			old := os.Stderr
-			os.Stderr = w
-			code := run(tt.args)
-			w.Close()
-			os.Stderr = old
-			var buf bytes.Buffer
-			buf.ReadFrom(r)
+			var out, errb bytes.Buffer
+			code := run(tt.args, &out, &errb)
 			if code != tt.code {
-				t.Errorf("exit %d, want %d; stderr: %s", code, tt.code, buf.String())
+				t.Errorf("exit %d, want %d; stderr: %s", code, tt.code, errb.String())
 			}
-			msg := buf.String()
+			if tt.out != "" && !strings.Contains(out.String(), tt.out) {
+				t.Errorf("stdout lacks %q:\n%s", tt.out, out.String())
+			}
+			msg := errb.String()
 			if tt.err != "" && !strings.Contains(msg, tt.err) {
 				t.Errorf("stderr %q lacks %q", msg, tt.err)
+			}
+			if tt.code != 0 && strings.Count(strings.TrimSpace(msg), "\n") > 0 && !strings.HasPrefix(msg, "==>") {
+				t.Errorf("error is not one line: %q", msg)
 			}
 			if strings.Contains(msg, "goroutine ") || strings.Contains(msg, "panic") {
 				t.Errorf("stack trace: %s", msg)
 			}
 		})
+	}
+	// `up --locked` on an unlocked profile wrote nothing.
+	if _, err := os.Stat(filepath.Join(dir, "unlocked.lock")); err == nil {
+		t.Error("--locked wrote a lock")
+	}
+}
+
+func TestExitCodeMapping(t *testing.T) {
+	tests := []struct {
+		err  error
+		code int
+	}{
+		{nil, 0},
+		{errors.New("unclassified"), 3},
+		{fault.Inputf("bad"), 2},
+		{fault.Infraf("down"), 3},
+		{&shown{class: fault.TestFailed}, 1},
+		{&remoteExit{status: 7}, 7},
+		{errors.New("write /dev/full: invalid argument"), 3},
+	}
+	for _, tt := range tests {
+		if got := exitCode(tt.err); got != tt.code {
+			t.Errorf("exitCode(%v) = %d, want %d", tt.err, got, tt.code)
+		}
+	}
+}
+
+func TestRemoteCommand(t *testing.T) {
+	tests := map[string][]string{
+		"":                     nil,
+		"ls | wc -l":           {"ls | wc -l"},
+		"sh -c 'exit 7'":       {"sh", "-c", "exit 7"},
+		"uname -a":             {"uname", "-a"},
+		`echo 'it'\''s' a=b/c`: {"echo", "it's", "a=b/c"},
+	}
+	for want, args := range tests {
+		if got := remoteCommand(args); got != want {
+			t.Errorf("remoteCommand(%q) = %q, want %q", args, got, want)
+		}
+	}
+}
+
+func TestConfigurationGivesFlagDefaults(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", dir)
+	t.Setenv("ENVCTL_STATE_DIR", filepath.Join(dir, "state"))
+	_ = os.MkdirAll(filepath.Join(dir, "envctl"), 0o755)
+	_ = os.WriteFile(filepath.Join(dir, "envctl", "config.yaml"), []byte("output: json\n"), 0o644)
+	var out, errb bytes.Buffer
+	if code := run([]string{"version"}, &out, &errb); code != 0 || !strings.Contains(out.String(), `"version"`) {
+		t.Errorf("config output: json ignored: %d %s %s", code, out.String(), errb.String())
+	}
+	_ = os.WriteFile(filepath.Join(dir, "envctl", "config.yaml"), []byte("output: xml\n"), 0o644)
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"version"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "--output from the configuration") {
+		t.Errorf("bad config value: %d %s", code, errb.String())
+	}
+	_ = os.WriteFile(filepath.Join(dir, "envctl", "config.yaml"), []byte("output: [\n"), 0o644)
+	errb.Reset()
+	if code := run([]string{"version"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "config.yaml") {
+		t.Errorf("broken config: %d %s", code, errb.String())
 	}
 }

@@ -32,7 +32,7 @@ could not be tested.`,
 			if err != nil {
 				return err
 			}
-			opts, err := a.runOptions(&f)
+			opts, err := a.runOptions(cmd.Context(), &f)
 			if err != nil {
 				return err
 			}

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/provision/cellrun"
 	"github.com/envctl/envctl/provision/libvirt"
+	"github.com/envctl/envctl/provision/testimages"
 	"github.com/envctl/envctl/provision/vm"
 )
 
@@ -69,7 +72,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 
 // runOptions turns flags into pipeline options and checks them, before
 // anything is fetched, built or booted.
-func (a *app) runOptions(f *runFlags) (cellrun.Options, error) {
+func (a *app) runOptions(ctx context.Context, f *runFlags) (cellrun.Options, error) {
 	fetch, err := a.fetcher()
 	if err != nil {
 		return cellrun.Options{}, err
@@ -78,12 +81,8 @@ func (a *app) runOptions(f *runFlags) (cellrun.Options, error) {
 	if err != nil {
 		return cellrun.Options{}, err
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return cellrun.Options{}, err
-	}
 	o := cellrun.Options{
-		VM: a.vmOptions(&f.vm), Fetch: fetch, Images: imgs, Workload: self, TestImages: f.testImages,
+		VM: a.vmOptions(&f.vm), Fetch: fetch, Images: imgs, TestImages: f.testImages,
 		Keep: f.keep, ResultsDir: f.results, Log: a.log, Step: a.step,
 	}
 	switch {
@@ -91,6 +90,14 @@ func (a *app) runOptions(f *runFlags) (cellrun.Options, error) {
 		o.Stop = cellrun.AfterBoot
 	case f.noTest:
 		o.Stop = cellrun.AfterInstall
+	case f.testImages == cellrun.LocalImages:
+		self, err := os.Executable()
+		if err != nil {
+			return o, err
+		}
+		if o.Workload, err = testimages.WorkloadBinary(ctx, fetch.Cache.Dir, self); err != nil {
+			return o, fault.Infraf("test images: %w", err)
+		}
 	}
 	return o, nil
 }

@@ -35,7 +35,7 @@ A profile without a lock file gets one on first use (and up says so);
 			if err != nil {
 				return err
 			}
-			opts, err := a.runOptions(&f)
+			opts, err := a.runOptions(cmd.Context(), &f)
 			if err != nil {
 				return err
 			}

@@ -127,3 +127,43 @@ func ISO(cfg Config) ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
+
+// Read lists the files of a seed image, by path: the inverse of ISO, for
+// tests and fakes that play the guest.
+func Read(iso []byte) (map[string][]byte, error) {
+	img, err := iso9660.OpenImage(bytes.NewReader(iso))
+	if err != nil {
+		return nil, fmt.Errorf("cidata: %w", err)
+	}
+	root, err := img.RootDir()
+	if err != nil {
+		return nil, fmt.Errorf("cidata: %w", err)
+	}
+	out := map[string][]byte{}
+	var walk func(prefix string, f *iso9660.File) error
+	walk = func(prefix string, f *iso9660.File) error {
+		children, err := f.GetChildren()
+		if err != nil {
+			return err
+		}
+		for _, c := range children {
+			name := prefix + c.Name()
+			if c.IsDir() {
+				if err := walk(name+"/", c); err != nil {
+					return err
+				}
+				continue
+			}
+			b, err := io.ReadAll(c.Reader())
+			if err != nil {
+				return err
+			}
+			out[name] = b
+		}
+		return nil
+	}
+	if err := walk("", root); err != nil {
+		return nil, fmt.Errorf("cidata: %w", err)
+	}
+	return out, nil
+}

@@ -2,7 +2,6 @@ package cidata
 
 import (
 	"bytes"
-	"io"
 	"strings"
 	"testing"
 
@@ -27,20 +26,13 @@ func TestSeedISO(t *testing.T) {
 	if label != "cidata" {
 		t.Errorf("label %q", label)
 	}
-	root, _ := img.RootDir()
-	children, _ := root.GetChildren()
+	files, err := Read(b)
+	if err != nil {
+		t.Fatal(err)
+	}
 	got := map[string]string{}
-	for _, c := range children {
-		if c.IsDir() {
-			sub, _ := c.GetChildren()
-			for _, s := range sub {
-				data, _ := io.ReadAll(s.Reader())
-				got[c.Name()+"/"+s.Name()] = string(data)
-			}
-			continue
-		}
-		data, _ := io.ReadAll(c.Reader())
-		got[c.Name()] = string(data)
+	for k, v := range files {
+		got[k] = string(v)
 	}
 	for _, name := range []string{"user-data", "meta-data", "envctl/authorized_keys", "envctl/ssh_host_ed25519_key", "envctl/ssh_host_ed25519_key.pub"} {
 		if _, ok := got[name]; !ok {

@@ -15,30 +15,10 @@ import (
 	"testing"
 
 	"github.com/envctl/envctl/images/cache"
+	"github.com/envctl/envctl/profiles"
+	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/profiles/lock"
 )
-
-func TestCRIAPIMinor(t *testing.T) {
-	tests := []struct {
-		in     string
-		minor  int
-		approx bool
-	}{
-		{"v0.34.0-rc.2", 34, false},
-		{"v0.33.0", 33, false},
-		{"v0.0.0-20240417201531-b7b7c17fd8b6 (replaced: k8s.io/kubernetes/staging/src/k8s.io/cri-api)", 30, true},
-		{"v0.0.0-20240901000000-aaaaaaaaaaaa", 31, true},
-	}
-	for _, tt := range tests {
-		m, approx, err := CRIAPIMinor(tt.in)
-		if err != nil || m != tt.minor || approx != tt.approx {
-			t.Errorf("CRIAPIMinor(%q) = %d, %v, %v", tt.in, m, approx, err)
-		}
-	}
-	if _, _, err := CRIAPIMinor("v1.2.3"); err == nil {
-		t.Error("accepted v1.2.3")
-	}
-}
 
 func tgz(t *testing.T, files map[string]string) []byte {
 	var buf bytes.Buffer
@@ -69,37 +49,47 @@ func TestReleaseSource(t *testing.T) {
 	sum := func(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
 	c, _ := cache.New(t.TempDir())
 	f := &Fetcher{Cache: c}
-	crio := lock.Artifact{Component: "cri-o", Version: "1.34.0", Source: "release", URL: srv.URL + "/cri-o.amd64.v1.34.0.tar.gz", SHA256: sum(bundle)}
-	lf := &lock.File{Artifacts: []lock.Artifact{crio}}
+	crio := lock.Part{Role: profiles.RoleCRIO, Artifact: lock.Artifact{Component: "cri-o", Version: "1.34.0", Source: "release", URL: srv.URL + "/cri-o.amd64.v1.34.0.tar.gz", SHA256: sum(bundle)}}
+	cell := lock.LockedCell{Components: []lock.Part{crio}}
 	tests := []struct {
-		art  lock.Artifact
+		part lock.Part
 		want map[string]string
 		cni  bool
 	}{
-		{crio, map[string]string{"crio": "crio", "pinns": "pinns", "conmon": "conmon"}, true},
-		{lock.Artifact{Component: "cri-tools", Version: "1.34.0", Source: "release", URL: srv.URL + "/crictl-v1.34.0-linux-amd64.tar.gz", SHA256: sum(crictl)}, map[string]string{"crictl": "crictl"}, false},
-		{lock.Artifact{Component: "runc", Version: "1.3.6", Source: "release", URL: srv.URL + "/runc.amd64", SHA256: sum(runc)}, map[string]string{"runc": "runc"}, false},
-		{lock.Artifact{Component: "conmon", Version: "2.1.6", Source: "bundle", Bundle: crio.Key()}, map[string]string{"conmon": "conmon"}, false},
-		{lock.Artifact{Component: "cni-plugins", Version: "1.1.1", Source: "bundle", Bundle: crio.Key()}, map[string]string{}, true},
+		{crio, map[string]string{"crio": "crio", "pinns": "pinns"}, false},
+		{lock.Part{Role: profiles.RoleCRITools, Artifact: lock.Artifact{Component: "cri-tools", Version: "1.34.0", Source: "release", URL: srv.URL + "/crictl-v1.34.0-linux-amd64.tar.gz", SHA256: sum(crictl)}}, map[string]string{"crictl": "crictl"}, false},
+		{lock.Part{Role: profiles.RoleRuntime, Artifact: lock.Artifact{Component: "runc", Version: "1.3.6", Source: "release", URL: srv.URL + "/runc.amd64", SHA256: sum(runc)}}, map[string]string{"runc": "runc"}, false},
+		{lock.Part{Role: profiles.RoleConmon, Artifact: lock.Artifact{Component: "conmon", Version: "2.1.6", Source: "bundle", Bundle: crio.Key()}}, map[string]string{"conmon": "conmon"}, false},
+		{lock.Part{Role: profiles.RoleCNI, Artifact: lock.Artifact{Component: "cni-plugins", Version: "1.1.1", Source: "bundle", Bundle: crio.Key()}}, map[string]string{}, true},
 	}
 	for _, tt := range tests {
-		got, err := f.Fetch(context.Background(), lf, tt.art)
+		got, err := f.Fetch(context.Background(), cell, tt.part)
 		if err != nil {
-			t.Fatalf("%s: %v", tt.art.Component, err)
+			t.Fatalf("%s: %v", tt.part.Component, err)
 		}
 		for name, content := range tt.want {
 			b, _ := os.ReadFile(got.Binaries[name])
 			if string(b) != content {
-				t.Errorf("%s: %s = %q", tt.art.Component, name, b)
+				t.Errorf("%s: %s = %q", tt.part.Component, name, b)
 			}
 		}
-		if tt.cni && !strings.HasSuffix(got.CNIDir, "cni-plugins") {
-			t.Errorf("%s: CNI dir %q", tt.art.Component, got.CNIDir)
+		if tt.cni && !strings.HasSuffix(got.Dir, "cni-plugins") {
+			t.Errorf("%s: CNI dir %q", tt.part.Component, got.Dir)
+		}
+		if cached, ok := f.Cached(cell, tt.part); !ok || len(cached.Binaries) != len(got.Binaries) {
+			t.Errorf("%s: not found cached after fetching", tt.part.Component)
 		}
 	}
-	bad := lock.Artifact{Component: "runc", Version: "1.3.6", Source: "release", URL: srv.URL + "/runc.amd64", SHA256: sum([]byte("other"))}
-	if _, err := f.Fetch(context.Background(), lf, bad); err == nil || !strings.Contains(err.Error(), "checksum mismatch") {
+	bad := lock.Part{Role: profiles.RoleRuntime, Artifact: lock.Artifact{Component: "runc", Version: "1.3.6", Source: "release", URL: srv.URL + "/runc.amd64", SHA256: sum([]byte("other"))}}
+	if _, err := f.Fetch(context.Background(), cell, bad); err == nil || !strings.Contains(err.Error(), "checksum mismatch") {
 		t.Errorf("mismatch: %v", err)
+	}
+	if _, ok := f.Cached(cell, bad); ok {
+		t.Error("an artifact that never downloaded is cached")
+	}
+	orphan := lock.Part{Role: profiles.RoleConmon, Artifact: lock.Artifact{Component: "conmon", Version: "2.1.6", Source: "bundle"}}
+	if _, err := f.Fetch(context.Background(), lock.LockedCell{}, orphan); !fault.Is(err, fault.Input) {
+		t.Errorf("bundle without a release CRI-O: %v", err)
 	}
 }
 
@@ -109,13 +99,69 @@ func TestFileSource(t *testing.T) {
 	os.WriteFile(p, []byte("crun"), 0o755)
 	s := sha256.Sum256([]byte("crun"))
 	f := &Fetcher{}
-	a := lock.Artifact{Component: "crun", Source: "file://" + p, SHA256: hex.EncodeToString(s[:])}
-	got, err := f.Fetch(context.Background(), &lock.File{}, a)
+	a := lock.Part{Role: profiles.RoleRuntime, Artifact: lock.Artifact{Component: "crun", Source: profiles.FileSource(p), SHA256: hex.EncodeToString(s[:])}}
+	got, err := f.Fetch(context.Background(), lock.LockedCell{}, a)
 	if err != nil || got.Binaries["crun"] != p {
 		t.Fatalf("file source: %v %v", got, err)
 	}
 	os.WriteFile(p, []byte("changed"), 0o755)
-	if _, err := f.Fetch(context.Background(), &lock.File{}, a); err == nil || !strings.Contains(err.Error(), "changed since it was locked") {
+	if _, err := f.Fetch(context.Background(), lock.LockedCell{}, a); err == nil || !strings.Contains(err.Error(), "changed since it was locked") {
 		t.Errorf("changed file: %v", err)
+	}
+	pkg := lock.Part{Role: profiles.RoleConmon, Artifact: lock.Artifact{Component: "conmon", Source: profiles.SourcePackage}}
+	if got, err := f.Fetch(context.Background(), lock.LockedCell{}, pkg); err != nil || !got.InGuest {
+		t.Errorf("package source: %+v %v", got, err)
+	}
+}
+
+// TestUntarStaysInside: entries, links and link targets that would leave
+// the destination are refused.
+func TestUntarStaysInside(t *testing.T) {
+	tests := []struct {
+		name string
+		hdr  tar.Header
+		ok   bool
+	}{
+		{"plain", tar.Header{Name: "a/b", Typeflag: tar.TypeReg, Mode: 0o644}, true},
+		{"dot-dot", tar.Header{Name: "../escape", Typeflag: tar.TypeReg, Mode: 0o644}, false},
+		{"absolute", tar.Header{Name: "/etc/passwd", Typeflag: tar.TypeReg, Mode: 0o644}, false},
+		{"symlink out", tar.Header{Name: "link", Typeflag: tar.TypeSymlink, Linkname: "../../etc"}, false},
+		{"absolute symlink", tar.Header{Name: "link", Typeflag: tar.TypeSymlink, Linkname: "/etc"}, false},
+		{"symlink in", tar.Header{Name: "d/link", Typeflag: tar.TypeSymlink, Linkname: "../a"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			gz := gzip.NewWriter(&buf)
+			tw := tar.NewWriter(gz)
+			_ = tw.WriteHeader(&tt.hdr)
+			_ = tw.Close()
+			_ = gz.Close()
+			dir := t.TempDir()
+			src := filepath.Join(dir, "a.tgz")
+			_ = os.WriteFile(src, buf.Bytes(), 0o644)
+			dst := filepath.Join(dir, "out")
+			err := Untar(src, dst)
+			if (err == nil) != tt.ok {
+				t.Errorf("Untar: %v", err)
+			}
+			if _, err := os.Lstat(filepath.Join(dir, "escape")); err == nil {
+				t.Error("a file escaped the destination")
+			}
+		})
+	}
+	// A link planted earlier in the archive cannot be followed out.
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	_ = tw.WriteHeader(&tar.Header{Name: "d", Typeflag: tar.TypeSymlink, Linkname: "."})
+	_ = tw.WriteHeader(&tar.Header{Name: "d/x", Typeflag: tar.TypeReg, Mode: 0o644})
+	_ = tw.Close()
+	_ = gz.Close()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "b.tgz")
+	_ = os.WriteFile(src, buf.Bytes(), 0o644)
+	if err := Untar(src, filepath.Join(dir, "out")); err != nil {
+		t.Errorf("a link inside the root: %v", err)
 	}
 }

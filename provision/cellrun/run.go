@@ -98,8 +98,8 @@ type Options struct {
 	VM     vm.Options
 	Fetch  Fetcher
 	Images ImageSource
-	// Workload is the binary the local test images run as sleep, cat and
-	// pause; normally envctl itself (os.Executable).
+	// Workload is the static binary the local test images run as sleep,
+	// cat and pause (testimages.WorkloadBinary).
 	Workload   string
 	TestImages TestImages
 	Stop       Stop
@@ -133,7 +133,7 @@ func (o Options) Validate(test profiles.TestName) error {
 	switch cmp.Or(o.TestImages, LocalImages) {
 	case LocalImages:
 		if o.Stop == Full && test != profiles.TestNone {
-			if _, _, err := testimages.Workload(o.Workload); err != nil {
+			if err := testimages.CheckStatic(o.Workload); err != nil {
 				return fault.Infraf("test images: %w", err)
 			}
 		}

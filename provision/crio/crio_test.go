@@ -1,22 +1,36 @@
 package crio
 
 import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/envctl/envctl/profiles"
+	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/artifacts"
+	"github.com/envctl/envctl/provision/guest"
+	"github.com/envctl/envctl/provision/guest/guesttest"
 )
 
 func TestParseVersion(t *testing.T) {
 	tests := map[string]string{
 		"crio version 1.34.0\nGitCommit: abc\n":                         "1.34.0",
+		"crio version 1.34.0-rc.1\n":                                    "1.34.0-rc.1",
 		"crictl version v1.30.0\n":                                      "1.30.0",
 		"runc version 1.3.6\ncommit: v1.3.6-0\nspec: 1.2.1\ngo: go1.26": "1.3.6",
 		"crun version 1.8.1\ncommit: 1234\nspec: 1.0.0\n+SYSTEMD":       "1.8.1",
 		"conmon version 2.1.6\ncommit: unknown\n":                       "2.1.6",
+		"CNI bridge plugin v1.1.1\nCNI protocol versions supported":     "1.1.1",
 		"2.1.6+ds1-1":                   "2.1.6",
 		"1.1.1+ds1-3+b17":               "1.1.1",
+		"1.21-1":                        "1.21",
 		"bash: crio: command not found": "",
 	}
 	for in, want := range tests {
@@ -24,34 +38,180 @@ func TestParseVersion(t *testing.T) {
 			t.Errorf("ParseVersion(%q) = %q, want %q", in, got, want)
 		}
 	}
-	if !sameVersion("1.8", "1.8.0") || !sameVersion("v1.34.0", "1.34.0") || sameVersion("1.30.0", "1.34.0") {
-		t.Error("sameVersion")
+}
+
+func part(role profiles.Role, comp, version string, src profiles.Source, files artifacts.Files) Part {
+	return Part{Part: lock.Part{Role: role, Artifact: lock.Artifact{Component: comp, Version: version, Source: src}}, Files: files}
+}
+
+// stack builds a stack whose binaries are real files in dir.
+func stack(t *testing.T, dir string) Stack {
+	bin := func(name string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("#!"+name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cni := filepath.Join(dir, "cni")
+	_ = os.MkdirAll(cni, 0o755)
+	_ = os.WriteFile(filepath.Join(cni, "bridge"), []byte("bridge"), 0o755)
+	return Stack{
+		Parts: []Part{
+			part(profiles.RoleCRIO, "cri-o", "1.34.0", profiles.SourceGoMod, artifacts.Files{Binaries: map[string]string{"crio": bin("crio"), "pinns": bin("pinns")}}),
+			part(profiles.RoleCRITools, "cri-tools", "1.34.0", profiles.SourceGoMod, artifacts.Files{Binaries: map[string]string{"crictl": bin("crictl")}}),
+			part(profiles.RoleRuntime, "crun", "1.21", profiles.FileSource(dir+"/crun"), artifacts.Files{Binaries: map[string]string{"crun": bin("crun")}}),
+			part(profiles.RoleConmon, "conmon", "2.1.6", profiles.SourcePackage, artifacts.Files{InGuest: true}),
+			part(profiles.RoleCNI, "cni-plugins", "1.1.1", profiles.SourceBundle, artifacts.Files{Dir: cni}),
+		},
+		PauseImage: "localhost:5000/envctl/pause:v1", RegistryHost: "localhost:5000",
 	}
 }
 
 func TestConfigPinsRuntimeByPath(t *testing.T) {
-	s := Stack{
-		Artifacts:  map[string]lock.Artifact{"runtime": {Component: "crun", Version: "1.8.1"}, "conmon": {Component: "conmon", Source: "package"}},
-		Files:      map[string]artifacts.Files{"runtime": {Binaries: map[string]string{"crun": "/x/crun"}}, "conmon": {InGuest: true}},
-		PauseImage: "localhost:5000/envctl/pause:v1",
+	s := stack(t, t.TempDir())
+	cfg, err := s.Config()
+	if err != nil {
+		t.Fatal(err)
 	}
-	uploads, conmon, dirs := s.paths()
-	if uploads["/x/crun"] != "/usr/local/bin/crun" || conmon != "/usr/bin/conmon" {
-		t.Errorf("paths %v %s", uploads, conmon)
+	var doc crioDropIn
+	if err := toml.Unmarshal([]byte(cfg), &doc); err != nil {
+		t.Fatalf("drop-in does not parse back: %v\n%s", err, cfg)
 	}
-	cfg := s.Config(conmon, dirs)
-	for _, want := range []string{`default_runtime = "crun"`, `[crio.runtime.runtimes.crun]`, `runtime_path = "/usr/local/bin/crun"`, `monitor_path = "/usr/bin/conmon"`, `pause_image = "localhost:5000/envctl/pause:v1"`, `cgroup_manager = "systemd"`, `pinns_path = "/usr/local/bin/pinns"`} {
+	rt := doc.Crio.Runtime
+	h := rt.Runtimes["crun"]
+	if rt.DefaultRuntime != "crun" || h.RuntimePath != "/usr/local/bin/crun" || h.MonitorPath != "/usr/bin/conmon" || rt.CgroupManager != "systemd" || rt.PinnsPath != "/usr/local/bin/pinns" {
+		t.Errorf("runtime table %+v", rt)
+	}
+	if doc.Crio.Image.PauseImage != "localhost:5000/envctl/pause:v1" || doc.Crio.API.Listen != Socket || doc.Crio.StorageDriver != "overlay" {
+		t.Errorf("drop-in %+v", doc.Crio)
+	}
+	for _, want := range []string{"[crio.runtime.runtimes.crun]", "[crio.image]"} {
 		if !strings.Contains(cfg, want) {
-			t.Errorf("config lacks %s\n%s", want, cfg)
+			t.Errorf("drop-in lacks %s:\n%s", want, cfg)
 		}
 	}
 }
 
-func TestDriftError(t *testing.T) {
-	e := &DriftError{Items: []Installed{{Component: "cri-tools", Locked: "1.34.0", Actual: "1.30.0", Command: "crictl --version"}}}
-	for _, want := range []string{"drift", "cri-tools", "locked 1.34.0", `installed "1.30.0"`} {
-		if !strings.Contains(e.Error(), want) {
-			t.Errorf("%q lacks %q", e.Error(), want)
+func dial(t *testing.T) (*guesttest.Server, *guest.Client) { return guesttest.Connect(t) }
+
+func TestInstall(t *testing.T) {
+	srv, c := dial(t)
+	s := stack(t, t.TempDir())
+	srv.Reply(`^udevadm control`, guesttest.Reply{})
+	srv.Reply(`^systemctl start crio$`, guesttest.Reply{})
+	calls := 0
+	srv.Handle(`^crictl info`, func(string, []string) guesttest.Reply {
+		if calls++; calls < 2 {
+			return guesttest.Reply{Stderr: "connect: no such file", Exit: 1}
+		}
+		return guesttest.Reply{Stdout: "ready\n"}
+	})
+	tm, err := Install(context.Background(), c, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tm.Upload <= 0 || tm.Start <= 0 {
+		t.Errorf("timings %+v", tm)
+	}
+	for _, p := range []string{"/usr/local/bin/crio", "/usr/local/bin/pinns", "/usr/local/bin/crictl", "/usr/local/bin/crun", "/opt/cni/bin/bridge", ConfigPath, "/etc/crictl.yaml", "/etc/containers/registries.conf", "/etc/systemd/system/crio.service"} {
+		if _, err := srv.ReadFile(p); err != nil {
+			t.Errorf("guest lacks %s", p)
 		}
 	}
+	if _, err := srv.ReadFile("/usr/local/bin/conmon"); err == nil {
+		t.Error("uploaded conmon, which comes from the guest's package")
+	}
+	reg, _ := srv.ReadFile("/etc/containers/registries.conf")
+	if !strings.Contains(string(reg), `location = "localhost:5000"`) {
+		t.Errorf("registries.conf %s", reg)
+	}
+}
+
+func TestInstallFailures(t *testing.T) {
+	t.Run("CRI-O does not start", func(t *testing.T) {
+		srv, c := dial(t)
+		srv.Reply(`^udevadm`, guesttest.Reply{})
+		srv.Reply(`^systemctl start crio$`, guesttest.Reply{Stderr: "Job for crio.service failed", Exit: 1})
+		srv.Reply(`^journalctl -u crio`, guesttest.Reply{Stdout: "level=fatal msg=\"bad config\"\n"})
+		_, err := Install(context.Background(), c, stack(t, t.TempDir()))
+		if !fault.Is(err, fault.Infra) || !strings.Contains(err.Error(), "CRI-O did not start") || !strings.Contains(err.Error(), "bad config") {
+			t.Errorf("err %v", err)
+		}
+	})
+	t.Run("socket never answers", func(t *testing.T) {
+		old := StartTimeout
+		StartTimeout = 1500 * time.Millisecond
+		defer func() { StartTimeout = old }()
+		srv, c := dial(t)
+		srv.Reply(`^udevadm`, guesttest.Reply{})
+		srv.Reply(`^systemctl start crio$`, guesttest.Reply{})
+		srv.Reply(`^crictl info`, guesttest.Reply{Exit: 1})
+		_, err := Install(context.Background(), c, stack(t, t.TempDir()))
+		if !fault.Is(err, fault.Infra) || !strings.Contains(err.Error(), "did not answer within") {
+			t.Errorf("err %v", err)
+		}
+	})
+	t.Run("configure fails", func(t *testing.T) {
+		srv, c := dial(t)
+		srv.Reply(`^udevadm`, guesttest.Reply{Stderr: "modprobe: FATAL", Exit: 1})
+		_, err := Install(context.Background(), c, stack(t, t.TempDir()))
+		if !fault.Is(err, fault.Infra) || !strings.Contains(err.Error(), "modprobe: FATAL") {
+			t.Errorf("err %v", err)
+		}
+	})
+	t.Run("a binary is missing from the files", func(t *testing.T) {
+		_, c := dial(t)
+		s := stack(t, t.TempDir())
+		delete(s.Parts[0].Files.Binaries, "pinns")
+		if _, err := Install(context.Background(), c, s); err == nil || !strings.Contains(err.Error(), "no pinns") {
+			t.Errorf("err %v", err)
+		}
+	})
+}
+
+func TestVerify(t *testing.T) {
+	replies := map[string]string{
+		`^/usr/local/bin/crio --version$`:   "crio version 1.34.0\n",
+		`^/usr/local/bin/crictl --version$`: "crictl version v1.34.0\n",
+		`^/usr/local/bin/crun --version$`:   "crun version 1.21\ncommit: x\n",
+		`^dpkg-query -W -f '\$\{Version\}' 'conmon'$`: "2.1.6+ds1-1",
+		`^/opt/cni/bin/bridge --version$`:            "CNI bridge plugin v1.1.1\n",
+	}
+	t.Run("all match", func(t *testing.T) {
+		srv, c := dial(t)
+		for re, out := range replies {
+			srv.Reply(re, guesttest.Reply{Stdout: out})
+		}
+		got, err := Verify(context.Background(), c, stack(t, t.TempDir()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 5 {
+			t.Fatalf("verified %d", len(got))
+		}
+		for _, it := range got {
+			if !it.OK {
+				t.Errorf("%s: %q vs %q", it.Component, it.Actual, it.Locked)
+			}
+		}
+	})
+	t.Run("drift, prerelease included", func(t *testing.T) {
+		srv, c := dial(t)
+		for re, out := range replies {
+			srv.Reply(re, guesttest.Reply{Stdout: out})
+		}
+		srv.Reply(`^/usr/local/bin/crio --version$`, guesttest.Reply{Stdout: "crio version 1.34.0-rc.1\n"})
+		srv.Reply(`^/usr/local/bin/crictl --version$`, guesttest.Reply{Stderr: "crictl: not found", Exit: 127})
+		_, err := Verify(context.Background(), c, stack(t, t.TempDir()))
+		var drift *DriftError
+		if !errors.As(err, &drift) || fault.ClassOf(err) != fault.Infra || len(drift.Items) != 2 {
+			t.Fatalf("err %v", err)
+		}
+		for _, w := range []string{`cri-o: locked 1.34.0, installed "1.34.0-rc.1"`, `cri-tools: locked 1.34.0, installed "(crictl: not found)"`} {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%q lacks %q", err, w)
+			}
+		}
+	})
 }

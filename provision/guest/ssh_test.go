@@ -1,148 +1,46 @@
-package guest
+package guest_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
-	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/envctl/envctl/provision/guest"
+	"github.com/envctl/envctl/provision/guest/guesttest"
 )
 
-// server is an in-process SSH server: it runs "echo X" and "exit N"
-// commands and accepts remote forwards.
-type server struct {
-	addr    string
-	hostKey ssh.Signer
-}
-
-func newServer(t *testing.T, authorized ssh.PublicKey) *server {
+func signer(t *testing.T) ssh.Signer {
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	hk, _ := ssh.NewSignerFromKey(priv)
-	cfg := &ssh.ServerConfig{PublicKeyCallback: func(_ ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
-		if bytes.Equal(k.Marshal(), authorized.Marshal()) {
-			return nil, nil
-		}
-		return nil, errors.New("denied")
-	}}
-	cfg.AddHostKey(hk)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	s, err := ssh.NewSignerFromKey(priv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go serveConn(c, cfg)
-		}
-	}()
-	return &server{addr: l.Addr().String(), hostKey: hk}
+	return s
 }
 
-func serveConn(c net.Conn, cfg *ssh.ServerConfig) {
-	sc, chans, reqs, err := ssh.NewServerConn(c, cfg)
-	if err != nil {
-		return
-	}
-	go func() {
-		for r := range reqs {
-			if r.Type != "tcpip-forward" {
-				r.Reply(false, nil)
-				continue
-			}
-			var req struct {
-				Addr string
-				Port uint32
-			}
-			ssh.Unmarshal(r.Payload, &req)
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				r.Reply(false, nil)
-				continue
-			}
-			port := uint32(l.Addr().(*net.TCPAddr).Port)
-			forwardMu.Lock()
-			forwardAddr = l.Addr().String()
-			forwardMu.Unlock()
-			r.Reply(true, ssh.Marshal(struct{ Port uint32 }{port}))
-			go func() {
-				for {
-					conn, err := l.Accept()
-					if err != nil {
-						return
-					}
-					payload := ssh.Marshal(struct {
-						Addr       string
-						Port       uint32
-						OriginAddr string
-						OriginPort uint32
-					}{req.Addr, req.Port, "127.0.0.1", 1})
-					ch, creqs, err := sc.OpenChannel("forwarded-tcpip", payload)
-					if err != nil {
-						conn.Close()
-						continue
-					}
-					go ssh.DiscardRequests(creqs)
-					go func() { io.Copy(ch, conn); ch.CloseWrite() }()
-					go func() { io.Copy(conn, ch); conn.Close() }()
-				}
-			}()
-		}
-	}()
-	for nc := range chans {
-		ch, creqs, _ := nc.Accept()
-		go func() {
-			for r := range creqs {
-				if r.Type != "exec" {
-					r.Reply(false, nil)
-					continue
-				}
-				var p struct{ Cmd string }
-				ssh.Unmarshal(r.Payload, &p)
-				r.Reply(true, nil)
-				code := 0
-				switch {
-				case strings.HasPrefix(p.Cmd, "echo "):
-					fmt.Fprintln(ch, strings.TrimPrefix(p.Cmd, "echo "))
-				case p.Cmd == "both":
-					fmt.Fprintln(ch, "out")
-					fmt.Fprintln(ch.Stderr(), "err")
-				case strings.HasPrefix(p.Cmd, "exit "):
-					fmt.Sscan(strings.TrimPrefix(p.Cmd, "exit "), &code)
-					fmt.Fprintln(ch.Stderr(), "failing")
-				}
-				ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(code)}))
-				ch.Close()
-			}
-		}()
-	}
+func start(t *testing.T) (*guesttest.Server, guest.Config) {
+	user := signer(t)
+	srv := guesttest.Start(t, guesttest.Options{Authorized: user.PublicKey()})
+	srv.Reply(`^both$`, guesttest.Reply{Stdout: "out\n", Stderr: "err\n"})
+	return srv, guest.Config{Addr: srv.Addr, User: "root", Signer: user, HostKey: srv.HostKey.PublicKey()}
 }
-
-var (
-	forwardMu   sync.Mutex
-	forwardAddr string
-)
 
 func TestClient(t *testing.T) {
-	_, upriv, _ := ed25519.GenerateKey(rand.Reader)
-	user, _ := ssh.NewSignerFromKey(upriv)
-	srv := newServer(t, user.PublicKey())
+	srv, cfg := start(t)
 	ctx := context.Background()
 
 	t.Run("pinned key accepted, commands and exit status", func(t *testing.T) {
-		c, err := Wait(ctx, Config{Addr: srv.addr, User: "root", Signer: user, HostKey: srv.hostKey.PublicKey()}, nil)
+		c, err := guest.Wait(ctx, cfg, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -152,19 +50,23 @@ func TestClient(t *testing.T) {
 			t.Errorf("echo: %q %v", out, err)
 		}
 		out, err = c.Output(ctx, "exit 3")
-		var ee *ExitError
-		if !errors.As(err, &ee) || ee.Status != 3 || !strings.Contains(out, "failing") {
+		var ee *guest.ExitError
+		if !errors.As(err, &ee) || ee.Status != 3 || !strings.Contains(out, "exiting 3") {
 			t.Errorf("exit 3: %q %v", out, err)
+		}
+		stdout, all, err := c.Split(ctx, "both")
+		if err != nil || stdout != "out\n" || !strings.Contains(all, "err") {
+			t.Errorf("split: %q %q %v", stdout, all, err)
 		}
 	})
 
 	t.Run("combined output keeps both streams", func(t *testing.T) {
-		c, err := Dial(ctx, Config{Addr: srv.addr, User: "root", Signer: user, HostKey: srv.hostKey.PublicKey()})
+		c, err := guest.Dial(ctx, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		for i := 0; i < 50; i++ {
+		for i := range 50 {
 			out, err := c.Output(ctx, "both")
 			if err != nil || !strings.Contains(out, "out") || !strings.Contains(out, "err") {
 				t.Fatalf("run %d: output %q, %v (stdout and stderr must both survive)", i, out, err)
@@ -173,18 +75,18 @@ func TestClient(t *testing.T) {
 	})
 
 	t.Run("wrong host key refused at once", func(t *testing.T) {
-		_, other, _ := ed25519.GenerateKey(rand.Reader)
-		os, _ := ssh.NewSignerFromKey(other)
+		bad := cfg
+		bad.HostKey = signer(t).PublicKey()
 		start := time.Now()
-		_, err := Wait(ctx, Config{Addr: srv.addr, User: "root", Signer: user, HostKey: os.PublicKey()}, nil)
-		var hk *HostKeyMismatch
+		_, err := guest.Wait(ctx, bad, nil)
+		var hk *guest.HostKeyMismatch
 		if !errors.As(err, &hk) {
 			t.Fatalf("err = %v, want host key mismatch", err)
 		}
 		if time.Since(start) > 5*time.Second {
 			t.Error("a wrong host key was retried")
 		}
-		if !strings.Contains(err.Error(), ssh.FingerprintSHA256(srv.hostKey.PublicKey())) {
+		if !strings.Contains(err.Error(), ssh.FingerprintSHA256(srv.HostKey.PublicKey())) {
 			t.Errorf("error does not show the presented key: %v", err)
 		}
 	})
@@ -195,14 +97,16 @@ func TestClient(t *testing.T) {
 		l.Close()
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
-		_, err := Wait(cctx, Config{Addr: addr, User: "root", Signer: user, HostKey: srv.hostKey.PublicKey()}, nil)
+		gone := cfg
+		gone.Addr = addr
+		_, err := guest.Wait(cctx, gone, nil)
 		if err == nil || !strings.Contains(err.Error(), "no answer") {
 			t.Errorf("err = %v", err)
 		}
 	})
 
 	t.Run("remote forward", func(t *testing.T) {
-		c, err := Dial(ctx, Config{Addr: srv.addr, User: "root", Signer: user, HostKey: srv.hostKey.PublicKey()})
+		c, err := guest.Dial(ctx, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,7 +116,7 @@ func TestClient(t *testing.T) {
 		go func() {
 			conn, err := backend.Accept()
 			if err == nil {
-				conn.Write([]byte("from host"))
+				_, _ = conn.Write([]byte("from host"))
 				conn.Close()
 			}
 		}()
@@ -221,10 +125,7 @@ func TestClient(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer fwd.Close()
-		forwardMu.Lock()
-		addr := forwardAddr
-		forwardMu.Unlock()
-		conn, err := net.Dial("tcp", addr)
+		conn, err := net.Dial("tcp", srv.Forward("127.0.0.1:5000"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -233,4 +134,110 @@ func TestClient(t *testing.T) {
 			t.Errorf("forwarded %q", b)
 		}
 	})
+}
+
+func TestUploads(t *testing.T) {
+	srv, cfg := start(t)
+	ctx := context.Background()
+	c, err := guest.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	dir := t.TempDir()
+	local := filepath.Join(dir, "crio")
+	data := []byte(strings.Repeat("binary", 100000))
+	if err := os.WriteFile(local, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.UploadVerified(ctx, map[string]string{local: "/usr/local/bin/crio"}, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	got, err := srv.ReadFile("/usr/local/bin/crio")
+	if err != nil || string(got) != string(data) {
+		t.Fatalf("uploaded %d bytes, %v", len(got), err)
+	}
+	if st, _ := os.Stat(srv.Path("/usr/local/bin/crio")); st.Mode().Perm() != 0o755 {
+		t.Errorf("mode %v", st.Mode())
+	}
+	if err := c.WriteFile(ctx, "/etc/crio/crio.conf.d/10-envctl.conf", []byte("[crio]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := srv.ReadFile("/etc/crio/crio.conf.d/10-envctl.conf"); string(b) != "[crio]\n" {
+		t.Errorf("written %q", b)
+	}
+
+	// A guest whose copy never matches: the upload is retried once, then
+	// refused naming the file.
+	srv.Reply(`^sha256sum `, guesttest.Reply{Stdout: strings.Repeat("0", 64) + "  /usr/local/bin/crio\n"})
+	err = c.UploadVerified(ctx, map[string]string{local: "/usr/local/bin/crio"}, 0o755)
+	if err == nil || !strings.Contains(err.Error(), "sha256 differs") || !strings.Contains(err.Error(), local) {
+		t.Errorf("mismatch: %v", err)
+	}
+	n := 0
+	for _, cmd := range srv.Commands() {
+		if strings.HasPrefix(cmd, "sha256sum") {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Errorf("%d checks, want 3 (one good upload, then two tries)", n)
+	}
+
+	// Cancellation stops an upload.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := c.Upload(cctx, map[string]string{local: "/x"}, 0o644); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled upload: %v", err)
+	}
+	if err := c.Upload(ctx, map[string]string{filepath.Join(dir, "missing"): "/x"}, 0o644); err == nil {
+		t.Error("uploaded a missing file")
+	}
+}
+
+func TestShellExitStatus(t *testing.T) {
+	_, cfg := start(t)
+	c, err := guest.Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var out strings.Builder
+	err = c.Shell(context.Background(), "sh -c 'exit 7'", strings.NewReader(""), &out, io.Discard, "", 80, 24)
+	var ee *guest.ExitError
+	if !errors.As(err, &ee) || ee.Status != 7 {
+		t.Errorf("shell: %v", err)
+	}
+	if err := c.Shell(context.Background(), "echo ok", nil, &out, io.Discard, "xterm", 80, 24); err != nil || !strings.Contains(out.String(), "ok") {
+		t.Errorf("shell with a pty: %q %v", out.String(), err)
+	}
+}
+
+func TestRunCancelled(t *testing.T) {
+	srv, cfg := start(t)
+	release := make(chan struct{})
+	defer close(release)
+	srv.Handle(`^sleep`, func(string, []string) guesttest.Reply { <-release; return guesttest.Reply{} })
+	c, err := guest.Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := c.Output(ctx, "sleep 100"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("err %v", err)
+	}
+	if time.Since(start) > 3*time.Second {
+		t.Errorf("took %s", time.Since(start))
+	}
+}
+
+func TestQuote(t *testing.T) {
+	for in, want := range map[string]string{"a": "'a'", "it's": `'it'\''s'`, "": "''"} {
+		if got := guest.Quote(in); got != want {
+			t.Errorf("Quote(%q) = %s", in, got)
+		}
+	}
 }

@@ -189,7 +189,7 @@ func (r *runner) run(ctx context.Context) error {
 	if _, ok := r.step(ctx, lifecycle+"pull volume image", "crictl pull "+q(img), succeeds); !ok {
 		r.skipRest(lifecycle, "the volume image could not be pulled")
 	} else if out, ok := r.step(ctx, lifecycle+"run container with image volume", "crictl run "+dir+"/container.json "+dir+"/sandbox.json", succeeds); !ok {
-		r.res.Artifacts["crictl-run.txt"] = out
+		r.res.Artifacts["crictl-run.txt"] = r.res.Steps[len(r.res.Steps)-1].Output
 		r.skipRest(lifecycle, "the container did not start")
 	} else {
 		ctr := lastLine(out)

@@ -1,8 +1,14 @@
 package imagevolume
 
 import (
+	"context"
 	"encoding/json"
+	"strings"
 	"testing"
+
+	"github.com/envctl/envctl/provision/crio/criotest"
+	"github.com/envctl/envctl/provision/guest/guesttest"
+	"github.com/envctl/envctl/provision/report"
 )
 
 func TestContainerConfigIsWhatTheKubeletSends(t *testing.T) {
@@ -25,8 +31,98 @@ func TestContainerConfigIsWhatTheKubeletSends(t *testing.T) {
 	if m.ContainerPath != "/volume" || m.HostPath == nil || *m.HostPath != "" || !m.Readonly || m.Image.Image != "v" || m.Image.UserSpecifiedImage != "v" || m.ImageSubPath != "dir" {
 		t.Errorf("mount %+v", m)
 	}
-	var sb map[string]any
+	var sb struct {
+		Metadata struct{ Name, Namespace, UID string } `json:"metadata"`
+		Linux    struct {
+			SecurityContext struct {
+				NamespaceOptions struct{ Network int } `json:"namespace_options"`
+			} `json:"security_context"`
+		} `json:"linux"`
+	}
 	if err := json.Unmarshal([]byte(SandboxConfig("p")), &sb); err != nil {
 		t.Fatal(err)
+	}
+	if sb.Metadata.Name != "p" || sb.Metadata.Namespace != "envctl" || sb.Linux.SecurityContext.NamespaceOptions.Network != 2 {
+		t.Errorf("sandbox %+v: want the pod on the host network (NODE = 2)", sb)
+	}
+}
+
+func run(t *testing.T, setup func(*criotest.Stack)) Result {
+	srv, c := guesttest.Connect(t)
+	sim := criotest.Install(srv)
+	if setup != nil {
+		setup(sim)
+	}
+	res, err := Run(context.Background(), c, Config{VolumeImage: "localhost:5000/envctl/artifact:v1", WorkloadImage: "localhost:5000/envctl/workload:v1", Dir: "/root/envctl-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"container.json", "sandbox.json", "container-invalid.json"} {
+		if _, err := srv.ReadFile("/root/envctl-test/" + f); err != nil {
+			t.Errorf("config %s not written", f)
+		}
+	}
+	return res
+}
+
+func statuses(res Result) map[string]report.Status {
+	out := map[string]report.Status{}
+	for _, s := range res.Steps {
+		out[s.Name] = s.Status
+	}
+	return out
+}
+
+func TestStepsAllPass(t *testing.T) {
+	res := run(t, nil)
+	want := []string{
+		"setup: pull workload image",
+		"lifecycle: pull volume image", "lifecycle: run container with image volume", "lifecycle: /volume/dir/file is 1", "lifecycle: /volume/file is 2",
+		"lifecycle: rmi refused while in use", "lifecycle: image ID equals mount image ID", "lifecycle: rm container", "lifecycle: rmi after removal",
+		"sub path: pull volume image", "sub path: run with image_sub_path=dir", "sub path: /volume/file is 1", "sub path: rm container",
+		"invalid sub path: run with image_sub_path=foo-bar fails",
+		"not pulled: remove the volume image", "not pulled: run without the volume image fails",
+	}
+	var got []string
+	for _, s := range res.Steps {
+		got = append(got, s.Name)
+		if s.Status != report.Pass {
+			t.Errorf("%s: %s %s", s.Name, s.Status, s.Message)
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("steps:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestSeedCaseFailsAndSkipsWhatCannotRun(t *testing.T) {
+	res := run(t, func(c *criotest.Stack) { c.DropsMount = true })
+	st := statuses(res)
+	if st["lifecycle: run container with image volume"] != report.Fail || st["sub path: run with image_sub_path=dir"] != report.Fail {
+		t.Errorf("runs did not fail: %v", st)
+	}
+	for _, s := range []string{"lifecycle: /volume/dir/file is 1", "lifecycle: rmi after removal", "sub path: /volume/file is 1"} {
+		if st[s] != report.Skip {
+			t.Errorf("%s: %s, want skip", s, st[s])
+		}
+	}
+	// Refusals for the wrong reason are failures, not passes.
+	if st["invalid sub path: run with image_sub_path=foo-bar fails"] != report.Fail || st["not pulled: run without the volume image fails"] != report.Fail {
+		t.Errorf("HostPath-is-empty refusals passed: %v", st)
+	}
+	if !strings.Contains(res.Artifacts["crictl-run.txt"], "mount.HostPath is empty") {
+		t.Errorf("artifacts %v", res.Artifacts)
+	}
+}
+
+func TestPullFailures(t *testing.T) {
+	res := run(t, func(c *criotest.Stack) { c.PullFails = "workload" })
+	if len(res.Steps) != 1 || res.Steps[0].Status != report.Fail {
+		t.Errorf("a failed workload pull must stop the test: %+v", res.Steps)
+	}
+	res = run(t, func(c *criotest.Stack) { c.PullFails = "artifact" })
+	st := statuses(res)
+	if st["lifecycle: pull volume image"] != report.Fail || st["lifecycle: /volume/file is 2"] != report.Skip {
+		t.Errorf("statuses %v", st)
 	}
 }

@@ -1,28 +1,35 @@
 package libvirt
 
 import (
-	"os"
-	"path/filepath"
+	"context"
+	"errors"
 	"strings"
 	"testing"
+	"time"
 
+	golibvirt "github.com/digitalocean/go-libvirt"
 	"libvirt.org/go/libvirtxml"
+
+	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/provision/vm"
 )
 
+var base = vm.DomainSpec{Name: "envctl-x", Type: vm.DomainQEMU, CPUs: 2, MemoryMiB: 2048,
+	Disks:  []vm.Disk{{Path: "/p/d.qcow2", Format: "qcow2"}, {Path: "/p/s.iso", Format: "raw", ReadOnly: true}},
+	Kernel: "/c/vmlinuz", Initrd: "/c/initrd", Cmdline: "root=/dev/vda", ConsoleLog: "/e/console.log", SSHPort: 2222,
+	Metadata: vm.Metadata{ID: "x-1", Profile: "p", PID: 42, Created: "now", Owner: "/state"}}
+
 func TestDomainXML(t *testing.T) {
-	base := DomainSpec{Name: "envctl-x", Type: "qemu", CPUs: 2, MemoryMiB: 2048, Disk: "/p/d.qcow2", Seed: "/p/s.iso",
-		Kernel: "/c/vmlinuz", Initrd: "/c/initrd", Cmdline: "root=/dev/vda", ConsoleLog: "/e/console.log", SSHPort: 2222,
-		Metadata: Metadata{ID: "x-1", Profile: "p", PID: 42, Created: "now"}}
 	tests := []struct {
 		name   string
-		mutate func(*DomainSpec)
+		mutate func(*vm.DomainSpec)
 		want   []string
 		absent []string
 	}{
-		{"tcg direct boot user net", func(*DomainSpec) {}, []string{`type="qemu"`, "<kernel>/c/vmlinuz</kernel>", "hostfwd=tcp:127.0.0.1:2222-:22", "restrict=on", `<source path="/e/console.log">`, "<envctl:id>x-1</envctl:id>", "<envctl:pid>42</envctl:pid>", "<readonly>", `dev="vdb"`}, []string{"host-passthrough", "<boot"}},
-		{"kvm disk boot", func(s *DomainSpec) { s.Type, s.Kernel = "kvm", "" }, []string{`type="kvm"`, "host-passthrough", `<boot dev="hd">`}, []string{"<kernel>"}},
-		{"online", func(s *DomainSpec) { s.Online = true }, []string{"hostfwd"}, []string{"restrict=on"}},
-		{"nat", func(s *DomainSpec) { s.Network = "nat" }, []string{`<interface type="network">`, `network="default"`}, []string{"hostfwd"}},
+		{"tcg direct boot user net", func(*vm.DomainSpec) {}, []string{`type="qemu"`, "<kernel>/c/vmlinuz</kernel>", "hostfwd=tcp:127.0.0.1:2222-:22", "restrict=on", `<source path="/e/console.log">`, "<envctl:id>x-1</envctl:id>", "<envctl:owner>/state</envctl:owner>", "<readonly>", `dev="vdb"`, `cache="unsafe"`}, []string{"host-passthrough", "<boot"}},
+		{"kvm disk boot", func(s *vm.DomainSpec) { s.Type, s.Kernel = vm.DomainKVM, "" }, []string{`type="kvm"`, "host-passthrough", `<boot dev="hd">`}, []string{"<kernel>"}},
+		{"online", func(s *vm.DomainSpec) { s.Online = true }, []string{"hostfwd"}, []string{"restrict=on"}},
+		{"nat", func(s *vm.DomainSpec) { s.Network = vm.NetworkNAT }, []string{`<interface type="network">`, `network="default"`}, []string{"hostfwd"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -48,46 +55,204 @@ func TestDomainXML(t *testing.T) {
 			}
 		})
 	}
-	bad := base
-	bad.Type = "xen"
-	if _, err := DomainXML(bad); err == nil {
-		t.Error("accepted type xen")
+	for name, mutate := range map[string]func(*vm.DomainSpec){
+		"xen":               func(s *vm.DomainSpec) { s.Type = "xen" },
+		"user net, no port": func(s *vm.DomainSpec) { s.SSHPort = 0 },
+		"bridge network":    func(s *vm.DomainSpec) { s.Network = "bridge" },
+	} {
+		s := base
+		mutate(&s)
+		if _, err := DomainXML(s); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
-	bad = base
-	bad.SSHPort = 0
-	if _, err := DomainXML(bad); err == nil {
-		t.Error("user networking without a port")
-	}
-	m, err := ParseMetadata(`<env xmlns="https://envctl.dev/xmlns/env/1"><id>a</id><profile>p</profile><pid>7</pid></env>`)
-	if err != nil || m.ID != "a" || m.PID != 7 {
+	m, err := ParseMetadata(`<env xmlns="https://envctl.dev/xmlns/env/1"><id>a</id><profile>p</profile><pid>7</pid><owner>/s</owner></env>`)
+	if err != nil || m.ID != "a" || m.PID != 7 || m.Owner != "/s" {
 		t.Errorf("metadata %+v %v", m, err)
 	}
 }
 
-func TestAccel(t *testing.T) {
-	dir := t.TempDir()
-	kvm := filepath.Join(dir, "kvm")
-	os.WriteFile(kvm, nil, 0o666)
-	withVMX := filepath.Join(dir, "vmx")
-	os.WriteFile(withVMX, []byte("processor : 0\nflags\t\t: fpu vme vmx sse\n"), 0o644)
-	noVMX := filepath.Join(dir, "novmx")
-	os.WriteFile(noVMX, []byte("flags\t\t: fpu vme sse hypervisor\n"), 0o644)
+const kvmDomCaps = `<domainCapabilities><path>/usr/bin/qemu-system-x86_64</path><domain>kvm</domain><machine>pc</machine><arch>x86_64</arch></domainCapabilities>`
+
+func hostCaps(features string) string {
+	return `<capabilities><host><uuid>x</uuid><cpu><arch>x86_64</arch><model>kvm64</model>` + features + `</cpu></host></capabilities>`
+}
+
+func TestDomainTypeFromCapabilities(t *testing.T) {
 	tests := []struct {
-		req, kvm, cpu, want string
-		warn, err           bool
+		name              string
+		domCaps, hostCaps string
+		want              vm.Accel
+		got               vm.DomainType
+		warn, err         bool
 	}{
-		{"auto", kvm, withVMX, "kvm", false, false},
-		{"auto", kvm, noVMX, "qemu", true, false}, // PVM: /dev/kvm but no vmx/svm
-		{"auto", filepath.Join(dir, "none"), withVMX, "qemu", true, false},
-		{"tcg", kvm, withVMX, "qemu", false, false},
-		{"kvm", kvm, noVMX, "", false, true},
-		{"kvm", kvm, withVMX, "kvm", false, false},
-		{"hvf", kvm, withVMX, "", false, true},
+		{"intel with vmx", kvmDomCaps, hostCaps(`<feature name="vmx"/>`), vm.AccelAuto, vm.DomainKVM, false, false},
+		{"amd with svm features", kvmDomCaps, hostCaps(`<features><svm/></features>`), vm.AccelAuto, vm.DomainKVM, false, false},
+		{"PVM: kvm offered, no vmx or svm", kvmDomCaps, hostCaps(`<feature name="hypervisor"/>`), vm.AccelAuto, vm.DomainQEMU, true, false},
+		{"no KVM domains", "", hostCaps(`<feature name="vmx"/>`), vm.AccelAuto, vm.DomainQEMU, true, false},
+		{"tcg asked", kvmDomCaps, hostCaps(`<feature name="vmx"/>`), vm.AccelTCG, vm.DomainQEMU, false, false},
+		{"kvm asked and usable", kvmDomCaps, hostCaps(`<feature name="vmx"/>`), vm.AccelKVM, vm.DomainKVM, false, false},
+		{"kvm asked, not usable", kvmDomCaps, hostCaps(""), vm.AccelKVM, "", false, true},
 	}
 	for _, tt := range tests {
-		got, warn, err := accel(tt.req, tt.kvm, tt.cpu)
-		if got != tt.want || (warn != "") != tt.warn || (err != nil) != tt.err {
-			t.Errorf("accel(%s, %s, %s) = %q, %q, %v", tt.req, filepath.Base(tt.kvm), filepath.Base(tt.cpu), got, warn, err)
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeRPC()
+			f.domCaps, f.hostCaps = tt.domCaps, tt.hostCaps
+			c := &Conn{l: f, uri: "qemu:///system"}
+			got, warn, err := c.DomainType(context.Background(), tt.want)
+			if got != tt.got || (warn != "") != tt.warn || (err != nil) != tt.err {
+				t.Errorf("DomainType = %q, %q, %v", got, warn, err)
+			}
+			if err != nil && !fault.Is(err, fault.Input) {
+				t.Errorf("class %v", fault.ClassOf(err))
+			}
+			if tt.name == "PVM: kvm offered, no vmx or svm" && !strings.Contains(warn, "no vmx or svm") {
+				t.Errorf("warning %q", warn)
+			}
+		})
+	}
+}
+
+func TestStorage(t *testing.T) {
+	f := newFakeRPC()
+	c := &Conn{l: f, uri: "qemu:///system"}
+	ctx := context.Background()
+	if err := c.EnsurePool(ctx, "envctl-1", "/s/pool"); err != nil {
+		t.Fatal(err)
+	}
+	if p := f.pools["envctl-1"]; p == nil || !p.running || p.dir != "/s/pool" {
+		t.Fatalf("pool %+v", p)
+	}
+	f.pools["envctl-1"].running, f.pools["envctl-1"].built = false, false // stopped, directory gone
+	if err := c.EnsurePool(ctx, "envctl-1", "/s/pool"); err != nil || !f.pools["envctl-1"].running {
+		t.Fatalf("restart: %v", err)
+	}
+	path, err := c.CreateOverlay(ctx, "envctl-1", "e-disk.qcow2", "/cache/base.raw", "raw", 10<<30)
+	if err != nil || path != "/s/pool/e-disk.qcow2" {
+		t.Fatalf("overlay %s %v", path, err)
+	}
+	var vol libvirtxml.StorageVolume
+	_ = vol.Unmarshal(f.pools["envctl-1"].vols["e-disk.qcow2"].xml)
+	if vol.BackingStore == nil || vol.BackingStore.Path != "/cache/base.raw" || vol.BackingStore.Format.Type != "raw" || vol.Target.Format.Type != "qcow2" {
+		t.Errorf("overlay volume %+v", vol)
+	}
+	if _, err := c.CreateVolume(ctx, "envctl-1", "e-seed.iso", []byte("seed")); err != nil {
+		t.Fatal(err)
+	}
+	if string(f.pools["envctl-1"].vols["e-seed.iso"].data) != "seed" {
+		t.Error("upload lost")
+	}
+	f.fail["StorageVolUpload"] = errors.New("stream broke")
+	if _, err := c.CreateVolume(ctx, "envctl-1", "e-art.iso", []byte("x")); err == nil || f.pools["envctl-1"].vols["e-art.iso"] != nil {
+		t.Errorf("failed upload left a volume: %v", err)
+	}
+	delete(f.fail, "StorageVolUpload")
+	names, err := c.Volumes(ctx, "envctl-1")
+	if err != nil || strings.Join(names, " ") != "e-disk.qcow2 e-seed.iso" {
+		t.Errorf("volumes %v %v", names, err)
+	}
+	for _, v := range []string{"e-disk.qcow2", "e-seed.iso", "gone.iso"} {
+		if err := c.DeleteVolume(ctx, "envctl-1", v); err != nil {
+			t.Errorf("delete %s: %v", v, err)
 		}
+	}
+	// Deleting from a missing pool is fine and never creates the pool.
+	if err := c.DeleteVolume(ctx, "envctl-missing", "x"); err != nil || f.pools["envctl-missing"] != nil {
+		t.Errorf("delete from a missing pool: %v", err)
+	}
+	if names, err := c.Volumes(ctx, "envctl-missing"); err != nil || len(names) != 0 {
+		t.Errorf("volumes of a missing pool: %v %v", names, err)
+	}
+	if _, err := c.CreateOverlay(ctx, "envctl-missing", "x", "/b", "raw", 1); !fault.Is(err, fault.Infra) {
+		t.Errorf("overlay in a missing pool: %v", err)
+	}
+}
+
+func TestDomains(t *testing.T) {
+	f := newFakeRPC()
+	c := &Conn{l: f, uri: "qemu:///system"}
+	ctx := context.Background()
+	if err := c.Start(ctx, base); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.State(ctx, "envctl-x"); err != nil || st != vm.DomainRunning {
+		t.Errorf("state %s %v", st, err)
+	}
+	if _, err := f.DomainDefineXMLFlags("<domain type='qemu'><name>other</name></domain>", 0); err != nil {
+		t.Fatal(err)
+	}
+	doms, err := c.Domains(ctx)
+	if err != nil || len(doms) != 1 || doms[0].Meta.ID != "x-1" || doms[0].Meta.Owner != "/state" || doms[0].State != vm.DomainRunning {
+		t.Errorf("domains %+v %v (the domain without envctl metadata must not be listed)", doms, err)
+	}
+	f.domains["envctl-x"].state = golibvirt.DomainPaused
+	if st, _ := c.State(ctx, "envctl-x"); st != vm.DomainPaused {
+		t.Errorf("paused domain is %s", st)
+	}
+	if err := c.Remove(ctx, "envctl-x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Remove(ctx, "envctl-x"); err != nil {
+		t.Errorf("removing a missing domain: %v", err)
+	}
+	if err := c.Remove(ctx, "other"); err != nil {
+		t.Errorf("removing a shut-off domain: %v", err)
+	}
+	if st, err := c.State(ctx, "envctl-x"); err != nil || st != vm.DomainMissing {
+		t.Errorf("missing domain: %s %v", st, err)
+	}
+	f.fail["DomainCreateWithFlags"] = lverr(golibvirt.ErrInternalError, "qemu died")
+	if err := c.Start(ctx, base); !fault.Is(err, fault.Infra) || f.domains["envctl-x"] != nil {
+		t.Errorf("failed start left a definition: %v", err)
+	}
+}
+
+func TestLeaseIP(t *testing.T) {
+	f := newFakeRPC()
+	c := &Conn{l: f, uri: "qemu:///system"}
+	ctx := context.Background()
+	nat := base
+	nat.Network = vm.NetworkNAT
+	x, _ := DomainXML(nat)
+	x = strings.Replace(x, `<interface type="network">`, `<interface type="network"><mac address="52:54:00:AA:BB:CC"></mac>`, 1)
+	if _, err := f.DomainDefineXMLFlags(x, 0); err != nil {
+		t.Fatal(err)
+	}
+	if ip, err := c.LeaseIP(ctx, "default", "envctl-x"); err != nil || ip != "" {
+		t.Errorf("before a lease: %q %v", ip, err)
+	}
+	f.leases["52:54:00:aa:bb:cc"] = "192.0.2.10"
+	if ip, err := c.LeaseIP(ctx, "default", "envctl-x"); err != nil || ip != "192.0.2.10" {
+		t.Errorf("lease: %q %v", ip, err)
+	}
+	if _, err := c.LeaseIP(ctx, "nonet", "envctl-x"); err == nil || !strings.Contains(err.Error(), "--network user") {
+		t.Errorf("missing network: %v", err)
+	}
+}
+
+// TestEveryCallHasADeadline: a daemon that stops answering fails the call
+// when its context ends, instead of hanging envctl.
+func TestEveryCallHasADeadline(t *testing.T) {
+	f := newFakeRPC()
+	f.block = make(chan struct{})
+	defer close(f.block)
+	c := &Conn{l: f, uri: "qemu:///system"}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := c.Domains(ctx)
+	if !fault.Is(err, fault.Infra) || !strings.Contains(err.Error(), "did not answer") || time.Since(start) > 2*time.Second {
+		t.Errorf("err %v after %s", err, time.Since(start))
+	}
+}
+
+func TestConnectErrors(t *testing.T) {
+	ctx := context.Background()
+	if _, err := Connect(ctx, "not a uri"); !fault.Is(err, fault.Input) {
+		t.Errorf("bad uri: %v", err)
+	}
+	_, err := Connect(ctx, "qemu:///system?socket=/nonexistent/libvirt-sock")
+	if !fault.Is(err, fault.Infra) || !strings.Contains(err.Error(), "cannot reach libvirt") {
+		t.Errorf("no daemon: %v", err)
 	}
 }

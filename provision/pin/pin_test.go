@@ -19,6 +19,7 @@ import (
 	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/lock"
 )
 
 // upstream serves files in the exact upstream release layout, keyed by path.
@@ -90,7 +91,7 @@ func loadProfile(t *testing.T, source, extra string) *profiles.Profile {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "t.yaml")
 	os.WriteFile(path, []byte(fmt.Sprintf(profileYAML, source, extra)), 0o644)
-	p, err := profiles.Parse(path, []byte(fmt.Sprintf(profileYAML, source, extra)), func(string) (string, bool) { return "", false })
+	p, err := profiles.Parse(path, []byte(fmt.Sprintf(profileYAML, source, extra)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +103,7 @@ func newResolver(t *testing.T, cat *catalog.Catalog) *Resolver {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Resolver{Catalog: cat, Images: images.DefaultCatalog(), Cache: c, Arch: "amd64",
+	return &Resolver{Catalog: cat, Images: images.NewStore(c), Arch: "amd64",
 		ModuleSum: func(_ context.Context, m, v string) (string, error) { return "h1:fake-" + m + "@" + v, nil }}
 }
 
@@ -132,41 +133,42 @@ func TestLockRelease(t *testing.T) {
 			t.Errorf("%s: %+v", key, a)
 		}
 	}
-	if len(f.Cells) != 2 || f.ProfileHash != p.Hash() || f.Image.Name != "debian-12" || !strings.HasPrefix(f.Image.Digest, "sha512:") {
+	if len(f.Cells) != 2 || f.ProfileHash != p.Hash() || f.Image.Name != "debian-12" || f.Image.Kind != lock.ImageDownload || !strings.HasPrefix(f.Image.Digest, "sha512:") {
 		t.Errorf("lock = %+v", f)
 	}
 
 	// Round trip and drift check.
-	if err := Write(p.LockPath(), f); err != nil {
+	if err := lock.Write(p.LockPath(), f); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ForProfile(p, "amd64"); err != nil {
+	if _, err := lock.ForProfile(p, "amd64"); err != nil {
 		t.Errorf("fresh lock refused: %v", err)
 	}
 	changed := loadProfile(t, "release", "")
 	changed.Path = p.Path
-	_, err = ForProfile(changed, "amd64")
-	var drift *DriftError
-	if !errors.As(err, &drift) || !strings.Contains(err.Error(), "envctl lock") || fault.Code(err) != 2 {
+	_, err = lock.ForProfile(changed, "amd64")
+	var stale *lock.StaleError
+	if !errors.As(err, &stale) || !strings.Contains(err.Error(), "dropped matrix.runtime") || fault.ClassOf(err) != fault.Input {
 		t.Errorf("changed profile: err = %v", err)
 	}
+	c, _ := cache.New(t.TempDir())
 
 	// The locked digest guards the download: a re-published file is refused
 	// and never enters the cache.
 	a, _ := f.Artifact("runc@1.3.6/release")
 	d, _ := cache.ParseDigest("sha256:" + a.SHA256)
-	if _, err := r.Cache.Fetch(context.Background(), a.URL, d); err != nil {
+	if _, err := c.Fetch(context.Background(), a.URL, d); err != nil {
 		t.Fatalf("fetch: %v", err)
 	}
 	b, _ := f.Artifact("crun@1.8.1/release")
 	up.set(strings.TrimPrefix(b.URL, srv.URL), []byte("tampered"))
 	db, _ := cache.ParseDigest("sha256:" + b.SHA256)
-	_, err = r.Cache.Fetch(context.Background(), b.URL, db)
+	_, err = c.Fetch(context.Background(), b.URL, db)
 	var mm *cache.MismatchError
 	if !errors.As(err, &mm) || !strings.Contains(err.Error(), b.URL) || !strings.Contains(err.Error(), b.SHA256) || !strings.Contains(err.Error(), hexSum([]byte("tampered"))) {
 		t.Errorf("mismatch error = %v", err)
 	}
-	if _, ok := r.Cache.Has(db); ok {
+	if _, ok := c.Has(db); ok {
 		t.Error("a corrupt download entered the cache")
 	}
 }
@@ -195,18 +197,18 @@ func TestLockErrors(t *testing.T) {
 		mutate func()
 		source string
 		want   []string
-		code   int
+		class  fault.Class
 	}{
 		{"404 checksum", func() {
 			delete(up.files, "/github.com/kubernetes-sigs/cri-tools/releases/download/v1.34.0/crictl-v1.34.0-linux-amd64.tar.gz.sha256")
-		}, "release", []string{"cri-tools", "crictl-v1.34.0-linux-amd64.tar.gz.sha256", "HTTP 404"}, 3},
+		}, "release", []string{"cri-tools", "crictl-v1.34.0-linux-amd64.tar.gz.sha256", "HTTP 404"}, fault.Infra},
 		{"checksum file lacks entry", func() {
 			up.files["/github.com/opencontainers/runc/releases/download/v1.3.6/runc.sha256sum"] = []byte(hexSum([]byte("a")) + "  runc.arm64\n")
-		}, "release", []string{"runc.sha256sum", "no line for runc.amd64", "runc.arm64"}, 3},
+		}, "release", []string{"runc.sha256sum", "no line for runc.amd64", "runc.arm64"}, fault.Infra},
 		{"garbage hex checksum", func() {
 			up.files["/github.com/kubernetes-sigs/cri-tools/releases/download/v1.34.0/crictl-v1.34.0-linux-amd64.tar.gz.sha256"] = []byte("<html>")
-		}, "release", []string{"bare sha256"}, 3},
-		{"mirror unset", func() {}, "mirror", []string{"ENVCTL_MIRROR"}, 2},
+		}, "release", []string{"bare sha256"}, fault.Infra},
+		{"mirror unset", func() {}, "mirror", []string{"ENVCTL_MIRROR"}, fault.Input},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -222,8 +224,8 @@ func TestLockErrors(t *testing.T) {
 					t.Errorf("error %q lacks %q", err, w)
 				}
 			}
-			if fault.Code(err) != tt.code {
-				t.Errorf("exit code %d, want %d", fault.Code(err), tt.code)
+			if fault.ClassOf(err) != tt.class {
+				t.Errorf("class %v, want %v", fault.ClassOf(err), tt.class)
 			}
 		})
 	}
@@ -279,5 +281,33 @@ func TestParseChecksum(t *testing.T) {
 		if (err == nil) != tt.ok || got != tt.want {
 			t.Errorf("ParseChecksum(%q, %s, %s) = %q, %v", tt.body, tt.format, tt.name, got, err)
 		}
+	}
+}
+
+func TestUpstreamVersion(t *testing.T) {
+	for in, want := range map[string]string{"1:2.1.6+ds1-1": "2.1.6", "1.21-1": "1.21", "1.1.1+ds1-3+b17": "1.1.1", "2.1.6": "2.1.6"} {
+		if got := UpstreamVersion(in); got != want {
+			t.Errorf("UpstreamVersion(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestLockPackageAgainstTheImage: a package source is checked against the
+// locked image's package list.
+func TestLockPackageAgainstTheImage(t *testing.T) {
+	r := newResolver(t, catalog.Default())
+	reg := filepath.Join(r.Images.Cache.Dir, "images")
+	_ = os.MkdirAll(reg, 0o755)
+	_ = os.WriteFile(filepath.Join(reg, "local.json"), []byte(`{"debian-12": {"name": "debian-12", "disk": "sha256:`+strings.Repeat("a", 64)+`", "format": "raw", "packages": {"conmon": "2.1.6+ds1-1"}}}`), 0o644)
+	f, err := r.Lock(context.Background(), loadProfile(t, "gomod", "  conmon: {version: \"2.1.6\", source: package}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, ok := f.Artifact("conmon@2.1.6/package"); !ok || a.Package != "conmon" || f.Image.Kind != lock.ImageLocal {
+		t.Errorf("package artifact %+v, image %+v", a, f.Image)
+	}
+	_, err = r.Lock(context.Background(), loadProfile(t, "gomod", "  conmon: {version: \"2.1.7\", source: package}\n"))
+	if !fault.Is(err, fault.Input) || !strings.Contains(err.Error(), "ships conmon 2.1.6+ds1-1, not 2.1.7") {
+		t.Errorf("wrong package version: %v", err)
 	}
 }

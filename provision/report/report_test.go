@@ -10,14 +10,17 @@ import (
 	"time"
 
 	"github.com/envctl/envctl/profiles/compat"
+	"github.com/envctl/envctl/profiles/fault"
 )
 
 func TestReportRendering(t *testing.T) {
 	r := &Report{Profile: "p", Cell: "p", Test: "image-volume-lifecycle", Verdict: VerdictFail, Seconds: 12,
 		Components: []Component{{Name: "cri-o", Locked: "1.34.0", Actual: "1.34.0", Verified: true}, {Name: "cri-tools", Locked: "1.30.0", Actual: "1.30.0", Verified: true}}}
-	r.Add(Step{Name: "pull", Status: Pass, Duration: time.Second, Command: "crictl pull x"})
-	r.Add(Step{Name: "run", Status: Fail, Duration: 2 * time.Second, Command: "crictl run", Output: "rpc error: mount.HostPath is empty"})
-	r.Add(Step{Name: "exec", Status: Skip, Message: "the container did not start"})
+	r.Steps = []Step{
+		NewStep(Step{Name: "pull", Status: Pass, Duration: time.Second, Command: "crictl pull x"}),
+		NewStep(Step{Name: "run", Status: Fail, Duration: 2 * time.Second, Command: "crictl run", Output: "rpc error: mount.HostPath is empty"}),
+		NewStep(Step{Name: "exec", Status: Skip, Message: "the container did not start"}),
+	}
 	r.Diagnosis = []compat.Finding{{Cause: "crictl v1.30.0 does not send CRI Mount.image", Fix: "upgrade cri-tools"}}
 	var buf bytes.Buffer
 	r.Table(&buf)
@@ -46,5 +49,52 @@ func TestTrim(t *testing.T) {
 	got := Trim(long, 100)
 	if len(got) > 110 || !strings.HasSuffix(got, "END") {
 		t.Errorf("Trim kept %d bytes", len(got))
+	}
+}
+
+func TestSummaries(t *testing.T) {
+	comps := []Component{{Name: "cri-o", Locked: "1.34.0"}}
+	tests := []struct {
+		r    Report
+		want string
+	}{
+		{Report{Cell: "c", Test: "t", Verdict: VerdictPass, Components: comps}, "PASS c: t with cri-o 1.34.0"},
+		{Report{Cell: "c", Test: "t", Verdict: VerdictReady, Components: comps}, "READY c: cri-o 1.34.0"},
+		{Report{Cell: "c", Verdict: VerdictError, Error: "boom\nmore"}, "ERROR c: boom ("},
+	}
+	for _, tt := range tests {
+		if got := tt.r.Summary(); !strings.HasPrefix(got, tt.want) {
+			t.Errorf("Summary = %q, want prefix %q", got, tt.want)
+		}
+	}
+}
+
+// TestWorst: how a matrix's cells aggregate into one outcome.
+func TestWorst(t *testing.T) {
+	pass := &Report{Verdict: VerdictPass}
+	ready := &Report{Verdict: VerdictReady}
+	fail := &Report{Verdict: VerdictFail}
+	infra := &Report{Verdict: VerdictError, ErrorClass: fault.Infra}
+	unclassified := &Report{Verdict: VerdictError}
+	input := &Report{Verdict: VerdictError, ErrorClass: fault.Input}
+	tests := []struct {
+		name    string
+		reports []*Report
+		verdict Verdict
+		class   fault.Class
+	}{
+		{"all pass", []*Report{pass, pass}, VerdictPass, fault.Unclassified},
+		{"ready counts as pass", []*Report{ready, pass}, VerdictPass, fault.Unclassified},
+		{"a failure", []*Report{pass, fail, pass}, VerdictFail, fault.Unclassified},
+		{"could not test beats failed", []*Report{fail, infra, pass}, VerdictError, fault.Infra},
+		{"unclassified error is could-not-test", []*Report{fail, unclassified}, VerdictError, fault.Unclassified},
+		{"bad input beats everything", []*Report{infra, input, fail}, VerdictError, fault.Input},
+		{"none", nil, VerdictPass, fault.Unclassified},
+	}
+	for _, tt := range tests {
+		v, c := Worst(tt.reports)
+		if v != tt.verdict || c != tt.class {
+			t.Errorf("%s: %s %v, want %s %v", tt.name, v, c, tt.verdict, tt.class)
+		}
 	}
 }

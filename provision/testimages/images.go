@@ -11,9 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -100,46 +97,28 @@ func Artifact() (v1.Image, error) {
 	return image(l, v1.Config{})
 }
 
-// Workload returns the workload and pause images around a binary that
-// answers to sleep, cat and pause (normally envctl itself). A dynamically
-// linked binary (a plain `go build` has cgo on) brings its ELF interpreter
-// and shared libraries from the host, so the images work however envctl
-// was linked.
+// Workload returns the workload and pause images around a static binary
+// that answers to sleep, cat and pause (see WorkloadBinary).
 func Workload(binary string) (workload, pause v1.Image, err error) {
+	if err := CheckStatic(binary); err != nil {
+		return nil, nil, err
+	}
 	data, err := os.ReadFile(binary)
 	if err != nil {
 		return nil, nil, fmt.Errorf("workload binary: %w", err)
 	}
-	deps, libDirs, err := RuntimeDeps(binary)
-	if err != nil {
-		return nil, nil, err
-	}
-	files := []file{
+	l, err := layer([]file{
 		{name: "bin/", mode: 0o755, dir: true},
 		{name: "bin/envctl-guest", mode: 0o755, data: data},
 		{name: "bin/sleep", link: "envctl-guest"},
 		{name: "bin/cat", link: "envctl-guest"},
 		{name: "bin/true", link: "envctl-guest"},
 		{name: "pause", link: "bin/envctl-guest"},
-	}
-	dirs := map[string]bool{"bin/": true}
-	for _, d := range deps {
-		rel := strings.TrimPrefix(d.path, "/")
-		for dir := path.Dir(rel); dir != "." && !dirs[dir+"/"]; dir = path.Dir(dir) {
-			dirs[dir+"/"] = true
-			files = append(files, file{name: dir + "/", mode: 0o755, dir: true})
-		}
-		files = append(files, file{name: rel, mode: 0o755, data: d.data})
-	}
-	slices.SortStableFunc(files, func(a, b file) int { return strings.Compare(a.name, b.name) })
-	l, err := layer(files)
+	})
 	if err != nil {
 		return nil, nil, err
 	}
 	env := []string{"PATH=/bin"}
-	if len(libDirs) > 0 {
-		env = append(env, "LD_LIBRARY_PATH="+strings.Join(libDirs, ":"))
-	}
 	if workload, err = image(l, v1.Config{Env: env, Cmd: []string{"/bin/sleep", "infinity"}}); err != nil {
 		return nil, nil, err
 	}
@@ -147,90 +126,22 @@ func Workload(binary string) (workload, pause v1.Image, err error) {
 	return workload, pause, err
 }
 
-// dep is a file a dynamically linked binary needs at run time.
-type dep struct {
-	path string // where the loader looks for it
-	data []byte
-}
-
-// libraryDirs are searched, in order, for the shared libraries a binary
-// names (after the interpreter's own directory).
-var libraryDirs = []string{"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"}
-
-// RuntimeDeps lists what a binary needs from the host to run in an empty
-// container: nothing for a static binary; else its ELF interpreter and
-// every shared library it needs, transitively. It also returns the
-// directories the libraries sit in.
-func RuntimeDeps(binary string) ([]dep, []string, error) {
-	interp, libs, err := elfNeeds(binary)
+// CheckStatic refuses a binary the test containers cannot run: not an ELF
+// file, or dynamically linked. A dynamically linked Go program also cannot
+// start its threads under CRI-O's default seccomp profile, which the pause
+// container always gets.
+func CheckStatic(path string) error {
+	f, err := elf.Open(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("workload binary %s: %w", binary, err)
-	}
-	if interp == "" {
-		return nil, nil, nil
-	}
-	var out []dep
-	var dirs []string
-	b, err := os.ReadFile(interp)
-	if err != nil {
-		return nil, nil, fmt.Errorf("workload binary %s is dynamically linked, and its interpreter %s cannot be read: %w", binary, interp, err)
-	}
-	out = append(out, dep{interp, b})
-	search := append([]string{path.Dir(interp)}, libraryDirs...)
-	seen := map[string]bool{path.Base(interp): true}
-	for len(libs) > 0 {
-		lib := libs[0]
-		libs = libs[1:]
-		if seen[lib] {
-			continue
-		}
-		seen[lib] = true
-		found := ""
-		for _, d := range search {
-			if _, err := os.Stat(path.Join(d, lib)); err == nil {
-				found = path.Join(d, lib)
-				break
-			}
-		}
-		if found == "" {
-			return nil, nil, fmt.Errorf("workload binary %s needs %s, which is in none of %s; build envctl with CGO_ENABLED=0", binary, lib, strings.Join(search, ", "))
-		}
-		data, err := os.ReadFile(found)
-		if err != nil {
-			return nil, nil, fmt.Errorf("workload binary %s: %w", binary, err)
-		}
-		out = append(out, dep{found, data})
-		if !slices.Contains(dirs, path.Dir(found)) {
-			dirs = append(dirs, path.Dir(found))
-		}
-		_, more, err := elfNeeds(found)
-		if err != nil {
-			return nil, nil, fmt.Errorf("library %s: %w", found, err)
-		}
-		libs = append(libs, more...)
-	}
-	return out, dirs, nil
-}
-
-// elfNeeds reads an ELF file's interpreter ("" when static) and the
-// shared libraries it names.
-func elfNeeds(p string) (interp string, libs []string, err error) {
-	f, err := elf.Open(p)
-	if err != nil {
-		return "", nil, err
+		return fmt.Errorf("workload binary %s: %w", path, err)
 	}
 	defer f.Close()
-	for _, prog := range f.Progs {
-		if prog.Type == elf.PT_INTERP {
-			b, err := io.ReadAll(prog.Open())
-			if err != nil {
-				return "", nil, err
-			}
-			interp = strings.TrimRight(string(b), "\x00")
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("workload binary %s is dynamically linked; the test containers need a static one", path)
 		}
 	}
-	libs, err = f.ImportedLibraries()
-	return interp, libs, err
+	return nil
 }
 
 // Registry is an in-process OCI registry on host loopback.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -41,14 +42,7 @@ func TestArtifactDeterministicAndContent(t *testing.T) {
 }
 
 func TestRegistryServesImages(t *testing.T) {
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "guest")
-	cmd := exec.Command("go", "build", "-o", bin, "./testdata/static")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build static helper: %v\n%s", err, out)
-	}
-	r, err := Serve(context.Background(), bin)
+	r, err := Serve(context.Background(), build(t, "./testdata/static", false))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,8 +55,87 @@ func TestRegistryServesImages(t *testing.T) {
 	}
 }
 
-func TestRefusesDynamicBinary(t *testing.T) {
-	if _, _, err := Workload("/bin/ls"); err == nil {
-		t.Error("accepted a dynamically linked binary")
+func build(t *testing.T, pkg string, cgo bool) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if cgo {
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", pkg, err, out)
+	}
+	return bin
+}
+
+// TestWorkloadBinary: the test workload is a static binary whatever
+// envctl is: built from the embedded source with the go command and
+// cached, or envctl itself when static; a dynamic binary is refused.
+func TestWorkloadBinary(t *testing.T) {
+	dir := t.TempDir()
+	dynamic := build(t, "./testdata/dynamic", true)
+	if CheckStatic(dynamic) == nil {
+		t.Skip("the toolchain built a static binary here")
+	}
+	if _, _, err := Workload(dynamic); err == nil || !strings.Contains(err.Error(), "dynamically linked") {
+		t.Errorf("accepted a dynamic workload: %v", err)
+	}
+	bin, err := WorkloadBinary(context.Background(), dir, dynamic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckStatic(bin); err != nil || !strings.HasPrefix(bin, dir) {
+		t.Fatalf("workload %s: %v", bin, err)
+	}
+	again, err := WorkloadBinary(context.Background(), dir, dynamic)
+	if err != nil || again != bin {
+		t.Errorf("not cached: %s %v", again, err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		out  string
+	}{
+		{"true", nil, 0, ""},
+		{"sleep", []string{"0.01"}, 0, ""},
+		{"cat", []string{"/nonexistent"}, 1, ""},
+		{"envctl-guest", nil, 2, ""},
+	} {
+		cmd := exec.Command(bin, tc.args...)
+		cmd.Args[0] = tc.name
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != tc.code {
+			t.Errorf("%s: exit %d, want %d (%v)", tc.name, code, tc.code, err)
+		}
+	}
+	// Without the go command, a static envctl serves as its own workload;
+	// a dynamic one cannot.
+	static := build(t, "./testdata/static", false)
+	t.Setenv("PATH", t.TempDir())
+	if got, err := WorkloadBinary(context.Background(), t.TempDir(), static); err != nil || got != static {
+		t.Errorf("static self: %s %v", got, err)
+	}
+	if _, err := WorkloadBinary(context.Background(), t.TempDir(), dynamic); err == nil || !strings.Contains(err.Error(), "CGO_ENABLED=0") {
+		t.Errorf("dynamic self without go: %v", err)
+	}
+}
+
+func TestStaticBinaryNeedsNothing(t *testing.T) {
+	if err := CheckStatic(build(t, "./testdata/static", false)); err != nil {
+		t.Errorf("static binary: %v", err)
+	}
+	if _, _, err := Workload(filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Error("accepted a missing binary")
+	}
+	notELF := filepath.Join(t.TempDir(), "script")
+	_ = os.WriteFile(notELF, []byte("#!/bin/sh\n"), 0o755)
+	if _, _, err := Workload(notELF); err == nil {
+		t.Error("accepted a file that is not an ELF binary")
 	}
 }

@@ -379,6 +379,11 @@ func (m *Machine) Teardown(ctx context.Context) error {
 		_ = m.SSH.Close()
 		m.SSH = nil
 	}
+	if m.drv == nil && m.Env.State == env.StateCreating && len(m.Env.Volumes) == 0 {
+		// Nothing reached the hypervisor: only the directory exists.
+		m.release()
+		return m.Env.Remove()
+	}
 	m.Env.State = env.StateTearingDown
 	_ = m.Env.Save()
 	if m.drv == nil {

@@ -1,0 +1,131 @@
+// Package criotest scripts a fake guest (guesttest.Server) to behave like
+// a Debian VM with envctl's stack installed: systemd, CRI-O starting, the
+// version answers of each binary, and a small stateful crictl with the
+// failure modes the image-volume test must tell apart. The imagevolume and
+// pipeline tests use it.
+package criotest
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/envctl/envctl/provision/guest/guesttest"
+)
+
+// Stack is the fake CRI-O stack in a guest.
+type Stack struct {
+	mu         sync.Mutex
+	images     map[string]bool
+	containers map[string]string // ID → image sub path
+	n          int
+	// DropsMount plays crictl < 1.31: the mount's image never reaches CRI-O,
+	// which answers "mount.HostPath is empty".
+	DropsMount bool
+	// PullFails makes pulls of images whose name contains it fail.
+	PullFails string
+	// VolumeFile is what /volume/file holds ("2" upstream).
+	VolumeFile string
+}
+
+// Versions are the answers of the version commands, keyed by a regular
+// expression of the command.
+var Versions = map[string]string{
+	`^/usr/local/bin/crio --version$`:                                  "crio version 1.34.0\nGitCommit: 5dd0877c\n",
+	`^/usr/local/bin/crictl --version$`:                                "crictl version v1.34.0\n",
+	`^/usr/local/bin/runc --version$`:                                  "runc version 1.3.6\ncommit: v1.3.6-0\nspec: 1.2.1\n",
+	`^/usr/local/bin/crun --version$`:                                  "crun version 1.21\ncommit: x\n",
+	`^dpkg-query -W -f '\$\{Version\}' 'conmon'$`:                      "2.1.6+ds1-1",
+	`^dpkg-query -W -f '\$\{Version\}' 'containernetworking-plugins'$`: "1.1.1+ds1-3+b17",
+}
+
+// Install scripts srv as a guest where CRI-O installs, starts and runs.
+func Install(srv *guesttest.Server) *Stack {
+	s := &Stack{images: map[string]bool{}, containers: map[string]string{}, VolumeFile: "2"}
+	srv.Reply(`^udevadm control`, guesttest.Reply{})
+	srv.Reply(`^systemctl start crio$`, guesttest.Reply{})
+	srv.Reply(`^journalctl`, guesttest.Reply{Stdout: "-- journal of crio --\n"})
+	srv.Reply(`^crictl info`, guesttest.Reply{Stdout: "ready\n"})
+	srv.Reply(`^crictl ps -a; crictl pods; crictl images$`, guesttest.Reply{Stdout: "CONTAINER ID\n"})
+	srv.Reply(`^crictl rmi .* \|\| ! crictl inspecti`, guesttest.Reply{})
+	for re, out := range Versions {
+		srv.Reply(re, guesttest.Reply{Stdout: out})
+	}
+	srv.Handle(`^crictl (pull|run|exec|rmi|inspecti|inspect|rm|rmp) (.*)$`, func(cmd string, m []string) guesttest.Reply {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.crictl(srv, m[1], strings.Fields(m[2]))
+	})
+	return s
+}
+
+type mount struct {
+	Image *struct {
+		Image string `json:"image"`
+	} `json:"image"`
+	ImageSubPath string `json:"image_sub_path"`
+}
+
+func (s *Stack) crictl(srv *guesttest.Server, verb string, args []string) guesttest.Reply {
+	unquote := func(x string) string { return strings.Trim(x, "'") }
+	switch verb {
+	case "pull":
+		if s.PullFails != "" && strings.Contains(args[0], s.PullFails) {
+			return guesttest.Reply{Stderr: "pulling image: unauthorized", Exit: 1}
+		}
+		s.images[unquote(args[0])] = true
+		return guesttest.Reply{Stdout: "Image is up to date for sha256:abc\n"}
+	case "run":
+		ctr, _ := srv.ReadFile(args[len(args)-2])
+		var cfg struct {
+			Mounts []mount `json:"mounts"`
+		}
+		_ = json.Unmarshal(ctr, &cfg)
+		if len(cfg.Mounts) == 0 || cfg.Mounts[0].Image == nil {
+			return guesttest.Reply{Stderr: "container config has no image mount", Exit: 1}
+		}
+		m := cfg.Mounts[0]
+		switch {
+		case s.DropsMount:
+			return guesttest.Reply{Stderr: `level=fatal msg="creating container: rpc error: code = Unknown desc = mount.HostPath is empty"`, Exit: 1}
+		case !s.images[m.Image.Image]:
+			return guesttest.Reply{Stderr: "rpc error: image " + m.Image.Image + " not found", Exit: 1}
+		case m.ImageSubPath == "foo-bar":
+			return guesttest.Reply{Stderr: "rpc error: ImageVolumeMountFailed: sub path foo-bar does not exist in image volume", Exit: 1}
+		}
+		s.n++
+		id := fmt.Sprintf("ctr%d", s.n)
+		s.containers[id] = m.ImageSubPath
+		return guesttest.Reply{Stdout: id + "\n"}
+	case "exec":
+		sub, ok := s.containers[args[0]]
+		if !ok || len(args) < 3 {
+			return guesttest.Reply{Stderr: "no such container", Exit: 1}
+		}
+		switch {
+		case args[2] == "/volume/dir/file", args[2] == "/volume/file" && sub == "dir":
+			return guesttest.Reply{Stdout: "1\n"}
+		case args[2] == "/volume/file":
+			return guesttest.Reply{Stdout: s.VolumeFile + "\n"}
+		}
+		return guesttest.Reply{Stderr: "cat: no such file", Exit: 1}
+	case "rmi":
+		if len(s.containers) > 0 {
+			return guesttest.Reply{Stderr: "image is in use by a container", Exit: 1}
+		}
+		delete(s.images, unquote(args[0]))
+		return guesttest.Reply{}
+	case "inspecti":
+		return guesttest.Reply{Stdout: `{"status": {"id": "sha256:abc"}}`}
+	case "inspect":
+		return guesttest.Reply{Stdout: `{"status": {"mounts": [{"image": {"image": "sha256:abc"}}]}}`}
+	case "rm":
+		delete(s.containers, args[len(args)-1])
+		return guesttest.Reply{}
+	case "rmp":
+		s.containers = map[string]string{}
+		return guesttest.Reply{}
+	}
+	return guesttest.Reply{Stderr: "unknown crictl command", Exit: 2}
+}

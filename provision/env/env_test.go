@@ -1,0 +1,114 @@
+package env
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/envctl/envctl/profiles/fault"
+)
+
+func TestVolumeNames(t *testing.T) {
+	for _, k := range []VolumeKind{VolumeDisk, VolumeSeed, VolumeArtifacts} {
+		name := VolumeName("crio-1.34-runc-abc123", k)
+		id, kind, ok := ParseVolumeName(name)
+		if !ok || id != "crio-1.34-runc-abc123" || kind != k {
+			t.Errorf("%s: %s %s %v", name, id, kind, ok)
+		}
+	}
+	for _, foreign := range []string{"debian.qcow2", "-disk.qcow2", "x.img"} {
+		if _, _, ok := ParseVolumeName(foreign); ok {
+			t.Errorf("%s parsed as an envctl volume", foreign)
+		}
+	}
+}
+
+func TestStore(t *testing.T) {
+	s := Store{Dir: t.TempDir()}
+	e, err := s.New("Crio 1.34/runc!")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(e.ID, "crio-1-34-runc-") || e.State != StateCreating {
+		t.Errorf("env %+v", e)
+	}
+	if _, err := e.AddVolume(VolumeDisk); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.AddVolume(VolumeDisk); err != nil || len(e.Volumes) != 1 {
+		t.Errorf("volumes %v %v", e.Volumes, err)
+	}
+	got, err := s.Load(e.ID[:len(e.ID)-3])
+	if err != nil || got.ID != e.ID || got.Volumes[0] != VolumeName(e.ID, VolumeDisk) {
+		t.Fatalf("load by prefix: %+v %v", got, err)
+	}
+	e2, _ := s.New("crio")
+	if _, err := s.Load("crio-"); !fault.Is(err, fault.Input) || !strings.Contains(err.Error(), "ambiguous") {
+		t.Errorf("ambiguous: %v", err)
+	}
+	if _, err := s.Load("nope"); !fault.Is(err, fault.Input) {
+		t.Errorf("missing: %v", err)
+	}
+	if err := os.WriteFile(e2.Path("env.json"), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.List()
+	if err != nil || len(list) != 2 {
+		t.Fatalf("list %v %v", list, err)
+	}
+	corrupt := 0
+	for _, x := range list {
+		if x.Corrupt != "" {
+			corrupt++
+		}
+	}
+	if corrupt != 1 {
+		t.Errorf("%d corrupt records, want 1", corrupt)
+	}
+	if err := e.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if envs, _ := (Store{Dir: t.TempDir() + "/none"}).List(); envs != nil {
+		t.Error("a missing state directory has environments")
+	}
+}
+
+func TestLock(t *testing.T) {
+	s := Store{Dir: t.TempDir()}
+	e, _ := s.New("p")
+	unlock, err := e.Lock(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = e.Lock(context.Background(), 0)
+	var busy *BusyError
+	if !errors.As(err, &busy) || time.Since(start) > 500*time.Millisecond {
+		t.Errorf("busy: %v after %s", err, time.Since(start))
+	}
+	_, err = e.Lock(context.Background(), 300*time.Millisecond)
+	if !errors.As(err, &busy) {
+		t.Errorf("waited lock: %v", err)
+	}
+	unlock()
+	again, err := e.Lock(context.Background(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again()
+}
+
+func TestDefaultStore(t *testing.T) {
+	t.Setenv("ENVCTL_STATE_DIR", "/x/state")
+	if DefaultStore().Dir != "/x/state" {
+		t.Error("ENVCTL_STATE_DIR ignored")
+	}
+	t.Setenv("ENVCTL_STATE_DIR", "")
+	t.Setenv("XDG_STATE_HOME", "/x/xdg")
+	if DefaultStore().Dir != "/x/xdg/envctl" {
+		t.Error("XDG_STATE_HOME ignored")
+	}
+}

@@ -1,0 +1,342 @@
+// Package vmtest ships a fake vm.Driver: an in-memory hypervisor with
+// pools, volumes and domains, failure injection per method, and guests
+// that really answer SSH (an in-process guesttest server started with the
+// host key and user key taken from the domain's cloud-init seed). Tests of
+// vm and of the pipeline run envctl's real boot, SSH and teardown code
+// against it.
+package vmtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/envctl/envctl/images/cidata"
+	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/provision/guest/guesttest"
+	"github.com/envctl/envctl/provision/vm"
+)
+
+
+// Volume is a fake volume.
+type Volume struct {
+	Data    []byte
+	Backing string // overlay base
+	Path    string
+}
+
+// Domain is a fake domain.
+type Domain struct {
+	Spec  vm.DomainSpec
+	State vm.DomainState
+}
+
+// Driver is an in-memory vm.Driver. Its zero value is not usable; call New.
+type Driver struct {
+	mu sync.Mutex
+	// Type and Warning answer DomainType for auto and kvm.
+	Type    vm.DomainType
+	Warning string
+	Pools   map[string]map[string]*Volume
+	Domains map[string]*Domain
+	// Fail makes a method fail: method name → error.
+	Fail map[string]error
+	// OnStart runs when a domain starts, with its seed's bytes.
+	OnStart func(spec vm.DomainSpec, seed []byte) error
+	// Calls records every method called, in order, as "Method arg".
+	Calls []string
+	// Opened and Closed count connections.
+	Opened, Closed int
+	guests         map[string]*guesttest.Server
+}
+
+// New makes an empty fake hypervisor that offers TCG only.
+func New() *Driver {
+	return &Driver{Type: vm.DomainQEMU, Pools: map[string]map[string]*Volume{}, Domains: map[string]*Domain{}, Fail: map[string]error{}, guests: map[string]*guesttest.Server{}}
+}
+
+// Connect is a vm.Connector that hands out this driver.
+func (d *Driver) Connect(ctx context.Context, uri string) (vm.Driver, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.Fail["Connect"]; err != nil {
+		return nil, err
+	}
+	d.Opened++
+	return &conn{d: d, uri: uri}, nil
+}
+
+// conn is one connection to the fake.
+type conn struct {
+	d   *Driver
+	uri string
+}
+
+func (c *conn) call(method string, args ...any) error {
+	c.d.mu.Lock()
+	parts := []string{method}
+	for _, a := range args {
+		parts = append(parts, fmt.Sprint(a))
+	}
+	c.d.Calls = append(c.d.Calls, strings.Join(parts, " "))
+	err := c.d.Fail[method]
+	c.d.mu.Unlock()
+	return err
+}
+
+func (c *conn) URI() string { return c.uri }
+
+func (c *conn) Close() error {
+	c.d.mu.Lock()
+	defer c.d.mu.Unlock()
+	c.d.Closed++
+	return nil
+}
+
+func (c *conn) DomainType(ctx context.Context, want vm.Accel) (vm.DomainType, string, error) {
+	if err := c.call("DomainType", want); err != nil {
+		return "", "", err
+	}
+	if want == vm.AccelTCG {
+		return vm.DomainQEMU, "", nil
+	}
+	if want == vm.AccelKVM && c.d.Type != vm.DomainKVM {
+		return "", "", fault.Inputf("--accel kvm: KVM is not usable on %s; use --accel tcg or auto", c.uri)
+	}
+	return c.d.Type, c.d.Warning, nil
+}
+
+func (c *conn) EnsurePool(ctx context.Context, name, dir string) error {
+	if err := c.call("EnsurePool", name); err != nil {
+		return err
+	}
+	c.d.mu.Lock()
+	defer c.d.mu.Unlock()
+	if c.d.Pools[name] == nil {
+		c.d.Pools[name] = map[string]*Volume{}
+	}
+	return nil
+}
+
+func (c *conn) add(pool, name string, v *Volume) (string, error) {
+	c.d.mu.Lock()
+	defer c.d.mu.Unlock()
+	p := c.d.Pools[pool]
+	if p == nil {
+		return "", fault.Infraf("storage pool %s is missing", pool)
+	}
+	if _, ok := p[name]; ok {
+		return "", fault.Infraf("volume %s exists", name)
+	}
+	v.Path = "/fake/" + pool + "/" + name
+	p[name] = v
+	return v.Path, nil
+}
+
+func (c *conn) CreateOverlay(ctx context.Context, pool, name, base, baseFormat string, capacity uint64) (string, error) {
+	if err := c.call("CreateOverlay", name); err != nil {
+		return "", err
+	}
+	return c.add(pool, name, &Volume{Backing: base})
+}
+
+func (c *conn) CreateVolume(ctx context.Context, pool, name string, data []byte) (string, error) {
+	if err := c.call("CreateVolume", name); err != nil {
+		return "", err
+	}
+	return c.add(pool, name, &Volume{Data: data})
+}
+
+func (c *conn) DeleteVolume(ctx context.Context, pool, name string) error {
+	if err := c.call("DeleteVolume", name); err != nil {
+		return err
+	}
+	c.d.mu.Lock()
+	defer c.d.mu.Unlock()
+	delete(c.d.Pools[pool], name)
+	return nil
+}
+
+func (c *conn) Volumes(ctx context.Context, pool string) ([]string, error) {
+	if err := c.call("Volumes", pool); err != nil {
+		return nil, err
+	}
+	c.d.mu.Lock()
+	defer c.d.mu.Unlock()
+	return slices.Sorted(maps.Keys(c.d.Pools[pool])), nil
+}
+
+func (c *conn) Start(ctx context.Context, spec vm.DomainSpec) error {
+	if err := c.call("Start", spec.Name); err != nil {
+		return err
+	}
+	c.d.mu.Lock()
+	if _, ok := c.d.Domains[spec.Name]; ok {
+		c.d.mu.Unlock()
+		return fault.Infraf("domain %s already exists", spec.Name)
+	}
+	c.d.Domains[spec.Name] = &Domain{Spec: spec, State: vm.DomainRunning}
+	var seed []byte
+	for _, disk := range spec.Disks {
+		for _, pool := range c.d.Pools {
+			for _, v := range pool {
+				if v.Path == disk.Path && v.Data != nil {
+					seed = v.Data
+				}
+			}
+		}
+	}
+	onStart := c.d.OnStart
+	c.d.mu.Unlock()
+	if onStart != nil {
+		return onStart(spec, seed)
+	}
+	return nil
+}
+
+func (c *conn) Remove(ctx context.Context, name string) error {
+	if err := c.call("Remove", name); err != nil {
+		return err
+	}
+	c.d.mu.Lock()
+	defer c.d.mu.Unlock()
+	delete(c.d.Domains, name)
+	if g := c.d.guests[name]; g != nil {
+		g.Close()
+		delete(c.d.guests, name)
+	}
+	return nil
+}
+
+func (c *conn) Domains(ctx context.Context) ([]vm.Domain, error) {
+	if err := c.call("Domains"); err != nil {
+		return nil, err
+	}
+	c.d.mu.Lock()
+	defer c.d.mu.Unlock()
+	var out []vm.Domain
+	for _, name := range slices.Sorted(maps.Keys(c.d.Domains)) {
+		dom := c.d.Domains[name]
+		out = append(out, vm.Domain{Name: name, State: dom.State, Meta: dom.Spec.Metadata})
+	}
+	return out, nil
+}
+
+func (c *conn) State(ctx context.Context, name string) (vm.DomainState, error) {
+	if err := c.call("State", name); err != nil {
+		return "", err
+	}
+	c.d.mu.Lock()
+	defer c.d.mu.Unlock()
+	if dom, ok := c.d.Domains[name]; ok {
+		return dom.State, nil
+	}
+	return vm.DomainMissing, nil
+}
+
+func (c *conn) LeaseIP(ctx context.Context, network, domain string) (string, error) {
+	if err := c.call("LeaseIP", domain); err != nil {
+		return "", err
+	}
+	return "", nil
+}
+
+// SetState changes a domain's state, as a crash or `virsh suspend` would.
+func (d *Driver) SetState(name string, st vm.DomainState) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if dom, ok := d.Domains[name]; ok {
+		dom.State = st
+	}
+}
+
+// AddDomain defines a domain directly, as another envctl (or another
+// tool) would have.
+func (d *Driver) AddDomain(spec vm.DomainSpec, st vm.DomainState) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.Domains[spec.Name] = &Domain{Spec: spec, State: st}
+}
+
+// AddVolume creates a volume directly.
+func (d *Driver) AddVolume(pool, name string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.Pools[pool] == nil {
+		d.Pools[pool] = map[string]*Volume{}
+	}
+	d.Pools[pool][name] = &Volume{Path: "/fake/" + pool + "/" + name}
+}
+
+// VolumeNames lists every volume in every pool, as "pool/name".
+func (d *Driver) VolumeNames() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []string
+	for p, vols := range d.Pools {
+		for v := range vols {
+			out = append(out, p+"/"+v)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// DomainNames lists every domain.
+func (d *Driver) DomainNames() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Sorted(maps.Keys(d.Domains))
+}
+
+// Guest returns the SSH guest of a running domain.
+func (d *Driver) Guest(domain string) *guesttest.Server {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.guests[domain]
+}
+
+// BootGuests makes every domain that starts answer SSH: an in-process
+// guest on the domain's forwarded port, with the host key and the
+// authorized user key read from its seed. setup scripts each guest's
+// commands before it answers.
+func (d *Driver) BootGuests(t testing.TB, setup func(*guesttest.Server)) {
+	d.OnStart = func(spec vm.DomainSpec, seed []byte) error {
+		files, err := cidata.Read(seed)
+		if err != nil {
+			return err
+		}
+		hk, err := ssh.ParsePrivateKey(files["envctl/ssh_host_ed25519_key"])
+		if err != nil {
+			return fmt.Errorf("seed host key: %w", err)
+		}
+		auth, _, _, _, err := ssh.ParseAuthorizedKey(files["envctl/authorized_keys"])
+		if err != nil {
+			return fmt.Errorf("seed user key: %w", err)
+		}
+		srv, err := guesttest.New(guesttest.Options{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(spec.SSHPort)), HostKey: hk, Authorized: auth}, t.TempDir())
+		if err != nil {
+			return fault.Infraf("fake guest: %w", err)
+		}
+		t.Cleanup(srv.Close)
+		if setup != nil {
+			setup(srv)
+		}
+		d.mu.Lock()
+		d.guests[spec.Name] = srv
+		d.mu.Unlock()
+		return nil
+	}
+}
+
+// ErrInjected is a convenient error for Fail.
+var ErrInjected = errors.New("injected failure")
