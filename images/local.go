@@ -3,11 +3,14 @@ package images
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/envctl/envctl/images/cache"
@@ -300,4 +303,18 @@ func (s *Store) Pull(ctx context.Context, name string) (string, error) {
 		return "", fault.Infraf("image catalog: %s: %w", name, err)
 	}
 	return s.Cache.Fetch(ctx, im.URL, d)
+}
+
+// WriteListings prints `envctl image ls` for humans.
+func WriteListings(w io.Writer, rows []Listing) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tKIND\tCACHED\tDIGEST\tSOURCE")
+	for _, r := range rows {
+		d := r.Digest
+		if len(d) > 19 {
+			d = d[:19]
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\n", r.Name, r.Kind, r.Cached, d, r.Source)
+	}
+	_ = tw.Flush()
 }

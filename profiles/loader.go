@@ -5,12 +5,14 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
@@ -699,4 +701,24 @@ func levenshtein(a, b string) int {
 		prev = cur
 	}
 	return prev[len(b)]
+}
+
+// WriteList prints the profiles found, with their state, for humans.
+func WriteList(w io.Writer, list []Entry) {
+	if len(list) == 0 {
+		fmt.Fprintf(w, "no profiles found in %s\n", strings.Join(SearchDirs(), ", "))
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tPATH\tSTATUS")
+	for _, e := range list {
+		status := "ok"
+		if e.Err != "" {
+			status = "invalid: " + e.Err
+		} else if _, err := os.Stat(strings.TrimSuffix(strings.TrimSuffix(e.Path, ".yaml"), ".yml") + ".lock"); err == nil {
+			status = "ok, locked"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Name, e.Path, status)
+	}
+	_ = tw.Flush()
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -266,4 +267,37 @@ func (p *Profile) EffectiveSource(role Role, spec ComponentSpec) Source {
 		return p.Source
 	}
 	return SourceRelease
+}
+
+// CellNamed picks the one cell a single run may take: the named one, or
+// the only one. A matrix needs a name.
+func (p *Profile) CellNamed(name string) (string, error) {
+	cells := p.Cells()
+	if name == "" {
+		if len(cells) > 1 {
+			return "", &Error{File: p.Path, Field: "matrix", Msg: fmt.Sprintf("the matrix has %d cells; run `envctl matrix %s`, or pick one with --cell (e.g. --cell '%s')", len(cells), p.Name, cells[0].Name)}
+		}
+		return cells[0].Name, nil
+	}
+	for _, c := range cells {
+		if c.Name == name {
+			return name, nil
+		}
+	}
+	return "", &Error{File: p.Path, Field: "matrix", Msg: fmt.Sprintf("no cell %q; `envctl show %s` lists them", name, p.Name)}
+}
+
+// CellsMatching lists the cells whose names contain any of the patterns
+// (every cell when there are none).
+func (p *Profile) CellsMatching(patterns []string) ([]string, error) {
+	var names []string
+	for _, c := range p.Cells() {
+		if len(patterns) == 0 || slices.ContainsFunc(patterns, func(s string) bool { return strings.Contains(c.Name, s) }) {
+			names = append(names, c.Name)
+		}
+	}
+	if len(names) == 0 {
+		return nil, &Error{File: p.Path, Field: "matrix", Msg: fmt.Sprintf("no cell matches %s; `envctl show %s` lists them", strings.Join(patterns, ", "), p.Name)}
+	}
+	return names, nil
 }

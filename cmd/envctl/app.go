@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -227,15 +225,7 @@ func (a *app) locker() (cellrun.Locker, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &pin.Resolver{
-		Catalog:   catalog.Default(),
-		Images:    st,
-		HTTP:      &http.Client{Timeout: 60 * time.Second},
-		Arch:      a.arch(),
-		Mirror:    os.Getenv("ENVCTL_MIRROR"),
-		ModuleSum: pin.GoModuleSum,
-	}
-	return r.Lock, nil
+	return pin.New(st, a.arch()).Lock, nil
 }
 
 func fixedCompletion(vals ...string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {

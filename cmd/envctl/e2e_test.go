@@ -53,17 +53,24 @@ func mustLock(t *testing.T, profile string) {
 	}
 }
 
-// assertClean checks that no envctl domain, volume or environment directory is left.
+// assertClean checks that no envctl domain, volume or environment directory
+// is left. virsh is the test's independent witness; the product never runs it.
 func assertClean(t *testing.T) {
 	t.Helper()
 	out, _ := exec.Command("virsh", "-c", "qemu:///system", "list", "--all", "--name").Output()
 	if strings.Contains(string(out), "envctl-") {
 		t.Errorf("domains left: %s", out)
 	}
-	vols, _ := exec.Command("virsh", "-c", "qemu:///system", "vol-list", "envctl").Output()
-	for _, l := range strings.Split(string(vols), "\n") {
-		if strings.Contains(l, ".qcow2") || strings.Contains(l, ".iso") {
-			t.Errorf("volume left: %s", l)
+	pools, _ := exec.Command("virsh", "-c", "qemu:///system", "pool-list", "--all", "--name").Output()
+	for _, pool := range strings.Fields(string(pools)) {
+		if !strings.HasPrefix(pool, "envctl") {
+			continue
+		}
+		vols, _ := exec.Command("virsh", "-c", "qemu:///system", "vol-list", pool).Output()
+		for _, l := range strings.Split(string(vols), "\n") {
+			if strings.Contains(l, ".qcow2") || strings.Contains(l, ".iso") {
+				t.Errorf("volume left in %s: %s", pool, l)
+			}
 		}
 	}
 	state, _ := exec.Command(bin(t), "status", "-o", "json").Output()
@@ -85,8 +92,23 @@ type upReport struct {
 	} `json:"steps"`
 	Diagnosis []struct{ Cause, Fix string } `json:"diagnosis"`
 	Warnings  []struct{ Cause string }      `json:"warnings"`
-	Phases    map[string]float64            `json:"phases_seconds"`
+	Phases    []phase                       `json:"phases"`
 	Results   string                        `json:"results_dir"`
+	Env       string                        `json:"env"`
+}
+
+type phase struct {
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds"`
+}
+
+func phaseSeconds(ps []phase, name string) float64 {
+	for _, p := range ps {
+		if p.Name == name {
+			return p.Seconds
+		}
+	}
+	return 0
 }
 
 func parseReport(t *testing.T, out string) upReport {
@@ -106,12 +128,9 @@ func TestE2EBootSSHDown(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("up --no-install --keep: exit %d\n%s\n%s", code, out, errOut)
 	}
-	var r struct {
-		Env    string             `json:"env"`
-		Phases map[string]float64 `json:"phases_seconds"`
-	}
-	json.Unmarshal([]byte(out), &r)
-	t.Logf("boot to SSH: %.1fs", r.Phases["boot"])
+	var r upReport
+	_ = json.Unmarshal([]byte(out), &r)
+	t.Logf("boot to SSH: %.1fs", phaseSeconds(r.Phases, "boot"))
 	status, _, _ := envctl(t, "status")
 	if !strings.Contains(status, r.Env) || !strings.Contains(status, "kept") {
 		t.Errorf("status does not show %s:\n%s", r.Env, status)
@@ -120,8 +139,13 @@ func TestE2EBootSSHDown(t *testing.T) {
 	if code != 0 || !strings.Contains(uname, "Linux") {
 		t.Errorf("ssh uname: exit %d %q %s", code, uname, errOut)
 	}
-	if _, _, code := envctl(t, "ssh", r.Env, "--", "exit", "7"); code != 1 {
-		t.Errorf("a failing remote command gave exit %d, want 1", code)
+	// The remote command's exit status is envctl's, and several
+	// arguments are quoted one by one.
+	if _, errOut, code := envctl(t, "ssh", r.Env, "--", "sh", "-c", "exit 7"); code != 7 {
+		t.Errorf("`ssh ENV -- sh -c 'exit 7'` gave exit %d, want 7 (%s)", code, errOut)
+	}
+	if out, _, code := envctl(t, "ssh", r.Env, "--", "echo", "a b", "it's"); code != 0 || strings.TrimSpace(out) != "a b it's" {
+		t.Errorf("quoted arguments: exit %d %q", code, out)
 	}
 	if _, errOut, code := envctl(t, "down", r.Env); code != 0 {
 		t.Errorf("down: exit %d %s", code, errOut)
@@ -344,13 +368,70 @@ func TestE2EUpRefusesStaleLock(t *testing.T) {
 	mustLock(t, profile)
 	os.WriteFile(profile, bytes.Replace(src, []byte(`"1.3.6"`), []byte(`"1.3.5"`), 1), 0o644)
 	_, errOut, code := envctl(t, "up", profile)
-	if code != 2 || !strings.Contains(errOut, "envctl lock") {
+	if code != 2 || !strings.Contains(errOut, "envctl lock") || !strings.Contains(errOut, `components.runtime.version from "1.3.6" to "1.3.5"`) {
 		t.Errorf("stale lock: exit %d\n%s", code, errOut)
 	}
 }
 
-func writePhases(t *testing.T, profile string, phases map[string]float64) {
-	b, _ := json.MarshalIndent(map[string]any{"profile": profile, "phases_seconds": phases, "when": time.Now().UTC().Format(time.RFC3339)}, "", "  ")
+// TestE2ELockedRefusesUnlocked: `up --locked` on a profile without a lock
+// exits 2 at once, writes nothing and boots nothing.
+func TestE2ELockedRefusesUnlocked(t *testing.T) {
+	dir := t.TempDir()
+	src, _ := os.ReadFile("../../profiles/crio-1.34-runc.yaml")
+	profile := filepath.Join(dir, "p.yaml")
+	os.WriteFile(profile, src, 0o644)
+	start := time.Now()
+	_, errOut, code := envctl(t, "up", profile, "--locked")
+	if code != 2 || !strings.Contains(errOut, "has no lock file") || time.Since(start) > 20*time.Second {
+		t.Errorf("--locked: exit %d after %s\n%s", code, time.Since(start).Round(time.Second), errOut)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "p.lock")); err == nil {
+		t.Error("--locked wrote a lock")
+	}
+	assertClean(t)
+}
+
+// TestE2EPlainGoBuildLocksOnFirstUseAndPasses: a new user's path. envctl
+// built with a plain `go build` (cgo on, so dynamically linked) runs `up`
+// on a profile that has no lock yet: it writes the lock, says so, and the
+// lifecycle test passes.
+func TestE2EPlainGoBuildLocksOnFirstUseAndPasses(t *testing.T) {
+	bin(t)
+	dir := t.TempDir()
+	dyn := filepath.Join(dir, "envctl")
+	build := exec.Command("go", "build", "-o", dyn, "./cmd/envctl")
+	build.Dir = "../.."
+	build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	if out, _ := exec.Command("file", dyn).Output(); !strings.Contains(string(out), "dynamically linked") {
+		t.Logf("note: this toolchain built a static envctl: %s", out)
+	}
+	src, _ := os.ReadFile("../../profiles/crio-1.34-runc.yaml")
+	profile := filepath.Join(dir, "first-use.yaml")
+	os.WriteFile(profile, src, 0o644)
+	cmd := exec.Command(dyn, "up", profile, "-o", "json")
+	cmd.Dir = "../.."
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	t.Logf("stderr:\n%s", errb.String())
+	r := parseReport(t, out.String())
+	if err != nil || r.Verdict != "pass" {
+		t.Fatalf("up with a plain go build: %v, verdict %q, error %q", err, r.Verdict, r.Error)
+	}
+	if !strings.Contains(errb.String(), "first-use.lock on first use") {
+		t.Errorf("up did not say it wrote the lock")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "first-use.lock")); err != nil {
+		t.Errorf("no lock written: %v", err)
+	}
+	assertClean(t)
+}
+
+func writePhases(t *testing.T, profile string, phases []phase) {
+	b, _ := json.MarshalIndent(map[string]any{"profile": profile, "phases": phases, "when": time.Now().UTC().Format(time.RFC3339)}, "", "  ")
 	os.WriteFile(filepath.Join(os.TempDir(), "envctl-e2e-phases.json"), b, 0o644)
 	t.Logf("phases: %s", b)
 }

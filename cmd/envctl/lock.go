@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -40,15 +38,7 @@ func newLockCmd(a *app) *cobra.Command {
 			return a.emit(struct {
 				Lock string     `json:"lock"`
 				File *lock.File `json:"content"`
-			}{p.LockPath(), f}, func(w io.Writer) {
-				fmt.Fprintf(w, "wrote %s: image %s (%s), %d artifacts, %d cells\n", p.LockPath(), f.Image.Name, f.Image.Digest, len(f.Artifacts), len(f.Cells))
-				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "COMPONENT\tVERSION\tSOURCE\tPIN")
-				for _, art := range f.Artifacts {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", art.Component, art.Version, art.Source, art.Pin())
-				}
-				_ = tw.Flush()
-			})
+			}{p.LockPath(), f}, func(w io.Writer) { f.WriteTable(w, p.LockPath()) })
 		},
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/provision/guest"
 )
 
 // TestExitCodes runs the CLI in-process on bad input: each case must exit
@@ -46,7 +47,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"show", "crio-1.34-runc", "-o", "xml"}, 2, "", "not an output format"},
 		{[]string{"catalog", "dockerd"}, 2, "", "unknown component"},
 		{[]string{"up", bad}, 2, "", "memroy"},
-		{[]string{"up", "crictl-matrix"}, 2, "", "has a matrix of 8 cells"},
+		{[]string{"up", "crictl-matrix"}, 2, "", "the matrix has 8 cells"},
 		{[]string{"up", "crio-1.34-runc", "--accel", "hvf"}, 2, "", `invalid argument "hvf" for "--accel"`},
 		{[]string{"up", "crio-1.34-runc", "--network", "bridge"}, 2, "", "not a valid network"},
 		{[]string{"up", "crio-1.34-runc", "--cloud-init", "maybe"}, 2, "", "cloud-init mode"},
@@ -116,8 +117,8 @@ func TestRemoteCommand(t *testing.T) {
 		`echo 'it'\''s' a=b/c`: {"echo", "it's", "a=b/c"},
 	}
 	for want, args := range tests {
-		if got := remoteCommand(args); got != want {
-			t.Errorf("remoteCommand(%q) = %q, want %q", args, got, want)
+		if got := guest.CommandLine(args); got != want {
+			t.Errorf("CommandLine(%q) = %q, want %q", args, got, want)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/provision/cellrun"
 	"github.com/envctl/envctl/provision/libvirt"
@@ -102,9 +103,23 @@ func (a *app) runOptions(ctx context.Context, f *runFlags) (cellrun.Options, err
 	return o, nil
 }
 
-func (f *runFlags) lockMode() cellrun.LockMode {
-	if f.locked {
+func lockMode(locked bool) cellrun.LockMode {
+	if locked {
 		return cellrun.Locked
 	}
 	return cellrun.LockOnFirstUse
+}
+
+// resolve turns a profile into locked cells, writing the lock on first
+// use and saying so.
+func (a *app) resolve(ctx context.Context, p *profiles.Profile, mode cellrun.LockMode, cells ...string) (*cellrun.Resolution, error) {
+	locker, err := a.locker()
+	if err != nil {
+		return nil, err
+	}
+	res, err := cellrun.Resolve(ctx, p, a.arch(), mode, locker, cells...)
+	if err == nil && res.Wrote {
+		a.step("wrote %s on first use; commit it so every machine runs the same artifacts", p.LockPath())
+	}
+	return res, err
 }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"fmt"
 	"io"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -18,10 +16,7 @@ func loadResolved(nameOrPath string) (*profiles.Profile, []profiles.ResolvedCell
 		return nil, nil, err
 	}
 	cells, err := profiles.Resolve(catalog.Default(), p)
-	if err != nil {
-		return nil, nil, err
-	}
-	return p, cells, nil
+	return p, cells, err
 }
 
 func newShowCmd(a *app) *cobra.Command {
@@ -41,21 +36,7 @@ func newShowCmd(a *app) *cobra.Command {
 				Hash    string                  `json:"profile_sha256" yaml:"profile_sha256"`
 				Cells   []profiles.ResolvedCell `json:"cells" yaml:"cells"`
 			}{p.Name, p.Path, p.Hash(), cells}
-			return a.emit(out, func(w io.Writer) {
-				fmt.Fprintf(w, "profile %s (%s)\n", p.Name, p.Path)
-				if p.Description != "" {
-					fmt.Fprintf(w, "  %s\n", p.Description)
-				}
-				fmt.Fprintf(w, "image %s, vm %d cpus %s memory %s disk, test %s\n\n", p.Image, p.VM.CPUs, p.VM.Memory, p.VM.Disk, p.Test)
-				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "CELL\tROLE\tCOMPONENT\tSPEC\tVERSION\tSOURCE")
-				for _, c := range cells {
-					for _, r := range c.Components {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, r.Role, r.Name, r.Spec, r.Version, r.Source)
-					}
-				}
-				_ = tw.Flush()
-			})
+			return a.emit(out, func(w io.Writer) { profiles.WriteTable(w, p, cells) })
 		},
 	}
 }

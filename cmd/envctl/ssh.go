@@ -1,9 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -31,18 +31,15 @@ with the command's exit status. One argument is a whole shell command line
 				return err
 			}
 			defer m.Release()
-			command := remoteCommand(args[1:])
+			command, fd := guest.CommandLine(args[1:]), int(os.Stdin.Fd())
 			termName, w, h := "", 80, 24
-			if command == "" && term.IsTerminal(int(os.Stdin.Fd())) {
-				termName = os.Getenv("TERM")
-				if termName == "" {
-					termName = "xterm"
-				}
-				if tw, th, err := term.GetSize(int(os.Stdin.Fd())); err == nil {
+			if command == "" && term.IsTerminal(fd) {
+				termName = cmp.Or(os.Getenv("TERM"), "xterm")
+				if tw, th, err := term.GetSize(fd); err == nil {
 					w, h = tw, th
 				}
-				if st, err := term.MakeRaw(int(os.Stdin.Fd())); err == nil {
-					defer func() { _ = term.Restore(int(os.Stdin.Fd()), st) }()
+				if st, err := term.MakeRaw(fd); err == nil {
+					defer func() { _ = term.Restore(fd, st) }()
 				}
 			}
 			err = m.SSH.Shell(ctx, command, os.Stdin, a.stdout, a.stderr, termName, w, h)
@@ -55,24 +52,4 @@ with the command's exit status. One argument is a whole shell command line
 	}
 	f.register(cmd, false)
 	return cmd
-}
-
-// remoteCommand turns the arguments after ENV into one command line: a
-// single argument is taken as written, several are quoted one by one.
-func remoteCommand(args []string) string {
-	if len(args) <= 1 {
-		return strings.Join(args, "")
-	}
-	q := make([]string, len(args))
-	for i, s := range args {
-		q[i] = shellWord(s)
-	}
-	return strings.Join(q, " ")
-}
-
-func shellWord(s string) string {
-	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") == "" {
-		return s
-	}
-	return guest.Quote(s)
 }

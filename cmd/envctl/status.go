@@ -1,9 +1,7 @@
 package main
 
 import (
-	"fmt"
 	"io"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -22,22 +20,7 @@ func newStatusCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.emit(list, func(w io.Writer) {
-				if len(list) == 0 {
-					fmt.Fprintln(w, "no environments")
-					return
-				}
-				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tPROFILE\tSTATE\tDOMAIN\tAGE\tSSH\tACCEL\tNOTE")
-				for _, s := range list {
-					state := string(s.State)
-					if s.Busy {
-						state += " (busy)"
-					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Profile, state, s.Domain, s.Age, s.SSH, s.Accel, s.Note)
-				}
-				_ = tw.Flush()
-			})
+			return a.emit(list, func(w io.Writer) { vm.WriteStatus(w, list) })
 		},
 	}
 	f.register(cmd, false)
@@ -54,4 +37,3 @@ func completeEnvs(a *app) func(*cobra.Command, []string, string) ([]string, cobr
 		return ids, cobra.ShellCompDirectiveNoFileComp
 	}
 }
-

@@ -31,56 +31,67 @@ A profile without a lock file gets one on first use (and up says so);
 		Args:              exactlyOneProfile,
 		ValidArgsFunction: completeProfiles,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := profiles.Load(args[0])
-			if err != nil {
-				return err
+			pick := func(p *profiles.Profile) ([]string, error) {
+				name, err := p.CellNamed(cell)
+				return []string{name}, err
 			}
-			opts, err := a.runOptions(cmd.Context(), &f)
-			if err != nil {
-				return err
-			}
-			if err := opts.Validate(p.Test); err != nil {
-				return err
-			}
-			if cell == "" {
-				cells := p.Cells()
-				if len(cells) > 1 {
-					return fault.Inputf("%s has a matrix of %d cells; run `envctl matrix %s`, or pick one with --cell (e.g. --cell '%s')", p.Path, len(cells), args[0], cells[0].Name)
+			return a.runCells(cmd, &f, args[0], pick, func(ctx context.Context, res *cellrun.Resolution, opts cellrun.Options) ([]*report.Report, error) {
+				rep, err := cellrun.Run(ctx, res.Cells[0], opts)
+				if perr := a.emit(rep, rep.Table); perr != nil && err == nil {
+					err = perr
 				}
-				cell = cells[0].Name
-			}
-			ctx, stop := signalContext(cmd)
-			defer stop()
-			locker, err := a.locker()
-			if err != nil {
-				return err
-			}
-			res, err := cellrun.Resolve(ctx, p, a.arch(), f.lockMode(), locker, cell)
-			if err != nil {
-				return err
-			}
-			if res.Wrote {
-				a.step("wrote %s on first use; commit it so every machine runs the same artifacts", p.LockPath())
-			}
-			rep, err := cellrun.Run(ctx, res.Cells[0], opts)
-			if perr := a.emit(rep, rep.Table); perr != nil && err == nil {
-				err = perr
-			}
-			if f.junit != "" {
-				if jerr := report.WriteJUnit(f.junit, rep); jerr != nil && err == nil {
-					err = jerr
-				}
-			}
-			if err == nil && rep.Verdict == report.VerdictFail {
-				err = &shown{class: fault.TestFailed}
-			}
-			return err
+				return []*report.Report{rep}, err
+			})
 		},
 	}
 	f.register(cmd)
 	cmd.Flags().BoolVar(&f.keep, "keep", false, "leave the VM running afterwards (then `envctl ssh ENV`, `envctl down ENV`)")
 	cmd.Flags().StringVar(&cell, "cell", "", "the matrix cell to run (see `envctl show PROFILE`)")
 	return cmd
+}
+
+// runCells is what up and matrix share: load the profile, check every
+// option before any work, resolve the cells (locking on first use), run,
+// write JUnit, and turn the verdicts into the outcome.
+func (a *app) runCells(cmd *cobra.Command, f *runFlags, profile string, pick func(*profiles.Profile) ([]string, error),
+	run func(context.Context, *cellrun.Resolution, cellrun.Options) ([]*report.Report, error)) error {
+	p, err := profiles.Load(profile)
+	if err != nil {
+		return err
+	}
+	names, err := pick(p)
+	if err != nil {
+		return err
+	}
+	opts, err := a.runOptions(cmd.Context(), f)
+	if err != nil {
+		return err
+	}
+	if err := opts.Validate(p.Test); err != nil {
+		return err
+	}
+	ctx, stop := signalContext(cmd)
+	defer stop()
+	res, err := a.resolve(ctx, p, lockMode(f.locked), names...)
+	if err != nil {
+		return err
+	}
+	reports, err := run(ctx, res, opts)
+	if f.junit != "" {
+		if jerr := report.WriteJUnit(f.junit, reports...); jerr != nil && err == nil {
+			err = jerr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	switch v, class := report.Worst(reports); v {
+	case report.VerdictFail:
+		return &shown{class: fault.TestFailed}
+	case report.VerdictError:
+		return &shown{class: class}
+	}
+	return nil
 }
 
 // signalContext cancels on Ctrl-C or SIGTERM, so teardown runs.

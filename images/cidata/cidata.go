@@ -107,7 +107,7 @@ func WriteISO(w io.Writer, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("cidata: %w", err)
 	}
-	defer iw.Cleanup()
+	defer func() { _ = iw.Cleanup() }()
 	for _, name := range []string{"user-data", "meta-data", "envctl/authorized_keys", "envctl/ssh_host_ed25519_key", "envctl/ssh_host_ed25519_key.pub", "envctl/hostname"} {
 		if err := iw.AddFile(bytes.NewReader(files[name]), name); err != nil {
 			return fmt.Errorf("cidata: add %s: %w", name, err)

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	_ "embed"
 	"fmt"
+	"io"
 	"maps"
 	"runtime"
 	"slices"
@@ -243,3 +244,48 @@ func SameVersion(a, b string) bool {
 
 // Embedded returns the embedded catalog's YAML text.
 func Embedded() []byte { return slices.Clone(embedded) }
+
+// Summary describes one component for `envctl catalog`.
+type Summary struct {
+	Component string   `json:"component"`
+	Versions  []string `json:"versions"`
+	Sources   []string `json:"sources"`
+	Release   string   `json:"release_url,omitempty"`
+	GoModule  string   `json:"gomod,omitempty"`
+}
+
+// Summaries describes the named components (all when names is empty).
+func (c *Catalog) Summaries(names ...string) ([]Summary, error) {
+	if len(names) == 0 {
+		names = c.Names()
+	}
+	var out []Summary
+	for _, n := range names {
+		comp, err := c.Get(n)
+		if err != nil {
+			return nil, err
+		}
+		s := Summary{Component: n, Versions: comp.Sorted(), Sources: comp.Sources}
+		if comp.Release != nil {
+			s.Release = comp.Release.URL
+		}
+		if comp.GoMod != nil {
+			s.GoModule = comp.GoMod.Module
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// WriteSummaries prints summaries for humans.
+func WriteSummaries(w io.Writer, list []Summary) {
+	for _, e := range list {
+		fmt.Fprintf(w, "%s: %s\n  sources: %s\n", e.Component, strings.Join(e.Versions, " "), strings.Join(e.Sources, ", "))
+		if e.Release != "" {
+			fmt.Fprintf(w, "  release: %s\n", e.Release)
+		}
+		if e.GoModule != "" {
+			fmt.Fprintf(w, "  gomod:   %s\n", e.GoModule)
+		}
+	}
+}

@@ -8,7 +8,7 @@ import (
 
 type typed struct{}
 
-func (typed) Error() string      { return "typed" }
+func (typed) Error() string     { return "typed" }
 func (typed) FaultClass() Class { return Input }
 
 func TestClassOf(t *testing.T) {

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"os"
 	"slices"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -313,6 +315,17 @@ func DiffInputs(was, now map[string]string) string {
 		}
 	}
 	return ""
+}
+
+// WriteTable prints what a lock pins, for humans.
+func (f *File) WriteTable(w io.Writer, path string) {
+	fmt.Fprintf(w, "wrote %s: image %s (%s), %d artifacts, %d cells\n", path, f.Image.Name, f.Image.Digest, len(f.Artifacts), len(f.Cells))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "COMPONENT\tVERSION\tSOURCE\tPIN")
+	for _, a := range f.Artifacts {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.Component, a.Version, a.Source, a.Pin())
+	}
+	_ = tw.Flush()
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

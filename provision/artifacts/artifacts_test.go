@@ -41,7 +41,6 @@ func TestReleaseSource(t *testing.T) {
 	runc := []byte("runc")
 	mux := http.NewServeMux()
 	for path, b := range map[string][]byte{"/cri-o.amd64.v1.34.0.tar.gz": bundle, "/crictl-v1.34.0-linux-amd64.tar.gz": crictl, "/runc.amd64": runc} {
-		b := b
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) { w.Write(b) })
 	}
 	srv := httptest.NewServer(mux)

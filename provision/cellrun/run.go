@@ -41,9 +41,9 @@ type Stop int
 
 // How far a run goes.
 const (
-	Full          Stop = iota // fetch, boot, install, verify, test
-	AfterBoot                 // boot only (--no-install)
-	AfterInstall              // boot, install and verify (--no-test)
+	Full         Stop = iota // fetch, boot, install, verify, test
+	AfterBoot                // boot only (--no-install)
+	AfterInstall             // boot, install and verify (--no-test)
 )
 
 // TestImages says where the test's images come from.
@@ -460,3 +460,26 @@ func (r *run) report() *report.Report {
 
 var _ = errors.New
 var _ io.Writer
+
+// RunAll runs cells one after another, handing each report to done as it
+// finishes. With failFast it stops after the first cell that does not
+// pass; it always stops when ctx ends. Every report of a cell that ran is
+// returned.
+func RunAll(ctx context.Context, cells []lock.LockedCell, opts Options, failFast bool, done func(*report.Report)) []*report.Report {
+	var out []*report.Report
+	for _, c := range cells {
+		if ctx.Err() != nil {
+			break
+		}
+		opts.step("cell %s", c.Name)
+		rep, _ := Run(ctx, c, opts)
+		out = append(out, rep)
+		if done != nil {
+			done(rep)
+		}
+		if failFast && rep.Verdict != report.VerdictPass && rep.Verdict != report.VerdictReady {
+			break
+		}
+	}
+	return out
+}

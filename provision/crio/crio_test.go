@@ -172,11 +172,11 @@ func TestInstallFailures(t *testing.T) {
 
 func TestVerify(t *testing.T) {
 	replies := map[string]string{
-		`^/usr/local/bin/crio --version$`:   "crio version 1.34.0\n",
-		`^/usr/local/bin/crictl --version$`: "crictl version v1.34.0\n",
-		`^/usr/local/bin/crun --version$`:   "crun version 1.21\ncommit: x\n",
+		`^/usr/local/bin/crio --version$`:             "crio version 1.34.0\n",
+		`^/usr/local/bin/crictl --version$`:           "crictl version v1.34.0\n",
+		`^/usr/local/bin/crun --version$`:             "crun version 1.21\ncommit: x\n",
 		`^dpkg-query -W -f '\$\{Version\}' 'conmon'$`: "2.1.6+ds1-1",
-		`^/opt/cni/bin/bridge --version$`:            "CNI bridge plugin v1.1.1\n",
+		`^/opt/cni/bin/bridge --version$`:             "CNI bridge plugin v1.1.1\n",
 	}
 	t.Run("all match", func(t *testing.T) {
 		srv, c := dial(t)

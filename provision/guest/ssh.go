@@ -73,9 +73,9 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, err
 	}
 	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
+		_ = conn.SetDeadline(dl)
 	} else {
-		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
 	}
 	// The handshake does not watch ctx: closing the socket ends it at once.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
@@ -136,7 +136,7 @@ func banner(ctx context.Context, addr string) bool {
 		return false
 	}
 	defer conn.Close()
-	conn.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
+	_ = conn.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
 	buf := make([]byte, 4)
 	_, err = io.ReadFull(conn, buf)
 	return err == nil && string(buf) == "SSH-"
@@ -480,9 +480,9 @@ func pipe(a, b net.Conn) {
 	wg.Add(2)
 	cp := func(dst, src net.Conn) {
 		defer wg.Done()
-		io.Copy(dst, src)
+		_, _ = io.Copy(dst, src)
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
+			_ = cw.CloseWrite()
 		} else {
 			dst.Close()
 		}
@@ -497,4 +497,22 @@ func pipe(a, b net.Conn) {
 // Quote quotes s for a POSIX shell.
 func Quote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// CommandLine joins command arguments into one remote command line: a
+// single argument is taken as a whole shell command line ("ls | wc -l");
+// several are quoted one by one where needed, so sh -c 'exit 7' stays
+// three words.
+func CommandLine(args []string) string {
+	if len(args) <= 1 {
+		return strings.Join(args, "")
+	}
+	q := make([]string, len(args))
+	for i, s := range args {
+		q[i] = s
+		if s == "" || strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") != "" {
+			q[i] = Quote(s)
+		}
+	}
+	return strings.Join(q, " ")
 }

@@ -38,6 +38,13 @@ type Resolver struct {
 	ModuleSum func(ctx context.Context, module, version string) (string, error)
 }
 
+// New makes a resolver with the embedded catalog, the go command for
+// module sums and $ENVCTL_MIRROR as the mirror.
+func New(imgs *images.Store, arch string) *Resolver {
+	return &Resolver{Catalog: catalog.Default(), Images: imgs, HTTP: &http.Client{Timeout: 60 * time.Second},
+		Arch: arch, Mirror: os.Getenv("ENVCTL_MIRROR"), ModuleSum: GoModuleSum}
+}
+
 // Lock resolves every cell of a profile to exact artifacts.
 func (r *Resolver) Lock(ctx context.Context, p *profiles.Profile) (*lock.File, error) {
 	cells, err := profiles.Resolve(r.Catalog, p)

@@ -296,3 +296,20 @@ func Worst(reports []*Report) (Verdict, fault.Class) {
 	}
 	return v, c
 }
+
+// WriteMatrix prints one line per cell: verdict, steps passed, time and
+// the first diagnosis or error.
+func WriteMatrix(w io.Writer, reports []*Report) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CELL\tVERDICT\tPASSED\tTIME\tDIAGNOSIS")
+	for _, r := range reports {
+		diag := ""
+		if len(r.Diagnosis) > 0 {
+			diag = r.Diagnosis[0].Cause
+		} else if r.Error != "" {
+			diag = FirstLine(r.Error)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%.0fs\t%s\n", r.Cell, strings.ToUpper(string(r.Verdict)), r.Passed(), len(r.Steps), r.Seconds, diag)
+	}
+	_ = tw.Flush()
+}

@@ -58,7 +58,9 @@ func layer(files []file) (v1.Layer, error) {
 			return nil, err
 		}
 		if h.Typeflag == tar.TypeReg {
-			tw.Write(f.data)
+			if _, err := tw.Write(f.data); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if err := tw.Close(); err != nil {
@@ -157,7 +159,7 @@ func Serve(ctx context.Context, workloadBinary string) (*Registry, error) {
 		return nil, fmt.Errorf("test registry: listen on 127.0.0.1: %w", err)
 	}
 	r := &Registry{Addr: l.Addr().String(), srv: &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}}
-	go r.srv.Serve(l)
+	go func() { _ = r.srv.Serve(l) }()
 	art, err := Artifact()
 	if err != nil {
 		r.Close()

@@ -57,8 +57,11 @@ func catMain(args []string) int {
 			code = 1
 			continue
 		}
-		io.Copy(os.Stdout, f)
-		f.Close()
+		if _, err := io.Copy(os.Stdout, f); err != nil {
+			fmt.Fprintf(os.Stderr, "cat: %v\n", err)
+			code = 1
+		}
+		_ = f.Close()
 	}
 	return code
 }

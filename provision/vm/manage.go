@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"slices"
+	"text/tabwriter"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -285,4 +287,22 @@ func GC(ctx context.Context, opts Options) ([]Action, []string, error) {
 		done = append(done, a)
 	}
 	return done, notes, errors.Join(errs...)
+}
+
+// WriteStatus prints `envctl status` for humans.
+func WriteStatus(w io.Writer, list []Status) {
+	if len(list) == 0 {
+		fmt.Fprintln(w, "no environments")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tPROFILE\tSTATE\tDOMAIN\tAGE\tSSH\tACCEL\tNOTE")
+	for _, s := range list {
+		state := string(s.State)
+		if s.Busy {
+			state += " (busy)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Profile, state, s.Domain, s.Age, s.SSH, s.Accel, s.Note)
+	}
+	_ = tw.Flush()
 }

@@ -35,7 +35,9 @@ const (
 func (a Accel) String() string { return string(a) }
 
 // Set implements pflag.Value.
-func (a *Accel) Set(s string) error { return setEnum(a, s, "accelerator", AccelAuto, AccelKVM, AccelTCG) }
+func (a *Accel) Set(s string) error {
+	return setEnum(a, s, "accelerator", AccelAuto, AccelKVM, AccelTCG)
+}
 
 // Type implements pflag.Value.
 func (a *Accel) Type() string { return "kvm|tcg|auto" }
@@ -91,7 +93,9 @@ const (
 func (m SeedMode) String() string { return string(m) }
 
 // Set implements pflag.Value.
-func (m *SeedMode) Set(s string) error { return setEnum(m, s, "cloud-init mode", SeedAuto, SeedFull, SeedFast) }
+func (m *SeedMode) Set(s string) error {
+	return setEnum(m, s, "cloud-init mode", SeedAuto, SeedFull, SeedFast)
+}
 
 // Type implements pflag.Value.
 func (m *SeedMode) Type() string { return "auto|full|fast" }

@@ -26,7 +26,6 @@ import (
 	"github.com/envctl/envctl/provision/vm"
 )
 
-
 // Volume is a fake volume.
 type Volume struct {
 	Data    []byte
