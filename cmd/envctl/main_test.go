@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/envctl/envctl/profiles/fault"
-	"github.com/envctl/envctl/provision/guest"
 )
 
 // TestExitCodes runs the CLI in-process on bad input: each case must exit
@@ -82,6 +81,15 @@ func TestExitCodes(t *testing.T) {
 			}
 		})
 	}
+	// A corrupt local image registry is an infrastructure error (exit 3),
+	// never reclassified as bad input.
+	reg := filepath.Join(dir, "cache", "images")
+	_ = os.MkdirAll(reg, 0o755)
+	_ = os.WriteFile(filepath.Join(reg, "local.json"), []byte("{"), 0o644)
+	var out, errb bytes.Buffer
+	if code := run([]string{"lock", unlocked}, &out, &errb); code != 3 || !strings.Contains(errb.String(), "corrupt") {
+		t.Errorf("corrupt registry: exit %d %s", code, errb.String())
+	}
 	// `up --locked` on an unlocked profile wrote nothing.
 	if _, err := os.Stat(filepath.Join(dir, "unlocked.lock")); err == nil {
 		t.Error("--locked wrote a lock")
@@ -104,21 +112,6 @@ func TestExitCodeMapping(t *testing.T) {
 	for _, tt := range tests {
 		if got := exitCode(tt.err); got != tt.code {
 			t.Errorf("exitCode(%v) = %d, want %d", tt.err, got, tt.code)
-		}
-	}
-}
-
-func TestRemoteCommand(t *testing.T) {
-	tests := map[string][]string{
-		"":                     nil,
-		"ls | wc -l":           {"ls | wc -l"},
-		"sh -c 'exit 7'":       {"sh", "-c", "exit 7"},
-		"uname -a":             {"uname", "-a"},
-		`echo 'it'\''s' a=b/c`: {"echo", "it's", "a=b/c"},
-	}
-	for want, args := range tests {
-		if got := guest.CommandLine(args); got != want {
-			t.Errorf("CommandLine(%q) = %q, want %q", args, got, want)
 		}
 	}
 }

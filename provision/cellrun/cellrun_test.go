@@ -299,6 +299,7 @@ func TestStopEarlyAndKeep(t *testing.T) {
 	}
 	h.opts.Stop = cellrun.AfterInstall
 	h.opts.Keep = true
+	h.opts.Workload = "" // no test, no test images: no workload needed
 	rep, err = cellrun.Run(context.Background(), cell("1.34.0"), h.opts)
 	if err != nil || rep.Verdict != report.VerdictReady || !rep.Kept || !rep.Components[0].Verified {
 		t.Fatalf("--no-test --keep: %v %+v", err, rep)
@@ -404,4 +405,32 @@ func TestPredictReadsOnlyWhatIsCached(t *testing.T) {
 	if err != nil || len(parts) != 5 || !parts[3].Files.InGuest {
 		t.Errorf("fetch %+v %v", parts, err)
 	}
+}
+
+// TestRunAll: every cell's report survives a failure; --fail-fast stops
+// after the first cell that does not pass, keeping the ones before.
+func TestRunAll(t *testing.T) {
+	h := newHarness(t)
+	good := cell("1.34.0")
+	good.Name = "good"
+	bad := cell("1.30.0") // the guest reports crictl 1.34.0: drift, could not test
+	bad.Name = "bad"
+	var seen []string
+	reps := cellrun.RunAll(context.Background(), []lock.LockedCell{good, bad, good}, h.opts, true, func(r *report.Report) { seen = append(seen, r.Cell+":"+string(r.Verdict)) })
+	if strings.Join(seen, " ") != "good:pass bad:error" || len(reps) != 2 {
+		t.Errorf("fail-fast: %v", seen)
+	}
+	reps = cellrun.RunAll(context.Background(), []lock.LockedCell{good, bad, good}, h.opts, false, nil)
+	if len(reps) != 3 || reps[2].Verdict != report.VerdictPass {
+		t.Errorf("without fail-fast: %d reports", len(reps))
+	}
+	if v, class := report.Worst(reps); v != report.VerdictError || class != fault.Infra {
+		t.Errorf("aggregate %s %v", v, class)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if reps := cellrun.RunAll(ctx, []lock.LockedCell{good}, h.opts, false, nil); len(reps) != 0 {
+		t.Errorf("a cancelled matrix ran %d cells", len(reps))
+	}
+	h.assertClean(t)
 }

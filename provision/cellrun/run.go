@@ -231,18 +231,21 @@ func (r *run) all(ctx context.Context) (err error) {
 	if r.opts.Stop == AfterBoot {
 		return nil
 	}
-	closeRegistry, err := r.registry(ctx)
-	if err != nil {
-		return err
+	testing := r.opts.Stop == Full && r.cell.Test != profiles.TestNone
+	if testing {
+		closeRegistry, err := r.registry(ctx)
+		if err != nil {
+			return err
+		}
+		defer closeRegistry()
 	}
-	defer closeRegistry()
 	if err := r.phase(PhaseInstall, func() error { return r.install(ctx) }); err != nil {
 		return err
 	}
 	if err := r.phase(PhaseVerify, func() error { return r.verify(ctx) }); err != nil {
 		return err
 	}
-	if r.opts.Stop == AfterInstall || r.cell.Test == profiles.TestNone {
+	if !testing {
 		return nil
 	}
 	return r.phase(PhaseTest, func() error { return r.runTest(ctx) })

@@ -241,3 +241,19 @@ func TestQuote(t *testing.T) {
 		}
 	}
 }
+
+func TestCommandLine(t *testing.T) {
+	tests := map[string][]string{
+		"":                     nil,
+		"ls | wc -l":           {"ls | wc -l"},
+		"sh -c 'exit 7'":       {"sh", "-c", "exit 7"},
+		"uname -a":             {"uname", "-a"},
+		`echo 'it'\''s' a=b/c`: {"echo", "it's", "a=b/c"},
+		"printf ''":            {"printf", ""},
+	}
+	for want, args := range tests {
+		if got := guest.CommandLine(args); got != want {
+			t.Errorf("CommandLine(%q) = %q, want %q", args, got, want)
+		}
+	}
+}
