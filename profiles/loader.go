@@ -213,6 +213,7 @@ type (
 	rawMatrix struct {
 		Axes    map[string][]rawAxisValue
 		Exclude []map[string]literal
+		Include []map[string]rawAxisValue
 		Lines   map[string]int
 	}
 	rawAxisValue struct {
@@ -244,6 +245,17 @@ func (m *rawMatrix) UnmarshalYAML(n *yaml.Node) error {
 		if key == "exclude" {
 			if err := val.Decode(&m.Exclude); err != nil {
 				return &Error{Line: val.Line, Field: "matrix.exclude", Msg: "a list of {axis: value} maps, like [{cri-tools: \"1.30.0\", runtime: \"crun@1.8.1\"}]"}
+			}
+			continue
+		}
+		if key == "include" {
+			if err := val.Decode(&m.Include); err != nil {
+				var pe *Error
+				if errors.As(err, &pe) {
+					pe.Field = "matrix.include"
+					return pe
+				}
+				return &Error{Line: val.Line, Field: "matrix.include", Msg: "a list of {component: value} maps, like [{cri-tools: \"1.37.0\", runtime: \"runc@1.4.0\"}]"}
 			}
 			continue
 		}
@@ -285,7 +297,7 @@ var schema = map[string]any{
 	},
 	"matrix": map[string]any{
 		string(RoleCRIO): list, string(RoleCRITools): list, string(RoleRuntime): list,
-		string(RoleConmon): list, string(RoleCNI): list, "exclude": list,
+		string(RoleConmon): list, string(RoleCNI): list, "exclude": list, "include": list,
 	},
 }
 
@@ -547,7 +559,25 @@ func (m *rawMatrix) validate(field func(key, msg string) error) (*Matrix, error)
 		}
 		out.Exclude = append(out.Exclude, e)
 	}
-	if len(out.Axes) == 0 {
+	for _, inc := range m.Include {
+		e := map[Role]AxisValue{}
+		for k, raw := range inc {
+			role, err := ParseRole(k)
+			if err != nil {
+				return nil, field("matrix.include", err.Error())
+			}
+			av, err := raw.value(role)
+			if err != nil {
+				return nil, field("matrix.include", err.Error())
+			}
+			e[role] = av
+		}
+		if len(e) == 0 {
+			return nil, field("matrix.include", "an empty entry adds nothing; name components, like {cri-tools: \"1.37.0\"}")
+		}
+		out.Include = append(out.Include, e)
+	}
+	if len(out.Axes) == 0 && len(out.Include) == 0 {
 		return nil, field("matrix", "no axes: name components, like `cri-tools: [\"1.30.0\", \"1.34.0\"]`")
 	}
 	return out, nil

@@ -243,3 +243,48 @@ func TestInputsNameTheField(t *testing.T) {
 		}
 	}
 }
+
+func TestMatrixInclude(t *testing.T) {
+	src := good + `matrix:
+  cri-tools: ["1.30.0", "1.34.0"]
+  exclude: [{cri-tools: "1.30.0"}]
+  include:
+    - {cri-tools: "1.37.0", runtime: "runc@1.4.0"}
+    - {cri-tools: "1.34.0"}
+`
+	p, err := Parse("t.yaml", []byte(src), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range p.Cells() {
+		got = append(got, c.Name)
+	}
+	want := []string{"cri-tools=1.34.0", "cri-tools=1.37.0,runtime=runc@1.4.0"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("cells %v, want %v (the include that repeats a cell adds nothing)", got, want)
+	}
+	rt := p.Cells()[1].Components[RoleRuntime]
+	if rt.Name != "runc" || rt.Version != "1.4.0" {
+		t.Errorf("included runtime %+v", rt)
+	}
+	if vals := ParseCellName(got[1]); vals[RoleRuntime] != "runc@1.4.0" || vals[RoleCRITools] != "1.37.0" {
+		t.Errorf("ParseCellName %v", vals)
+	}
+	if ParseCellName("crio-1.34-runc") != nil {
+		t.Error("a profile's own cell has no axis values")
+	}
+	if !strings.Contains(p.Inputs()["matrix.include"], "cri-tools=1.37.0") {
+		t.Errorf("inputs %v", p.Inputs())
+	}
+	for _, bad := range []struct{ yaml, want string }{
+		{"matrix:\n  include: [{kernel: \"6.1\"}]\n", "unknown component \"kernel\""},
+		{"matrix:\n  include: [{runtime: runc}]\n", "NAME@VERSION"},
+		{"matrix:\n  include: [{}]\n", "adds nothing"},
+		{"matrix:\n  include: [\"1.30.0\"]\n", "matrix.include"},
+	} {
+		if _, err := Parse("t.yaml", []byte(good+bad.yaml), noEnv); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%q: %v", bad.yaml, err)
+		}
+	}
+}

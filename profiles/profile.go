@@ -30,6 +30,9 @@ type VM struct {
 type Matrix struct {
 	Axes    map[Role][]AxisValue `json:"axes" yaml:"axes"`
 	Exclude []map[Role]string    `json:"exclude,omitempty" yaml:"exclude,omitempty"`
+	// Include adds cells after the expansion and its exclusions, as
+	// GitHub Actions' matrix include does: each entry pins some roles.
+	Include []map[Role]AxisValue `json:"include,omitempty" yaml:"include,omitempty"`
 }
 
 // AxisValue is one value of a matrix axis: a label such as "1.30.0" or
@@ -88,6 +91,17 @@ func (p *Profile) Inputs() map[string]string {
 				}
 			}
 			in["matrix."+string(role)] = strings.Join(labels, ", ")
+		}
+		var inc []string
+		for _, e := range p.Matrix.Include {
+			var parts []string
+			for _, r := range slices.Sorted(maps.Keys(e)) {
+				parts = append(parts, string(r)+"="+e[r].Label+" from "+string(e[r].Spec.Source))
+			}
+			inc = append(inc, "{"+strings.Join(parts, ",")+"}")
+		}
+		if len(inc) > 0 {
+			in["matrix.include"] = strings.Join(inc, ", ")
 		}
 		var ex []string
 		for _, e := range p.Matrix.Exclude {
@@ -158,6 +172,9 @@ func (p *Profile) CellCount() int {
 			return n
 		}
 	}
+	if p.Matrix != nil {
+		n += len(p.Matrix.Include)
+	}
 	return n
 }
 
@@ -178,7 +195,7 @@ func CellName(values map[Role]string) string {
 // after the profile.
 func (p *Profile) Cells() []Cell {
 	axes := p.axes()
-	if len(axes) == 0 {
+	if len(axes) == 0 && (p.Matrix == nil || len(p.Matrix.Include) == 0) {
 		return []Cell{{Name: p.Name, Components: maps.Clone(p.Components)}}
 	}
 	var cells []Cell
@@ -203,8 +220,40 @@ func (p *Profile) Cells() []Cell {
 			walk(i + 1)
 		}
 	}
-	walk(0)
+	if len(axes) > 0 {
+		walk(0)
+	}
+	for _, inc := range p.Matrix.Include {
+		c := Cell{Values: map[Role]string{}, Components: maps.Clone(p.Components)}
+		for role, v := range inc {
+			c.Values[role] = v.Label
+			c.Components[role] = applyAxis(c.Components[role], v.Spec)
+		}
+		c.Name = CellName(c.Values)
+		if !slices.ContainsFunc(cells, func(x Cell) bool { return x.Name == c.Name }) {
+			cells = append(cells, c)
+		}
+	}
 	return cells
+}
+
+// ParseCellName reads a matrix cell's axis values back from its name
+// ("cri-tools=1.30.0,runtime=runc@1.3.6"); a profile's only cell, named
+// after the profile, has none.
+func ParseCellName(name string) map[Role]string {
+	out := map[Role]string{}
+	for _, part := range strings.Split(name, ",") {
+		k, v, ok := strings.Cut(part, "=")
+		if !ok {
+			return nil
+		}
+		role, err := ParseRole(k)
+		if err != nil {
+			return nil
+		}
+		out[role] = v
+	}
+	return out
 }
 
 func (p *Profile) excluded(vals map[Role]string) bool {
