@@ -288,3 +288,34 @@ func TestMatrixInclude(t *testing.T) {
 		}
 	}
 }
+
+func TestCellSelection(t *testing.T) {
+	p, err := Parse("t.yaml", []byte(good+"matrix:\n  cri-tools: [\"1.30.0\", \"1.34.0\", \"1.36.0\"]\n  runtime: [runc@1.3.6, runc@1.4.0]\n"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		patterns []string
+		n        int
+	}{
+		{nil, 6}, {[]string{"runc@1.4.0"}, 3}, {[]string{"cri-tools=1.3[04]*"}, 4}, {[]string{"1.30.0", "1.36.0"}, 4},
+	}
+	for _, tt := range tests {
+		got, err := p.CellsMatching(tt.patterns)
+		if err != nil || len(got) != tt.n {
+			t.Errorf("%v: %v %v", tt.patterns, got, err)
+		}
+	}
+	if _, err := p.CellsMatching([]string{"nope"}); err == nil || !strings.Contains(err.Error(), "no cell matches") {
+		t.Errorf("no match: %v", err)
+	}
+	if _, err := p.CellNamed(""); err == nil || !strings.Contains(err.Error(), "the matrix has 6 cells") {
+		t.Errorf("no --cell: %v", err)
+	}
+	if n, err := p.CellNamed("cri-tools=1.30.0,runtime=runc@1.3.6"); err != nil || n == "" {
+		t.Errorf("named: %v", err)
+	}
+	if _, err := p.CellNamed("cri-tools=9"); err == nil {
+		t.Error("unknown cell accepted")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"path"
 	"slices"
 	"strings"
 )
@@ -336,12 +337,20 @@ func (p *Profile) CellNamed(name string) (string, error) {
 	return "", &Error{File: p.Path, Field: "matrix", Msg: fmt.Sprintf("no cell %q; `envctl show %s` lists them", name, p.Name)}
 }
 
-// CellsMatching lists the cells whose names contain any of the patterns
-// (every cell when there are none).
+// CellsMatching lists the cells that match any of the patterns (every
+// cell when there are none): a glob ("cri-tools=1.3*") or else a part of
+// the name ("runc").
 func (p *Profile) CellsMatching(patterns []string) ([]string, error) {
+	match := func(name, pat string) bool {
+		if strings.ContainsAny(pat, "*?[") {
+			ok, _ := path.Match(pat, name)
+			return ok
+		}
+		return strings.Contains(name, pat)
+	}
 	var names []string
 	for _, c := range p.Cells() {
-		if len(patterns) == 0 || slices.ContainsFunc(patterns, func(s string) bool { return strings.Contains(c.Name, s) }) {
+		if len(patterns) == 0 || slices.ContainsFunc(patterns, func(s string) bool { return match(c.Name, s) }) {
 			names = append(names, c.Name)
 		}
 	}

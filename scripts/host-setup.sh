@@ -7,7 +7,8 @@
 set -euo pipefail
 
 packages=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients
-  mmdebstrap e2fsprogs libseccomp-dev gcc make pkg-config crun)
+  mmdebstrap e2fsprogs libseccomp-dev gcc make pkg-config crun
+  openssh-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,6 +16,12 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "host-setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Packages must not start their services here (openssh-server would
+  # listen on every address): only the tests start sshd, on 127.0.0.1.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

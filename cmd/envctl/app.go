@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -142,6 +143,7 @@ Exit codes: 0 ok, 1 test failed, 2 bad input or usage, 3 infrastructure error.`,
 		newFetchCmd(a),
 		newUpCmd(a),
 		newMatrixCmd(a),
+		newBisectCmd(a),
 		newStatusCmd(a),
 		newSSHCmd(a),
 		newDownCmd(a),
@@ -190,6 +192,11 @@ func (a *app) cache() (*cache.Cache, error) {
 		}
 	}
 	return c, nil
+}
+
+// ledger holds the verdicts of the last day by cell lock hash.
+func (a *app) ledger() *cellrun.Ledger {
+	return &cellrun.Ledger{Path: filepath.Join(a.store().Dir, "verdicts.json"), MaxAge: 24 * time.Hour}
 }
 
 func (a *app) store() env.Store {

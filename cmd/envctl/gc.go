@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 
@@ -15,14 +16,22 @@ func newGCCmd(a *app) *cobra.Command {
 		Use:   "gc",
 		Short: "Remove the domains, volumes and directories that dead runs of this state directory left behind",
 		Long: `gc removes what envctl runs of this state directory left behind when they
-died: domains, volumes and environment directories whose envctl no longer
-holds them. It never touches another state directory's VMs, an environment
-a running envctl holds, or a kept environment whose domain still exists.`,
+died, on every --connect host: domains, volumes and environment directories
+whose envctl no longer holds them. It never touches another state
+directory's VMs, an environment a running envctl holds, or a kept
+environment whose domain still exists.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			removed, notes, err := vm.GC(cmd.Context(), a.vmOptions(&f))
-			for _, n := range notes {
-				fmt.Fprintf(a.stderr, "envctl: note: %s\n", n)
+			var removed []vm.Action
+			var errs []error
+			for _, uri := range f.connect {
+				opts := a.vmOptions(&f)
+				opts.URI = uri
+				done, notes, err := vm.GC(cmd.Context(), opts)
+				for _, n := range notes {
+					fmt.Fprintf(a.stderr, "envctl: note: %s\n", n)
+				}
+				removed, errs = append(removed, done...), append(errs, err)
 			}
 			if perr := a.emit(removed, func(w io.Writer) {
 				if len(removed) == 0 {
@@ -34,7 +43,7 @@ a running envctl holds, or a kept environment whose domain still exists.`,
 			}); perr != nil {
 				return perr
 			}
-			return err
+			return errors.Join(errs...)
 		},
 	}
 	f.register(cmd, false)

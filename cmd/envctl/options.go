@@ -17,7 +17,7 @@ import (
 
 // vmFlags are the flags of every command that makes or finds VMs.
 type vmFlags struct {
-	connect     string
+	connect     []string
 	accel       vm.Accel
 	network     vm.Network
 	bootTimeout time.Duration
@@ -27,7 +27,7 @@ type vmFlags struct {
 
 func (f *vmFlags) register(cmd *cobra.Command, boots bool) {
 	f.accel, f.network, f.seed = vm.AccelAuto, vm.NetworkUser, vm.SeedAuto
-	cmd.Flags().StringVar(&f.connect, "connect", libvirt.DefaultURI, "libvirt URI: qemu:///system, qemu:///session or qemu+ssh://user@host/system")
+	cmd.Flags().StringSliceVar(&f.connect, "connect", []string{libvirt.DefaultURI}, "libvirt URI: qemu:///system, qemu:///session or qemu+ssh://user@host[:port]/system[?keyfile=F&known_hosts=F]; repeat it to spread matrix cells over hosts")
 	if !boots {
 		return
 	}
@@ -43,7 +43,7 @@ func (f *vmFlags) register(cmd *cobra.Command, boots bool) {
 
 func (a *app) vmOptions(f *vmFlags) vm.Options {
 	return vm.Options{
-		URI: f.connect, Accel: f.accel, Network: f.network, BootTimeout: f.bootTimeout, Seed: f.seed,
+		URI: f.connect[0], Accel: f.accel, Network: f.network, BootTimeout: f.bootTimeout, Seed: f.seed,
 		KernelArgs: f.kernelArgs, Store: a.store(), Connect: libvirt.Connect, Log: a.log, Step: a.step,
 	}
 }
@@ -84,7 +84,7 @@ func (a *app) runOptions(ctx context.Context, f *runFlags) (cellrun.Options, err
 	}
 	o := cellrun.Options{
 		VM: a.vmOptions(&f.vm), Fetch: fetch, Images: imgs, TestImages: f.testImages,
-		Keep: f.keep, ResultsDir: f.results, Log: a.log, Step: a.step,
+		Keep: f.keep, ResultsDir: f.results, Log: a.log, Step: a.step, Ledger: a.ledger(),
 	}
 	switch {
 	case f.noInstall:

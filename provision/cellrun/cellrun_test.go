@@ -7,145 +7,36 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/envctl/envctl/images"
 	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/profiles/lock"
-	"github.com/envctl/envctl/provision/artifacts"
 	"github.com/envctl/envctl/provision/cellrun"
+	"github.com/envctl/envctl/provision/cellrun/cellruntest"
 	"github.com/envctl/envctl/provision/crio/criotest"
-	"github.com/envctl/envctl/provision/env"
 	"github.com/envctl/envctl/provision/guest/guesttest"
 	"github.com/envctl/envctl/provision/report"
-	"github.com/envctl/envctl/provision/testimages"
 	"github.com/envctl/envctl/provision/vm"
 	"github.com/envctl/envctl/provision/vm/vmtest"
 )
 
-// fakeFetcher hands out real files for gomod components and marks package
-// components as the guest's.
-type fakeFetcher struct {
-	dir   string
-	mu    sync.Mutex
-	calls []string
-	fail  error
-}
-
-func (f *fakeFetcher) Fetch(ctx context.Context, cell lock.LockedCell, c lock.Part) (artifacts.Files, error) {
-	f.mu.Lock()
-	f.calls = append(f.calls, c.Component)
-	f.mu.Unlock()
-	if f.fail != nil {
-		return artifacts.Files{}, f.fail
-	}
-	if c.Source == profiles.SourcePackage {
-		return artifacts.Files{InGuest: true}, nil
-	}
-	names := map[string][]string{"cri-o": {"crio", "pinns"}, "cri-tools": {"crictl"}, "runc": {"runc"}}[c.Component]
-	out := artifacts.Files{Binaries: map[string]string{}}
-	for _, n := range names {
-		p := filepath.Join(f.dir, n)
-		if err := os.WriteFile(p, []byte("#!"+n+" "+c.Version), 0o755); err != nil {
-			return out, err
-		}
-		out.Binaries[n] = p
-	}
-	return out, nil
-}
-
-func (f *fakeFetcher) Cached(cell lock.LockedCell, c lock.Part) (artifacts.Files, bool) {
-	files, err := f.Fetch(context.Background(), cell, c)
-	return files, err == nil
-}
-
-type fakeImages struct{ fail error }
-
-func (f fakeImages) Ensure(ctx context.Context, ref lock.Image) (images.Files, error) {
-	return images.Files{Disk: "/cache/base.raw", Format: "raw", Kernel: "/cache/vmlinuz", Initrd: "/cache/initrd", FastSeed: true}, f.fail
-}
-
-func cell(crictl string) lock.LockedCell {
-	art := func(role profiles.Role, comp, v string, src profiles.Source) lock.Part {
-		a := lock.Artifact{Component: comp, Version: v, Source: src}
-		if src == profiles.SourcePackage {
-			a.Package = map[string]string{"conmon": "conmon", "cni-plugins": "containernetworking-plugins"}[comp]
-		}
-		return lock.Part{Role: role, Artifact: a}
-	}
-	return lock.LockedCell{Profile: "p", Name: "p", Test: profiles.TestImageVolume,
-		VM:    profiles.VM{CPUs: 2, Memory: 2 << 30, Disk: 10 << 30},
-		Image: lock.Image{Name: "debian-12", Kind: lock.ImageLocal, Digest: "sha256:" + strings.Repeat("a", 64), Format: "raw"},
-		Components: []lock.Part{
-			art(profiles.RoleCRIO, "cri-o", "1.34.0", profiles.SourceGoMod),
-			art(profiles.RoleCRITools, "cri-tools", crictl, profiles.SourceGoMod),
-			art(profiles.RoleRuntime, "runc", "1.3.6", profiles.SourceGoMod),
-			art(profiles.RoleConmon, "conmon", "2.1.6", profiles.SourcePackage),
-			art(profiles.RoleCNI, "cni-plugins", "1.1.1", profiles.SourcePackage),
-		}}
-}
-
-// workloadDir caches the static test workload across the package's tests.
-var workloadDir = filepath.Join(os.TempDir(), "envctl-cellrun-test-workload")
+func cell(crictl string) lock.LockedCell { return cellruntest.Cell("p", crictl) }
 
 type harness struct {
-	drv    *vmtest.Driver
-	fetch  *fakeFetcher
-	opts   cellrun.Options
-	events []string
-	stacks []*criotest.Stack
-	mu     sync.Mutex
-	tweak  func(*criotest.Stack, *guesttest.Server)
+	*cellruntest.Harness
+	drv   *vmtest.Driver
+	fetch *cellruntest.Fetcher
+	opts  cellrun.Options
 }
 
 func newHarness(t *testing.T) *harness {
-	t.Helper()
-	h := &harness{drv: vmtest.New(), fetch: &fakeFetcher{dir: t.TempDir()}}
-	h.drv.BootGuests(t, func(srv *guesttest.Server) {
-		s := criotest.Install(srv)
-		h.mu.Lock()
-		h.stacks = append(h.stacks, s)
-		tweak := h.tweak
-		h.mu.Unlock()
-		if tweak != nil {
-			tweak(s, srv)
-		}
-	})
-	self, err := testimages.WorkloadBinary(context.Background(), workloadDir, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.opts = cellrun.Options{
-		VM:    vm.Options{URI: "fake:///system", Store: env.Store{Dir: t.TempDir()}, Connect: h.drv.Connect, BootTimeout: 20 * time.Second},
-		Fetch: h.fetch, Images: fakeImages{}, Workload: self, TestImages: cellrun.LocalImages,
-		Progress: func(e cellrun.Event) {
-			h.mu.Lock()
-			defer h.mu.Unlock()
-			if e.Done {
-				h.events = append(h.events, e.Phase+" done")
-			} else {
-				h.events = append(h.events, e.Phase)
-			}
-		},
-	}
-	return h
+	h := cellruntest.New(t)
+	return &harness{Harness: h, drv: h.Driver, fetch: h.Fetch, opts: h.Opts}
 }
 
-func (h *harness) assertClean(t *testing.T) {
-	t.Helper()
-	if d := h.drv.DomainNames(); len(d) != 0 {
-		t.Errorf("domains left: %v", d)
-	}
-	if v := h.drv.VolumeNames(); len(v) != 0 {
-		t.Errorf("volumes left: %v", v)
-	}
-	if envs, _ := h.opts.VM.Store.List(); len(envs) != 0 {
-		t.Errorf("environments left: %d", len(envs))
-	}
-}
+func (h *harness) assertClean(t *testing.T) { h.AssertClean(t) }
 
 func phases(r *report.Report) []string {
 	var out []string
@@ -177,7 +68,7 @@ func TestRunPasses(t *testing.T) {
 	if rep.Phase("install.registry") <= 0 || rep.Env == "" || rep.Accel != "qemu" || rep.Results != "" {
 		t.Errorf("report %+v", rep)
 	}
-	if got := strings.Join(h.events, ","); got != "fetch,fetch done,boot,boot done,install,install done,verify,verify done,test,test done,teardown,teardown done" {
+	if got := strings.Join(h.Events(), ","); got != "fetch,fetch done,boot,boot done,install,install done,verify,verify done,test,test done,teardown,teardown done" {
 		t.Errorf("events %s", got)
 	}
 	h.assertClean(t)
@@ -185,12 +76,8 @@ func TestRunPasses(t *testing.T) {
 
 func TestRunFailsWithDiagnosis(t *testing.T) {
 	h := newHarness(t)
-	h.tweak = func(s *criotest.Stack, _ *guesttest.Server) { s.DropsMount = true }
 	h.opts.ResultsDir = filepath.Join(t.TempDir(), "results")
-	c := cell("1.30.0")
-	criotest.Versions[`^/usr/local/bin/crictl --version$`] = "crictl version v1.30.0\n"
-	defer func() { criotest.Versions[`^/usr/local/bin/crictl --version$`] = "crictl version v1.34.0\n" }()
-	rep, err := cellrun.Run(context.Background(), c, h.opts)
+	rep, err := cellrun.Run(context.Background(), cell("1.30.0"), h.opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +100,7 @@ func TestRunFailsWithDiagnosis(t *testing.T) {
 
 func TestRunDriftIsCouldNotTest(t *testing.T) {
 	h := newHarness(t)
-	h.tweak = func(_ *criotest.Stack, srv *guesttest.Server) {
+	h.Tweak = func(_ *criotest.Stack, srv *guesttest.Server) {
 		srv.Reply(`^/usr/local/bin/runc --version$`, guesttest.Reply{Stdout: "runc version 1.3.5\n"})
 	}
 	rep, err := cellrun.Run(context.Background(), cell("1.34.0"), h.opts)
@@ -238,8 +125,8 @@ func TestRunFailuresBeforeTheGuest(t *testing.T) {
 		class  fault.Class
 		phases string
 	}{
-		{"fetch fails", func(h *harness) { h.fetch.fail = fault.Infraf("go build: exit 1") }, fault.Infra, "fetch"},
-		{"image missing", func(h *harness) { h.opts.Images = fakeImages{fail: fault.Inputf("image gone")} }, fault.Input, "fetch"},
+		{"fetch fails", func(h *harness) { h.fetch.Fail = fault.Infraf("go build: exit 1") }, fault.Infra, "fetch"},
+		{"image missing", func(h *harness) { h.opts.Images = cellruntest.Images{Fail: fault.Inputf("image gone")} }, fault.Input, "fetch"},
 		{"domain does not start", func(h *harness) { h.drv.Fail["Start"] = fault.Infraf("qemu: %w", vmtest.ErrInjected) }, fault.Infra, "fetch boot"},
 		{"no hypervisor", func(h *harness) { h.drv.Fail["Connect"] = fault.Infraf("cannot reach libvirt") }, fault.Infra, "fetch boot"},
 	}
@@ -283,8 +170,8 @@ func TestValidateBeforeAnyWork(t *testing.T) {
 			if fault.ClassOf(err) != tt.class || !strings.Contains(err.Error(), tt.want) || rep.Verdict != report.VerdictError {
 				t.Fatalf("err %v", err)
 			}
-			if len(h.fetch.calls) != 0 || h.drv.Opened != 0 || len(rep.Phases) != 0 {
-				t.Errorf("work was done before validation failed: fetch %v, connections %d", h.fetch.calls, h.drv.Opened)
+			if h.fetch.Total() != 0 || h.drv.Opened != 0 || len(rep.Phases) != 0 {
+				t.Errorf("work was done before validation failed: fetch %v, connections %d", h.fetch.Calls, h.drv.Opened)
 			}
 		})
 	}
@@ -294,8 +181,8 @@ func TestStopEarlyAndKeep(t *testing.T) {
 	h := newHarness(t)
 	h.opts.Stop = cellrun.AfterBoot
 	rep, err := cellrun.Run(context.Background(), cell("1.34.0"), h.opts)
-	if err != nil || rep.Verdict != report.VerdictReady || len(h.fetch.calls) != 0 {
-		t.Fatalf("--no-install: %v %s %v", err, rep.Verdict, h.fetch.calls)
+	if err != nil || rep.Verdict != report.VerdictReady || h.fetch.Total() != 0 {
+		t.Fatalf("--no-install: %v %s %v", err, rep.Verdict, h.fetch.Calls)
 	}
 	h.opts.Stop = cellrun.AfterInstall
 	h.opts.Keep = true
@@ -316,7 +203,7 @@ func TestStopEarlyAndKeep(t *testing.T) {
 func TestInterruptedRunTearsDown(t *testing.T) {
 	h := newHarness(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	h.tweak = func(_ *criotest.Stack, srv *guesttest.Server) {
+	h.Tweak = func(_ *criotest.Stack, srv *guesttest.Server) {
 		srv.Handle(`^crictl pull`, func(string, []string) guesttest.Reply {
 			cancel()
 			time.Sleep(200 * time.Millisecond)
@@ -396,7 +283,7 @@ func TestResolve(t *testing.T) {
 }
 
 func TestPredictReadsOnlyWhatIsCached(t *testing.T) {
-	f := &fakeFetcher{dir: t.TempDir()}
+	f := &cellruntest.Fetcher{Dir: t.TempDir()}
 	got := cellrun.Predict(cell("1.30.0"), f)
 	if len(got) != 1 || !strings.Contains(got[0].Cause, "crictl v1.30.0") {
 		t.Errorf("predict %+v", got)
@@ -411,20 +298,18 @@ func TestPredictReadsOnlyWhatIsCached(t *testing.T) {
 // after the first cell that does not pass, keeping the ones before.
 func TestRunAll(t *testing.T) {
 	h := newHarness(t)
-	good := cell("1.34.0")
-	good.Name = "good"
-	bad := cell("1.30.0") // the guest reports crictl 1.34.0: drift, could not test
-	bad.Name = "bad"
+	good := cellruntest.Cell("good", "1.34.0")
+	bad := cellruntest.Cell("bad", "1.30.0") // crictl 1.30 drops Mount.image: the test fails
 	var seen []string
 	reps := cellrun.RunAll(context.Background(), []lock.LockedCell{good, bad, good}, h.opts, true, func(r *report.Report) { seen = append(seen, r.Cell+":"+string(r.Verdict)) })
-	if strings.Join(seen, " ") != "good:pass bad:error" || len(reps) != 2 {
+	if strings.Join(seen, " ") != "good:pass bad:fail" || len(reps) != 2 {
 		t.Errorf("fail-fast: %v", seen)
 	}
 	reps = cellrun.RunAll(context.Background(), []lock.LockedCell{good, bad, good}, h.opts, false, nil)
 	if len(reps) != 3 || reps[2].Verdict != report.VerdictPass {
 		t.Errorf("without fail-fast: %d reports", len(reps))
 	}
-	if v, class := report.Worst(reps); v != report.VerdictError || class != fault.Infra {
+	if v, class := report.Worst(reps); v != report.VerdictFail || class != fault.Unclassified {
 		t.Errorf("aggregate %s %v", v, class)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

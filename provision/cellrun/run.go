@@ -110,6 +110,8 @@ type Options struct {
 	ResultsDir string
 	// Progress receives phase events; may be nil.
 	Progress func(Event)
+	// Ledger records each tested cell's verdict by lock hash; may be nil.
+	Ledger *Ledger
 	Log      *slog.Logger
 	// Step prints a progress line for humans; may be nil.
 	Step func(format string, args ...any)
@@ -180,6 +182,11 @@ func Run(ctx context.Context, cell lock.LockedCell, opts Options) (*report.Repor
 	}
 	r.err = r.all(ctx)
 	rep := r.report()
+	if r.tested {
+		if lerr := opts.Ledger.Record(LedgerKey(cell, ""), rep); lerr != nil {
+			r.log().Warn("ledger", "err", lerr)
+		}
+	}
 	if rep.Verdict == report.VerdictError {
 		return rep, r.err
 	}
@@ -394,7 +401,7 @@ func (r *run) collect(ctx context.Context) {
 			r.log().Warn("results", "file", name, "err", err)
 		}
 	}
-	if err := r.machine.SaveConsole(filepath.Join(dir, "console.log")); err != nil {
+	if err := r.machine.SaveConsole(ctx, filepath.Join(dir, "console.log")); err != nil {
 		r.log().Debug("results: console", "err", err)
 	}
 }
@@ -419,7 +426,7 @@ func (r *run) finish(ctx context.Context) error {
 // report assembles the report from what the phases produced.
 func (r *run) report() *report.Report {
 	rep := &report.Report{
-		Profile: r.cell.Profile, Cell: r.cell.Name, Test: r.cell.Test, Env: r.env, Accel: r.accel,
+		Profile: r.cell.Profile, Cell: r.cell.Name, Test: r.cell.Test, Env: r.env, Accel: r.accel, Host: r.opts.VM.URI,
 		Started: r.start.UTC(), Warnings: r.warnings, Phases: r.phases, Results: r.results, Kept: r.kept,
 		Steps: r.test.Steps,
 	}
@@ -485,4 +492,10 @@ func RunAll(ctx context.Context, cells []lock.LockedCell, opts Options, failFast
 		}
 	}
 	return out
+}
+
+// ErrorReport is the report of a cell that could not run at all.
+func ErrorReport(cell lock.LockedCell, err error) *report.Report {
+	r := &run{cell: cell, start: time.Now(), err: err}
+	return r.report()
 }

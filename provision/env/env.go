@@ -40,6 +40,9 @@ const (
 	VolumeDisk      VolumeKind = "disk"
 	VolumeSeed      VolumeKind = "seed"
 	VolumeArtifacts VolumeKind = "artifacts"
+	// VolumeConsole is the serial console log of a VM on a remote host: it
+	// sits in the pool's directory, so it can be read back as a volume.
+	VolumeConsole VolumeKind = "console"
 )
 
 // volumeSuffix is the one table of volume names: an environment's volume
@@ -48,6 +51,7 @@ var volumeSuffix = map[VolumeKind]string{
 	VolumeDisk:      "-disk.qcow2",
 	VolumeSeed:      "-seed.iso",
 	VolumeArtifacts: "-artifacts.iso",
+	VolumeConsole:   "-console.log",
 }
 
 // VolumeName names an environment's volume of a kind.

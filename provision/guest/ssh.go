@@ -33,6 +33,19 @@ type Config struct {
 	User    string
 	Signer  ssh.Signer
 	HostKey ssh.PublicKey // pinned; anything else is refused
+	// Dial reaches Addr; nil dials directly. A guest on a remote
+	// hypervisor is reached through an SSH connection to that host.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+func (cfg Config) dial(ctx context.Context, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if cfg.Dial != nil {
+		return cfg.Dial(ctx, "tcp", cfg.Addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", cfg.Addr)
 }
 
 // HostKeyMismatch reports a guest presenting a host key other than the pinned one.
@@ -67,8 +80,7 @@ func (cfg Config) clientConfig() *ssh.ClientConfig {
 
 // Dial connects once.
 func Dial(ctx context.Context, cfg Config) (*Client, error) {
-	d := net.Dialer{Timeout: 10 * time.Second}
-	conn, err := d.DialContext(ctx, "tcp", cfg.Addr)
+	conn, err := cfg.dial(ctx, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
@@ -129,9 +141,8 @@ func (c *Client) keepalive(every time.Duration, misses int) {
 // while the guest is still booting, and a full handshake attempt can then
 // hang for seconds; probing for the "SSH-" greeting with short timeouts
 // notices sshd as soon as it listens.
-func banner(ctx context.Context, addr string) bool {
-	d := net.Dialer{Timeout: time.Second}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+func banner(ctx context.Context, cfg Config) bool {
+	conn, err := cfg.dial(ctx, time.Second)
 	if err != nil {
 		return false
 	}
@@ -149,7 +160,7 @@ func Wait(ctx context.Context, cfg Config, log *slog.Logger) (*Client, error) {
 	delay := 250 * time.Millisecond
 	var last error
 	for attempt := 1; ; attempt++ {
-		if !banner(ctx, cfg.Addr) {
+		if !banner(ctx, cfg) {
 			last = fmt.Errorf("no SSH greeting yet")
 			select {
 			case <-ctx.Done():

@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -32,6 +34,8 @@ const callTimeout = 60 * time.Second
 type Conn struct {
 	l   rpc
 	uri string
+	// host reaches the remote hypervisor's own addresses; nil when local.
+	host *hostSSH
 }
 
 var _ vm.Driver = (*Conn)(nil)
@@ -50,8 +54,22 @@ func Connect(ctx context.Context, uri string) (vm.Driver, error) {
 		err error
 	}
 	ch := make(chan result, 1)
+	var host *hostSSH
+	if strings.HasSuffix(u.Scheme, "+ssh") {
+		t, err := parseSSHTarget(u)
+		if err != nil {
+			return nil, err
+		}
+		host = &hostSSH{target: t}
+	}
 	go func() {
-		l, err := dial(u)
+		var l *golibvirt.Libvirt
+		var err error
+		if host != nil {
+			l, err = dialSSH(u)
+		} else {
+			l, err = dial(u)
+		}
 		ch <- result{l, err}
 	}()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -61,7 +79,7 @@ func Connect(ctx context.Context, uri string) (vm.Driver, error) {
 		if r.err != nil {
 			return nil, fault.Infraf("cannot reach libvirt at %s (%v); start the daemon (`make host` runs scripts/host-setup.sh) or pass --connect", uri, r.err)
 		}
-		return &Conn{l: r.l, uri: uri}, nil
+		return &Conn{l: r.l, uri: uri, host: host}, nil
 	case <-ctx.Done():
 		go func() {
 			if r := <-ch; r.l != nil {
@@ -105,7 +123,130 @@ var _ socket.Dialer = (*dialers.Local)(nil)
 func (c *Conn) URI() string { return c.uri }
 
 // Close ends the connection.
-func (c *Conn) Close() error { return c.l.Disconnect() }
+func (c *Conn) Close() error {
+	if c.host != nil {
+		c.host.close()
+	}
+	return c.l.Disconnect()
+}
+
+// Local reports whether the daemon runs on this machine.
+func (c *Conn) Local() bool { return c.host == nil && !strings.Contains(c.uri, "+") }
+
+// Dial reaches an address on the hypervisor host: directly when local,
+// else through an SSH connection to the host.
+func (c *Conn) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if c.host != nil {
+		return c.host.dial(ctx, network, addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, addr)
+}
+
+// Capacity reports the host's CPUs and the memory it can still give:
+// free plus reclaimable page cache.
+func (c *Conn) Capacity(ctx context.Context) (vm.Capacity, error) {
+	var out vm.Capacity
+	err := c.call(ctx, "node info", 0, func() error {
+		_, memKiB, cpus, _, _, _, _, _, err := c.l.NodeGetInfo()
+		if err != nil {
+			return fault.Infraf("node info: %w", err)
+		}
+		out.CPUs, out.Memory = int(cpus), memKiB<<10
+		_, n, err := c.l.NodeGetMemoryStats(0, -1, 0)
+		if err != nil || n == 0 {
+			out.Available = out.Memory / 2
+			return nil
+		}
+		stats, _, err := c.l.NodeGetMemoryStats(n, -1, 0)
+		if err != nil {
+			out.Available = out.Memory / 2
+			return nil
+		}
+		var avail uint64
+		for _, s := range stats {
+			switch s.Field {
+			case "free", "buffers", "cached":
+				avail += s.Value << 10
+			}
+		}
+		out.Available = avail
+		return nil
+	})
+	return out, err
+}
+
+// EnsureVolume makes a volume with a file's content exist, uploading it
+// once: names are content-addressed, so an existing volume is the file.
+func (c *Conn) EnsureVolume(ctx context.Context, poolName, name, format string, size int64, open func() (io.ReadCloser, error)) (path string, err error) {
+	timeout := callTimeout + time.Duration(size>>26)*time.Minute
+	err = c.call(ctx, "upload volume "+name, timeout, func() error {
+		pool, ok, err := c.pool(poolName)
+		if err != nil || !ok {
+			return cmp.Or(err, fault.Infraf("storage pool %s is missing", poolName))
+		}
+		if v, err := c.l.StorageVolLookupByName(pool, name); err == nil {
+			path, err = c.l.StorageVolGetPath(v)
+			return err
+		}
+		x, err := (&libvirtxml.StorageVolume{
+			Name:     name,
+			Capacity: &libvirtxml.StorageVolumeSize{Value: uint64(size), Unit: "B"},
+			Target:   &libvirtxml.StorageVolumeTarget{Format: &libvirtxml.StorageVolumeTargetFormat{Type: format}},
+		}).Marshal()
+		if err != nil {
+			return fault.AsInfra(err)
+		}
+		in, err := open()
+		if err != nil {
+			return fault.Infraf("upload volume %s: %w", name, err)
+		}
+		defer in.Close()
+		v, err := c.l.StorageVolCreateXML(pool, x, 0)
+		if err != nil {
+			return fault.Infraf("create volume %s: %w", name, err)
+		}
+		if err := c.l.StorageVolUpload(v, in, 0, uint64(size), 0); err != nil {
+			_ = c.l.StorageVolDelete(v, 0)
+			return fault.Infraf("upload volume %s: %w", name, err)
+		}
+		path, err = c.l.StorageVolGetPath(v)
+		return err
+	})
+	return path, err
+}
+
+// ReadVolume downloads up to max bytes of a volume (a console log that
+// sits in a remote pool's directory).
+func (c *Conn) ReadVolume(ctx context.Context, poolName, name string, max int64) ([]byte, error) {
+	var buf bytes.Buffer
+	err := c.call(ctx, "download volume "+name, 0, func() error {
+		pool, ok, err := c.pool(poolName)
+		if err != nil || !ok {
+			return cmp.Or(err, fault.Infraf("storage pool %s is missing", poolName))
+		}
+		_ = c.l.StoragePoolRefresh(pool, 0)
+		v, err := c.l.StorageVolLookupByName(pool, name)
+		if err != nil {
+			return fault.Infraf("volume %s: %w", name, err)
+		}
+		return c.l.StorageVolDownload(v, &limitedWriter{w: &buf, n: max}, 0, uint64(max), 0)
+	})
+	return buf.Bytes(), err
+}
+
+type limitedWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	l.n -= int64(len(p))
+	return l.w.Write(p)
+}
 
 // call runs one libvirt call with a deadline: the context's, or callTimeout.
 func (c *Conn) call(ctx context.Context, what string, timeout time.Duration, f func() error) error {
@@ -192,9 +333,10 @@ func (c *Conn) kvmUnusable(ctx context.Context) string {
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // EnsurePool makes the named directory pool exist and run, defining and
-// building it when missing.
-func (c *Conn) EnsurePool(ctx context.Context, name, dir string) error {
-	return c.call(ctx, "storage pool "+name, 0, func() error {
+// building it at dir when missing, and returns its directory.
+func (c *Conn) EnsurePool(ctx context.Context, name, dir string) (string, error) {
+	target := dir
+	err := c.call(ctx, "storage pool "+name, 0, func() error {
 		pool, err := c.l.StoragePoolLookupByName(name)
 		if err != nil {
 			if !isNotFound(err) {
@@ -211,6 +353,12 @@ func (c *Conn) EnsurePool(ctx context.Context, name, dir string) error {
 				return fault.Infraf("build storage pool %s at %s: %w", name, dir, err)
 			}
 			_ = c.l.StoragePoolSetAutostart(pool, 1)
+		}
+		if x, err := c.l.StoragePoolGetXMLDesc(pool, 0); err == nil {
+			var def libvirtxml.StoragePool
+			if def.Unmarshal(x) == nil && def.Target != nil && def.Target.Path != "" {
+				target = def.Target.Path
+			}
 		}
 		state, _, _, _, err := c.l.StoragePoolGetInfo(pool)
 		if err != nil {
@@ -230,6 +378,7 @@ func (c *Conn) EnsurePool(ctx context.Context, name, dir string) error {
 		}
 		return nil
 	})
+	return target, err
 }
 
 // pool looks a pool up without creating it; ok is false when it is missing.

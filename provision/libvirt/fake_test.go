@@ -327,3 +327,37 @@ func (f *fakeRPC) NetworkGetDhcpLeases(_ golibvirt.Network, mac golibvirt.OptStr
 	}
 	return nil, 0, nil
 }
+
+func (f *fakeRPC) NodeGetInfo() ([32]int8, uint64, int32, int32, int32, int32, int32, int32, error) {
+	defer f.mu.Unlock()
+	return [32]int8{}, 24 << 20, 2, 2600, 1, 1, 2, 1, f.enter("NodeGetInfo")
+}
+
+func (f *fakeRPC) NodeGetMemoryStats(n, _ int32, _ uint32) ([]golibvirt.NodeGetMemoryStats, int32, error) {
+	defer f.mu.Unlock()
+	if err := f.enter("NodeGetMemoryStats"); err != nil {
+		return nil, 0, err
+	}
+	stats := []golibvirt.NodeGetMemoryStats{{Field: "total", Value: 24 << 20}, {Field: "free", Value: 2 << 20}, {Field: "buffers", Value: 1 << 20}, {Field: "cached", Value: 17 << 20}}
+	if n == 0 {
+		return nil, int32(len(stats)), nil
+	}
+	return stats, n, nil
+}
+
+func (f *fakeRPC) StorageVolDownload(v golibvirt.StorageVol, out io.Writer, _, length uint64, _ golibvirt.StorageVolDownloadFlags) error {
+	f.mu.Lock()
+	f.calls = append(f.calls, "StorageVolDownload")
+	data := f.pools[v.Pool].vols[v.Name].data
+	f.mu.Unlock()
+	_, err := out.Write(data[:min(uint64(len(data)), length)])
+	return err
+}
+
+func (f *fakeRPC) StoragePoolGetXMLDesc(p golibvirt.StoragePool, _ golibvirt.StorageXMLFlags) (string, error) {
+	defer f.mu.Unlock()
+	if err := f.enter("StoragePoolGetXMLDesc"); err != nil {
+		return "", err
+	}
+	return `<pool type="dir"><name>` + p.Name + `</name><target><path>` + f.pools[p.Name].dir + `</path></target></pool>`, nil
+}

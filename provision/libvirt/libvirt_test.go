@@ -3,6 +3,10 @@ package libvirt
 import (
 	"context"
 	"errors"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -117,14 +121,17 @@ func TestStorage(t *testing.T) {
 	f := newFakeRPC()
 	c := &Conn{l: f, uri: "qemu:///system"}
 	ctx := context.Background()
-	if err := c.EnsurePool(ctx, "envctl-1", "/s/pool"); err != nil {
+	if dir, err := c.EnsurePool(ctx, "envctl-1", "/s/pool"); err != nil || dir != "/s/pool" {
 		t.Fatal(err)
 	}
 	if p := f.pools["envctl-1"]; p == nil || !p.running || p.dir != "/s/pool" {
 		t.Fatalf("pool %+v", p)
 	}
+	if dir, _ := c.EnsurePool(ctx, "envctl-1", "/elsewhere"); dir != "/s/pool" {
+		t.Errorf("an existing pool's directory is %s, not where it was defined", dir)
+	}
 	f.pools["envctl-1"].running, f.pools["envctl-1"].built = false, false // stopped, directory gone
-	if err := c.EnsurePool(ctx, "envctl-1", "/s/pool"); err != nil || !f.pools["envctl-1"].running {
+	if _, err := c.EnsurePool(ctx, "envctl-1", "/s/pool"); err != nil || !f.pools["envctl-1"].running {
 		t.Fatalf("restart: %v", err)
 	}
 	path, err := c.CreateOverlay(ctx, "envctl-1", "e-disk.qcow2", "/cache/base.raw", "raw", 10<<30)
@@ -254,5 +261,69 @@ func TestConnectErrors(t *testing.T) {
 	_, err := Connect(ctx, "qemu:///system?socket=/nonexistent/libvirt-sock")
 	if !fault.Is(err, fault.Infra) || !strings.Contains(err.Error(), "cannot reach libvirt") {
 		t.Errorf("no daemon: %v", err)
+	}
+}
+
+func TestCapacityAndVolumes(t *testing.T) {
+	f := newFakeRPC()
+	c := &Conn{l: f, uri: "qemu:///system"}
+	ctx := context.Background()
+	cp, err := c.Capacity(ctx)
+	if err != nil || cp.CPUs != 2 || cp.Memory != 24<<30 || cp.Available != 20<<30 {
+		t.Fatalf("capacity %+v %v", cp, err)
+	}
+	if !c.Local() {
+		t.Error("qemu:///system is local")
+	}
+	if (&Conn{uri: "qemu+ssh://h/system", host: &hostSSH{}}).Local() {
+		t.Error("qemu+ssh is not local")
+	}
+	if _, err := c.EnsurePool(ctx, "p", "/pool"); err != nil {
+		t.Fatal(err)
+	}
+	opened := 0
+	open := func() (io.ReadCloser, error) { opened++; return io.NopCloser(strings.NewReader("base image")), nil }
+	for range 2 {
+		path, err := c.EnsureVolume(ctx, "p", "envctl-base-disk-abc", "raw", 10, open)
+		if err != nil || path != "/pool/envctl-base-disk-abc" {
+			t.Fatalf("ensure %s %v", path, err)
+		}
+	}
+	if opened != 1 || string(f.pools["p"].vols["envctl-base-disk-abc"].data) != "base image" {
+		t.Errorf("uploaded %d times", opened)
+	}
+	b, err := c.ReadVolume(ctx, "p", "envctl-base-disk-abc", 4)
+	if err != nil || string(b) != "base" {
+		t.Errorf("read %q %v", b, err)
+	}
+	if _, err := c.ReadVolume(ctx, "p", "missing", 4); err == nil {
+		t.Error("read a missing volume")
+	}
+	conn, err := c.Dial(ctx, "tcp", "127.0.0.1:1")
+	if err == nil {
+		conn.Close()
+	}
+}
+
+func TestSSHTargets(t *testing.T) {
+	dir := t.TempDir()
+	kh := filepath.Join(dir, "known_hosts")
+	_ = os.WriteFile(kh, nil, 0o600)
+	u, _ := url.Parse("qemu+ssh://root@127.0.0.1:2222/system?keyfile=/k&known_hosts=" + kh)
+	tg, err := parseSSHTarget(u)
+	if err != nil || tg.host != "127.0.0.1" || tg.port != "2222" || tg.user != "root" || tg.keyFile != "/k" || tg.knownHosts != kh {
+		t.Errorf("target %+v %v", tg, err)
+	}
+	for _, bad := range []string{
+		"qemu+ssh://root@h/system?no_verify=1",
+		"qemu+ssh://root@h/system?known_hosts=/nonexistent",
+	} {
+		u, _ := url.Parse(bad)
+		if _, err := parseSSHTarget(u); !fault.Is(err, fault.Input) {
+			t.Errorf("%s: %v", bad, err)
+		}
+	}
+	if !vm.IsRemote("qemu+ssh://h/system") || vm.IsRemote("qemu:///system") {
+		t.Error("IsRemote")
 	}
 }

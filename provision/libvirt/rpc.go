@@ -17,6 +17,7 @@ type rpc interface {
 	ConnectGetDomainCapabilities(emulator, arch, machine, virttype golibvirt.OptString, flags golibvirt.ConnectGetDomainCapabilitiesFlags) (string, error)
 
 	StoragePoolLookupByName(name string) (golibvirt.StoragePool, error)
+	StoragePoolGetXMLDesc(pool golibvirt.StoragePool, flags golibvirt.StorageXMLFlags) (string, error)
 	StoragePoolDefineXML(xml string, flags uint32) (golibvirt.StoragePool, error)
 	StoragePoolBuild(pool golibvirt.StoragePool, flags golibvirt.StoragePoolBuildFlags) error
 	StoragePoolCreate(pool golibvirt.StoragePool, flags golibvirt.StoragePoolCreateFlags) error
@@ -40,6 +41,10 @@ type rpc interface {
 	DomainGetMetadata(dom golibvirt.Domain, typ int32, uri golibvirt.OptString, flags golibvirt.DomainModificationImpact) (string, error)
 	DomainGetXMLDesc(dom golibvirt.Domain, flags golibvirt.DomainXMLFlags) (string, error)
 	ConnectListAllDomains(needResults int32, flags golibvirt.ConnectListAllDomainsFlags) ([]golibvirt.Domain, uint32, error)
+
+	NodeGetInfo() (model [32]int8, memory uint64, cpus, mhz, nodes, sockets, cores, threads int32, err error)
+	NodeGetMemoryStats(nparams, cellNum int32, flags uint32) ([]golibvirt.NodeGetMemoryStats, int32, error)
+	StorageVolDownload(vol golibvirt.StorageVol, out io.Writer, offset, length uint64, flags golibvirt.StorageVolDownloadFlags) error
 
 	NetworkLookupByName(name string) (golibvirt.Network, error)
 	NetworkGetDhcpLeases(net golibvirt.Network, mac golibvirt.OptString, needResults int32, flags uint32) ([]golibvirt.NetworkDhcpLease, uint32, error)

@@ -214,25 +214,25 @@ func GoModuleSum(ctx context.Context, module, version string) (string, error) {
 	return info.Sum, nil
 }
 
-// ModuleInfo is what `go mod download -json` reports.
-type ModuleInfo struct {
+// Downloaded is what `go mod download -json` reports.
+type Downloaded struct {
 	Path, Version, Dir, Sum, Error string
 }
 
 // DownloadModule runs `go mod download -json module@version` in a private
 // temporary directory with GOWORK=off and checks that the answer is the
 // module and version asked for.
-func DownloadModule(ctx context.Context, module, version string) (ModuleInfo, error) {
+func DownloadModule(ctx context.Context, module, version string) (Downloaded, error) {
 	tmp, err := os.MkdirTemp("", "envctl-gomod-")
 	if err != nil {
-		return ModuleInfo{}, err
+		return Downloaded{}, err
 	}
 	defer os.RemoveAll(tmp)
 	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", module+"@"+version)
 	cmd.Dir = tmp
 	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off", "GO111MODULE=on")
 	out, runErr := cmd.Output()
-	var info ModuleInfo
+	var info Downloaded
 	_ = json.Unmarshal(out, &info)
 	if info.Error != "" {
 		return info, fmt.Errorf("the Go module proxy refused it: %s", info.Error)

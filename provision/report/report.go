@@ -76,6 +76,7 @@ type Report struct {
 	Profile    string            `json:"profile"`
 	Cell       string            `json:"cell"`
 	Env        string            `json:"env,omitempty"`
+	Host       string            `json:"host,omitempty"`
 	Test       profiles.TestName `json:"test"`
 	Accel      string            `json:"accel,omitempty"`
 	Verdict    Verdict           `json:"verdict"`

@@ -7,12 +7,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -99,6 +102,10 @@ type BootSpec struct {
 // Machine is a booted (or booting) environment, held by this process.
 type Machine struct {
 	Env *env.Env
+	// releasePort gives the SSH port back to this process's pool.
+	releasePort func()
+	// poolPath is the pool's directory on the hypervisor host.
+	poolPath string
 	// SSH is the connection to the guest, once it answers.
 	SSH *guest.Client
 	// Type is the domain type the accelerator decision gave.
@@ -178,23 +185,22 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 	m.hostKey = host.Public
 	network := cmp.Or(opts.Network, NetworkUser)
 	e.HostKey, e.Accel, e.URI, e.Pool = host.Authorized, string(m.Type), m.drv.URI(), PoolName(opts.Store)
-	if network == NetworkUser {
-		if e.SSHPort, err = freePort(); err != nil {
-			return m, fault.Infraf("pick an SSH port on 127.0.0.1: %w", err)
-		}
-	}
 	if err := e.Save(); err != nil {
 		return m, err
 	}
 
-	if err := m.drv.EnsurePool(ctx, e.Pool, opts.Store.PoolDir()); err != nil {
+	if m.poolPath, err = m.drv.EnsurePool(ctx, e.Pool, m.poolDir()); err != nil {
+		return m, err
+	}
+	img, err := m.baseImage(ctx, spec.Image)
+	if err != nil {
 		return m, err
 	}
 	diskVol, err := e.AddVolume(env.VolumeDisk)
 	if err != nil {
 		return m, err
 	}
-	diskPath, err := m.drv.CreateOverlay(ctx, e.Pool, diskVol, spec.Image.Disk, spec.Image.Format, spec.Disk)
+	diskPath, err := m.drv.CreateOverlay(ctx, e.Pool, diskVol, img.Disk, img.Format, spec.Disk)
 	if err != nil {
 		return m, err
 	}
@@ -220,21 +226,29 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 	if opts.KernelArgs != "" {
 		cmdline += " " + opts.KernelArgs
 	}
+	console := e.ConsoleLog()
+	if !m.drv.Local() {
+		name, err := e.AddVolume(env.VolumeConsole)
+		if err != nil {
+			return m, err
+		}
+		console = m.poolPath + "/" + name
+	}
 	ds := DomainSpec{
 		Name: e.Domain, Type: m.Type, CPUs: spec.CPUs, MemoryMiB: spec.Memory >> 20,
 		Disks:  []Disk{{Path: diskPath, Format: "qcow2"}, {Path: seedPath, Format: "raw", ReadOnly: true}},
-		Kernel: spec.Image.Kernel, Initrd: spec.Image.Initrd, Cmdline: cmdline,
-		ConsoleLog: e.ConsoleLog(), Network: network, SSHPort: e.SSHPort, Online: opts.Online,
+		Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: cmdline,
+		ConsoleLog: console, Network: network, Online: opts.Online,
 		Metadata: Metadata{ID: e.ID, Profile: spec.Profile, PID: os.Getpid(), Created: time.Now().UTC().Format(time.RFC3339), Owner: Owner(opts.Store)},
 	}
 	m.Timings["prepare"] = time.Since(start)
 	bootStart := time.Now()
-	opts.step("booting %s (%s, %d vCPU, %d MiB) from %s", e.Domain, m.Type.Label(), spec.CPUs, spec.Memory>>20, shortPath(spec.Image.Disk))
+	opts.step("booting %s (%s, %d vCPU, %d MiB) on %s from %s", e.Domain, m.Type.Label(), spec.CPUs, spec.Memory>>20, m.drv.URI(), shortPath(spec.Image.Disk))
 	e.State = env.StateBooting
 	if err := e.Save(); err != nil {
 		return m, err
 	}
-	if err := m.drv.Start(ctx, ds); err != nil {
+	if err := m.start(ctx, &ds); err != nil {
 		return m, err
 	}
 	if network == NetworkNAT {
@@ -255,6 +269,86 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 }
 
 func (m *Machine) bootTimeout() time.Duration { return cmp.Or(m.opts.BootTimeout, 5*time.Minute) }
+
+// RemotePoolRoot is where a remote host keeps envctl's pools.
+const RemotePoolRoot = "/var/lib/libvirt/images"
+
+// poolDir is the pool's directory on the hypervisor host.
+func (m *Machine) poolDir() string {
+	if m.drv.Local() {
+		return m.opts.Store.PoolDir()
+	}
+	return RemotePoolRoot + "/" + m.Env.Pool
+}
+
+// baseImage returns the image's files as the hypervisor sees them: the
+// cached files in place on this machine; on a remote host, volumes
+// uploaded once under content-addressed names.
+func (m *Machine) baseImage(ctx context.Context, img images.Files) (images.Files, error) {
+	if m.drv.Local() {
+		return img, nil
+	}
+	out := img
+	for _, f := range []struct {
+		src    string
+		dst    *string
+		kind   string
+		format string
+	}{{img.Disk, &out.Disk, "disk", img.Format}, {img.Kernel, &out.Kernel, "kernel", "raw"}, {img.Initrd, &out.Initrd, "initrd", "raw"}} {
+		if f.src == "" {
+			continue
+		}
+		st, err := os.Stat(f.src)
+		if err != nil {
+			return out, fault.Infraf("base image %s: %w", f.src, err)
+		}
+		// Cached blobs are named by their digest: the volume name is too.
+		name := "envctl-base-" + f.kind + "-" + filepath.Base(f.src)
+		if len(name) > 60 {
+			name = name[:60]
+		}
+		m.opts.step("uploading %s (%d MiB) to %s once, as volume %s", f.kind, st.Size()>>20, m.drv.URI(), name)
+		src := f.src
+		p, err := m.drv.EnsureVolume(ctx, m.Env.Pool, name, f.format, st.Size(), func() (io.ReadCloser, error) { return os.Open(src) })
+		if err != nil {
+			return out, err
+		}
+		*f.dst = p
+	}
+	return out, nil
+}
+
+// start starts the domain on a free port, trying another when QEMU could
+// not bind the one picked: picking and binding are two steps, so another
+// program may take the port in between.
+func (m *Machine) start(ctx context.Context, ds *DomainSpec) error {
+	if ds.Network != NetworkUser {
+		return m.drv.Start(ctx, *ds)
+	}
+	var err error
+	for range 4 {
+		port, release, perr := ports.reserve(m.drv.Local())
+		if perr != nil {
+			return fault.Infraf("pick an SSH port: %w", perr)
+		}
+		ds.SSHPort, m.Env.SSHPort, m.releasePort = port, port, release
+		if err := m.Env.Save(); err != nil {
+			return err
+		}
+		if err = m.drv.Start(ctx, *ds); err == nil || !portTaken(err) {
+			return err
+		}
+		release()
+		m.releasePort = nil
+		m.opts.log().Info("SSH port taken, trying another", "port", port, "err", err)
+	}
+	return err
+}
+
+func portTaken(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "host forwarding rule") || strings.Contains(s, "Address already in use")
+}
 
 func (m *Machine) waitSSH(ctx context.Context) error {
 	timeout := m.bootTimeout()
@@ -296,7 +390,7 @@ func (m *Machine) waitSSH(ctx context.Context) error {
 		reason = "the domain stopped before SSH answered"
 	default:
 	}
-	return &BootError{Env: m.Env.ID, Reason: reason, Tail: Tail(m.Env.ConsoleLog(), 30), LogPath: m.keepConsole()}
+	return &BootError{Env: m.Env.ID, Reason: reason, Tail: m.consoleTail(ctx, 30), LogPath: m.keepConsole(ctx)}
 }
 
 // waitLease finds the guest's address on libvirt's default NAT network.
@@ -318,7 +412,7 @@ func (m *Machine) waitLease(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return fault.Infraf("VM %s: boot interrupted: %w", m.Env.ID, ctx.Err())
 			}
-			return &BootError{Env: m.Env.ID, Reason: "no DHCP lease on libvirt's default network within " + timeout.String(), Tail: Tail(m.Env.ConsoleLog(), 30), LogPath: m.keepConsole()}
+			return &BootError{Env: m.Env.ID, Reason: "no DHCP lease on libvirt's default network within " + timeout.String(), Tail: m.consoleTail(ctx, 30), LogPath: m.keepConsole(ctx)}
 		case <-time.After(time.Second):
 		}
 	}
@@ -327,20 +421,44 @@ func (m *Machine) waitLease(ctx context.Context) error {
 // keepConsole copies the console log next to the state directory's
 // results, since teardown removes the environment directory, and returns
 // the copy's path.
-func (m *Machine) keepConsole() string {
+func (m *Machine) keepConsole(ctx context.Context) string {
 	dir := filepath.Join(m.opts.Store.ResultsDir(), m.Env.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return m.Env.ConsoleLog()
 	}
 	dst := filepath.Join(dir, "console.log")
-	if err := m.SaveConsole(dst); err != nil {
+	if err := m.SaveConsole(ctx, dst); err != nil {
 		return m.Env.ConsoleLog()
 	}
 	return dst
 }
 
+// console reads the serial console log: a file in the environment's
+// directory, or a file in a remote host's pool directory, read back as a
+// volume.
+func (m *Machine) console(ctx context.Context) ([]byte, error) {
+	if m.drv != nil && !m.drv.Local() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		return m.drv.ReadVolume(ctx, m.Env.Pool, env.VolumeName(m.Env.ID, env.VolumeConsole), 4<<20)
+	}
+	return os.ReadFile(m.Env.ConsoleLog())
+}
+
+func (m *Machine) consoleTail(ctx context.Context, n int) string {
+	b, err := m.console(ctx)
+	if err != nil {
+		return fmt.Sprintf("(no console log: %v)", err)
+	}
+	return tailLines(string(b), n)
+}
+
 func (m *Machine) sshConfig() guest.Config {
-	return guest.Config{Addr: net.JoinHostPort(m.Env.SSHHost, strconv.Itoa(m.Env.SSHPort)), User: m.Env.User, Signer: m.signer, HostKey: m.hostKey}
+	cfg := guest.Config{Addr: net.JoinHostPort(m.Env.SSHHost, strconv.Itoa(m.Env.SSHPort)), User: m.Env.User, Signer: m.signer, HostKey: m.hostKey}
+	if m.drv != nil && !m.drv.Local() {
+		cfg.Dial = m.drv.Dial
+	}
+	return cfg
 }
 
 // Keep leaves the VM running and lets go of it; `envctl ssh` and
@@ -353,6 +471,10 @@ func (m *Machine) Keep() error {
 }
 
 func (m *Machine) release() {
+	if m.releasePort != nil {
+		m.releasePort()
+		m.releasePort = nil
+	}
 	if m.SSH != nil {
 		_ = m.SSH.Close()
 		m.SSH = nil
@@ -422,34 +544,53 @@ func removeEnv(ctx context.Context, d Driver, e *env.Env) error {
 }
 
 // SaveConsole copies the serial console log to dst (before teardown removes it).
-func (m *Machine) SaveConsole(dst string) error {
-	b, err := os.ReadFile(m.Env.ConsoleLog())
+func (m *Machine) SaveConsole(ctx context.Context, dst string) error {
+	b, err := m.console(ctx)
 	if err != nil {
 		return err
 	}
 	return os.WriteFile(dst, b, 0o600)
 }
 
-// Tail returns the last n lines of a file.
-func Tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(no console log at %s: %v)", path, err)
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+// tailLines returns the last n lines of s.
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// portPool hands out SSH ports so that cells booting at once in one
+// process never pick the same port.
+type portPool struct {
+	mu    sync.Mutex
+	taken map[int]bool
+}
+
+var ports = &portPool{taken: map[int]bool{}}
+
+// reserve picks a port no one listens on (on this machine; a remote host
+// gets a random high port, and Start retries when it is taken).
+func (p *portPool) reserve(local bool) (int, func(), error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for range 100 {
+		port := 20000 + rand.IntN(40000)
+		if local {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return 0, nil, err
+			}
+			port = l.Addr().(*net.TCPAddr).Port
+			_ = l.Close()
+		}
+		if !p.taken[port] {
+			p.taken[port] = true
+			return port, func() { p.mu.Lock(); delete(p.taken, port); p.mu.Unlock() }, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, nil, fmt.Errorf("no free port found")
 }
 
 func shortID(id string) string {

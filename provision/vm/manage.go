@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/url"
 	"os"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -33,6 +35,13 @@ func Attach(ctx context.Context, opts Options, id string) (*Machine, error) {
 	if m.unlock, err = e.Lock(ctx, 0); err != nil {
 		return nil, err
 	}
+	if IsRemote(e.URI) {
+		// Its SSH port is on the remote host's loopback.
+		if m.drv, err = opts.Connect(ctx, e.URI); err != nil {
+			m.release()
+			return nil, err
+		}
+	}
 	key, err := os.ReadFile(e.KeyPath())
 	if err != nil {
 		m.release()
@@ -55,6 +64,12 @@ func Attach(ctx context.Context, opts Options, id string) (*Machine, error) {
 	return m, nil
 }
 
+// IsRemote reports whether a libvirt URI names another host.
+func IsRemote(uri string) bool {
+	u, err := url.Parse(uri)
+	return err == nil && (u.Host != "" || strings.Contains(u.Scheme, "+"))
+}
+
 // Down tears an environment down by ID. A busy environment is refused at once.
 func Down(ctx context.Context, opts Options, id string) error {
 	e, err := opts.Store.Load(id)
@@ -74,7 +89,7 @@ func Down(ctx context.Context, opts Options, id string) error {
 	if e.Corrupt != "" {
 		// Without a record, the table of volume names says what it owned.
 		e.Pool = PoolName(opts.Store)
-		for _, k := range []env.VolumeKind{env.VolumeDisk, env.VolumeSeed, env.VolumeArtifacts} {
+		for _, k := range []env.VolumeKind{env.VolumeDisk, env.VolumeSeed, env.VolumeArtifacts, env.VolumeConsole} {
 			e.Volumes = append(e.Volumes, env.VolumeName(e.ID, k))
 		}
 	}
@@ -92,6 +107,7 @@ type Status struct {
 	Age     string      `json:"age"`
 	SSH     string      `json:"ssh,omitempty"`
 	Accel   string      `json:"accel"`
+	Host    string      `json:"host"`
 	Note    string      `json:"note,omitempty"`
 }
 
@@ -102,14 +118,19 @@ func List(ctx context.Context, opts Options) ([]Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	states := map[string]DomainState{}
-	reached := false
-	if opts.Connect != nil {
-		if d, err := opts.Connect(ctx, opts.URI); err == nil {
+	// Each environment's domain state, from the host it runs on.
+	states := map[string]map[string]DomainState{}
+	for _, e := range envs {
+		uri := cmp.Or(e.URI, opts.URI)
+		if _, done := states[uri]; done || opts.Connect == nil {
+			continue
+		}
+		states[uri] = nil
+		if d, err := opts.Connect(ctx, uri); err == nil {
 			if doms, err := d.Domains(ctx); err == nil {
-				reached = true
+				states[uri] = map[string]DomainState{}
 				for _, dom := range doms {
-					states[dom.Meta.ID] = dom.State
+					states[uri][dom.Meta.ID] = dom.State
 				}
 			}
 			_ = d.Close()
@@ -117,9 +138,11 @@ func List(ctx context.Context, opts Options) ([]Status, error) {
 	}
 	var out []Status
 	for _, e := range envs {
-		s := Status{ID: e.ID, Profile: e.Profile, State: e.State, Created: e.Created, Age: e.Age().String(), Accel: e.Accel, Domain: DomainOther}
+		s := Status{ID: e.ID, Profile: e.Profile, State: e.State, Created: e.Created, Age: e.Age().String(), Accel: e.Accel, Domain: DomainOther, Host: cmp.Or(e.URI, opts.URI)}
+		host, reached := states[s.Host]
+		reached = reached && host != nil
 		if reached {
-			s.Domain = cmp.Or(states[e.ID], DomainMissing)
+			s.Domain = cmp.Or(host[e.ID], DomainMissing)
 		}
 		if e.SSHPort > 0 {
 			s.SSH = fmt.Sprintf("%s:%d", e.SSHHost, e.SSHPort)
@@ -241,9 +264,17 @@ func GC(ctx context.Context, opts Options) ([]Action, []string, error) {
 		return nil, nil, err
 	}
 	defer d.Close()
-	envs, err := opts.Store.List()
+	all, err := opts.Store.List()
 	if err != nil {
 		return nil, nil, err
+	}
+	// Only this host's environments: a kept VM on another host must not
+	// look like one whose domain is gone.
+	var envs []*env.Env
+	for _, e := range all {
+		if e.URI == "" || e.URI == d.URI() {
+			envs = append(envs, e)
+		}
 	}
 	o := Observed{Owner: Owner(opts.Store), Envs: envs, Held: map[string]bool{}}
 	for _, e := range envs {

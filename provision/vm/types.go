@@ -3,6 +3,8 @@ package vm
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"slices"
 	"strings"
 )
@@ -154,6 +156,24 @@ type Domain struct {
 	Meta  Metadata
 }
 
+// Capacity is what a host can still run.
+type Capacity struct {
+	CPUs      int
+	Memory    uint64 // bytes in all
+	Available uint64 // bytes free or reclaimable
+}
+
+// Slots is how many VMs of a shape the capacity holds at once (at least
+// one): memory leaves a fifth spare, and each vCPU is a host CPU, since
+// software emulation keeps every vCPU busy.
+func (c Capacity) Slots(cpus int, memory uint64) int {
+	n := c.CPUs / max(cpus, 1)
+	if memory > 0 {
+		n = min(n, int(c.Available*4/5/memory))
+	}
+	return max(n, 1)
+}
+
 // Driver is what envctl needs from a hypervisor connection: storage
 // volumes in a pool, domains with envctl metadata, and the accelerator
 // decision. provision/libvirt implements it with go-libvirt; vmtest fakes
@@ -162,11 +182,26 @@ type Driver interface {
 	// URI is the connection's libvirt URI.
 	URI() string
 	Close() error
+	// Local reports whether the hypervisor runs on this machine: then
+	// cached files and the state directory are used in place; a remote
+	// host gets uploaded copies and a pool directory of its own.
+	Local() bool
+	// Dial reaches an address on the hypervisor host, such as a guest's
+	// SSH port forwarded to that host's 127.0.0.1.
+	Dial(ctx context.Context, network, addr string) (net.Conn, error)
+	// Capacity reports the host's CPUs and available memory.
+	Capacity(ctx context.Context) (Capacity, error)
+	// EnsureVolume makes a volume holding a file's content exist once,
+	// uploading it when missing (names are content-addressed).
+	EnsureVolume(ctx context.Context, pool, name, format string, size int64, open func() (io.ReadCloser, error)) (string, error)
+	// ReadVolume downloads up to max bytes of a volume.
+	ReadVolume(ctx context.Context, pool, name string, max int64) ([]byte, error)
 	// DomainType decides the domain type for a requested accelerator, with
 	// a warning when it fell back.
 	DomainType(ctx context.Context, want Accel) (DomainType, string, error)
-	// EnsurePool makes the named directory pool exist and run.
-	EnsurePool(ctx context.Context, name, dir string) error
+	// EnsurePool makes the named directory pool exist and run (defined at
+	// dir when missing) and returns its directory on the host.
+	EnsurePool(ctx context.Context, name, dir string) (string, error)
 	// CreateOverlay creates a qcow2 volume backed by base and returns its path.
 	CreateOverlay(ctx context.Context, pool, name, base, baseFormat string, capacity uint64) (string, error)
 	// CreateVolume creates a raw volume holding data and returns its path.

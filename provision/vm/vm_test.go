@@ -266,3 +266,113 @@ func mustWd(t *testing.T) string {
 	}
 	return wd
 }
+
+// TestBootOnARemoteHost: the base image goes up once as content-addressed
+// volumes, the console sits in the pool, and SSH goes through the host.
+func TestBootOnARemoteHost(t *testing.T) {
+	d, opts := setup(t)
+	d.Remote = true
+	d.BootGuests(t, nil)
+	dir := t.TempDir()
+	img := spec
+	img.Image.Disk, img.Image.Kernel, img.Image.Initrd = filepath.Join(dir, "aaaa"), filepath.Join(dir, "bbbb"), filepath.Join(dir, "cccc")
+	for _, p := range []string{img.Image.Disk, img.Image.Kernel, img.Image.Initrd} {
+		_ = os.WriteFile(p, []byte(filepath.Base(p)), 0o644)
+	}
+	for range 2 {
+		m, err := vm.Boot(context.Background(), opts, img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dom := d.Domains[m.Env.Domain]
+		if !strings.HasPrefix(dom.Spec.Kernel, "/fake/") || !strings.HasPrefix(dom.Spec.ConsoleLog, vm.RemotePoolRoot+"/") || !strings.HasPrefix(dom.Spec.Disks[0].Path, "/fake/") {
+			t.Errorf("remote domain spec %+v", dom.Spec)
+		}
+		if err := m.Teardown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	uploads, dials := 0, 0
+	for _, c := range d.Calls {
+		if strings.HasPrefix(c, "EnsureVolume") {
+			uploads++
+		}
+		if strings.HasPrefix(c, "Dial") {
+			dials++
+		}
+	}
+	if uploads != 6 || dials == 0 {
+		t.Errorf("%d EnsureVolume calls (3 per boot), %d dials through the host", uploads, dials)
+	}
+	// The base volumes stay for the next run; everything else is gone.
+	if vols := d.VolumeNames(); len(vols) != 3 {
+		t.Errorf("volumes %v", vols)
+	}
+}
+
+func TestRemoteBootTimeoutReadsTheConsoleVolume(t *testing.T) {
+	d, opts := setup(t)
+	d.Remote = true
+	opts.BootTimeout = time.Second
+	d.OnStart = func(spec vm.DomainSpec, _ []byte) error {
+		name := filepath.Base(spec.ConsoleLog)
+		d.AddVolume(vm.PoolName(opts.Store), name)
+		d.Pools[vm.PoolName(opts.Store)][name].Data = []byte("kernel panic on the remote host\n")
+		return nil
+	}
+	img := spec
+	img.Image.Disk, img.Image.Kernel, img.Image.Initrd = filepath.Join(t.TempDir(), "disk"), "", ""
+	_ = os.WriteFile(img.Image.Disk, []byte("disk"), 0o644)
+	_, err := vm.Boot(context.Background(), opts, img)
+	var be *vm.BootError
+	if !errors.As(err, &be) || !strings.Contains(be.Tail, "kernel panic on the remote host") {
+		t.Fatalf("err %v", err)
+	}
+}
+
+// TestBootRetriesATakenPort: QEMU could not bind the picked port; boot
+// picks another instead of failing.
+func TestBootRetriesATakenPort(t *testing.T) {
+	d, opts := setup(t)
+	d.BootGuests(t, nil)
+	failed := false
+	start := d.OnStart
+	d.OnStart = func(spec vm.DomainSpec, seed []byte) error {
+		if !failed {
+			failed = true
+			delete(d.Domains, spec.Name)
+			return fault.Infraf("start domain %s: internal error: qemu unexpectedly closed the monitor: Could not set up host forwarding rule 'tcp:127.0.0.1:%d-:22'", spec.Name, spec.SSHPort)
+		}
+		return start(spec, seed)
+	}
+	m, err := vm.Boot(context.Background(), opts, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !failed {
+		t.Error("the first start did not fail")
+	}
+	if err := m.Teardown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	assertNothingLeft(t, d, opts)
+}
+
+func TestCapacitySlots(t *testing.T) {
+	tests := []struct {
+		cap  vm.Capacity
+		cpus int
+		mem  uint64
+		want int
+	}{
+		{vm.Capacity{CPUs: 2, Available: 20 << 30}, 2, 2 << 30, 1},
+		{vm.Capacity{CPUs: 16, Available: 20 << 30}, 2, 2 << 30, 8},
+		{vm.Capacity{CPUs: 16, Available: 5 << 30}, 2, 2 << 30, 2},
+		{vm.Capacity{CPUs: 1, Available: 1 << 30}, 2, 2 << 30, 1},
+	}
+	for _, tt := range tests {
+		if got := tt.cap.Slots(tt.cpus, tt.mem); got != tt.want {
+			t.Errorf("%+v slots for %d vCPU %d MiB = %d, want %d", tt.cap, tt.cpus, tt.mem>>20, got, tt.want)
+		}
+	}
+}

@@ -8,9 +8,11 @@ package criotest
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 
+	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/provision/guest/guesttest"
 )
 
@@ -52,12 +54,55 @@ func Install(srv *guesttest.Server) *Stack {
 	for re, out := range Versions {
 		srv.Reply(re, guesttest.Reply{Stdout: out})
 	}
+	// A binary the fake fetcher made ("#!crictl 1.36.0") answers with the
+	// version it carries, in its tool's own format.
+	srv.Handle(`^/usr/local/bin/(crio|crictl|runc|crun) --version$`, func(cmd string, m []string) guesttest.Reply {
+		b, err := srv.ReadFile("/usr/local/bin/" + m[1])
+		name, version, ok := strings.Cut(strings.TrimPrefix(string(b), "#!"), " ")
+		if err != nil || !strings.HasPrefix(string(b), "#!") || !ok || name != m[1] {
+			for re, out := range Versions {
+				if regexp.MustCompile(re).MatchString(cmd) {
+					return guesttest.Reply{Stdout: out}
+				}
+			}
+			return guesttest.Reply{Stderr: "sh: " + m[1] + ": not found", Exit: 127}
+		}
+		return guesttest.Reply{Stdout: VersionOutput(name, version)}
+	})
 	srv.Handle(`^crictl (pull|run|exec|rmi|inspecti|inspect|rm|rmp) (.*)$`, func(cmd string, m []string) guesttest.Reply {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.crictl(srv, m[1], strings.Fields(m[2]))
 	})
 	return s
+}
+
+// VersionOutput is what a tool prints for --version.
+func VersionOutput(name, version string) string {
+	switch name {
+	case "crio":
+		return "crio version " + version + "\nGitCommit: unknown\n"
+	case "crictl":
+		return "crictl version v" + version + "\n"
+	case "runc":
+		return "runc version " + version + "\ncommit: v" + version + "\nspec: 1.2.1\n"
+	}
+	return name + " version " + version + "\ncommit: x\n"
+}
+
+// dropsMount reports whether the installed crictl is older than 1.31,
+// whose cri-api has no Mount.image: then CRI-O sees no image and no host
+// path.
+func (s *Stack) dropsMount(srv *guesttest.Server) bool {
+	if s.DropsMount {
+		return true
+	}
+	b, err := srv.ReadFile("/usr/local/bin/crictl")
+	if err != nil {
+		return false
+	}
+	_, v, _ := strings.Cut(strings.TrimPrefix(string(b), "#!"), " ")
+	return v != "" && catalog.Compare(v, "1.31") < 0
 }
 
 type mount struct {
@@ -87,7 +132,7 @@ func (s *Stack) crictl(srv *guesttest.Server, verb string, args []string) guestt
 		}
 		m := cfg.Mounts[0]
 		switch {
-		case s.DropsMount:
+		case s.dropsMount(srv):
 			return guesttest.Reply{Stderr: `level=fatal msg="creating container: rpc error: code = Unknown desc = mount.HostPath is empty"`, Exit: 1}
 		case !s.images[m.Image.Image]:
 			return guesttest.Reply{Stderr: "rpc error: image " + m.Image.Image + " not found", Exit: 1}

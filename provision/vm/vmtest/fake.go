@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"slices"
@@ -55,12 +56,18 @@ type Driver struct {
 	Calls []string
 	// Opened and Closed count connections.
 	Opened, Closed int
+	// Remote makes the fake a remote host: base images are uploaded as
+	// volumes and the console is read back from the pool.
+	Remote bool
+	// Cap is the host's capacity.
+	Cap vm.Capacity
 	guests         map[string]*guesttest.Server
 }
 
 // New makes an empty fake hypervisor that offers TCG only.
 func New() *Driver {
-	return &Driver{Type: vm.DomainQEMU, Pools: map[string]map[string]*Volume{}, Domains: map[string]*Domain{}, Fail: map[string]error{}, guests: map[string]*guesttest.Server{}}
+	return &Driver{Type: vm.DomainQEMU, Pools: map[string]map[string]*Volume{}, Domains: map[string]*Domain{}, Fail: map[string]error{}, guests: map[string]*guesttest.Server{},
+		Cap: vm.Capacity{CPUs: 2, Memory: 24 << 30, Available: 20 << 30}}
 }
 
 // Connect is a vm.Connector that hands out this driver.
@@ -101,6 +108,58 @@ func (c *conn) Close() error {
 	return nil
 }
 
+func (c *conn) Local() bool { return !c.d.Remote }
+
+func (c *conn) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if err := c.call("Dial", addr); err != nil {
+		return nil, err
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, addr)
+}
+
+func (c *conn) Capacity(ctx context.Context) (vm.Capacity, error) {
+	if err := c.call("Capacity"); err != nil {
+		return vm.Capacity{}, err
+	}
+	return c.d.Cap, nil
+}
+
+func (c *conn) EnsureVolume(ctx context.Context, pool, name, format string, size int64, open func() (io.ReadCloser, error)) (string, error) {
+	if err := c.call("EnsureVolume", name); err != nil {
+		return "", err
+	}
+	c.d.mu.Lock()
+	if v, ok := c.d.Pools[pool][name]; ok {
+		c.d.mu.Unlock()
+		return v.Path, nil
+	}
+	c.d.mu.Unlock()
+	in, err := open()
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	b, err := io.ReadAll(in)
+	if err != nil {
+		return "", err
+	}
+	return c.add(pool, name, &Volume{Data: b})
+}
+
+func (c *conn) ReadVolume(ctx context.Context, pool, name string, limit int64) ([]byte, error) {
+	if err := c.call("ReadVolume", name); err != nil {
+		return nil, err
+	}
+	c.d.mu.Lock()
+	defer c.d.mu.Unlock()
+	v, ok := c.d.Pools[pool][name]
+	if !ok {
+		return nil, fault.Infraf("volume %s: not found", name)
+	}
+	return v.Data[:min(int64(len(v.Data)), limit)], nil
+}
+
 func (c *conn) DomainType(ctx context.Context, want vm.Accel) (vm.DomainType, string, error) {
 	if err := c.call("DomainType", want); err != nil {
 		return "", "", err
@@ -114,16 +173,16 @@ func (c *conn) DomainType(ctx context.Context, want vm.Accel) (vm.DomainType, st
 	return c.d.Type, c.d.Warning, nil
 }
 
-func (c *conn) EnsurePool(ctx context.Context, name, dir string) error {
+func (c *conn) EnsurePool(ctx context.Context, name, dir string) (string, error) {
 	if err := c.call("EnsurePool", name); err != nil {
-		return err
+		return "", err
 	}
 	c.d.mu.Lock()
 	defer c.d.mu.Unlock()
 	if c.d.Pools[name] == nil {
 		c.d.Pools[name] = map[string]*Volume{}
 	}
-	return nil
+	return dir, nil
 }
 
 func (c *conn) add(pool, name string, v *Volume) (string, error) {

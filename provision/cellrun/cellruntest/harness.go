@@ -1,0 +1,186 @@
+// Package cellruntest ships what pipeline tests need to run cells with no
+// libvirt and no VM: a fake artifact fetcher and image source, locked
+// cells of the usual shape, and a harness whose fake hypervisor boots SSH
+// guests that behave like a VM with CRI-O installed.
+package cellruntest
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/envctl/envctl/images"
+	"github.com/envctl/envctl/profiles"
+	"github.com/envctl/envctl/profiles/lock"
+	"github.com/envctl/envctl/provision/artifacts"
+	"github.com/envctl/envctl/provision/cellrun"
+	"github.com/envctl/envctl/provision/crio/criotest"
+	"github.com/envctl/envctl/provision/env"
+	"github.com/envctl/envctl/provision/guest/guesttest"
+	"github.com/envctl/envctl/provision/testimages"
+	"github.com/envctl/envctl/provision/vm"
+	"github.com/envctl/envctl/provision/vm/vmtest"
+)
+
+// Fetcher hands out real files for built components and marks package
+// components as the guest's. It counts its calls by artifact key.
+type Fetcher struct {
+	Dir   string
+	mu    sync.Mutex
+	Calls map[string]int
+	Fail  error
+}
+
+// Fetch implements cellrun.Fetcher.
+func (f *Fetcher) Fetch(ctx context.Context, cell lock.LockedCell, c lock.Part) (artifacts.Files, error) {
+	f.mu.Lock()
+	if f.Calls == nil {
+		f.Calls = map[string]int{}
+	}
+	f.Calls[c.Key()]++
+	f.mu.Unlock()
+	if f.Fail != nil {
+		return artifacts.Files{}, f.Fail
+	}
+	if c.Source == profiles.SourcePackage {
+		return artifacts.Files{InGuest: true}, nil
+	}
+	names := map[string][]string{"cri-o": {"crio", "pinns"}, "cri-tools": {"crictl"}, "runc": {"runc"}}[c.Component]
+	out := artifacts.Files{Binaries: map[string]string{}}
+	for _, n := range names {
+		p := filepath.Join(f.Dir, c.Component+"-"+c.Version, n)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return out, err
+		}
+		if err := os.WriteFile(p, []byte("#!"+n+" "+c.Version), 0o755); err != nil {
+			return out, err
+		}
+		out.Binaries[n] = p
+	}
+	return out, nil
+}
+
+// Cached implements cellrun.Cached.
+func (f *Fetcher) Cached(cell lock.LockedCell, c lock.Part) (artifacts.Files, bool) {
+	files, err := f.Fetch(context.Background(), cell, c)
+	return files, err == nil
+}
+
+// Total counts every Fetch call.
+func (f *Fetcher) Total() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, c := range f.Calls {
+		n += c
+	}
+	return n
+}
+
+// Images is a fake image source.
+type Images struct{ Fail error }
+
+// Ensure implements cellrun.ImageSource.
+func (f Images) Ensure(ctx context.Context, ref lock.Image) (images.Files, error) {
+	return images.Files{Disk: "/cache/base.raw", Format: "raw", Kernel: "/cache/vmlinuz", Initrd: "/cache/initrd", FastSeed: true}, f.Fail
+}
+
+// Cell is a locked cell of CRI-O 1.34.0, the given cri-tools, runc 1.3.6
+// and the guest's conmon and CNI plugins; name defaults to "p".
+func Cell(name, crictl string) lock.LockedCell {
+	art := func(role profiles.Role, comp, v string, src profiles.Source) lock.Part {
+		a := lock.Artifact{Component: comp, Version: v, Source: src}
+		if src == profiles.SourcePackage {
+			a.Package = map[string]string{"conmon": "conmon", "cni-plugins": "containernetworking-plugins"}[comp]
+		}
+		return lock.Part{Role: role, Artifact: a}
+	}
+	if name == "" {
+		name = "p"
+	}
+	return lock.LockedCell{Profile: "p", Name: name, Test: profiles.TestImageVolume,
+		VM:    profiles.VM{CPUs: 2, Memory: 2 << 30, Disk: 10 << 30},
+		Image: lock.Image{Name: "debian-12", Kind: lock.ImageLocal, Digest: "sha256:" + strings.Repeat("a", 64), Format: "raw"},
+		Components: []lock.Part{
+			art(profiles.RoleCRIO, "cri-o", "1.34.0", profiles.SourceGoMod),
+			art(profiles.RoleCRITools, "cri-tools", crictl, profiles.SourceGoMod),
+			art(profiles.RoleRuntime, "runc", "1.3.6", profiles.SourceGoMod),
+			art(profiles.RoleConmon, "conmon", "2.1.6", profiles.SourcePackage),
+			art(profiles.RoleCNI, "cni-plugins", "1.1.1", profiles.SourcePackage),
+		}}
+}
+
+// Harness runs cells on a fake hypervisor whose guests behave like a VM
+// with envctl's stack: versions as criotest.Versions, a working crictl.
+type Harness struct {
+	Driver *vmtest.Driver
+	Fetch  *Fetcher
+	Opts   cellrun.Options
+	// Tweak scripts each guest further as it boots.
+	Tweak  func(*criotest.Stack, *guesttest.Server)
+	mu     sync.Mutex
+	events []string
+}
+
+// workloadDir caches the static test workload across tests.
+var workloadDir = filepath.Join(os.TempDir(), "envctl-cellruntest-workload")
+
+// New makes a harness.
+func New(t testing.TB) *Harness {
+	t.Helper()
+	h := &Harness{Driver: vmtest.New(), Fetch: &Fetcher{Dir: t.TempDir()}}
+	h.Driver.BootGuests(t, func(srv *guesttest.Server) {
+		s := criotest.Install(srv)
+		h.mu.Lock()
+		tweak := h.Tweak
+		h.mu.Unlock()
+		if tweak != nil {
+			tweak(s, srv)
+		}
+	})
+	workload, err := testimages.WorkloadBinary(context.Background(), workloadDir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Opts = cellrun.Options{
+		VM:    vm.Options{URI: "fake:///system", Store: env.Store{Dir: t.TempDir()}, Connect: h.Driver.Connect, BootTimeout: 20 * time.Second},
+		Fetch: h.Fetch, Images: Images{}, Workload: workload, TestImages: cellrun.LocalImages,
+		Progress: func(e cellrun.Event) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if e.Done {
+				h.events = append(h.events, e.Phase+" done")
+			} else {
+				h.events = append(h.events, e.Phase)
+			}
+		},
+	}
+	return h
+}
+
+// Events lists the phase events seen so far.
+func (h *Harness) Events() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.events...)
+}
+
+// AssertClean fails the test when a domain, volume or environment is left.
+func (h *Harness) AssertClean(t testing.TB) {
+	t.Helper()
+	if d := h.Driver.DomainNames(); len(d) != 0 {
+		t.Errorf("domains left: %v", d)
+	}
+	for _, v := range h.Driver.VolumeNames() {
+		if !strings.Contains(v, "envctl-base-") {
+			t.Errorf("volume left: %v", v)
+		}
+	}
+	if envs, _ := h.Opts.VM.Store.List(); len(envs) != 0 {
+		t.Errorf("environments left: %d", len(envs))
+	}
+}
