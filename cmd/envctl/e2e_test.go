@@ -80,8 +80,11 @@ func assertClean(t *testing.T) {
 }
 
 type upReport struct {
-	Verdict    string `json:"verdict"`
-	Error      string `json:"error"`
+	Cell       string  `json:"cell"`
+	Host       string  `json:"host"`
+	Seconds    float64 `json:"seconds"`
+	Verdict    string  `json:"verdict"`
+	Error      string  `json:"error"`
 	Components []struct {
 		Name, Locked, Actual string
 		Verified             bool

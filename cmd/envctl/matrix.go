@@ -57,7 +57,7 @@ could not be tested; finished cells are always reported.`,
 				}
 				pr := matrix.NewProgress(a.stderr, names, live)
 				opts.Progress = pr.Event
-				opts.Step = nil // the live lines replace the step messages
+				opts.Step, opts.VM.Step = nil, nil // the lines per cell replace the step messages
 				out := matrix.Run(ctx, res.Cells, matrix.Options{Run: opts, Hosts: f.vm.connect, Jobs: jobs, FailFast: failFast, Done: pr.Finish, Log: a.log})
 				pr.Wait()
 				grids := matrix.Grids(out.Reports)

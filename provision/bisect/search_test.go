@@ -126,4 +126,3 @@ func TestPath(t *testing.T) {
 		}
 	}
 }
-

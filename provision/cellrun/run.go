@@ -112,7 +112,7 @@ type Options struct {
 	Progress func(Event)
 	// Ledger records each tested cell's verdict by lock hash; may be nil.
 	Ledger *Ledger
-	Log      *slog.Logger
+	Log    *slog.Logger
 	// Step prints a progress line for humans; may be nil.
 	Step func(format string, args ...any)
 }
@@ -164,6 +164,7 @@ type run struct {
 	test     imagevolume.Result
 	results  string
 	kept     bool
+	notes    []string
 	err      error
 }
 
@@ -279,10 +280,19 @@ func (r *run) fetch(ctx context.Context, img *images.Files) error {
 func (r *run) boot(ctx context.Context, img images.Files) error {
 	vmo := r.opts.VM
 	vmo.Online = vmo.Online || r.opts.TestImages == UpstreamImages
-	m, err := vm.Boot(ctx, vmo, vm.BootSpec{
+	spec := vm.BootSpec{
 		Profile: r.cell.Profile, Cell: r.cell.Name, CPUs: r.cell.VM.CPUs,
 		Memory: uint64(r.cell.VM.Memory), Disk: uint64(r.cell.VM.Disk), Image: img,
-	})
+	}
+	m, err := vm.Boot(ctx, vmo, spec)
+	// Software emulation now and then hangs a boot for good; a fresh VM
+	// almost always comes up, so a hung boot gets one more try.
+	var be *vm.BootError
+	if errors.As(err, &be) && be.Hung && ctx.Err() == nil {
+		r.notes = append(r.notes, fmt.Sprintf("the first VM (%s) hung: %s; a fresh one was booted (its console: %s)", be.Env, be.Reason, be.LogPath))
+		r.opts.step("warning: %s hung while booting; booting a fresh VM once more", be.Env)
+		m, err = vm.Boot(ctx, vmo, spec)
+	}
 	if m != nil {
 		r.env = m.Env.ID
 		r.accel = string(m.Type)
@@ -428,7 +438,7 @@ func (r *run) report() *report.Report {
 	rep := &report.Report{
 		Profile: r.cell.Profile, Cell: r.cell.Name, Test: r.cell.Test, Env: r.env, Accel: r.accel, Host: r.opts.VM.URI,
 		Started: r.start.UTC(), Warnings: r.warnings, Phases: r.phases, Results: r.results, Kept: r.kept,
-		Steps: r.test.Steps,
+		Steps: r.test.Steps, Notes: r.notes,
 	}
 	for _, c := range r.cell.Components {
 		rc := report.Component{Role: c.Role, Name: c.Component, Locked: c.Version, Source: c.Source}

@@ -153,15 +153,10 @@ func (c *Conn) Capacity(ctx context.Context) (vm.Capacity, error) {
 			return fault.Infraf("node info: %w", err)
 		}
 		out.CPUs, out.Memory = int(cpus), memKiB<<10
-		_, n, err := c.l.NodeGetMemoryStats(0, -1, 0)
-		if err != nil || n == 0 {
-			out.Available = out.Memory / 2
-			return nil
-		}
-		stats, _, err := c.l.NodeGetMemoryStats(n, -1, 0)
-		if err != nil {
-			out.Available = out.Memory / 2
-			return nil
+		out.Available = out.Memory / 2 // when the daemon gives no memory stats
+		var stats []golibvirt.NodeGetMemoryStats
+		if _, n, serr := c.l.NodeGetMemoryStats(0, -1, 0); serr == nil && n > 0 {
+			stats, _, _ = c.l.NodeGetMemoryStats(n, -1, 0)
 		}
 		var avail uint64
 		for _, s := range stats {
@@ -170,7 +165,9 @@ func (c *Conn) Capacity(ctx context.Context) (vm.Capacity, error) {
 				avail += s.Value << 10
 			}
 		}
-		out.Available = avail
+		if avail > 0 {
+			out.Available = avail
+		}
 		return nil
 	})
 	return out, err

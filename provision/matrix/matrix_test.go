@@ -59,6 +59,7 @@ func TestJobsBound(t *testing.T) {
 	}{
 		{"-j 1", 1, vm.Capacity{CPUs: 16, Available: 64 << 30}, 1},
 		{"-j 2", 2, vm.Capacity{CPUs: 16, Available: 64 << 30}, 2},
+		{"-j 2 beyond what the host seems to hold", 2, vm.Capacity{CPUs: 2, Available: 64 << 30}, 2},
 		{"from capacity: 4 CPUs hold two 2-vCPU cells", 0, vm.Capacity{CPUs: 4, Available: 64 << 30}, 2},
 		{"from capacity: memory for one", 0, vm.Capacity{CPUs: 16, Available: 3 << 30}, 1},
 	}

@@ -86,10 +86,18 @@ func Run(ctx context.Context, cells []lock.LockedCell, o Options) Result {
 		}
 		hosts = append(hosts, h)
 	}
+	slots := 0
+	for _, h := range hosts {
+		slots += h.Slots
+	}
 	res.Jobs = o.Jobs
 	if res.Jobs <= 0 {
+		res.Jobs = slots
+	} else if res.Jobs > slots && slots > 0 {
+		// An explicit -j beyond what the hosts seem to hold wins: their
+		// slots grow in proportion.
 		for _, h := range hosts {
-			res.Jobs += h.Slots
+			h.Slots = (h.Slots*res.Jobs + slots - 1) / slots
 		}
 	}
 	res.Jobs = max(1, min(res.Jobs, len(cells)))
@@ -105,10 +113,7 @@ func Run(ctx context.Context, cells []lock.LockedCell, o Options) Result {
 	for i, c := range cells {
 		mu.Lock()
 		var h *host
-		for {
-			if ctx.Err() != nil || stopped {
-				break
-			}
+		for ctx.Err() == nil && !stopped {
 			h = pick(hosts)
 			if running < res.Jobs && h != nil {
 				break
@@ -260,4 +265,3 @@ func sanitize(s string) string {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
-

@@ -88,6 +88,7 @@ type Report struct {
 	Warnings   []compat.Finding  `json:"warnings,omitempty"`
 	Phases     []Phase           `json:"phases,omitempty"`
 	Results    string            `json:"results_dir,omitempty"`
+	Notes      []string          `json:"notes,omitempty"`
 	Kept       bool              `json:"kept,omitempty"`
 	Started    time.Time         `json:"started"`
 	Seconds    float64           `json:"seconds"`

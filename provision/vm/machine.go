@@ -124,6 +124,8 @@ type BootError struct {
 	Reason  string
 	Tail    string
 	LogPath string
+	// Hung is set when the domain kept running but SSH never answered.
+	Hung bool
 }
 
 func (e *BootError) Error() string {
@@ -219,7 +221,7 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 
 	seedMode := cmp.Or(opts.Seed, SeedAuto)
 	fast := seedMode == SeedFast || (seedMode == SeedAuto && spec.Image.FastSeed)
-	cmdline := "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet"
+	cmdline := "root=/dev/vda rw console=ttyS0 net.ifnames=0"
 	if fast {
 		cmdline += " cloud-init=disabled"
 	}
@@ -384,13 +386,13 @@ func (m *Machine) waitSSH(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return fault.Infraf("VM %s: boot interrupted: %w", m.Env.ID, ctx.Err())
 	}
-	reason := fmt.Sprintf("SSH did not answer on %s:%d within %s (--boot-timeout)", m.Env.SSHHost, m.Env.SSHPort, timeout)
+	reason, hung := fmt.Sprintf("SSH did not answer on %s:%d within %s (--boot-timeout)", m.Env.SSHHost, m.Env.SSHPort, timeout), true
 	select {
 	case <-dead:
-		reason = "the domain stopped before SSH answered"
+		reason, hung = "the domain stopped before SSH answered", false
 	default:
 	}
-	return &BootError{Env: m.Env.ID, Reason: reason, Tail: m.consoleTail(ctx, 30), LogPath: m.keepConsole(ctx)}
+	return &BootError{Env: m.Env.ID, Reason: reason, Tail: m.consoleTail(ctx, 30), LogPath: m.keepConsole(ctx), Hung: hung}
 }
 
 // waitLease finds the guest's address on libvirt's default NAT network.

@@ -60,8 +60,8 @@ type Driver struct {
 	// volumes and the console is read back from the pool.
 	Remote bool
 	// Cap is the host's capacity.
-	Cap vm.Capacity
-	guests         map[string]*guesttest.Server
+	Cap    vm.Capacity
+	guests map[string]*guesttest.Server
 }
 
 // New makes an empty fake hypervisor that offers TCG only.
