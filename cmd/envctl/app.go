@@ -226,13 +226,18 @@ func (a *app) fetcher() (*artifacts.Fetcher, error) {
 	return f, nil
 }
 
-// locker pins profiles: what `envctl lock` and lock-on-first-use run.
+// locker pins profiles and records their binaries' digests: what
+// `envctl lock` and lock-on-first-use run.
 func (a *app) locker() (cellrun.Locker, error) {
 	st, err := a.images()
 	if err != nil {
 		return nil, err
 	}
-	return pin.New(st, a.arch()).Lock, nil
+	f, err := a.fetcher()
+	if err != nil {
+		return nil, err
+	}
+	return cellrun.LockWith(pin.New(st, a.arch()).Lock, f), nil
 }
 
 func fixedCompletion(vals ...string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {

@@ -65,13 +65,6 @@ func (c *Cache) Path(d digest.Digest) string {
 	return filepath.Join(c.Dir, "blobs", d.Algorithm().String(), d.Encoded())
 }
 
-// Has reports whether the blob is present.
-func (c *Cache) Has(d digest.Digest) (string, bool) {
-	p := c.Path(d)
-	_, err := os.Stat(p)
-	return p, err == nil
-}
-
 // Lock takes an exclusive file lock named name, waiting until ctx ends.
 func (c *Cache) Lock(ctx context.Context, name string) (func(), error) {
 	path := filepath.Join(c.Dir, "locks", strings.NewReplacer("/", "_", ":", "-").Replace(name)+".lock")
@@ -135,8 +128,11 @@ func (c *Cache) commit(tmp string, want digest.Digest, what string) (string, err
 		_ = os.Remove(tmp)
 		return "", fault.Infraf("cache %s: %w", dst, err)
 	}
+	c.writeStamp(want, dst)
 	return dst, nil
 }
+
+func (c *Cache) log() *slog.Logger { return cmp.Or(c.Log, slog.Default()) }
 
 func syncFile(path string) error {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -248,5 +244,6 @@ func (c *Cache) Remove(ctx context.Context, d digest.Digest) error {
 	if err := os.Remove(c.Path(d)); err != nil && !os.IsNotExist(err) {
 		return fault.Infraf("remove %s: %w", c.Path(d), err)
 	}
+	_ = os.Remove(c.stampPath(d))
 	return nil
 }

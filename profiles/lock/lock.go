@@ -16,11 +16,13 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/envctl/envctl/profiles"
+	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/fault"
 )
 
-// FormatVersion is the lock file format.
-const FormatVersion = 2
+// FormatVersion is the lock file format. 3 added the digest of every
+// binary that goes into the guest.
+const FormatVersion = 3
 
 // Artifact is one exactly pinned component build.
 type Artifact struct {
@@ -34,7 +36,18 @@ type Artifact struct {
 	Recipe    string          `yaml:"recipe,omitempty" json:"recipe,omitempty"`
 	Package   string          `yaml:"package,omitempty" json:"package,omitempty"`
 	Bundle    string          `yaml:"bundle,omitempty" json:"bundle,omitempty"` // key of the CRI-O bundle artifact
+	// Binaries is the sha256 (hex) of every file the artifact puts into
+	// the guest, by its file name there. The guest's drift check compares
+	// the installed files with these.
+	Binaries map[string]string `yaml:"binaries,omitempty" json:"binaries,omitempty"`
+	// Toolchain is the Go toolchain a gomod artifact's binaries were built
+	// with: another toolchain gives other (equally valid) digests.
+	Toolchain string `yaml:"toolchain,omitempty" json:"toolchain,omitempty"`
 }
+
+// CarriesFiles reports whether the artifact puts files into the guest (a
+// guest package does not).
+func (a Artifact) CarriesFiles() bool { return a.Source.Kind() != profiles.KindPackage }
 
 // Key identifies an artifact within a lock.
 func (a Artifact) Key() string { return a.Component + "@" + a.Version + "/" + string(a.Source) }
@@ -202,12 +215,7 @@ func Write(path string, f *File) error {
 	if err := enc.Encode(f); err != nil {
 		return fault.Infraf("lock %s: %w", path, err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, buf.Bytes(), 0o644); err != nil {
-		return fault.Infraf("lock %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
+	if err := writeSynced(path, buf.Bytes()); err != nil {
 		return fault.Infraf("lock %s: %w", path, err)
 	}
 	return nil
@@ -289,7 +297,67 @@ func (f *File) Check(p *profiles.Profile, arch string) error {
 	if f.ProfileHash != profiles.HashInputs(f.Inputs) || f.ProfileHash != p.Hash() {
 		return &StaleError{Lock: path, Msg: "its profile hash does not match its inputs (edited by hand?)"}
 	}
+	return f.matchesProfile(p)
+}
+
+// TamperedError is a lock whose content is not what its profile resolves
+// to: edited by hand, or badly merged.
+type TamperedError struct {
+	Lock, Field, Msg string
+}
+
+func (e *TamperedError) Error() string {
+	return fmt.Sprintf("%s: %s: %s; the lock was edited by hand or badly merged: run `envctl lock` to write it again", e.Lock, e.Field, e.Msg)
+}
+
+// FaultClass implements fault.Classed.
+func (e *TamperedError) FaultClass() fault.Class { return fault.Input }
+
+// matchesProfile re-resolves the profile offline against the catalog and
+// checks that every cell of the lock pins exactly the resolved component,
+// version and source, and that every artifact's binaries are recorded.
+func (f *File) matchesProfile(p *profiles.Profile) error {
+	path := p.LockPath()
+	cells, err := profiles.Resolve(catalog.Default(), p)
+	if err != nil {
+		return err
+	}
+	if got, want := f.CellNames(), cellNames(cells); !slices.Equal(got, want) {
+		return &TamperedError{Lock: path, Field: "cells", Msg: fmt.Sprintf("the lock has %s, the profile resolves to %s", strings.Join(got, ", "), strings.Join(want, ", "))}
+	}
+	for i, rc := range cells {
+		lc := f.Cells[i]
+		for _, r := range rc.Components {
+			field := fmt.Sprintf("cells[%s].components.%s", rc.Name, r.Role)
+			key, ok := lc.Components[r.Role]
+			if !ok {
+				return &TamperedError{Lock: path, Field: field, Msg: "missing; the profile pins " + r.Name + " " + r.Version}
+			}
+			want := Artifact{Component: r.Name, Version: r.Version, Source: r.Source}.Key()
+			if key != want {
+				return &TamperedError{Lock: path, Field: field, Msg: fmt.Sprintf("the lock pins %s, the profile resolves to %s", key, want)}
+			}
+			a, ok := f.Artifact(key)
+			if !ok {
+				return &TamperedError{Lock: path, Field: field, Msg: "names artifact " + key + ", which the lock does not hold"}
+			}
+			if a.CarriesFiles() && len(a.Binaries) == 0 {
+				return &StaleError{Lock: path, Msg: fmt.Sprintf("artifact %s records no binary digests", key)}
+			}
+		}
+		if len(lc.Components) != len(rc.Components) {
+			return &TamperedError{Lock: path, Field: "cells[" + rc.Name + "].components", Msg: fmt.Sprintf("the lock pins %d roles, the profile %d", len(lc.Components), len(rc.Components))}
+		}
+	}
 	return nil
+}
+
+func cellNames(cells []profiles.ResolvedCell) []string {
+	out := make([]string, len(cells))
+	for i, c := range cells {
+		out[i] = c.Name
+	}
+	return out
 }
 
 // DiffInputs names the first field that differs between two sets of
@@ -329,3 +397,26 @@ func (f *File) WriteTable(w io.Writer, path string) {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// writeSynced writes through a temporary file, synced before the rename.
+func writeSynced(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
+}

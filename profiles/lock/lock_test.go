@@ -43,6 +43,10 @@ func sample(p *profiles.Profile) *File {
 		{Component: "runc", Version: "1.3.6", Source: profiles.SourceGoMod, Module: "github.com/opencontainers/runc", ModuleSum: "h1:z", Recipe: "runc"},
 		{Component: "conmon", Version: "2.1.6", Source: profiles.SourcePackage, Package: "conmon"},
 	}
+	for i := range arts[:3] {
+		arts[i].Binaries = map[string]string{arts[i].Recipe: strings.Repeat("b", 64)}
+		arts[i].Toolchain = "go1.26.0"
+	}
 	f.Artifacts = arts
 	c := Cell{Name: "p", Components: map[profiles.Role]string{}}
 	for i, r := range []profiles.Role{profiles.RoleCRIO, profiles.RoleCRITools, profiles.RoleRuntime, profiles.RoleConmon} {
@@ -116,6 +120,56 @@ func TestStaleLocksNameTheField(t *testing.T) {
 			for _, w := range append(tt.want, "run `envctl lock`", p.LockPath()) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("%q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// A lock whose content is not what its profile resolves to (edited by
+// hand, or badly merged) is refused, naming the field, even though its
+// inputs and hash match the profile.
+func TestTamperedLocks(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(f *File)
+		want   string
+		class  any
+	}{
+		{"cri-tools swapped back to 1.30.0", func(f *File) {
+			f.Artifacts[1].Version = "1.30.0"
+			f.Cells[0].Components[profiles.RoleCRITools] = f.Artifacts[1].Key()
+		}, "cells[p].components.cri-tools: the lock pins cri-tools@1.30.0/gomod, the profile resolves to cri-tools@1.34.0/gomod", &TamperedError{}},
+		{"source swapped", func(f *File) {
+			f.Artifacts[2].Source = profiles.SourceRelease
+			f.Cells[0].Components[profiles.RoleRuntime] = f.Artifacts[2].Key()
+		}, "cells[p].components.runtime: the lock pins runc@1.3.6/release", &TamperedError{}},
+		{"role dropped", func(f *File) { delete(f.Cells[0].Components, profiles.RoleConmon) }, "cells[p].components.conmon: missing", &TamperedError{}},
+		{"extra cell from a bad merge", func(f *File) { f.Cells = append(f.Cells, Cell{Name: "other"}) }, "cells: the lock has p, other", &TamperedError{}},
+		{"binary digests missing", func(f *File) { f.Artifacts[0].Binaries = nil }, "records no binary digests", &StaleError{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := load(t, t.TempDir(), profileYAML)
+			f := sample(p)
+			tt.mutate(f)
+			if err := Write(p.LockPath(), f); err != nil {
+				t.Fatal(err)
+			}
+			_, err := ForProfile(p, "amd64")
+			if err == nil || fault.ClassOf(err) != fault.Input || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "envctl lock") {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+			switch tt.class.(type) {
+			case *TamperedError:
+				var te *TamperedError
+				if !errors.As(err, &te) {
+					t.Errorf("%T, want a TamperedError", err)
+				}
+			case *StaleError:
+				var se *StaleError
+				if !errors.As(err, &se) {
+					t.Errorf("%T, want a StaleError", err)
 				}
 			}
 		})

@@ -7,12 +7,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/profiles"
@@ -162,5 +165,56 @@ func TestUntarStaysInside(t *testing.T) {
 	_ = os.WriteFile(src, buf.Bytes(), 0o644)
 	if err := Untar(src, filepath.Join(dir, "out")); err != nil {
 		t.Errorf("a link inside the root: %v", err)
+	}
+}
+
+// A flipped byte in a cached blob or in its unpacked tree is found before
+// the files are handed out: the warning names the file, and the blob is
+// fetched again or the tree unpacked again, so what comes back is intact.
+func TestCorruptCacheIsMadeAgain(t *testing.T) {
+	bundle := tgz(t, map[string]string{"crictl": "crictl-bits"})
+	var hits int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits++; w.Write(bundle) }))
+	defer srv.Close()
+	s := sha256.Sum256(bundle)
+	c, _ := cache.New(t.TempDir())
+	var steps []string
+	f := &Fetcher{Cache: c, Step: func(format string, args ...any) { steps = append(steps, fmt.Sprintf(format, args...)) }}
+	part := lock.Part{Role: profiles.RoleCRITools, Artifact: lock.Artifact{Component: "cri-tools", Version: "1.34.0", Source: "release", URL: srv.URL + "/crictl.tar.gz", SHA256: hex.EncodeToString(s[:])}}
+	got, err := f.Fetch(context.Background(), lock.LockedCell{}, part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crictl := got.Binaries["crictl"]
+	want := sha256.Sum256([]byte("crictl-bits"))
+	if got.Digests[crictl] != hex.EncodeToString(want[:]) {
+		t.Fatalf("digests %v", got.Digests)
+	}
+	// The unpacked binary: unpacked again from the (intact) blob.
+	if err := os.WriteFile(crictl, []byte("crictl-bitz"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	got, err = f.Fetch(context.Background(), lock.LockedCell{}, part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(got.Binaries["crictl"]); string(b) != "crictl-bits" || hits != 1 {
+		t.Errorf("after a damaged tree: %q, %d downloads", b, hits)
+	}
+	if len(steps) == 0 || !strings.Contains(steps[len(steps)-1], crictl+" is corrupt") {
+		t.Errorf("no warning naming the file: %v", steps)
+	}
+	// The blob itself: fetched again.
+	blob := c.Path(digest.NewDigestFromEncoded(digest.SHA256, part.SHA256))
+	_ = os.RemoveAll(filepath.Dir(crictl))
+	b, _ := os.ReadFile(blob)
+	b[10] ^= 1
+	_ = os.WriteFile(blob, b, 0o644)
+	got, err = f.Fetch(context.Background(), lock.LockedCell{}, part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(got.Binaries["crictl"]); string(b) != "crictl-bits" || hits != 2 {
+		t.Errorf("after a damaged blob: %q, %d downloads", b, hits)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -33,6 +34,60 @@ type Files struct {
 	// InGuest marks a component that comes from the guest image's packages:
 	// there is nothing to upload.
 	InGuest bool `json:"in_guest,omitempty"`
+	// Digests records the sha256 (hex) of every file to upload, by host
+	// path, as verified when it entered the cache: uploads are checked
+	// against these, never against the host file as it is now.
+	Digests map[string]string `json:"digests,omitempty"`
+}
+
+// Binary is one file a component puts into the guest, with its digest.
+type Binary struct {
+	Name   string // the file name in the guest's bin directory
+	Path   string // on the host
+	SHA256 string
+}
+
+// List returns the component's files to install by guest file name: its
+// binaries, or every file of its plugin directory.
+func (fl Files) List() []Binary {
+	var out []Binary
+	for name, p := range fl.Binaries {
+		out = append(out, Binary{Name: name, Path: p, SHA256: fl.Digests[p]})
+	}
+	if fl.Dir != "" {
+		entries, _ := os.ReadDir(fl.Dir)
+		for _, e := range entries {
+			if e.Type().IsRegular() && e.Name() != cache.ManifestName {
+				p := filepath.Join(fl.Dir, e.Name())
+				out = append(out, Binary{Name: e.Name(), Path: p, SHA256: fl.Digests[p]})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b Binary) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Hashed returns the files with Digests computed from them as they are
+// now: for files that were just made (fakes in tests, files from disk).
+func (fl Files) Hashed() (Files, error) {
+	fl.Digests = map[string]string{}
+	for _, b := range fl.List() {
+		d, err := cache.FileDigest(b.Path, digest.SHA256)
+		if err != nil {
+			return fl, err
+		}
+		fl.Digests[b.Path] = d.Encoded()
+	}
+	return fl, nil
+}
+
+// withDigests fills Digests from a sealed directory's manifest.
+func (fl Files) withDigests(dir string, m cache.Manifest) Files {
+	fl.Digests = map[string]string{}
+	for rel, tf := range m {
+		fl.Digests[filepath.Join(dir, filepath.FromSlash(rel))] = tf.Digest.Encoded()
+	}
+	return fl
 }
 
 // Fetcher gets locked artifacts onto the host.
@@ -107,11 +162,11 @@ func (f *Fetcher) bundled(ctx context.Context, cell lock.LockedCell, comp *catal
 	if !ok {
 		return Files{}, fault.Inputf("the CRI-O bundle does not carry %s; use source package", comp.Name)
 	}
-	dir, err := f.unpacked(ctx, crio)
+	dir, m, err := f.unpacked(ctx, crio)
 	if err != nil {
 		return Files{}, err
 	}
-	out := Files{Binaries: map[string]string{}}
+	out := Files{Binaries: map[string]string{}}.withDigests(dir, m)
 	for name, rel := range b.Files {
 		out.Binaries[name] = filepath.Join(dir, filepath.FromSlash(rel))
 	}
@@ -130,7 +185,7 @@ func (f *Fetcher) file(comp *catalog.Component, a lock.Artifact) (Files, error) 
 	if d.Encoded() != a.SHA256 {
 		return Files{}, fault.Inputf("%s: %s changed since it was locked (sha256 %s, lock has %s); run `envctl lock` to pin the new file", a.Component, p, d.Encoded(), a.SHA256)
 	}
-	return Files{Binaries: map[string]string{comp.Main(): p}}, nil
+	return Files{Binaries: map[string]string{comp.Main(): p}, Digests: map[string]string{p: d.Encoded()}}, nil
 }
 
 func (f *Fetcher) blob(ctx context.Context, a lock.Artifact) (string, error) {
@@ -154,13 +209,13 @@ func (f *Fetcher) release(ctx context.Context, comp *catalog.Component, a lock.A
 		if err != nil {
 			return Files{}, err
 		}
-		return Files{Binaries: map[string]string{comp.Main(): blob}}, nil
+		return Files{Binaries: map[string]string{comp.Main(): blob}, Digests: map[string]string{blob: a.SHA256}}, nil
 	}
-	dir, err := f.unpacked(ctx, a)
+	dir, m, err := f.unpacked(ctx, a)
 	if err != nil {
 		return Files{}, err
 	}
-	out := Files{Binaries: map[string]string{}}
+	out := Files{Binaries: map[string]string{}}.withDigests(dir, m)
 	for name, rel := range comp.Release.Layout {
 		out.Binaries[name] = filepath.Join(dir, filepath.FromSlash(rel))
 	}
@@ -181,34 +236,59 @@ func checkPresent(url string, fl Files) error {
 	return nil
 }
 
-// unpacked extracts a .tar.gz artifact once into the cache.
-func (f *Fetcher) unpacked(ctx context.Context, a lock.Artifact) (string, error) {
+// unpacked extracts a .tar.gz artifact once into the cache and seals it:
+// every later use checks the tree against its manifest first.
+func (f *Fetcher) unpacked(ctx context.Context, a lock.Artifact) (string, cache.Manifest, error) {
+	dst := filepath.Join(f.Cache.Dir, "unpacked", a.SHA256)
+	if m, ok := f.sealed(dst); ok {
+		return dst, m, nil
+	}
 	blob, err := f.blob(ctx, a)
 	if err != nil {
-		return "", err
-	}
-	dst := filepath.Join(f.Cache.Dir, "unpacked", a.SHA256)
-	if exists(dst) {
-		return dst, nil
+		return "", nil, err
 	}
 	unlock, err := f.Cache.Lock(ctx, "unpack-"+a.SHA256)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	defer unlock()
-	if exists(dst) {
-		return dst, nil
+	if m, ok := f.sealed(dst); ok {
+		return dst, m, nil
 	}
 	tmp := dst + ".tmp"
 	_ = os.RemoveAll(tmp)
 	if err := Untar(blob, tmp); err != nil {
 		_ = os.RemoveAll(tmp)
-		return "", fault.Infraf("unpack %s: %w", blob, err)
+		return "", nil, fault.Infraf("unpack %s: %w", blob, err)
+	}
+	m, err := cache.SealTree(tmp)
+	if err != nil {
+		_ = os.RemoveAll(tmp)
+		return "", nil, err
 	}
 	if err := os.Rename(tmp, dst); err != nil {
-		return "", fault.Infraf("unpack %s: %w", blob, err)
+		return "", nil, fault.Infraf("unpack %s: %w", blob, err)
 	}
-	return dst, nil
+	return dst, m, nil
+}
+
+// sealed checks a sealed directory (unpacked or built). A missing one is
+// not ok; a corrupt one is removed with a warning naming the file, so
+// that it is unpacked or built again, never used.
+func (f *Fetcher) sealed(dir string) (cache.Manifest, bool) {
+	if !exists(dir) {
+		return nil, false
+	}
+	m, err := cache.CheckTree(dir)
+	if err == nil {
+		return m, true
+	}
+	f.step("warning: %v; removed %s: it is made again", err, dir)
+	f.log().Warn("corrupt cache entry", "dir", dir, "err", err)
+	if rerr := os.RemoveAll(dir); rerr != nil {
+		f.log().Warn("remove corrupt cache entry", "dir", dir, "err", rerr)
+	}
+	return nil, false
 }
 
 // Untar extracts a .tar.gz into dst through os.Root, so no entry, link or
@@ -288,7 +368,7 @@ func exists(p string) bool {
 func (f *Fetcher) Cached(cell lock.LockedCell, c lock.Part) (Files, bool) {
 	switch c.Source.Kind() {
 	case profiles.KindGoMod:
-		return builtFiles(filepath.Join(f.Cache.Dir, "builds", BuildKey(c.Artifact)))
+		return f.built(filepath.Join(f.Cache.Dir, "builds", BuildKey(c.Artifact)))
 	case profiles.KindFile, profiles.KindPackage:
 		fl, err := f.Fetch(context.Background(), cell, c)
 		return fl, err == nil

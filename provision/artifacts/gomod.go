@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/pin"
@@ -118,6 +119,9 @@ func BuildKey(a lock.Artifact) string {
 	return a.Recipe + "-" + a.Version + "-" + hex.EncodeToString(h[:])[:16]
 }
 
+// Toolchain is the Go toolchain builds are made with ("go1.26.0").
+func Toolchain() string { return goVersion() }
+
 var goVersion = sync.OnceValue(func() string {
 	out, err := exec.Command("go", "env", "GOVERSION").Output()
 	if err != nil {
@@ -136,7 +140,7 @@ func (f *Fetcher) gomod(ctx context.Context, a lock.Artifact) (Files, error) {
 	}
 	key := BuildKey(a)
 	out := filepath.Join(f.Cache.Dir, "builds", key)
-	if files, ok := builtFiles(out); ok {
+	if files, ok := f.built(out); ok {
 		return files, nil
 	}
 	unlock, err := f.Cache.Lock(ctx, "build-"+key)
@@ -144,7 +148,7 @@ func (f *Fetcher) gomod(ctx context.Context, a lock.Artifact) (Files, error) {
 		return Files{}, err
 	}
 	defer unlock()
-	if files, ok := builtFiles(out); ok {
+	if files, ok := f.built(out); ok {
 		return files, nil
 	}
 	f.step("building %s v%s from the Go module proxy (%s, recipe %s; cached afterwards)", a.Component, a.Version, a.Module, a.Recipe)
@@ -180,23 +184,31 @@ func (f *Fetcher) gomod(ctx context.Context, a lock.Artifact) (Files, error) {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return Files{}, fault.Infraf("build %s: %w", a.Component, err)
 	}
+	if _, err := cache.SealTree(tmpOut); err != nil {
+		return Files{}, err
+	}
 	_ = os.RemoveAll(out)
 	if err := os.Rename(tmpOut, out); err != nil {
 		return Files{}, fault.Infraf("build %s: %w", a.Component, err)
 	}
 	f.log().Info("built", "component", a.Component, "version", a.Version, "seconds", time.Since(start).Seconds())
-	files, _ := builtFiles(out)
+	files, ok := f.built(out)
+	if !ok {
+		return Files{}, fault.Infraf("build %s %s: the output in %s did not pass its own check", a.Component, a.Version, out)
+	}
 	return files, nil
 }
 
-func builtFiles(dir string) (Files, bool) {
-	entries, err := os.ReadDir(dir)
-	if err != nil || len(entries) == 0 {
+// built returns a sealed build output's binaries with their digests, or
+// ok=false when it is missing or was corrupt (and is now removed).
+func (f *Fetcher) built(dir string) (Files, bool) {
+	m, ok := f.sealed(dir)
+	if !ok || len(m) == 0 {
 		return Files{}, false
 	}
-	files := Files{Binaries: map[string]string{}}
-	for _, e := range entries {
-		files.Binaries[e.Name()] = filepath.Join(dir, e.Name())
+	files := Files{Binaries: map[string]string{}}.withDigests(dir, m)
+	for rel := range m {
+		files.Binaries[rel] = filepath.Join(dir, filepath.FromSlash(rel))
 	}
 	return files, true
 }

@@ -3,6 +3,7 @@ package cellrun_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -288,9 +289,67 @@ func TestPredictReadsOnlyWhatIsCached(t *testing.T) {
 	if len(got) != 1 || !strings.Contains(got[0].Cause, "crictl v1.30.0") {
 		t.Errorf("predict %+v", got)
 	}
-	parts, _, err := cellrun.Fetch(context.Background(), cell("1.34.0"), f)
-	if err != nil || len(parts) != 5 || !parts[3].Files.InGuest {
-		t.Errorf("fetch %+v %v", parts, err)
+	fetched, err := cellrun.Fetch(context.Background(), cell("1.34.0"), f)
+	if err != nil || len(fetched.Parts) != 5 || !fetched.Parts[3].Files.InGuest {
+		t.Errorf("fetch %+v %v", fetched, err)
+	}
+}
+
+// The fetched files must be what the lock records; a Go build by another
+// toolchain is checked against its own digests, with a note.
+func TestFetchChecksTheLocksDigests(t *testing.T) {
+	f := &cellruntest.Fetcher{Dir: t.TempDir()}
+	tests := []struct {
+		name  string
+		tweak func(c *lock.LockedCell)
+		err   string
+		note  string
+	}{
+		{"as locked", func(*lock.LockedCell) {}, "", ""},
+		{"edited digest", func(c *lock.LockedCell) {
+			c.Components[1].Binaries = map[string]string{"crictl": strings.Repeat("1", 64)}
+		},
+			"crictl has sha256", ""},
+		{"binary the artifact lacks", func(c *lock.LockedCell) { c.Components[1].Binaries["critest"] = strings.Repeat("1", 64) },
+			"records binary critest", ""},
+		{"another toolchain", func(c *lock.LockedCell) {
+			c.Components[1].Binaries = map[string]string{"crictl": strings.Repeat("1", 64)}
+			c.Components[1].Toolchain = "go1.0"
+		}, "", "built with go"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := cell("1.34.0")
+			tt.tweak(&c)
+			got, err := cellrun.Fetch(context.Background(), c, f)
+			if tt.err == "" && err != nil || tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err) || !fault.Is(err, fault.Input)) {
+				t.Fatalf("err %v, want %q", err, tt.err)
+			}
+			if tt.note != "" && (len(got.Notes) != 1 || !strings.Contains(got.Notes[0], tt.note) || got.Parts[1].Binaries != nil) {
+				t.Errorf("notes %v, binaries %v", got.Notes, got.Parts[1].Binaries)
+			}
+		})
+	}
+}
+
+func TestRecordBinaries(t *testing.T) {
+	c := cell("1.34.0")
+	f := &lock.File{Cells: []lock.Cell{{Name: "p", Components: map[profiles.Role]string{}}}}
+	for _, part := range c.Components {
+		a := part.Artifact
+		a.Binaries = nil
+		f.Artifacts = append(f.Artifacts, a)
+		f.Cells[0].Components[part.Role] = a.Key()
+	}
+	p := &profiles.Profile{Name: "p", Test: profiles.TestImageVolume}
+	if err := cellrun.RecordBinaries(context.Background(), f, p, &cellruntest.Fetcher{Dir: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range f.Artifacts {
+		want := c.Components[i].Binaries
+		if !maps.Equal(a.Binaries, want) || (a.CarriesFiles() && a.Toolchain == "") {
+			t.Errorf("%s: binaries %v toolchain %q, want %v", a.Key(), a.Binaries, a.Toolchain, want)
+		}
 	}
 }
 

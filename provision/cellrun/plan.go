@@ -114,11 +114,11 @@ type Fetched struct {
 func FetchAll(ctx context.Context, cells []lock.LockedCell, f Fetcher) ([]Fetched, error) {
 	var out []Fetched
 	for _, c := range cells {
-		parts, _, err := Fetch(ctx, c, f)
+		got, err := Fetch(ctx, c, f)
 		if err != nil {
 			return nil, err
 		}
-		for _, p := range parts {
+		for _, p := range got.Parts {
 			out = append(out, Fetched{Cell: c.Name, Component: p.Component, Version: p.Version, Source: p.Source,
 				Files: p.Files.Binaries, CRIAPI: artifacts.CRIAPI(artifacts.Builds(p.Part, p.Files))})
 		}

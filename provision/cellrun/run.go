@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -263,10 +262,12 @@ func (r *run) log() *slog.Logger { return cmp.Or(r.opts.Log, slog.Default()) }
 
 func (r *run) fetch(ctx context.Context, img *images.Files) error {
 	if r.opts.Stop != AfterBoot {
-		var err error
-		if r.parts, r.builds, err = Fetch(ctx, r.cell, r.opts.Fetch); err != nil {
+		got, err := Fetch(ctx, r.cell, r.opts.Fetch)
+		if err != nil {
 			return err
 		}
+		r.parts, r.builds = got.Parts, got.Builds
+		r.notes = append(r.notes, got.Notes...)
 		r.warnings = compat.Predict(r.cell.Test, r.cell.Versions(), r.builds)
 		for _, w := range r.warnings {
 			r.opts.step("warning: predicted failure: %s", w)
@@ -283,6 +284,7 @@ func (r *run) boot(ctx context.Context, img images.Files) error {
 	spec := vm.BootSpec{
 		Profile: r.cell.Profile, Cell: r.cell.Name, CPUs: r.cell.VM.CPUs,
 		Memory: uint64(r.cell.VM.Memory), Disk: uint64(r.cell.VM.Disk), Image: img,
+		Keep: r.opts.Keep,
 	}
 	m, err := vm.Boot(ctx, vmo, spec)
 	// Software emulation now and then hangs a boot for good; a fresh VM
@@ -477,9 +479,6 @@ func (r *run) report() *report.Report {
 	rep.Seconds = time.Since(r.start).Round(100 * time.Millisecond).Seconds()
 	return rep
 }
-
-var _ = errors.New
-var _ io.Writer
 
 // RunAll runs cells one after another, handing each report to done as it
 // finishes. With failFast it stops after the first cell that does not

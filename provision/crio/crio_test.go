@@ -2,6 +2,8 @@ package crio
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -41,6 +43,10 @@ func TestParseVersion(t *testing.T) {
 }
 
 func part(role profiles.Role, comp, version string, src profiles.Source, files artifacts.Files) Part {
+	files, err := files.Hashed()
+	if err != nil {
+		panic(err)
+	}
 	return Part{Part: lock.Part{Role: role, Artifact: lock.Artifact{Component: comp, Version: version, Source: src}}, Files: files}
 }
 
@@ -170,6 +176,21 @@ func TestInstallFailures(t *testing.T) {
 	})
 }
 
+// installed puts the stack's files into the guest as Install would.
+func installed(t *testing.T, srv *guesttest.Server, s Stack) {
+	t.Helper()
+	ups, err := s.uploads()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range ups {
+		b, _ := os.ReadFile(u.Local)
+		if err := srv.WriteFile(u.Remote, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestVerify(t *testing.T) {
 	replies := map[string]string{
 		`^/usr/local/bin/crio --version$`:             "crio version 1.34.0\n",
@@ -177,13 +198,20 @@ func TestVerify(t *testing.T) {
 		`^/usr/local/bin/crun --version$`:             "crun version 1.21\ncommit: x\n",
 		`^dpkg-query -W -f '\$\{Version\}' 'conmon'$`: "2.1.6+ds1-1",
 		`^/opt/cni/bin/bridge --version$`:             "CNI bridge plugin v1.1.1\n",
+		`^crictl version$`:                            "Version:  0.1.0\nRuntimeName:  cri-o\nRuntimeVersion:  1.34.0\nRuntimeApiVersion:  v1\n",
 	}
-	t.Run("all match", func(t *testing.T) {
+	guest := func(t *testing.T) (*guesttest.Server, *guest.Client, Stack) {
 		srv, c := dial(t)
 		for re, out := range replies {
 			srv.Reply(re, guesttest.Reply{Stdout: out})
 		}
-		got, err := Verify(context.Background(), c, stack(t, t.TempDir()))
+		s := stack(t, t.TempDir())
+		installed(t, srv, s)
+		return srv, c, s
+	}
+	t.Run("all match", func(t *testing.T) {
+		_, c, s := guest(t)
+		got, err := Verify(context.Background(), c, s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -195,23 +223,53 @@ func TestVerify(t *testing.T) {
 				t.Errorf("%s: %q vs %q", it.Component, it.Actual, it.Locked)
 			}
 		}
+		if got[0].Running != "1.34.0" {
+			t.Errorf("CRI-O's running version %q", got[0].Running)
+		}
 	})
-	t.Run("drift, prerelease included", func(t *testing.T) {
-		srv, c := dial(t)
-		for re, out := range replies {
-			srv.Reply(re, guesttest.Reply{Stdout: out})
-		}
-		srv.Reply(`^/usr/local/bin/crio --version$`, guesttest.Reply{Stdout: "crio version 1.34.0-rc.1\n"})
-		srv.Reply(`^/usr/local/bin/crictl --version$`, guesttest.Reply{Stderr: "crictl: not found", Exit: 127})
-		_, err := Verify(context.Background(), c, stack(t, t.TempDir()))
-		var drift *DriftError
-		if !errors.As(err, &drift) || fault.ClassOf(err) != fault.Infra || len(drift.Items) != 2 {
-			t.Fatalf("err %v", err)
-		}
-		for _, w := range []string{`cri-o: locked 1.34.0, installed "1.34.0-rc.1"`, `cri-tools: locked 1.34.0, installed "(crictl: not found)"`} {
-			if !strings.Contains(err.Error(), w) {
-				t.Errorf("%q lacks %q", err, w)
+	tests := []struct {
+		name  string
+		tweak func(srv *guesttest.Server, s *Stack)
+		want  []string
+	}{
+		{"prerelease is not the release", func(srv *guesttest.Server, _ *Stack) {
+			srv.Reply(`^/usr/local/bin/crio --version$`, guesttest.Reply{Stdout: "crio version 1.34.0-rc.1\n"})
+		}, []string{`cri-o: locked 1.34.0, installed "1.34.0-rc.1"`}},
+		{"missing binary", func(srv *guesttest.Server, _ *Stack) {
+			srv.Reply(`^/usr/local/bin/crictl --version$`, guesttest.Reply{Stderr: "crictl: not found", Exit: 127})
+		}, []string{`cri-tools: locked 1.34.0, installed "(crictl: not found)"`}},
+		{"binary replaced after install, same version output", func(srv *guesttest.Server, s *Stack) {
+			_ = srv.WriteFile("/usr/local/bin/crictl", []byte("another crictl"))
+		}, []string{"cri-tools: /usr/local/bin/crictl has sha256 " + sha("another crictl") + ", the lock has " + sha("#!crictl")}},
+		{"the lock's digest differs from the file", func(_ *guesttest.Server, s *Stack) {
+			s.Parts[2].Binaries = map[string]string{"crun": sha("locked crun")}
+		}, []string{"crun: /usr/local/bin/crun has sha256 " + sha("#!crun") + ", the lock has " + sha("locked crun")}},
+		{"running daemon is another version", func(srv *guesttest.Server, _ *Stack) {
+			srv.Reply(`^crictl version$`, guesttest.Reply{Stdout: "RuntimeName:  cri-o\nRuntimeVersion:  1.34.0-rc.1\n"})
+		}, []string{`cri-o: the running daemon reports RuntimeVersion "1.34.0-rc.1" through CRI, locked 1.34.0`}},
+		{"daemon does not answer", func(srv *guesttest.Server, _ *Stack) {
+			srv.Reply(`^crictl version$`, guesttest.Reply{Stderr: "connect: connection refused", Exit: 1})
+		}, []string{"RuntimeVersion \"(`crictl version` answered: connect: connection refused)\""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, c, s := guest(t)
+			tt.tweak(srv, &s)
+			_, err := Verify(context.Background(), c, s)
+			var drift *DriftError
+			if !errors.As(err, &drift) || fault.ClassOf(err) != fault.Infra || len(drift.Items) != 1 {
+				t.Fatalf("err %v", err)
 			}
-		}
-	})
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func sha(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/artifacts"
+	"github.com/envctl/envctl/provision/guest"
 )
 
 // Fixed install paths in the guest.
@@ -32,7 +34,8 @@ const (
 type Guest interface {
 	Output(ctx context.Context, cmd string) (string, error)
 	WriteFile(ctx context.Context, path string, data []byte, mode os.FileMode) error
-	UploadVerified(ctx context.Context, files map[string]string, mode os.FileMode) error
+	UploadVerified(ctx context.Context, files []guest.Upload, mode os.FileMode) error
+	SHA256(ctx context.Context, paths ...string) (map[string]string, error)
 }
 
 // Part is one component of the stack with its files on the host.
@@ -73,36 +76,68 @@ func (s Stack) Runtime() string {
 	return p.Component
 }
 
-// uploads computes where each host file lands in the guest.
-func (s Stack) uploads() (map[string]string, error) {
-	out := map[string]string{}
+// GuestFile is one file a part puts into the guest.
+type GuestFile struct {
+	Name   string // file name in the guest's bin directory
+	Local  string // on the host
+	Remote string // in the guest
+	// SHA256 is what the file must hash to: the lock's digest when the
+	// lock records one, else the digest recorded when it entered the cache.
+	SHA256 string
+}
+
+// files lists what a part puts into the guest.
+func (s Stack) files(p Part) ([]GuestFile, error) {
+	if p.Files.InGuest {
+		return nil, nil
+	}
+	comp, err := s.catalog().Get(p.Component)
+	if err != nil {
+		return nil, fault.Inputf("lock: %v", err)
+	}
+	var out []GuestFile
+	add := func(b artifacts.Binary, dir string) error {
+		sum := b.SHA256
+		if locked, ok := p.Binaries[b.Name]; ok {
+			sum = locked
+		}
+		if sum == "" {
+			return fault.Infraf("%s %s: %s has no recorded digest to verify it against", p.Component, p.Version, b.Path)
+		}
+		out = append(out, GuestFile{Name: b.Name, Local: b.Path, Remote: dir + "/" + b.Name, SHA256: sum})
+		return nil
+	}
+	list := p.Files.List()
+	if comp.Directory {
+		for _, b := range list {
+			if err := add(b, CNIBinDir); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+	for _, name := range comp.Binaries {
+		i := slices.IndexFunc(list, func(b artifacts.Binary) bool { return b.Name == name })
+		if i < 0 {
+			return nil, fault.Infraf("%s %s: no %s among its files", p.Component, p.Version, name)
+		}
+		if err := add(list[i], BinDir); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// uploads lists every file to copy into the guest.
+func (s Stack) uploads() ([]guest.Upload, error) {
+	var out []guest.Upload
 	for _, p := range s.Parts {
-		if p.Files.InGuest {
-			continue
-		}
-		comp, err := s.catalog().Get(p.Component)
+		files, err := s.files(p)
 		if err != nil {
-			return nil, fault.Inputf("lock: %v", err)
+			return nil, err
 		}
-		if comp.Directory {
-			if p.Files.Dir == "" {
-				continue
-			}
-			entries, err := os.ReadDir(p.Files.Dir)
-			if err != nil {
-				return nil, fault.Infraf("%s: %w", p.Files.Dir, err)
-			}
-			for _, e := range entries {
-				out[p.Files.Dir+"/"+e.Name()] = CNIBinDir + "/" + e.Name()
-			}
-			continue
-		}
-		for _, name := range comp.Binaries {
-			local, ok := p.Files.Binaries[name]
-			if !ok {
-				return nil, fault.Infraf("%s %s: no %s among its files", p.Component, p.Version, name)
-			}
-			out[local] = BinDir + "/" + name
+		for _, f := range files {
+			out = append(out, guest.Upload{Local: f.Local, Remote: f.Remote, SHA256: f.SHA256})
 		}
 	}
 	return out, nil
@@ -309,20 +344,32 @@ func Install(ctx context.Context, g Guest, s Stack) (Timings, error) {
 	return t, nil
 }
 
-// Installed is one component's version as found in the guest.
+// FileCheck is one installed file's digest against the one it must have.
+type FileCheck struct {
+	Path   string `json:"path"`
+	Locked string `json:"locked_sha256"`
+	Actual string `json:"actual_sha256"`
+}
+
+// Installed is one component as found in the guest.
 type Installed struct {
 	Role      profiles.Role `json:"role"`
 	Component string        `json:"component"`
 	Locked    string        `json:"locked"`
 	Actual    string        `json:"actual"`
 	Command   string        `json:"command"`
-	OK        bool          `json:"ok"`
+	// Files that differ from their locked digest.
+	Changed []FileCheck `json:"changed,omitempty"`
+	// Running is the version the running daemon reports through CRI
+	// (CRI-O's RuntimeVersion).
+	Running string `json:"running,omitempty"`
+	OK      bool   `json:"ok"`
 }
 
 // VersionCommand is how a component reports its version in the guest.
 func VersionCommand(comp *catalog.Component, src profiles.Source) string {
 	if src.Kind() == profiles.KindPackage {
-		return "dpkg-query -W -f '${Version}' " + shellQuote(comp.Package)
+		return "dpkg-query -W -f '${Version}' " + guest.Quote(comp.Package)
 	}
 	dir := BinDir
 	if comp.Directory {
@@ -330,8 +377,6 @@ func VersionCommand(comp *catalog.Component, src profiles.Source) string {
 	}
 	return path.Join(dir, comp.Main()) + " " + strings.Join(comp.VersionArgs, " ")
 }
-
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 var versionRE = regexp.MustCompile(`v?(\d+\.\d+(?:\.\d+)?(?:-[0-9A-Za-z.-]+)?)`)
 
@@ -361,24 +406,67 @@ func ParseVersion(out string) string {
 
 var debianRev = regexp.MustCompile(`^\d[\w.+~]*-\d+[\w.+~]*$`)
 
-// DriftError names the components whose installed version is not the locked one.
+// RuntimeVersion reads the RuntimeVersion field of `crictl version`.
+func RuntimeVersion(out string) string {
+	for _, line := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "RuntimeVersion" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// DriftError names the components that are not what the lock says.
 type DriftError struct{ Items []Installed }
 
 func (e *DriftError) Error() string {
-	parts := make([]string, len(e.Items))
-	for i, it := range e.Items {
-		parts[i] = fmt.Sprintf("%s: locked %s, installed %q (from `%s`)", it.Component, it.Locked, it.Actual, it.Command)
+	var parts []string
+	for _, it := range e.Items {
+		for _, f := range it.Changed {
+			actual := f.Actual
+			if actual == "" {
+				actual = "(missing)"
+			}
+			parts = append(parts, fmt.Sprintf("%s: %s has sha256 %s, the lock has %s", it.Component, f.Path, actual, f.Locked))
+		}
+		if !catalog.SameVersion(it.Actual, it.Locked) {
+			parts = append(parts, fmt.Sprintf("%s: locked %s, installed %q (from `%s`)", it.Component, it.Locked, it.Actual, it.Command))
+		}
+		if it.Running != "" && !catalog.SameVersion(it.Running, it.Locked) {
+			parts = append(parts, fmt.Sprintf("%s: the running daemon reports RuntimeVersion %q through CRI, locked %s", it.Component, it.Running, it.Locked))
+		}
 	}
-	return "drift: the guest does not run the locked versions: " + strings.Join(parts, "; ") + "; check the artifact source, then run `envctl lock` if the lock is what is wrong"
+	return "drift: the guest does not run what the lock pins: " + strings.Join(parts, "; ") + "; the environment cannot be trusted, so nothing was tested"
 }
 
 // FaultClass implements fault.Classed: drift means the environment cannot
 // be trusted, so the test cannot be run.
 func (e *DriftError) FaultClass() fault.Class { return fault.Infra }
 
-// Verify runs every component's version command in the guest and compares
-// the result with the lock, prerelease included.
+// Verify is the drift check. In the guest it compares the sha256 of every
+// installed file with the lock, runs every component's version command,
+// and asks the running CRI-O for its version through CRI (`crictl
+// version`), comparing full versions, prerelease included.
 func Verify(ctx context.Context, g Guest, s Stack) ([]Installed, error) {
+	files := map[profiles.Role][]GuestFile{}
+	var paths []string
+	for _, p := range s.Parts {
+		fs, err := s.files(p)
+		if err != nil {
+			return nil, err
+		}
+		files[p.Role] = fs
+		for _, f := range fs {
+			paths = append(paths, f.Remote)
+		}
+	}
+	var sums map[string]string
+	if len(paths) > 0 {
+		var err error
+		if sums, err = g.SHA256(ctx, paths...); err != nil {
+			return nil, fault.Infraf("drift check: %w", err)
+		}
+	}
 	var out, drift []Installed
 	for _, p := range s.Parts {
 		comp, err := s.catalog().Get(p.Component)
@@ -387,13 +475,29 @@ func Verify(ctx context.Context, g Guest, s Stack) ([]Installed, error) {
 		}
 		cmd := VersionCommand(comp, p.Source)
 		res, err := g.Output(ctx, cmd)
+		if ctx.Err() != nil {
+			return nil, fault.Infraf("drift check: %w", ctx.Err())
+		}
 		it := Installed{Role: p.Role, Component: p.Component, Locked: p.Version, Command: cmd}
 		if err == nil {
 			it.Actual = ParseVersion(res)
 		} else {
 			it.Actual = "(" + strings.TrimSpace(firstLine(res)) + ")"
 		}
-		it.OK = it.Actual != "" && catalog.SameVersion(it.Actual, p.Version)
+		for _, f := range files[p.Role] {
+			if sums[f.Remote] != f.SHA256 {
+				it.Changed = append(it.Changed, FileCheck{Path: f.Remote, Locked: f.SHA256, Actual: sums[f.Remote]})
+			}
+		}
+		it.OK = it.Actual != "" && catalog.SameVersion(it.Actual, p.Version) && len(it.Changed) == 0
+		if p.Role == profiles.RoleCRIO {
+			res, err := g.Output(ctx, "crictl version")
+			it.Running = RuntimeVersion(res)
+			if err != nil || it.Running == "" {
+				it.Running = "(`crictl version` answered: " + strings.TrimSpace(firstLine(res)) + ")"
+			}
+			it.OK = it.OK && catalog.SameVersion(it.Running, p.Version)
+		}
 		if !it.OK {
 			drift = append(drift, it)
 		}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -119,11 +120,14 @@ func (s Store) PoolDir() string { return filepath.Join(s.Dir, "pool") }
 // ResultsDir holds the kept results of failed runs.
 func (s Store) ResultsDir() string { return filepath.Join(s.Dir, "results") }
 
-// New creates a fresh environment directory with a unique ID derived from
-// the profile name.
-func (s Store) New(profile string) (*Env, error) {
+// New creates a fresh environment with a unique ID derived from the
+// profile name, and returns it locked by this process. The directory is
+// made under a hidden name, locked and given its record before it is
+// renamed into place, so no other envctl ever sees an environment without
+// a record or an unlocked one that is still being made.
+func (s Store) New(profile string) (*Env, func(), error) {
 	if err := os.MkdirAll(s.EnvsDir(), 0o755); err != nil {
-		return nil, fault.Infraf("state directory %s: %w; set ENVCTL_STATE_DIR", s.EnvsDir(), err)
+		return nil, nil, fault.Infraf("state directory %s: %w; set ENVCTL_STATE_DIR", s.EnvsDir(), err)
 	}
 	base := sanitize(profile)
 	if len(base) > 40 {
@@ -135,16 +139,43 @@ func (s Store) New(profile string) (*Env, error) {
 		_, _ = rand.Read(b)
 		id := base + "-" + hex.EncodeToString(b)
 		dir := filepath.Join(s.EnvsDir(), id)
-		if err := os.Mkdir(dir, 0o700); err != nil {
-			if errors.Is(err, fs.ErrExist) {
+		if _, err := os.Lstat(dir); err == nil {
+			continue
+		}
+		tmp, err := os.MkdirTemp(s.EnvsDir(), NewPrefix+id+"-")
+		if err != nil {
+			return nil, nil, fault.Infraf("environment directory under %s: %w", s.EnvsDir(), err)
+		}
+		e := &Env{ID: id, Profile: profile, Domain: "envctl-" + id, Dir: tmp, PID: os.Getpid(), Created: time.Now().UTC(), State: StateCreating, User: "root", SSHHost: "127.0.0.1"}
+		unlock, err := e.Lock(context.Background(), 0)
+		if err != nil {
+			_ = os.RemoveAll(tmp)
+			return nil, nil, err
+		}
+		e.Dir = dir
+		if err := e.saveIn(tmp); err != nil {
+			unlock()
+			_ = os.RemoveAll(tmp)
+			return nil, nil, err
+		}
+		// rename(2) refuses to replace a non-empty directory, so a
+		// concurrent New that picked the same ID loses here.
+		if err := os.Rename(tmp, dir); err != nil {
+			unlock()
+			_ = os.RemoveAll(tmp)
+			if errors.Is(err, fs.ErrExist) || errors.Is(err, syscall.ENOTEMPTY) {
 				continue
 			}
-			return nil, fault.Infraf("environment directory %s: %w", dir, err)
+			return nil, nil, fault.Infraf("environment directory %s: %w", dir, err)
 		}
-		return &Env{ID: id, Profile: profile, Domain: "envctl-" + id, Dir: dir, PID: os.Getpid(), Created: time.Now().UTC(), State: StateCreating, User: "root", SSHHost: "127.0.0.1"}, nil
+		return e, unlock, nil
 	}
-	return nil, fault.Infraf("could not allocate an environment ID under %s", s.EnvsDir())
+	return nil, nil, fault.Infraf("could not allocate an environment ID under %s", s.EnvsDir())
 }
+
+// NewPrefix starts the hidden name of an environment directory still
+// being made; `envctl gc` removes stale ones.
+const NewPrefix = ".new-"
 
 func sanitize(s string) string {
 	var b strings.Builder
@@ -178,17 +209,41 @@ func (e *Env) AddVolume(k VolumeKind) (string, error) {
 	return name, e.Save()
 }
 
-// Save writes env.json atomically.
-func (e *Env) Save() error {
+// Save writes env.json atomically: written, synced, then renamed.
+func (e *Env) Save() error { return e.saveIn(e.Dir) }
+
+func (e *Env) saveIn(dir string) error {
 	b, _ := json.MarshalIndent(e, "", "  ")
-	tmp := e.Path("env.json.tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fault.Infraf("save environment %s: %w", e.ID, err)
-	}
-	if err := os.Rename(tmp, e.Path("env.json")); err != nil {
+	if err := WriteFileSync(filepath.Join(dir, "env.json"), b, 0o600); err != nil {
 		return fault.Infraf("save environment %s: %w", e.ID, err)
 	}
 	return nil
+}
+
+// WriteFileSync writes a file through a temporary name, syncing it before
+// the rename, so a crash leaves either the old content or the new.
+func WriteFileSync(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }
 
 // BusyError is an environment another envctl holds.
@@ -267,7 +322,7 @@ func (s Store) List() ([]*Env, error) {
 	}
 	var out []*Env
 	for _, ent := range entries {
-		if !ent.IsDir() {
+		if !ent.IsDir() || strings.HasPrefix(ent.Name(), ".") {
 			continue
 		}
 		dir := filepath.Join(s.EnvsDir(), ent.Name())

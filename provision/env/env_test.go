@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,9 +29,13 @@ func TestVolumeNames(t *testing.T) {
 
 func TestStore(t *testing.T) {
 	s := Store{Dir: t.TempDir()}
-	e, err := s.New("Crio 1.34/runc!")
+	e, unlock, err := s.New("Crio 1.34/runc!")
 	if err != nil {
 		t.Fatal(err)
+	}
+	defer unlock()
+	if _, err := os.Stat(e.Path("env.json")); err != nil {
+		t.Errorf("a new environment has no record: %v", err)
 	}
 	if !strings.HasPrefix(e.ID, "crio-1-34-runc-") || e.State != StateCreating {
 		t.Errorf("env %+v", e)
@@ -45,7 +50,8 @@ func TestStore(t *testing.T) {
 	if err != nil || got.ID != e.ID || got.Volumes[0] != VolumeName(e.ID, VolumeDisk) {
 		t.Fatalf("load by prefix: %+v %v", got, err)
 	}
-	e2, _ := s.New("crio")
+	e2, unlock2, _ := s.New("crio")
+	unlock2()
 	if _, err := s.Load("crio-"); !fault.Is(err, fault.Input) || !strings.Contains(err.Error(), "ambiguous") {
 		t.Errorf("ambiguous: %v", err)
 	}
@@ -78,11 +84,11 @@ func TestStore(t *testing.T) {
 
 func TestLock(t *testing.T) {
 	s := Store{Dir: t.TempDir()}
-	e, _ := s.New("p")
-	unlock, err := e.Lock(context.Background(), 0)
+	e, unlock, err := s.New("p")
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A new environment is locked by its maker from the start.
 	start := time.Now()
 	_, err = e.Lock(context.Background(), 0)
 	var busy *BusyError
@@ -110,5 +116,35 @@ func TestDefaultStore(t *testing.T) {
 	t.Setenv("XDG_STATE_HOME", "/x/xdg")
 	if DefaultStore().Dir != "/x/xdg/envctl" {
 		t.Error("XDG_STATE_HOME ignored")
+	}
+}
+
+// Many makers at once never share an ID, and nothing is left behind
+// under a hidden name.
+func TestNewConcurrent(t *testing.T) {
+	s := Store{Dir: t.TempDir()}
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			e, unlock, err := s.New("p")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer unlock()
+			mu.Lock()
+			defer mu.Unlock()
+			if seen[e.ID] {
+				t.Errorf("ID %s given twice", e.ID)
+			}
+			seen[e.ID] = true
+		})
+	}
+	wg.Wait()
+	entries, _ := os.ReadDir(s.EnvsDir())
+	if len(entries) != 20 {
+		t.Errorf("%d entries under envs/, want 20", len(entries))
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"net"
@@ -150,7 +152,9 @@ func TestUploads(t *testing.T) {
 	if err := os.WriteFile(local, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.UploadVerified(ctx, map[string]string{local: "/usr/local/bin/crio"}, 0o755); err != nil {
+	sum := sha256.Sum256(data)
+	up := []guest.Upload{{Local: local, Remote: "/usr/local/bin/crio", SHA256: hex.EncodeToString(sum[:])}}
+	if err := c.UploadVerified(ctx, up, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	got, err := srv.ReadFile("/usr/local/bin/crio")
@@ -170,7 +174,7 @@ func TestUploads(t *testing.T) {
 	// A guest whose copy never matches: the upload is retried once, then
 	// refused naming the file.
 	srv.Reply(`^sha256sum `, guesttest.Reply{Stdout: strings.Repeat("0", 64) + "  /usr/local/bin/crio\n"})
-	err = c.UploadVerified(ctx, map[string]string{local: "/usr/local/bin/crio"}, 0o755)
+	err = c.UploadVerified(ctx, up, 0o755)
 	if err == nil || !strings.Contains(err.Error(), "sha256 differs") || !strings.Contains(err.Error(), local) {
 		t.Errorf("mismatch: %v", err)
 	}
@@ -187,11 +191,45 @@ func TestUploads(t *testing.T) {
 	// Cancellation stops an upload.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := c.Upload(cctx, map[string]string{local: "/x"}, 0o644); !errors.Is(err, context.Canceled) {
+	if err := c.Upload(cctx, []guest.Upload{{Local: local, Remote: "/x"}}, 0o644); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled upload: %v", err)
 	}
-	if err := c.Upload(ctx, map[string]string{filepath.Join(dir, "missing"): "/x"}, 0o644); err == nil {
+	if err := c.Upload(ctx, []guest.Upload{{Local: filepath.Join(dir, "missing"), Remote: "/x"}}, 0o644); err == nil {
 		t.Error("uploaded a missing file")
+	}
+	// Every upload needs a recorded digest.
+	if err := c.UploadVerified(ctx, []guest.Upload{{Local: local, Remote: "/y"}}, 0o644); err == nil {
+		t.Error("uploaded without a recorded digest")
+	}
+}
+
+// A host file that changed after it was verified (a flipped byte in the
+// cache) is refused while it streams, naming the file and both digests,
+// and nothing of it stays in the guest.
+func TestUploadOfAChangedFile(t *testing.T) {
+	srv, cfg := start(t)
+	ctx := context.Background()
+	c, err := guest.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	local := filepath.Join(t.TempDir(), "crictl")
+	data := []byte(strings.Repeat("crictl", 50000))
+	sum := sha256.Sum256(data)
+	data[1000] ^= 1
+	if err := os.WriteFile(local, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err = c.UploadVerified(ctx, []guest.Upload{{Local: local, Remote: "/usr/local/bin/crictl", SHA256: hex.EncodeToString(sum[:])}}, 0o755)
+	var changed *guest.ChangedError
+	if !errors.As(err, &changed) || !strings.Contains(err.Error(), local) || !strings.Contains(err.Error(), hex.EncodeToString(sum[:])) {
+		t.Fatalf("changed file: %v", err)
+	}
+	for _, p := range []string{"/usr/local/bin/crictl", "/usr/local/bin/crictl.envctl-upload"} {
+		if _, err := srv.ReadFile(p); err == nil {
+			t.Errorf("%s is in the guest", p)
+		}
 	}
 }
 

@@ -500,6 +500,15 @@ func (c *Conn) Start(ctx context.Context, spec vm.DomainSpec) error {
 		return fault.AsInfra(err)
 	}
 	return c.call(ctx, "start domain "+spec.Name, 0, func() error {
+		if spec.AutoDestroy {
+			// Transient, and destroyed by libvirtd when this connection
+			// goes, however envctl dies: nothing of it outlives the run
+			// but files that gc removes.
+			if _, err := c.l.DomainCreateXML(x, golibvirt.DomainStartAutodestroy); err != nil {
+				return fault.Infraf("start domain %s: %w", spec.Name, err)
+			}
+			return nil
+		}
 		d, err := c.l.DomainDefineXMLFlags(x, 0)
 		if err != nil {
 			return fault.Infraf("define domain %s: %w", spec.Name, err)

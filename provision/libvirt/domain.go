@@ -32,7 +32,9 @@ func metadataXML(m vm.Metadata) (string, error) {
 		PID     int      `xml:"envctl:pid"`
 		Created string   `xml:"envctl:created"`
 		Owner   string   `xml:"envctl:owner"`
-	}{NS: MetadataNS, ID: m.ID, Profile: m.Profile, PID: m.PID, Created: m.Created, Owner: m.Owner})
+		Host    string   `xml:"envctl:host"`
+		URI     string   `xml:"envctl:uri"`
+	}{NS: MetadataNS, ID: m.ID, Profile: m.Profile, PID: m.PID, Created: m.Created, Owner: m.Owner, Host: m.Host, URI: m.URI})
 	return string(b), err
 }
 

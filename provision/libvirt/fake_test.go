@@ -40,6 +40,9 @@ type fakeVol struct {
 type fakeDomain struct {
 	xml   string
 	state golibvirt.DomainState
+	// transient domains vanish when destroyed; autodestroy ones also
+	// when the connection that started them ends.
+	transient, autodestroy bool
 }
 
 func newFakeRPC() *fakeRPC {
@@ -59,7 +62,18 @@ func (f *fakeRPC) enter(name string) error {
 	return f.fail[name]
 }
 
-func (f *fakeRPC) Disconnect() error { defer f.mu.Unlock(); return f.enter("Disconnect") }
+func (f *fakeRPC) Disconnect() error {
+	defer f.mu.Unlock()
+	if err := f.enter("Disconnect"); err != nil {
+		return err
+	}
+	for name, d := range f.domains {
+		if d.autodestroy {
+			delete(f.domains, name)
+		}
+	}
+	return nil
+}
 func (f *fakeRPC) ConnectGetLibVersion() (uint64, error) {
 	defer f.mu.Unlock()
 	return 9000000, f.enter("ConnectGetLibVersion")
@@ -236,6 +250,19 @@ func (f *fakeRPC) DomainCreateWithFlags(d golibvirt.Domain, _ uint32) (golibvirt
 	return d, nil
 }
 
+func (f *fakeRPC) DomainCreateXML(x string, flags golibvirt.DomainCreateFlags) (golibvirt.Domain, error) {
+	defer f.mu.Unlock()
+	if err := f.enter("DomainCreateXML"); err != nil {
+		return golibvirt.Domain{}, err
+	}
+	var def libvirtxml.Domain
+	if err := def.Unmarshal(x); err != nil {
+		return golibvirt.Domain{}, lverr(golibvirt.ErrXMLError, err.Error())
+	}
+	f.domains[def.Name] = &fakeDomain{xml: x, state: golibvirt.DomainRunning, transient: true, autodestroy: flags&golibvirt.DomainStartAutodestroy != 0}
+	return golibvirt.Domain{Name: def.Name}, nil
+}
+
 func (f *fakeRPC) DomainLookupByName(name string) (golibvirt.Domain, error) {
 	defer f.mu.Unlock()
 	if err := f.enter("DomainLookupByName"); err != nil {
@@ -255,6 +282,10 @@ func (f *fakeRPC) DomainDestroy(d golibvirt.Domain) error {
 	if f.domains[d.Name].state != golibvirt.DomainRunning && f.domains[d.Name].state != golibvirt.DomainPaused {
 		return lverr(golibvirt.ErrOperationInvalid, "Requested operation is not valid: domain is not running")
 	}
+	if f.domains[d.Name].transient {
+		delete(f.domains, d.Name)
+		return nil
+	}
 	f.domains[d.Name].state = golibvirt.DomainShutoff
 	return nil
 }
@@ -263,6 +294,9 @@ func (f *fakeRPC) DomainUndefineFlags(d golibvirt.Domain, _ golibvirt.DomainUnde
 	defer f.mu.Unlock()
 	if err := f.enter("DomainUndefineFlags"); err != nil {
 		return err
+	}
+	if _, ok := f.domains[d.Name]; !ok {
+		return lverr(golibvirt.ErrNoDomain, "Domain not found: no domain with matching name '"+d.Name+"'")
 	}
 	delete(f.domains, d.Name)
 	return nil

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -211,6 +212,39 @@ func TestDomains(t *testing.T) {
 	f.fail["DomainCreateWithFlags"] = lverr(golibvirt.ErrInternalError, "qemu died")
 	if err := c.Start(ctx, base); !fault.Is(err, fault.Infra) || f.domains["envctl-x"] != nil {
 		t.Errorf("failed start left a definition: %v", err)
+	}
+}
+
+// A domain that is not kept is transient and bound to the connection:
+// when envctl's connection ends, however it dies, libvirt destroys it.
+func TestAutoDestroy(t *testing.T) {
+	f := newFakeRPC()
+	c := &Conn{l: f, uri: "qemu:///system"}
+	ctx := context.Background()
+	spec := base
+	spec.AutoDestroy = true
+	if err := c.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(f.calls, "DomainCreateXML") || slices.Contains(f.calls, "DomainDefineXMLFlags") {
+		t.Errorf("calls %v: an autodestroy domain must be created transient", f.calls)
+	}
+	if d := f.domains["envctl-x"]; d == nil || !d.autodestroy {
+		t.Fatal("domain not started with AUTODESTROY")
+	}
+	// Remove of a transient domain: destroy makes it vanish, and the
+	// undefine that follows finds nothing, which is fine.
+	if err := c.Remove(ctx, "envctl-x"); err != nil || f.domains["envctl-x"] != nil {
+		t.Errorf("remove transient: %v", err)
+	}
+	if err := c.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if f.domains["envctl-x"] != nil {
+		t.Error("the domain outlived its connection")
 	}
 }
 

@@ -34,6 +34,7 @@ type rpc interface {
 
 	DomainDefineXMLFlags(xml string, flags golibvirt.DomainDefineFlags) (golibvirt.Domain, error)
 	DomainCreateWithFlags(dom golibvirt.Domain, flags uint32) (golibvirt.Domain, error)
+	DomainCreateXML(xml string, flags golibvirt.DomainCreateFlags) (golibvirt.Domain, error)
 	DomainLookupByName(name string) (golibvirt.Domain, error)
 	DomainDestroy(dom golibvirt.Domain) error
 	DomainUndefineFlags(dom golibvirt.Domain, flags golibvirt.DomainUndefineFlagsValues) error

@@ -137,7 +137,13 @@ func TestLockRelease(t *testing.T) {
 		t.Errorf("lock = %+v", f)
 	}
 
-	// Round trip and drift check.
+	// Round trip and drift check (the pipeline records the binaries'
+	// digests after fetching them).
+	for i := range f.Artifacts {
+		if f.Artifacts[i].CarriesFiles() {
+			f.Artifacts[i].Binaries = map[string]string{"bin": strings.Repeat("0", 64)}
+		}
+	}
 	if err := lock.Write(p.LockPath(), f); err != nil {
 		t.Fatal(err)
 	}

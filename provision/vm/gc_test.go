@@ -11,12 +11,14 @@ import (
 	"github.com/envctl/envctl/provision/vm"
 )
 
-func dom(id, owner string, st vm.DomainState) vm.Domain {
-	return vm.Domain{Name: "envctl-" + id, State: st, Meta: vm.Metadata{ID: id, Owner: owner}}
+func dom(id string, owner vm.Owner, st vm.DomainState) vm.Domain {
+	return vm.Domain{Name: "envctl-" + id, State: st, Meta: owner.Stamp(vm.Metadata{ID: id}, "qemu:///system")}
 }
 
 func TestPlanGC(t *testing.T) {
-	const me, other = "/state/me", "/state/other"
+	me := vm.Owner{Host: "h1", StateDir: "/state/me"}
+	other := vm.Owner{Host: "h1", StateDir: "/state/other"}
+	sameDirOtherMachine := vm.Owner{Host: "h2", StateDir: "/state/me"}
 	rec := func(id string, kept bool) *env.Env { return &env.Env{ID: id, Dir: "/state/me/envs/" + id, Kept: kept} }
 	corrupt := &env.Env{ID: "bad", Dir: "/state/me/envs/bad", Corrupt: "env.json is not valid JSON"}
 	tests := []struct {
@@ -31,6 +33,8 @@ func TestPlanGC(t *testing.T) {
 		{"held by a live envctl", vm.Observed{Owner: me, Envs: []*env.Env{rec("a", false)}, Held: map[string]bool{"a": true}, Domains: []vm.Domain{dom("a", me, vm.DomainRunning)}, Volumes: []string{"a-disk.qcow2"}},
 			nil, 0},
 		{"another state directory's domain", vm.Observed{Owner: me, Domains: []vm.Domain{dom("x", other, vm.DomainRunning)}}, nil, 0},
+		{"the same state directory path on another machine", vm.Observed{Owner: me, Domains: []vm.Domain{dom("x", sameDirOtherMachine, vm.DomainRunning)}}, nil, 0},
+		{"a domain without a host ID is never ours", vm.Observed{Owner: me, Domains: []vm.Domain{{Name: "envctl-old", State: vm.DomainRunning, Meta: vm.Metadata{ID: "old", Owner: "/state/me"}}}}, nil, 0},
 		{"kept and running", vm.Observed{Owner: me, Envs: []*env.Env{rec("k", true)}, Domains: []vm.Domain{dom("k", me, vm.DomainRunning)}, Volumes: []string{"k-disk.qcow2"}}, nil, 0},
 		{"kept and paused (host disk full)", vm.Observed{Owner: me, Envs: []*env.Env{rec("k", true)}, Domains: []vm.Domain{dom("k", me, vm.DomainPaused)}, Volumes: []string{"k-disk.qcow2"}}, nil, 0},
 		{"kept and shut off", vm.Observed{Owner: me, Envs: []*env.Env{rec("k", true)}, Domains: []vm.Domain{dom("k", me, vm.DomainShutOff)}}, nil, 0},
@@ -67,7 +71,7 @@ func TestGCRemovesOnlyWhatItOwns(t *testing.T) {
 	d.BootGuests(t, nil)
 	ctx := context.Background()
 
-	kept, err := vm.Boot(ctx, opts, spec)
+	kept, err := vm.Boot(ctx, opts, keepSpec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +83,9 @@ func TestGCRemovesOnlyWhatItOwns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead, err := vm.Boot(ctx, opts, spec)
+	// A run with --keep whose envctl died before it could keep the VM:
+	// its persistent domain outlives it.
+	dead, err := vm.Boot(ctx, opts, keepSpec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +93,7 @@ func TestGCRemovesOnlyWhatItOwns(t *testing.T) {
 	dead.Release() // the envctl that owned it is gone
 	otherOpts := opts
 	otherOpts.Store = env.Store{Dir: t.TempDir()}
-	foreign, err := vm.Boot(ctx, otherOpts, spec)
+	foreign, err := vm.Boot(ctx, otherOpts, keepSpec)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,8 +3,6 @@ package vm
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -74,21 +72,6 @@ func (o Options) Validate() error {
 	return nil
 }
 
-// PoolName is the storage pool of a state directory: one per directory, so
-// one state directory never blocks or takes over another's pool.
-func PoolName(s env.Store) string {
-	sum := sha256.Sum256([]byte(Owner(s)))
-	return "envctl-" + hex.EncodeToString(sum[:])[:8]
-}
-
-// Owner is the owner tag of a state directory: its absolute path.
-func Owner(s env.Store) string {
-	if abs, err := filepath.Abs(s.Dir); err == nil {
-		return abs
-	}
-	return s.Dir
-}
-
 // BootSpec is what to boot.
 type BootSpec struct {
 	Profile string
@@ -97,6 +80,10 @@ type BootSpec struct {
 	Memory  uint64 // bytes
 	Disk    uint64 // bytes
 	Image   images.Files
+	// Keep makes a persistent domain that outlives this process; any other
+	// is destroyed by libvirt as soon as this process's connection ends,
+	// even when the process is killed.
+	Keep bool
 }
 
 // Machine is a booted (or booting) environment, held by this process.
@@ -111,11 +98,13 @@ type Machine struct {
 	// Type is the domain type the accelerator decision gave.
 	Type    DomainType
 	Timings map[string]time.Duration
-	opts    Options
-	drv     Driver
-	unlock  func()
-	signer  ssh.Signer
-	hostKey ssh.PublicKey
+	// keepable is set when the domain was made to outlive this process.
+	keepable bool
+	opts     Options
+	drv      Driver
+	unlock   func()
+	signer   ssh.Signer
+	hostKey  ssh.PublicKey
 }
 
 // BootError is a VM that did not come up; it carries the console's tail.
@@ -141,12 +130,12 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	e, err := opts.Store.New(spec.Profile)
+	e, unlock, err := opts.Store.New(spec.Profile)
 	if err != nil {
 		return nil, err
 	}
 	e.Cell = spec.Cell
-	m = &Machine{Env: e, opts: opts, Timings: map[string]time.Duration{}}
+	m = &Machine{Env: e, opts: opts, Timings: map[string]time.Duration{}, unlock: unlock, keepable: spec.Keep}
 	defer func() {
 		if err != nil {
 			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
@@ -156,9 +145,6 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 			}
 		}
 	}()
-	if m.unlock, err = e.Lock(ctx, 0); err != nil {
-		return m, err
-	}
 	start := time.Now()
 	if m.drv, err = opts.Connect(ctx, opts.URI); err != nil {
 		return m, err
@@ -186,7 +172,7 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 	}
 	m.hostKey = host.Public
 	network := cmp.Or(opts.Network, NetworkUser)
-	e.HostKey, e.Accel, e.URI, e.Pool = host.Authorized, string(m.Type), m.drv.URI(), PoolName(opts.Store)
+	e.HostKey, e.Accel, e.URI, e.Pool = host.Authorized, string(m.Type), m.drv.URI(), PoolName(opts.Store, m.drv.Local())
 	if err := e.Save(); err != nil {
 		return m, err
 	}
@@ -240,8 +226,8 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 		Name: e.Domain, Type: m.Type, CPUs: spec.CPUs, MemoryMiB: spec.Memory >> 20,
 		Disks:  []Disk{{Path: diskPath, Format: "qcow2"}, {Path: seedPath, Format: "raw", ReadOnly: true}},
 		Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: cmdline,
-		ConsoleLog: console, Network: network, Online: opts.Online,
-		Metadata: Metadata{ID: e.ID, Profile: spec.Profile, PID: os.Getpid(), Created: time.Now().UTC().Format(time.RFC3339), Owner: Owner(opts.Store)},
+		ConsoleLog: console, Network: network, Online: opts.Online, AutoDestroy: !spec.Keep,
+		Metadata: OwnerOf(opts.Store).Stamp(Metadata{ID: e.ID, Profile: spec.Profile, PID: os.Getpid(), Created: time.Now().UTC().Format(time.RFC3339)}, m.drv.URI()),
 	}
 	m.Timings["prepare"] = time.Since(start)
 	bootStart := time.Now()
@@ -466,6 +452,9 @@ func (m *Machine) sshConfig() guest.Config {
 // Keep leaves the VM running and lets go of it; `envctl ssh` and
 // `envctl down` take over.
 func (m *Machine) Keep() error {
+	if !m.keepable {
+		return fault.Inputf("environment %s was booted to be destroyed with this process; boot it with --keep to keep it", m.Env.ID)
+	}
 	m.Env.Kept, m.Env.State = true, env.StateKept
 	err := m.Env.Save()
 	m.release()

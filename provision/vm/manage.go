@@ -88,7 +88,7 @@ func Down(ctx context.Context, opts Options, id string) error {
 	defer d.Close()
 	if e.Corrupt != "" {
 		// Without a record, the table of volume names says what it owned.
-		e.Pool = PoolName(opts.Store)
+		e.Pool = PoolName(opts.Store, d.Local())
 		for _, k := range []env.VolumeKind{env.VolumeDisk, env.VolumeSeed, env.VolumeArtifacts, env.VolumeConsole} {
 			e.Volumes = append(e.Volumes, env.VolumeName(e.ID, k))
 		}
@@ -184,7 +184,7 @@ type Action struct {
 // of them a live envctl holds, every envctl domain, and the volumes in
 // this state directory's pool.
 type Observed struct {
-	Owner   string
+	Owner   Owner
 	Envs    []*env.Env
 	Held    map[string]bool // env ID → its lock is held by a live envctl
 	Domains []Domain
@@ -207,7 +207,7 @@ func PlanGC(o Observed) (actions []Action, notes []string) {
 	}
 	domOf := map[string]Domain{}
 	for _, d := range o.Domains {
-		if d.Meta.Owner == o.Owner {
+		if o.Owner.Owns(d.Meta) {
 			domOf[d.Meta.ID] = d
 		}
 	}
@@ -276,7 +276,7 @@ func GC(ctx context.Context, opts Options) ([]Action, []string, error) {
 			envs = append(envs, e)
 		}
 	}
-	o := Observed{Owner: Owner(opts.Store), Envs: envs, Held: map[string]bool{}}
+	o := Observed{Owner: OwnerOf(opts.Store), Envs: envs, Held: map[string]bool{}}
 	for _, e := range envs {
 		unlock, err := e.Lock(ctx, 0)
 		if err != nil {
@@ -288,7 +288,7 @@ func GC(ctx context.Context, opts Options) ([]Action, []string, error) {
 	if o.Domains, err = d.Domains(ctx); err != nil {
 		return nil, nil, err
 	}
-	pool := PoolName(opts.Store)
+	pool := PoolName(opts.Store, d.Local())
 	if o.Volumes, err = d.Volumes(ctx, pool); err != nil {
 		return nil, nil, err
 	}

@@ -109,8 +109,12 @@ type Metadata struct {
 	Profile string `xml:"profile"`
 	PID     int    `xml:"pid"`
 	Created string `xml:"created"`
-	// Owner is the absolute state directory of the envctl that made it.
+	// Owner is the absolute state directory of the envctl that made it,
+	// Host the ID of the machine it ran on (see Owner), URI the libvirt
+	// connection it used.
 	Owner string `xml:"owner"`
+	Host  string `xml:"host"`
+	URI   string `xml:"uri"`
 }
 
 // Disk is one disk of a domain.
@@ -134,7 +138,11 @@ type DomainSpec struct {
 	Network    Network
 	SSHPort    int  // user network: the host port forwarded to the guest's 22
 	Online     bool // user network without restrict=on
-	Metadata   Metadata
+	// AutoDestroy makes the domain transient and bound to the driver's
+	// connection: when the connection ends, for whatever reason, libvirt
+	// destroys the domain. Kept domains are persistent instead.
+	AutoDestroy bool
+	Metadata    Metadata
 }
 
 // DomainState is a domain's run state as envctl cares about it.

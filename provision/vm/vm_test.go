@@ -26,6 +26,9 @@ func setup(t *testing.T) (*vmtest.Driver, vm.Options) {
 
 var spec = vm.BootSpec{Profile: "p", Cell: "p", CPUs: 2, Memory: 2 << 30, Disk: 10 << 30, Image: images.Files{Disk: "/base.raw", Format: "raw", Kernel: "/vmlinuz", Initrd: "/initrd", FastSeed: true}}
 
+// keepSpec boots a domain that may outlive its process.
+var keepSpec = func() vm.BootSpec { s := spec; s.Keep = true; return s }()
+
 // assertNothingLeft checks the fake hypervisor and the state directory are empty.
 func assertNothingLeft(t *testing.T, d *vmtest.Driver, opts vm.Options) {
 	t.Helper()
@@ -56,11 +59,11 @@ func TestBootAnswersSSHAndTearsDown(t *testing.T) {
 	if err != nil || !strings.Contains(out, "Linux") {
 		t.Errorf("ssh: %q %v", out, err)
 	}
-	if m.Env.State != env.StateReady || m.Type != vm.DomainQEMU || len(m.Env.Volumes) != 2 || m.Env.Pool != vm.PoolName(opts.Store) {
+	if m.Env.State != env.StateReady || m.Type != vm.DomainQEMU || len(m.Env.Volumes) != 2 || m.Env.Pool != vm.PoolName(opts.Store, true) {
 		t.Errorf("env %+v", m.Env)
 	}
 	dom := d.Domains[m.Env.Domain]
-	if dom.Spec.Metadata.Owner != vm.Owner(opts.Store) || dom.Spec.Metadata.ID != m.Env.ID || !strings.Contains(dom.Spec.Cmdline, "cloud-init=disabled") || dom.Spec.SSHPort != m.Env.SSHPort {
+	if !vm.OwnerOf(opts.Store).Owns(dom.Spec.Metadata) || dom.Spec.Metadata.URI == "" || dom.Spec.Metadata.ID != m.Env.ID || !strings.Contains(dom.Spec.Cmdline, "cloud-init=disabled") || dom.Spec.SSHPort != m.Env.SSHPort {
 		t.Errorf("domain spec %+v", dom.Spec)
 	}
 	if m.Timings["boot"] <= 0 {
@@ -178,7 +181,7 @@ func TestNATWaitsForALease(t *testing.T) {
 func TestKeepAttachDown(t *testing.T) {
 	d, opts := setup(t)
 	d.BootGuests(t, nil)
-	m, err := vm.Boot(context.Background(), opts, spec)
+	m, err := vm.Boot(context.Background(), opts, keepSpec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,11 +254,19 @@ func TestOptionsValidate(t *testing.T) {
 
 func TestPoolPerStateDirectory(t *testing.T) {
 	a, b := env.Store{Dir: "/state/a"}, env.Store{Dir: "/state/b"}
-	if vm.PoolName(a) == vm.PoolName(b) || !strings.HasPrefix(vm.PoolName(a), "envctl-") || vm.PoolName(a) != vm.PoolName(env.Store{Dir: "/state/a/"}) {
-		t.Errorf("pools %s %s", vm.PoolName(a), vm.PoolName(b))
+	for _, local := range []bool{true, false} {
+		if vm.PoolName(a, local) == vm.PoolName(b, local) || !strings.HasPrefix(vm.PoolName(a, local), "envctl-") || vm.PoolName(a, local) != vm.PoolName(env.Store{Dir: "/state/a/"}, local) {
+			t.Errorf("pools %s %s", vm.PoolName(a, local), vm.PoolName(b, local))
+		}
 	}
-	if vm.Owner(env.Store{Dir: "rel"}) != filepath.Join(mustWd(t), "rel") {
-		t.Error("owner is not absolute")
+	// A remote host's pools are shared by every machine that connects:
+	// the same path on two machines must not meet there.
+	if vm.PoolName(a, true) == vm.PoolName(a, false) {
+		t.Error("a remote pool is named by the state directory alone")
+	}
+	o := vm.OwnerOf(env.Store{Dir: "rel"})
+	if o.StateDir != filepath.Join(mustWd(t), "rel") || o.Host == "" || o.Host != vm.HostID() {
+		t.Errorf("owner %+v", o)
 	}
 }
 
@@ -316,8 +327,8 @@ func TestRemoteBootTimeoutReadsTheConsoleVolume(t *testing.T) {
 	opts.BootTimeout = time.Second
 	d.OnStart = func(spec vm.DomainSpec, _ []byte) error {
 		name := filepath.Base(spec.ConsoleLog)
-		d.AddVolume(vm.PoolName(opts.Store), name)
-		d.Pools[vm.PoolName(opts.Store)][name].Data = []byte("kernel panic on the remote host\n")
+		d.AddVolume(vm.PoolName(opts.Store, false), name)
+		d.Pools[vm.PoolName(opts.Store, false)][name].Data = []byte("kernel panic on the remote host\n")
 		return nil
 	}
 	img := spec
@@ -375,4 +386,31 @@ func TestCapacitySlots(t *testing.T) {
 			t.Errorf("%+v slots for %d vCPU %d MiB = %d, want %d", tt.cap, tt.cpus, tt.mem>>20, got, tt.want)
 		}
 	}
+}
+
+// A domain booted to be thrown away is bound to the connection: when the
+// process lets go of it without a teardown (it was killed), the domain
+// is gone at once; gc removes the files. It cannot be kept afterwards.
+func TestAutoDestroy(t *testing.T) {
+	d, opts := setup(t)
+	d.BootGuests(t, nil)
+	m, err := vm.Boot(context.Background(), opts, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.Domains[m.Env.Domain].Spec.AutoDestroy {
+		t.Error("a throwaway domain without AutoDestroy")
+	}
+	if err := m.Keep(); err == nil {
+		t.Error("kept a throwaway domain")
+	}
+	m.Release()
+	if len(d.DomainNames()) != 0 {
+		t.Errorf("domains %v outlived their connection", d.DomainNames())
+	}
+	removed, _, err := vm.GC(context.Background(), opts)
+	if err != nil || len(removed) != 3 {
+		t.Errorf("gc removed %v %v, want 2 volumes and the directory", removed, err)
+	}
+	assertNothingLeft(t, d, opts)
 }

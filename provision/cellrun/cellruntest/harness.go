@@ -6,6 +6,8 @@ package cellruntest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,19 +51,34 @@ func (f *Fetcher) Fetch(ctx context.Context, cell lock.LockedCell, c lock.Part) 
 	if c.Source == profiles.SourcePackage {
 		return artifacts.Files{InGuest: true}, nil
 	}
-	names := map[string][]string{"cri-o": {"crio", "pinns"}, "cri-tools": {"crictl"}, "runc": {"runc"}}[c.Component]
+	// Cells fetched at once share files: write each once.
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	out := artifacts.Files{Binaries: map[string]string{}}
-	for _, n := range names {
+	for n, content := range FakeBinaries(c.Component, c.Version) {
 		p := filepath.Join(f.Dir, c.Component+"-"+c.Version, n)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return out, err
 		}
-		if err := os.WriteFile(p, []byte("#!"+n+" "+c.Version), 0o755); err != nil {
-			return out, err
+		if old, err := os.ReadFile(p); err != nil || string(old) != content {
+			if err := os.WriteFile(p, []byte(content), 0o755); err != nil {
+				return out, err
+			}
 		}
 		out.Binaries[n] = p
 	}
-	return out, nil
+	return out.Hashed()
+}
+
+// FakeBinaries is what the fake fetcher makes for a component: one small
+// file per binary that names itself and its version ("#!crictl 1.34.0"),
+// which criotest's guest answers --version with.
+func FakeBinaries(component, version string) map[string]string {
+	out := map[string]string{}
+	for _, n := range map[string][]string{"cri-o": {"crio", "pinns"}, "cri-tools": {"crictl"}, "runc": {"runc"}}[component] {
+		out[n] = "#!" + n + " " + version
+	}
+	return out
 }
 
 // Cached implements cellrun.Cached.
@@ -96,6 +113,14 @@ func Cell(name, crictl string) lock.LockedCell {
 		a := lock.Artifact{Component: comp, Version: v, Source: src}
 		if src == profiles.SourcePackage {
 			a.Package = map[string]string{"conmon": "conmon", "cni-plugins": "containernetworking-plugins"}[comp]
+		}
+		// The lock records the digests of what the fake fetcher makes.
+		for n, content := range FakeBinaries(comp, v) {
+			if a.Binaries == nil {
+				a.Binaries = map[string]string{}
+			}
+			sum := sha256.Sum256([]byte(content))
+			a.Binaries[n] = hex.EncodeToString(sum[:])
 		}
 		return lock.Part{Role: role, Artifact: a}
 	}

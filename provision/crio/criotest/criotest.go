@@ -29,6 +29,9 @@ type Stack struct {
 	PullFails string
 	// VolumeFile is what /volume/file holds ("2" upstream).
 	VolumeFile string
+	// RunningVersion, when set, is what the running CRI-O reports through
+	// CRI, whatever binary is installed.
+	RunningVersion string
 }
 
 // Versions are the answers of the version commands, keyed by a regular
@@ -68,6 +71,22 @@ func Install(srv *guesttest.Server) *Stack {
 			return guesttest.Reply{Stderr: "sh: " + m[1] + ": not found", Exit: 127}
 		}
 		return guesttest.Reply{Stdout: VersionOutput(name, version)}
+	})
+	// The running CRI-O answers CRI's Version with the version of the
+	// crio binary that was installed (RunningVersion overrides it).
+	srv.Handle(`^crictl version$`, func(string, []string) guesttest.Reply {
+		s.mu.Lock()
+		v := s.RunningVersion
+		s.mu.Unlock()
+		if v == "" {
+			v = "1.34.0"
+			if b, err := srv.ReadFile("/usr/local/bin/crio"); err == nil {
+				if name, ver, ok := strings.Cut(strings.TrimPrefix(string(b), "#!"), " "); ok && name == "crio" {
+					v = strings.TrimSpace(ver)
+				}
+			}
+		}
+		return guesttest.Reply{Stdout: "Version:  0.1.0\nRuntimeName:  cri-o\nRuntimeVersion:  " + v + "\nRuntimeApiVersion:  v1\n"}
 	})
 	srv.Handle(`^crictl (pull|run|exec|rmi|inspecti|inspect|rm|rmp) (.*)$`, func(cmd string, m []string) guesttest.Reply {
 		s.mu.Lock()

@@ -85,6 +85,9 @@ func (d *Driver) Connect(ctx context.Context, uri string) (vm.Driver, error) {
 type conn struct {
 	d   *Driver
 	uri string
+	// autodestroy are the domains this connection started with
+	// AutoDestroy: they go when it closes, as libvirt does it.
+	autodestroy []string
 }
 
 func (c *conn) call(method string, args ...any) error {
@@ -105,6 +108,10 @@ func (c *conn) Close() error {
 	c.d.mu.Lock()
 	defer c.d.mu.Unlock()
 	c.d.Closed++
+	for _, name := range c.autodestroy {
+		c.d.removeLocked(name)
+	}
+	c.autodestroy = nil
 	return nil
 }
 
@@ -243,6 +250,9 @@ func (c *conn) Start(ctx context.Context, spec vm.DomainSpec) error {
 		return fault.Infraf("domain %s already exists", spec.Name)
 	}
 	c.d.Domains[spec.Name] = &Domain{Spec: spec, State: vm.DomainRunning}
+	if spec.AutoDestroy {
+		c.autodestroy = append(c.autodestroy, spec.Name)
+	}
 	var seed []byte
 	for _, disk := range spec.Disks {
 		for _, pool := range c.d.Pools {
@@ -267,12 +277,16 @@ func (c *conn) Remove(ctx context.Context, name string) error {
 	}
 	c.d.mu.Lock()
 	defer c.d.mu.Unlock()
-	delete(c.d.Domains, name)
-	if g := c.d.guests[name]; g != nil {
-		g.Close()
-		delete(c.d.guests, name)
-	}
+	c.d.removeLocked(name)
 	return nil
+}
+
+func (d *Driver) removeLocked(name string) {
+	delete(d.Domains, name)
+	if g := d.guests[name]; g != nil {
+		g.Close()
+		delete(d.guests, name)
+	}
 }
 
 func (c *conn) Domains(ctx context.Context) ([]vm.Domain, error) {

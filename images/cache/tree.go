@@ -1,0 +1,147 @@
+package cache
+
+import (
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/envctl/envctl/profiles/fault"
+)
+
+// ManifestName is the file in an unpacked or built directory that records
+// the digest of every file in it.
+const ManifestName = ".envctl-manifest.json"
+
+// TreeFile is one file of a sealed directory.
+type TreeFile struct {
+	Digest digest.Digest `json:"digest"`
+	Stamp  Stamp         `json:"stamp"`
+}
+
+// Manifest maps each regular file of a sealed directory (slash-separated,
+// relative) to its digest.
+type Manifest map[string]TreeFile
+
+// Digest returns a file's recorded digest by its path (absolute, or
+// relative to the directory).
+func (m Manifest) Digest(dir, path string) (digest.Digest, bool) {
+	if rel, err := filepath.Rel(dir, path); err == nil && filepath.IsAbs(path) {
+		path = rel
+	}
+	f, ok := m[filepath.ToSlash(path)]
+	return f.Digest, ok
+}
+
+// walk lists the regular files under dir, except the manifest.
+func walk(dir string) ([]string, error) {
+	var files []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			rel, _ := filepath.Rel(dir, p)
+			if rel != ManifestName {
+				files = append(files, filepath.ToSlash(rel))
+			}
+		}
+		return nil
+	})
+	return files, err
+}
+
+// SealTree hashes every regular file under dir and records the digests in
+// dir's manifest, synced to disk. It is called once, when the directory
+// is made, before it is renamed into place.
+func SealTree(dir string) (Manifest, error) {
+	files, err := walk(dir)
+	if err != nil {
+		return nil, fault.Infraf("seal %s: %w", dir, err)
+	}
+	m := Manifest{}
+	for _, rel := range files {
+		p := filepath.Join(dir, filepath.FromSlash(rel))
+		if err := syncFile(p); err != nil {
+			return nil, fault.Infraf("seal %s: %w", p, err)
+		}
+		d, err := FileDigest(p, digest.SHA256)
+		if err != nil {
+			return nil, fault.Infraf("seal %s: %w", p, err)
+		}
+		fi, err := os.Stat(p)
+		if err != nil {
+			return nil, fault.Infraf("seal %s: %w", p, err)
+		}
+		m[rel] = TreeFile{Digest: d, Stamp: StampOf(fi)}
+	}
+	return m, m.write(dir)
+}
+
+func (m Manifest) write(dir string) error {
+	b, _ := json.MarshalIndent(m, "", "  ")
+	if err := writeFileSync(filepath.Join(dir, ManifestName), b, 0o644); err != nil {
+		return fault.Infraf("seal %s: %w", dir, err)
+	}
+	return nil
+}
+
+// CheckTree proves that a sealed directory still holds exactly what its
+// manifest records: no file missing, added or changed. A file is rehashed
+// only when its stamp moved. The first difference is a *CorruptError
+// naming the file.
+func CheckTree(dir string) (Manifest, error) {
+	b, err := os.ReadFile(filepath.Join(dir, ManifestName))
+	if err != nil {
+		return nil, &CorruptError{Path: filepath.Join(dir, ManifestName), Why: "no manifest"}
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil || m == nil {
+		return nil, &CorruptError{Path: filepath.Join(dir, ManifestName), Why: "unreadable manifest"}
+	}
+	files, err := walk(dir)
+	if err != nil {
+		return nil, fault.Infraf("check %s: %w", dir, err)
+	}
+	for _, rel := range files {
+		if _, ok := m[rel]; !ok {
+			return nil, &CorruptError{Path: filepath.Join(dir, filepath.FromSlash(rel)), Why: "not in the manifest"}
+		}
+	}
+	rehashed := false
+	for _, rel := range slices.Sorted(maps.Keys(m)) {
+		want := m[rel]
+		p := filepath.Join(dir, filepath.FromSlash(rel))
+		fi, err := os.Stat(p)
+		if err != nil {
+			return nil, &CorruptError{Path: p, Expected: want.Digest, Why: "missing"}
+		}
+		if StampOf(fi) == want.Stamp {
+			continue
+		}
+		got, err := FileDigest(p, want.Digest.Algorithm())
+		if err != nil {
+			return nil, fault.Infraf("check %s: %w", p, err)
+		}
+		if got != want.Digest {
+			return nil, &CorruptError{Path: p, Expected: want.Digest, Actual: got}
+		}
+		want.Stamp, rehashed = StampOf(fi), true
+		m[rel] = want
+	}
+	if rehashed {
+		_ = m.write(dir) // the new stamps spare the next check the hashing
+	}
+	return m, nil
+}
+
+// IsCorrupt reports whether err says a cached file is corrupt.
+func IsCorrupt(err error) bool {
+	var c *CorruptError
+	return errors.As(err, &c)
+}

@@ -1,0 +1,174 @@
+package cache
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/envctl/envctl/profiles/fault"
+)
+
+// Stamp is what cheaply proves a file unchanged since it was hashed: its
+// size, modification and change times, inode and device. Any write, even
+// one that restores the modification time, moves the change time.
+type Stamp struct {
+	Size  int64  `json:"size"`
+	Mtime int64  `json:"mtime_ns"`
+	Ctime int64  `json:"ctime_ns"`
+	Inode uint64 `json:"inode"`
+	Dev   uint64 `json:"dev"`
+}
+
+// StampOf reads a file's stamp.
+func StampOf(fi fs.FileInfo) Stamp {
+	s := Stamp{Size: fi.Size(), Mtime: fi.ModTime().UnixNano()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		s.Ctime = time.Unix(st.Ctim.Sec, st.Ctim.Nsec).UnixNano()
+		s.Inode, s.Dev = st.Ino, uint64(st.Dev) //nolint:unconvert // Dev is uint32 on some platforms
+	}
+	return s
+}
+
+// CorruptError is a cached file whose content is no longer what was
+// verified when it entered the cache.
+type CorruptError struct {
+	Path     string
+	Expected digest.Digest
+	Actual   digest.Digest
+	// Why is set instead of Actual when there is nothing to hash.
+	Why string
+}
+
+func (e *CorruptError) Error() string {
+	if e.Why != "" {
+		return fmt.Sprintf("cached file %s is corrupt: %s", e.Path, e.Why)
+	}
+	return fmt.Sprintf("cached file %s is corrupt: expected %s, found %s", e.Path, e.Expected, e.Actual)
+}
+
+// FaultClass implements fault.Classed.
+func (e *CorruptError) FaultClass() fault.Class { return fault.Infra }
+
+func (c *Cache) stampPath(d digest.Digest) string {
+	return filepath.Join(c.Dir, "stamps", d.Algorithm().String(), d.Encoded())
+}
+
+// writeStamp records that the blob at p was verified as it is now.
+func (c *Cache) writeStamp(d digest.Digest, p string) {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return
+	}
+	b, _ := json.Marshal(StampOf(fi))
+	sp := c.stampPath(d)
+	if err := os.MkdirAll(filepath.Dir(sp), 0o755); err == nil {
+		err = writeFileSync(sp, b, 0o644)
+		if err != nil {
+			c.log().Debug("cache stamp", "blob", p, "err", err)
+		}
+	}
+}
+
+// Verify returns the path of a present, intact blob. The blob is rehashed
+// unless its stamp proves it unchanged since it was last verified. A
+// missing blob is fs.ErrNotExist; a corrupt one is removed and reported
+// as a *CorruptError naming the file, so that the caller fetches it again.
+func (c *Cache) Verify(d digest.Digest) (string, error) {
+	p := c.Path(d)
+	fi, err := os.Stat(p)
+	if err != nil {
+		return "", fs.ErrNotExist
+	}
+	if b, err := os.ReadFile(c.stampPath(d)); err == nil {
+		var s Stamp
+		if json.Unmarshal(b, &s) == nil && s == StampOf(fi) {
+			return p, nil
+		}
+	}
+	start := time.Now()
+	got, err := FileDigest(p, d.Algorithm())
+	if err != nil {
+		return "", fault.Infraf("cache: %w", err)
+	}
+	if got != d {
+		_ = os.Remove(p)
+		_ = os.Remove(c.stampPath(d))
+		return "", &CorruptError{Path: p, Expected: d, Actual: got}
+	}
+	c.log().Debug("cache: rehashed a blob whose stamp changed", "blob", p, "took", time.Since(start))
+	c.writeStamp(d, p)
+	return p, nil
+}
+
+// Has reports whether an intact blob is present. A corrupt blob is
+// removed, with a warning naming it, and reported absent, so that it is
+// fetched again rather than used.
+func (c *Cache) Has(d digest.Digest) (string, bool) {
+	p, err := c.Verify(d)
+	var corrupt *CorruptError
+	if errors.As(err, &corrupt) {
+		c.log().Warn(corrupt.Error() + "; removed it: it is fetched again")
+	}
+	return p, err == nil
+}
+
+// writeFileSync writes a file through a temporary name, syncing it before
+// the rename.
+func writeFileSync(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// CleanTemp removes temporary files (partial downloads, unfinished
+// imports and builds) older than age, and returns what it removed.
+func (c *Cache) CleanTemp(age time.Duration) ([]string, error) {
+	dir := filepath.Join(c.Dir, "tmp")
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fault.Infraf("cache %s: %w", dir, err)
+	}
+	var removed []string
+	var errs []error
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || time.Since(info.ModTime()) < age {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if err := os.RemoveAll(p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, p)
+	}
+	return removed, errors.Join(errs...)
+}

@@ -1,0 +1,137 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// flip changes one byte of a file in place, as a failing disk or a stray
+// write would.
+func flip(t *testing.T, path string, at int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, at); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, at); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestVerifyBlobs(t *testing.T) {
+	c, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(t.TempDir(), "blob")
+	data := []byte(strings.Repeat("runc", 10000))
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, p, err := c.Import(context.Background(), src, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Verify(d); err != nil || got != p {
+		t.Fatalf("intact blob: %q %v", got, err)
+	}
+	// A touch moves the stamp: the blob is hashed again, found intact and
+	// stamped anew.
+	later := time.Now().Add(time.Hour)
+	if err := os.Chtimes(p, later, later); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Verify(d); err != nil {
+		t.Fatalf("touched blob: %v", err)
+	}
+	// A flipped byte with the modification time put back: the change time
+	// still moved, so the blob is hashed, found corrupt and removed.
+	st, _ := os.Stat(p)
+	flip(t, p, 100)
+	_ = os.Chtimes(p, st.ModTime(), st.ModTime())
+	_, err = c.Verify(d)
+	var corrupt *CorruptError
+	if !errors.As(err, &corrupt) || corrupt.Path != p || corrupt.Expected != d || !strings.Contains(err.Error(), p) {
+		t.Fatalf("flipped byte: %v", err)
+	}
+	if _, ok := c.Has(d); ok {
+		t.Error("a corrupt blob is still present")
+	}
+	if _, err := c.Verify(d); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("after removal: %v", err)
+	}
+}
+
+func TestSealAndCheckTree(t *testing.T) {
+	tests := []struct {
+		name   string
+		damage func(t *testing.T, dir string)
+		want   string // "" for intact
+	}{
+		{"intact", func(*testing.T, string) {}, ""},
+		{"touched only", func(t *testing.T, dir string) {
+			later := time.Now().Add(time.Hour)
+			_ = os.Chtimes(filepath.Join(dir, "bin/crictl"), later, later)
+		}, ""},
+		{"flipped byte", func(t *testing.T, dir string) { flip(t, filepath.Join(dir, "bin/crictl"), 10) }, "bin/crictl is corrupt: expected sha256:"},
+		{"file removed", func(t *testing.T, dir string) { _ = os.Remove(filepath.Join(dir, "bin/crictl")) }, "bin/crictl is corrupt: missing"},
+		{"file added", func(t *testing.T, dir string) { _ = os.WriteFile(filepath.Join(dir, "bin/extra"), []byte("x"), 0o755) }, "bin/extra is corrupt: not in the manifest"},
+		{"manifest removed", func(t *testing.T, dir string) { _ = os.Remove(filepath.Join(dir, ManifestName)) }, "no manifest"},
+		{"manifest garbled", func(t *testing.T, dir string) { _ = os.WriteFile(filepath.Join(dir, ManifestName), []byte("{"), 0o644) }, "unreadable manifest"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			_ = os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
+			_ = os.WriteFile(filepath.Join(dir, "bin/crictl"), []byte(strings.Repeat("crictl", 1000)), 0o755)
+			_ = os.WriteFile(filepath.Join(dir, "LICENSE"), []byte("Apache"), 0o644)
+			sealed, err := SealTree(dir)
+			if err != nil || len(sealed) != 2 {
+				t.Fatalf("seal: %v %v", sealed, err)
+			}
+			tt.damage(t, dir)
+			m, err := CheckTree(dir)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d, ok := m.Digest(dir, filepath.Join(dir, "bin/crictl")); !ok || d != sealed["bin/crictl"].Digest {
+					t.Errorf("digest %s", d)
+				}
+				return
+			}
+			if !IsCorrupt(err) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestCleanTemp(t *testing.T) {
+	c, _ := New(t.TempDir())
+	old := filepath.Join(c.Dir, "tmp", "sha256-x.part")
+	fresh := filepath.Join(c.Dir, "tmp", "build-crio-123")
+	_ = os.WriteFile(old, []byte("x"), 0o644)
+	_ = os.MkdirAll(fresh, 0o755)
+	past := time.Now().Add(-48 * time.Hour)
+	_ = os.Chtimes(old, past, past)
+	removed, err := c.CleanTemp(24 * time.Hour)
+	if err != nil || len(removed) != 1 || removed[0] != old {
+		t.Errorf("removed %v %v", removed, err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Error("a fresh temporary directory was removed")
+	}
+}
