@@ -230,11 +230,14 @@ type Pruned struct {
 	Freed   int64    `json:"freed_bytes"`
 }
 
-// Prune deletes cached blobs that no local build references: old builds
-// and downloads that are not in use.
-func (s *Store) Prune(ctx context.Context) (Pruned, error) {
+// Prune deletes cached blobs that no local build references and keep
+// does not name (digest strings: what locks reference).
+func (s *Store) Prune(ctx context.Context, keep map[string]bool) (Pruned, error) {
 	var out Pruned
 	used := s.InUse()
+	for d := range keep {
+		used[d] = true
+	}
 	blobs, err := s.Cache.List()
 	if err != nil {
 		return out, err

@@ -124,7 +124,7 @@ func TestDownloadImage(t *testing.T) {
 func TestRemoveAndPrune(t *testing.T) {
 	s, l := store(t)
 	ctx := context.Background()
-	p, err := s.Prune(ctx)
+	p, err := s.Prune(ctx, nil)
 	if err != nil || len(p.Removed) != 0 {
 		t.Fatalf("prune with everything in use removed %v %v", p.Removed, err)
 	}
@@ -137,7 +137,7 @@ func TestRemoveAndPrune(t *testing.T) {
 	if _, ok := s.Current("debian-12"); ok {
 		t.Error("removed build is still current")
 	}
-	p, err = s.Prune(ctx)
+	p, err = s.Prune(ctx, nil)
 	if err != nil || len(p.Removed) != 3 || p.Freed != int64(len("disk")+len("kernel")+len("initrd")) {
 		t.Fatalf("prune %+v %v", p, err)
 	}

@@ -141,8 +141,11 @@ func HashInputs(in map[string]string) string {
 }
 
 // LockPath is where this profile's lock file lives.
-func (p *Profile) LockPath() string {
-	return strings.TrimSuffix(strings.TrimSuffix(p.Path, ".yaml"), ".yml") + ".lock"
+func (p *Profile) LockPath() string { return LockPathOf(p.Path) }
+
+// LockPathOf is the lock file next to a profile file.
+func LockPathOf(profilePath string) string {
+	return strings.TrimSuffix(strings.TrimSuffix(profilePath, ".yaml"), ".yml") + ".lock"
 }
 
 // Cell is one concrete combination of pins: the profile itself, or one

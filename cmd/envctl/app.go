@@ -148,7 +148,9 @@ Exit codes: 0 ok, 1 test failed, 2 bad input or usage, 3 infrastructure error.`,
 		newSSHCmd(a),
 		newDownCmd(a),
 		newGCCmd(a),
+		newVerifyCmd(a),
 		newImageCmd(a),
+		newCacheCmd(a),
 	)
 	return root
 }

@@ -112,7 +112,7 @@ func (a *app) bisect(cmd *cobra.Command, f *bisectFlags, profile string, command
 	if err := opts.Validate(p.Test); err != nil {
 		return err
 	}
-	ctx, stop := signalContext(cmd)
+	ctx, stop := a.signalContext(cmd)
 	defer stop()
 	cat := catalog.Default()
 	versions := func(role profiles.Role, name string) ([]string, error) {

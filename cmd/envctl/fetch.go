@@ -23,7 +23,7 @@ func newFetchCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, stop := signalContext(cmd)
+			ctx, stop := a.signalContext(cmd)
 			defer stop()
 			res, err := a.resolve(ctx, p, lockMode(locked))
 			if err != nil {

@@ -19,7 +19,8 @@ func newGCCmd(a *app) *cobra.Command {
 died, on every --connect host: domains, volumes and environment directories
 whose envctl no longer holds them. It never touches another state
 directory's VMs, an environment a running envctl holds, or a kept
-environment whose domain still exists.`,
+environment whose domain still exists (running, paused or shut off).
+Temporary files in the cache older than a day go too.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var removed []vm.Action
@@ -32,6 +33,14 @@ environment whose domain still exists.`,
 					fmt.Fprintf(a.stderr, "envctl: note: %s\n", n)
 				}
 				removed, errs = append(removed, done...), append(errs, err)
+			}
+			// What no domain owns: partial downloads and builds of dead runs.
+			if c, err := a.cache(); err == nil {
+				tmp, err := c.CleanTemp(tempAge)
+				for _, p := range tmp {
+					removed = append(removed, vm.Action{Kind: "temporary", Name: p, Why: "a temporary file in the cache older than a day"})
+				}
+				errs = append(errs, err)
 			}
 			if perr := a.emit(removed, func(w io.Writer) {
 				if len(removed) == 0 {

@@ -9,7 +9,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/envctl/envctl/images"
+	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/profiles/catalog"
+	"github.com/envctl/envctl/provision/artifacts"
 )
 
 func newImageCmd(a *app) *cobra.Command {
@@ -24,7 +26,7 @@ func newImageCmd(a *app) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				ctx, stop := signalContext(cmd)
+				ctx, stop := a.signalContext(cmd)
 				defer stop()
 				return run(ctx, st, args)
 			}}
@@ -69,8 +71,12 @@ func newImageCmd(a *app) *cobra.Command {
 			}
 			return err
 		}),
-		verb("prune", "Delete cached blobs no local build references (downloads, old builds)", 0, func(ctx context.Context, st *images.Store, _ []string) error {
-			p, err := st.Prune(ctx)
+		verb("prune", "Delete cached blobs that no local build and no profile's lock references (downloads, old builds)", 0, func(ctx context.Context, st *images.Store, _ []string) error {
+			locks, err := locksOf(nil)
+			if err != nil {
+				return err
+			}
+			p, err := st.Prune(ctx, artifacts.Referenced(locks...)[cache.EntryBlob])
 			if err != nil {
 				return err
 			}

@@ -58,6 +58,7 @@ type runFlags struct {
 	junit      string
 	results    string
 	testImages cellrun.TestImages
+	timeout    time.Duration
 }
 
 func (f *runFlags) register(cmd *cobra.Command) {
@@ -68,7 +69,8 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.locked, "locked", false, "refuse a missing or stale lock instead of writing one (CI mode)")
 	cmd.Flags().StringVar(&f.junit, "junit", "", "write a JUnit XML report to this file")
 	cmd.Flags().StringVar(&f.results, "results-dir", "", "where to keep logs of a failed run (default: a new directory under the state dir)")
-	cmd.Flags().Var(&f.testImages, "test-images", "test images: local (built in-process, served from host loopback) or upstream (quay.io)")
+	cmd.Flags().Var(&f.testImages, "test-images", "test images: local (built in-process) or upstream (quay.io and registry.k8s.io images pulled by the host); either way the guest pulls them from the host through SSH and has no network")
+	cmd.Flags().DurationVar(&f.timeout, "timeout", 0, "bound the whole run (e.g. 30m); on expiry the VMs are torn down and the exit is 3 (each phase also has its own limit)")
 }
 
 // runOptions turns flags into pipeline options and checks them, before

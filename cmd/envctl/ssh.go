@@ -24,7 +24,7 @@ with the command's exit status. One argument is a whole shell command line
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: completeEnvs(a),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, stop := signalContext(cmd)
+			ctx, stop := a.signalContext(cmd)
 			defer stop()
 			m, err := vm.Attach(ctx, a.vmOptions(&f), args[0])
 			if err != nil {

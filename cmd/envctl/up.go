@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"os"
-	"os/signal"
-	"syscall"
+	"fmt"
 
 	"github.com/spf13/cobra"
 
@@ -70,8 +68,13 @@ func (a *app) runCells(cmd *cobra.Command, f *runFlags, profile string, pick fun
 	if err := opts.Validate(p.Test); err != nil {
 		return err
 	}
-	ctx, stop := signalContext(cmd)
+	ctx, stop := a.signalContext(cmd)
 	defer stop()
+	if f.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, f.timeout, fmt.Errorf("--timeout %s reached", f.timeout))
+		defer cancel()
+	}
 	res, err := a.resolve(ctx, p, lockMode(f.locked), names...)
 	if err != nil {
 		return err
@@ -92,9 +95,4 @@ func (a *app) runCells(cmd *cobra.Command, f *runFlags, profile string, pick fun
 		return &shown{class: class}
 	}
 	return nil
-}
-
-// signalContext cancels on Ctrl-C or SIGTERM, so teardown runs.
-func signalContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 }

@@ -95,7 +95,12 @@ func (m Manifest) write(dir string) error {
 // manifest records: no file missing, added or changed. A file is rehashed
 // only when its stamp moved. The first difference is a *CorruptError
 // naming the file.
-func CheckTree(dir string) (Manifest, error) {
+func CheckTree(dir string) (Manifest, error) { return checkTree(dir, false) }
+
+// VerifyTree is CheckTree that rehashes every file, stamps or not.
+func VerifyTree(dir string) (Manifest, error) { return checkTree(dir, true) }
+
+func checkTree(dir string, full bool) (Manifest, error) {
 	b, err := os.ReadFile(filepath.Join(dir, ManifestName))
 	if err != nil {
 		return nil, &CorruptError{Path: filepath.Join(dir, ManifestName), Why: "no manifest"}
@@ -121,7 +126,7 @@ func CheckTree(dir string) (Manifest, error) {
 		if err != nil {
 			return nil, &CorruptError{Path: p, Expected: want.Digest, Why: "missing"}
 		}
-		if StampOf(fi) == want.Stamp {
+		if !full && StampOf(fi) == want.Stamp {
 			continue
 		}
 		got, err := FileDigest(p, want.Digest.Algorithm())
@@ -131,7 +136,7 @@ func CheckTree(dir string) (Manifest, error) {
 		if got != want.Digest {
 			return nil, &CorruptError{Path: p, Expected: want.Digest, Actual: got}
 		}
-		want.Stamp, rehashed = StampOf(fi), true
+		want.Stamp, rehashed = StampOf(fi), rehashed || StampOf(fi) != want.Stamp
 		m[rel] = want
 	}
 	if rehashed {

@@ -1,12 +1,14 @@
 package cache
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -80,13 +82,18 @@ func (c *Cache) writeStamp(d digest.Digest, p string) {
 // unless its stamp proves it unchanged since it was last verified. A
 // missing blob is fs.ErrNotExist; a corrupt one is removed and reported
 // as a *CorruptError naming the file, so that the caller fetches it again.
-func (c *Cache) Verify(d digest.Digest) (string, error) {
+func (c *Cache) Verify(d digest.Digest) (string, error) { return c.verify(d, false) }
+
+// VerifyFull is Verify that rehashes the blob, stamp or not.
+func (c *Cache) VerifyFull(d digest.Digest) (string, error) { return c.verify(d, true) }
+
+func (c *Cache) verify(d digest.Digest, full bool) (string, error) {
 	p := c.Path(d)
 	fi, err := os.Stat(p)
 	if err != nil {
 		return "", fs.ErrNotExist
 	}
-	if b, err := os.ReadFile(c.stampPath(d)); err == nil {
+	if b, err := os.ReadFile(c.stampPath(d)); err == nil && !full {
 		var s Stamp
 		if json.Unmarshal(b, &s) == nil && s == StampOf(fi) {
 			return p, nil
@@ -171,4 +178,102 @@ func (c *Cache) CleanTemp(age time.Duration) ([]string, error) {
 		removed = append(removed, p)
 	}
 	return removed, errors.Join(errs...)
+}
+
+// EntryKind is a kind of cache entry.
+type EntryKind string
+
+// The entry kinds: verified downloads and imports, archives unpacked
+// once, and Go builds.
+const (
+	EntryBlob     EntryKind = "blob"
+	EntryUnpacked EntryKind = "unpacked"
+	EntryBuild    EntryKind = "build"
+)
+
+// Entry is one thing the cache holds.
+type Entry struct {
+	Kind EntryKind `json:"kind"`
+	// Name is a blob's digest, an unpacked archive's sha256, or a build's key.
+	Name string `json:"name"`
+	Path string `json:"path"`
+	Size int64  `json:"size"`
+}
+
+// TreeDirs maps the sealed directory kinds to their directory in the cache.
+var TreeDirs = map[EntryKind]string{EntryUnpacked: "unpacked", EntryBuild: "builds"}
+
+// Entries lists every blob, unpacked archive and build in the cache.
+func (c *Cache) Entries() ([]Entry, error) {
+	blobs, err := c.List()
+	if err != nil {
+		return nil, err
+	}
+	var out []Entry
+	for _, b := range blobs {
+		out = append(out, Entry{Kind: EntryBlob, Name: b.Digest.String(), Path: b.Path, Size: b.Size})
+	}
+	for _, kind := range []EntryKind{EntryUnpacked, EntryBuild} {
+		dir := filepath.Join(c.Dir, TreeDirs[kind])
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if !e.IsDir() || strings.HasSuffix(e.Name(), ".tmp") {
+				continue
+			}
+			p := filepath.Join(dir, e.Name())
+			out = append(out, Entry{Kind: kind, Name: e.Name(), Path: p, Size: treeSize(p)})
+		}
+	}
+	return out, nil
+}
+
+func treeSize(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// VerifyEntry rehashes one entry in full. A corrupt entry is removed (so
+// that it is fetched or built again) and reported as a *CorruptError.
+func (c *Cache) VerifyEntry(e Entry) error {
+	if e.Kind == EntryBlob {
+		d, err := ParseDigest(e.Name)
+		if err != nil {
+			return err
+		}
+		_, err = c.VerifyFull(d)
+		return err
+	}
+	if _, err := VerifyTree(e.Path); err != nil {
+		if IsCorrupt(err) {
+			_ = os.RemoveAll(e.Path)
+		}
+		return err
+	}
+	return nil
+}
+
+// RemoveEntry deletes an entry under its lock.
+func (c *Cache) RemoveEntry(ctx context.Context, e Entry) error {
+	if e.Kind == EntryBlob {
+		d, err := ParseDigest(e.Name)
+		if err != nil {
+			return err
+		}
+		return c.Remove(ctx, d)
+	}
+	if err := os.RemoveAll(e.Path); err != nil {
+		return fault.Infraf("remove %s: %w", e.Path, err)
+	}
+	return nil
 }

@@ -218,3 +218,27 @@ func TestCorruptCacheIsMadeAgain(t *testing.T) {
 		t.Errorf("after a damaged blob: %q, %d downloads", b, hits)
 	}
 }
+
+func TestReferenced(t *testing.T) {
+	f := &lock.File{
+		Image: lock.Image{Digest: "sha256:disk", Kernel: "sha256:kernel"},
+		Artifacts: []lock.Artifact{
+			{Component: "cri-tools", Version: "1.34.0", Source: profiles.SourceRelease, SHA256: "abc"},
+			{Component: "runc", Version: "1.3.6", Source: profiles.SourceGoMod, Module: "m", ModuleSum: "h1:x", Recipe: "runc"},
+			{Component: "conmon", Version: "2.1.6", Source: profiles.SourcePackage},
+		},
+	}
+	r := Referenced(f)
+	for _, e := range []cache.Entry{
+		{Kind: cache.EntryBlob, Name: "sha256:disk"}, {Kind: cache.EntryBlob, Name: "sha256:kernel"},
+		{Kind: cache.EntryBlob, Name: "sha256:abc"}, {Kind: cache.EntryUnpacked, Name: "abc"},
+		{Kind: cache.EntryBuild, Name: BuildKey(f.Artifacts[1])},
+	} {
+		if !r.Has(e) {
+			t.Errorf("%s %s is not referenced", e.Kind, e.Name)
+		}
+	}
+	if r.Has(cache.Entry{Kind: cache.EntryBlob, Name: "sha256:other"}) || len(r[cache.EntryBuild]) != 1 {
+		t.Errorf("refs %v", r)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/envctl/envctl/provision/crio/criotest"
 	"github.com/envctl/envctl/provision/guest/guesttest"
 	"github.com/envctl/envctl/provision/report"
+	"github.com/envctl/envctl/provision/testimages"
 	"github.com/envctl/envctl/provision/vm"
 	"github.com/envctl/envctl/provision/vm/vmtest"
 )
@@ -377,4 +379,107 @@ func TestRunAll(t *testing.T) {
 		t.Errorf("a cancelled matrix ran %d cells", len(reps))
 	}
 	h.assertClean(t)
+}
+
+// A phase that overruns its limit ends the run as "could not test", says
+// which phase and limit, and the VM is torn down.
+func TestPhaseTimeout(t *testing.T) {
+	h := newHarness(t)
+	h.Tweak = func(_ *criotest.Stack, srv *guesttest.Server) {
+		srv.Handle(`^crictl pull`, func(string, []string) guesttest.Reply {
+			time.Sleep(3 * time.Second)
+			return guesttest.Reply{}
+		})
+	}
+	h.opts.Timeouts = map[string]time.Duration{cellrun.PhaseTest: time.Second}
+	rep, err := cellrun.Run(context.Background(), cell("1.34.0"), h.opts)
+	var pt *cellrun.PhaseTimeoutError
+	if !errors.As(err, &pt) || pt.Phase != cellrun.PhaseTest || !fault.Is(err, fault.Infra) || rep.Verdict != report.VerdictError {
+		t.Fatalf("err %v verdict %s", err, rep.Verdict)
+	}
+	h.assertClean(t)
+}
+
+// A panic is an internal error, not a stack trace, and the VM is torn
+// down like on any failure; before the VM exists there is nothing to
+// tear down.
+func TestPanicsAreTornDown(t *testing.T) {
+	for _, phase := range []string{cellrun.PhaseFetch, cellrun.PhaseInstall, cellrun.PhaseTest} {
+		t.Run(phase, func(t *testing.T) {
+			h := newHarness(t)
+			h.opts.Progress = func(e cellrun.Event) {
+				if e.Phase == phase && !e.Done {
+					panic("boom in " + phase)
+				}
+			}
+			rep, err := cellrun.Run(context.Background(), cell("1.34.0"), h.opts)
+			if err == nil || !strings.Contains(err.Error(), "internal error: boom in "+phase) || !fault.Is(err, fault.Infra) || rep.Verdict != report.VerdictError {
+				t.Fatalf("err %v", err)
+			}
+			h.assertClean(t)
+		})
+	}
+}
+
+// The guest stopping mid-test makes the run "could not test" (exit 3),
+// not a failed test.
+func TestGuestLostMidTest(t *testing.T) {
+	h := newHarness(t)
+	h.Tweak = func(_ *criotest.Stack, srv *guesttest.Server) {
+		srv.Handle(`^crictl run `, func(string, []string) guesttest.Reply {
+			go srv.Close()
+			time.Sleep(200 * time.Millisecond)
+			return guesttest.Reply{}
+		})
+	}
+	rep, err := cellrun.Run(context.Background(), cell("1.34.0"), h.opts)
+	if !fault.Is(err, fault.Infra) || rep.Verdict != report.VerdictError || !strings.Contains(err.Error(), "stopped answering") {
+		t.Fatalf("err %v verdict %s", err, rep.Verdict)
+	}
+	h.assertClean(t)
+}
+
+// --test-images upstream: the host pulls upstream's images (here from a
+// stand-in upstream registry) and serves them like the local ones; the
+// guest stays offline and pulls them from the host under stable names.
+func TestUpstreamImagesKeepTheGuestOffline(t *testing.T) {
+	h := newHarness(t)
+	up, err := testimages.Serve(context.Background(), h.opts.Workload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	old := testimages.Upstream
+	defer func() { testimages.Upstream = old }()
+	testimages.Upstream.Artifact = up.Addr + "/" + testimages.ArtifactRepo
+	testimages.Upstream.Workload = up.Addr + "/" + testimages.WorkloadRepo
+	testimages.Upstream.Pause = up.Addr + "/" + testimages.PauseRepo
+	var pulls []string
+	var mu sync.Mutex
+	h.Tweak = func(_ *criotest.Stack, srv *guesttest.Server) {
+		srv.Handle(`^crictl pull (.*)$`, func(_ string, m []string) guesttest.Reply {
+			mu.Lock()
+			pulls = append(pulls, m[1])
+			mu.Unlock()
+			return guesttest.Reply{Stdout: "Image is up to date\n"}
+		})
+	}
+	online := false
+	boot := h.drv.OnStart
+	h.drv.OnStart = func(spec vm.DomainSpec, seed []byte) error { online = online || spec.Online; return boot(spec, seed) }
+	h.opts.TestImages = cellrun.UpstreamImages
+	_, err = cellrun.Run(context.Background(), cell("1.34.0"), h.opts)
+	if online {
+		t.Error("the guest was given a network for upstream images")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(pulls) == 0 {
+		t.Fatalf("no pulls (err %v)", err)
+	}
+	for _, p := range pulls {
+		if !strings.Contains(p, "localhost:5000/upstream/127.0.0.1-") {
+			t.Errorf("the guest pulled %s, not the host's copy", p)
+		}
+	}
 }

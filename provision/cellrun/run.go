@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -53,7 +54,9 @@ const (
 	// LocalImages are built in-process and served from host loopback
 	// through an SSH remote forward: the guest needs no network.
 	LocalImages TestImages = "local"
-	// UpstreamImages are pulled by the guest from quay.io.
+	// UpstreamImages are upstream's test images (quay.io, registry.k8s.io),
+	// pulled by the host and served like the local ones: the guest still
+	// has no network and never sees the host's loopback.
 	UpstreamImages TestImages = "upstream"
 )
 
@@ -109,6 +112,8 @@ type Options struct {
 	ResultsDir string
 	// Progress receives phase events; may be nil.
 	Progress func(Event)
+	// Timeouts override DefaultTimeouts by phase name.
+	Timeouts map[string]time.Duration
 	// Ledger records each tested cell's verdict by lock hash; may be nil.
 	Ledger *Ledger
 	Log    *slog.Logger
@@ -180,7 +185,16 @@ func Run(ctx context.Context, cell lock.LockedCell, opts Options) (*report.Repor
 		r.err = err
 		return r.report(), err
 	}
-	r.err = r.all(ctx)
+	func() {
+		// A bug in a phase before the VM exists: no stack at the user.
+		defer func() {
+			if p := recover(); p != nil {
+				r.err = fault.Infraf("internal error: %v (please report this)", p)
+				r.log().Error("panic during a run", "panic", p, "stack", string(debug.Stack()))
+			}
+		}()
+		r.err = r.all(ctx)
+	}()
 	rep := r.report()
 	if r.tested {
 		if lerr := opts.Ledger.Record(LedgerKey(cell, ""), rep); lerr != nil {
@@ -193,13 +207,54 @@ func Run(ctx context.Context, cell lock.LockedCell, opts Options) (*report.Repor
 	return rep, nil
 }
 
-// phase runs one phase, timing it and reporting progress.
-func (r *run) phase(name string, f func() error) error {
+// DefaultTimeouts bound each phase. Boot is also bounded by the VM
+// options' BootTimeout (until SSH answers); fetch covers cold builds.
+var DefaultTimeouts = map[string]time.Duration{
+	PhaseFetch:   45 * time.Minute,
+	PhaseBoot:    20 * time.Minute,
+	PhaseInstall: 10 * time.Minute,
+	PhaseVerify:  3 * time.Minute,
+	PhaseTest:    15 * time.Minute,
+}
+
+// PhaseTimeoutError is a phase that did not end within its limit.
+type PhaseTimeoutError struct {
+	Phase string
+	Limit time.Duration
+}
+
+func (e *PhaseTimeoutError) Error() string {
+	return fmt.Sprintf("the %s phase did not finish within its limit of %s", e.Phase, e.Limit)
+}
+
+// FaultClass implements fault.Classed: a phase that hangs could not test.
+func (e *PhaseTimeoutError) FaultClass() fault.Class { return fault.Infra }
+
+func (r *run) timeout(name string) time.Duration {
+	if d, ok := r.opts.Timeouts[name]; ok && d > 0 {
+		return d
+	}
+	return DefaultTimeouts[name]
+}
+
+// phase runs one phase within its time limit, timing it and reporting
+// progress. A phase that overruns its limit ends with a PhaseTimeoutError.
+func (r *run) phase(ctx context.Context, name string, f func(context.Context) error) error {
 	if r.opts.Progress != nil {
 		r.opts.Progress(Event{Cell: r.cell.Name, Phase: name})
 	}
 	start := time.Now()
-	err := f()
+	pctx, cancel := ctx, context.CancelFunc(func() {})
+	limit := r.timeout(name)
+	if limit > 0 {
+		pctx, cancel = context.WithTimeoutCause(ctx, limit, &PhaseTimeoutError{Phase: name, Limit: limit})
+	}
+	err := f(pctx)
+	var pt *PhaseTimeoutError
+	if cause := context.Cause(pctx); ctx.Err() == nil && errors.As(cause, &pt) && (err != nil || pctx.Err() != nil) {
+		err = fmt.Errorf("%w (last error: %v)", cause, err)
+	}
+	cancel()
 	took := time.Since(start)
 	r.phases = append(r.phases, report.Phase{Name: name, Seconds: took.Round(10 * time.Millisecond).Seconds()})
 	if r.opts.Progress != nil {
@@ -214,20 +269,24 @@ func (r *run) sub(name string, d time.Duration) {
 
 func (r *run) all(ctx context.Context) (err error) {
 	var imgFiles images.Files
-	if err := r.phase(PhaseFetch, func() error { return r.fetch(ctx, &imgFiles) }); err != nil {
-		return err
+	if err := r.phase(ctx, PhaseFetch, func(ctx context.Context) error { return r.fetch(ctx, &imgFiles) }); err != nil {
+		return stopped(ctx, err)
 	}
-	if err := r.phase(PhaseBoot, func() error { return r.boot(ctx, imgFiles) }); err != nil {
-		return err
+	if err := r.phase(ctx, PhaseBoot, func(ctx context.Context) error { return r.boot(ctx, imgFiles) }); err != nil {
+		return stopped(ctx, err)
 	}
 	defer func() {
-		if ctx.Err() != nil && err == nil {
-			err = fault.Infraf("interrupted: %v (the VM was torn down)", ctx.Err())
+		if p := recover(); p != nil {
+			err = fault.Infraf("internal error: %v (the VM was torn down; please report this)", p)
+			r.log().Error("panic during a run", "panic", p, "stack", string(debug.Stack()))
 		}
-		if err != nil || r.failed() {
-			_ = r.phase(PhaseCollect, func() error { r.collect(ctx); return nil })
+		if ctx.Err() != nil {
+			err = stopped(ctx, err)
 		}
-		if terr := r.phase(PhaseTeardown, func() error { return r.finish(ctx) }); terr != nil {
+		if (err != nil || r.failed()) && !vm.Urgent(ctx) {
+			_ = r.phase(ctx, PhaseCollect, func(context.Context) error { r.collect(ctx); return nil })
+		}
+		if terr := r.phase(ctx, PhaseTeardown, func(context.Context) error { return r.finish(ctx) }); terr != nil {
 			if err == nil {
 				err = terr
 			} else {
@@ -246,16 +305,35 @@ func (r *run) all(ctx context.Context) (err error) {
 		}
 		defer closeRegistry()
 	}
-	if err := r.phase(PhaseInstall, func() error { return r.install(ctx) }); err != nil {
+	if err := r.phase(ctx, PhaseInstall, r.install); err != nil {
 		return err
 	}
-	if err := r.phase(PhaseVerify, func() error { return r.verify(ctx) }); err != nil {
+	if err := r.phase(ctx, PhaseVerify, r.verify); err != nil {
 		return err
 	}
 	if !testing {
 		return nil
 	}
-	return r.phase(PhaseTest, func() error { return r.runTest(ctx) })
+	return r.phase(ctx, PhaseTest, r.runTest)
+}
+
+// stopped says why a run stopped early when ctx ended: an interrupt or
+// --timeout (the context's cause), rather than whatever error the phase
+// in flight returned.
+func stopped(ctx context.Context, err error) error {
+	if ctx.Err() == nil {
+		return err
+	}
+	cause := context.Cause(ctx)
+	why := cause.Error()
+	if cause == context.Canceled {
+		why = "interrupted"
+	}
+	what := "the VM was torn down"
+	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		what += "; the phase in flight said: " + err.Error()
+	}
+	return fault.Infraf("stopped: %s (%s)", why, what)
 }
 
 func (r *run) log() *slog.Logger { return cmp.Or(r.opts.Log, slog.Default()) }
@@ -280,7 +358,6 @@ func (r *run) fetch(ctx context.Context, img *images.Files) error {
 
 func (r *run) boot(ctx context.Context, img images.Files) error {
 	vmo := r.opts.VM
-	vmo.Online = vmo.Online || r.opts.TestImages == UpstreamImages
 	spec := vm.BootSpec{
 		Profile: r.cell.Profile, Cell: r.cell.Name, CPUs: r.cell.VM.CPUs,
 		Memory: uint64(r.cell.VM.Memory), Disk: uint64(r.cell.VM.Disk), Image: img,
@@ -306,22 +383,32 @@ func (r *run) boot(ctx context.Context, img images.Files) error {
 	return nil
 }
 
-// testRefs are the image names the guest uses.
+// testRefs are the image names the guest uses: always from the host's
+// registry, reached through an SSH remote forward on the guest's
+// loopback, so the guest needs no network.
 func (r *run) testRefs() (registryHost, pause, volume, workload string) {
+	host := fmt.Sprintf("localhost:%d", testimages.GuestPort)
 	if r.opts.TestImages == UpstreamImages {
-		return "quay.io", "registry.k8s.io/pause:3.10", "quay.io/crio/artifact:v1", "quay.io/crio/busybox:latest"
+		up := testimages.Upstream
+		ref := func(s string) string { repo, _ := testimages.UpstreamRepo(s); return testimages.GuestRef(repo) }
+		return host, ref(up.Pause), ref(up.Artifact), ref(up.Workload)
 	}
-	return fmt.Sprintf("localhost:%d", testimages.GuestPort), testimages.GuestRef(testimages.PauseRepo),
+	return host, testimages.GuestRef(testimages.PauseRepo),
 		testimages.GuestRef(testimages.ArtifactRepo), testimages.GuestRef(testimages.WorkloadRepo)
 }
 
-// registry serves the local test images on the guest's loopback.
+// registry serves the test images on the guest's loopback: built
+// in-process (local), or pulled by the host from upstream (upstream).
 func (r *run) registry(ctx context.Context) (func(), error) {
-	if r.opts.TestImages == UpstreamImages {
-		return func() {}, nil
-	}
 	start := time.Now()
-	reg, err := testimages.Serve(ctx, r.opts.Workload)
+	var reg *testimages.Registry
+	var err error
+	if r.opts.TestImages == UpstreamImages {
+		up := testimages.Upstream
+		reg, err = testimages.ServeUpstream(ctx, up.Artifact, up.Workload, up.Pause)
+	} else {
+		reg, err = testimages.Serve(ctx, r.opts.Workload)
+	}
 	if err != nil {
 		return nil, fault.Infraf("test registry: %w", err)
 	}
@@ -345,6 +432,9 @@ func (r *run) install(ctx context.Context) error {
 }
 
 func (r *run) verify(ctx context.Context) error {
+	if err := saveStack(r.machine.Env, r.parts); err != nil {
+		r.log().Warn("save the installed stack", "env", r.env, "err", err)
+	}
 	installed, err := crio.Verify(ctx, r.machine.SSH, crio.Stack{Parts: r.parts})
 	r.verified = installed
 	if err == nil {
@@ -360,9 +450,6 @@ func (r *run) runTest(ctx context.Context) error {
 	r.test, r.tested = res, true
 	if err != nil {
 		return fault.AsInfra(err)
-	}
-	if ctx.Err() != nil {
-		return fault.Infraf("interrupted during the test: %w", ctx.Err())
 	}
 	return nil
 }
@@ -396,7 +483,7 @@ func (r *run) collect(ctx context.Context) {
 		files[k] = v
 	}
 	if g := r.machine.SSH; g != nil {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		cctx, cancel := vm.TeardownContext(ctx, 30*time.Second)
 		defer cancel()
 		for name, cmd := range map[string]string{
 			"crio-journal.log": "journalctl -u crio --no-pager -o short-precise",
@@ -430,7 +517,7 @@ func (r *run) finish(ctx context.Context) error {
 		return nil
 	}
 	r.opts.step("tearing down %s", m.Env.ID)
-	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	tctx, cancel := vm.TeardownContext(ctx, 2*time.Minute)
 	defer cancel()
 	return m.Teardown(tctx)
 }

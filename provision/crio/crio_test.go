@@ -14,6 +14,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/envctl/envctl/profiles"
+	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/artifacts"
@@ -272,4 +273,14 @@ func TestVerify(t *testing.T) {
 func sha(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
+}
+
+// A package name from the catalog is quoted in the guest's shell.
+func TestVersionCommandQuotes(t *testing.T) {
+	comp := &catalog.Component{Name: "conmon", Package: "conmon'; touch /pwned; echo '"}
+	got := VersionCommand(comp, profiles.SourcePackage)
+	want := "dpkg-query -W -f '${Version}' " + guest.Quote(comp.Package)
+	if got != want || !strings.HasSuffix(got, `'conmon'\''; touch /pwned; echo '\'''`) {
+		t.Errorf("unquoted: %s", got)
+	}
 }

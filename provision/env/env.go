@@ -177,6 +177,38 @@ func (s Store) New(profile string) (*Env, func(), error) {
 // being made; `envctl gc` removes stale ones.
 const NewPrefix = ".new-"
 
+// RemoveUnfinished removes the hidden directories of environments whose
+// maker died before it finished making them (their lock is free).
+func (s Store) RemoveUnfinished() ([]string, error) {
+	entries, err := os.ReadDir(s.EnvsDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fault.Infraf("read %s: %w", s.EnvsDir(), err)
+	}
+	var removed []string
+	var errs []error
+	for _, ent := range entries {
+		if !ent.IsDir() || !strings.HasPrefix(ent.Name(), NewPrefix) {
+			continue
+		}
+		dir := filepath.Join(s.EnvsDir(), ent.Name())
+		fl := flock.New(filepath.Join(dir, "lock"))
+		if ok, err := fl.TryLock(); err != nil || !ok {
+			continue // still being made
+		}
+		err := os.RemoveAll(dir)
+		_ = fl.Unlock()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, dir)
+	}
+	return removed, errors.Join(errs...)
+}
+
 func sanitize(s string) string {
 	var b strings.Builder
 	for _, r := range strings.ToLower(s) {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gofrs/flock"
 
 	"github.com/envctl/envctl/profiles/fault"
 )
@@ -146,5 +149,31 @@ func TestNewConcurrent(t *testing.T) {
 	entries, _ := os.ReadDir(s.EnvsDir())
 	if len(entries) != 20 {
 		t.Errorf("%d entries under envs/, want 20", len(entries))
+	}
+}
+
+// A maker that died half way leaves a hidden directory; gc removes it
+// once its lock is free, never while the maker holds it.
+func TestRemoveUnfinished(t *testing.T) {
+	s := Store{Dir: t.TempDir()}
+	_ = os.MkdirAll(s.EnvsDir(), 0o755)
+	dead := filepath.Join(s.EnvsDir(), NewPrefix+"p-dead")
+	busy := filepath.Join(s.EnvsDir(), NewPrefix+"p-busy")
+	for _, d := range []string{dead, busy} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := flock.New(filepath.Join(busy, "lock"))
+	if ok, err := held.TryLock(); !ok || err != nil {
+		t.Fatal(err)
+	}
+	defer held.Unlock()
+	removed, err := s.RemoveUnfinished()
+	if err != nil || len(removed) != 1 || removed[0] != dead {
+		t.Errorf("removed %v %v", removed, err)
+	}
+	if _, err := os.Stat(busy); err != nil {
+		t.Error("removed a directory still being made")
 	}
 }

@@ -226,6 +226,11 @@ func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, s
 	case <-ctx.Done():
 		_ = sess.Signal(ssh.SIGKILL)
 		sess.Close()
+		// Let the output copies finish (briefly: the guest may be gone).
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+		}
 		return fmt.Errorf("ssh %s: %q: %w", c.Addr, cmd, ctx.Err())
 	}
 	var ee *ssh.ExitError
@@ -246,6 +251,8 @@ func (c *Client) Output(ctx context.Context, cmd string) (string, error) {
 	var mu sync.Mutex
 	w := &lockedWriter{&mu, &buf}
 	err := c.Run(ctx, cmd, nil, w, w)
+	mu.Lock() // a cancelled command's copies may still be writing
+	defer mu.Unlock()
 	return buf.String(), err
 }
 
@@ -254,6 +261,8 @@ func (c *Client) Split(ctx context.Context, cmd string) (stdout, combined string
 	var out, all bytes.Buffer
 	var mu sync.Mutex
 	err = c.Run(ctx, cmd, nil, &lockedWriter{&mu, io.MultiWriter(&out, &all)}, &lockedWriter{&mu, &all})
+	mu.Lock()
+	defer mu.Unlock()
 	return out.String(), all.String(), err
 }
 

@@ -37,9 +37,16 @@ type Result struct {
 
 // Run performs every step. It returns an error only when the test could
 // not be carried out at all; step failures are in the result.
+//
+// When the guest stops answering (the connection breaks, a keepalive goes
+// unanswered) or ctx ends, the remaining steps are skipped and the error
+// says so: the test could not be carried out, which is not a failure.
 func Run(ctx context.Context, g Guest, cfg Config) (Result, error) {
 	r := &runner{g: g, cfg: cfg, res: Result{Artifacts: map[string]string{}}}
 	err := r.run(ctx)
+	if err == nil && r.lost != nil {
+		err = r.lost
+	}
 	return r.res, err
 }
 
@@ -47,6 +54,24 @@ type runner struct {
 	g   Guest
 	cfg Config
 	res Result
+	// lost is the first error that was not a command's own exit status.
+	lost error
+}
+
+// broken notes an error that is not the command's own exit status: the
+// guest or the connection to it is gone, or the run was cancelled.
+func (r *runner) broken(ctx context.Context, step string, err error) bool {
+	var exit *guest.ExitError
+	if err == nil || (errors.As(err, &exit) && ctx.Err() == nil) {
+		return false
+	}
+	if r.lost == nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		r.lost = fmt.Errorf("image-volume test: the guest stopped answering at %q: %w", step, err)
+	}
+	return true
 }
 
 func (r *runner) add(s report.Step) { r.res.Steps = append(r.res.Steps, report.NewStep(s)) }
@@ -99,8 +124,16 @@ func SandboxConfig(name string) string {
 // run executes a guest command for a step and records it. It returns the
 // command's stdout (an ID, say), while the step keeps the combined output.
 func (r *runner) step(ctx context.Context, name, cmd string, check func(out string, err error) (report.Status, string)) (string, bool) {
+	if r.lost != nil {
+		r.skip(name, "not run: the guest stopped answering")
+		return "", false
+	}
 	start := time.Now()
 	stdout, out, err := r.g.Split(ctx, cmd)
+	if r.broken(ctx, name, err) {
+		r.add(report.Step{Name: name, Status: report.Skip, Duration: time.Since(start), Command: cmd, Output: out, Message: "could not run: " + err.Error()})
+		return "", false
+	}
 	status, msg := check(out, err)
 	r.add(report.Step{Name: name, Status: status, Duration: time.Since(start), Command: cmd, Output: out, Message: msg})
 	return stdout, status == report.Pass
@@ -252,6 +285,10 @@ func (r *runner) skipRest(prefix, why string) {
 // imageIDStep checks that the mount records the image by ID, which the
 // kubelet's image garbage collection relies on.
 func (r *runner) imageIDStep(ctx context.Context, name, img, ctr string) {
+	if r.lost != nil {
+		r.skip(name, "not run: the guest stopped answering")
+		return
+	}
 	start := time.Now()
 	cmd := "crictl inspecti -o json " + guest.Quote(img) + " && crictl inspect -o json " + ctr
 	imgOut, err1 := r.g.Output(ctx, "crictl inspecti -o json "+guest.Quote(img))
@@ -259,6 +296,11 @@ func (r *runner) imageIDStep(ctx context.Context, name, img, ctr string) {
 	r.res.Artifacts["crictl-inspect.json"] = ctrOut
 	r.res.Artifacts["crictl-inspecti.json"] = imgOut
 	st := report.Step{Name: name, Command: cmd, Duration: time.Since(start)}
+	if r.broken(ctx, name, err1) || r.broken(ctx, name, err2) {
+		st.Status, st.Message = report.Skip, "could not run: the guest stopped answering"
+		r.add(st)
+		return
+	}
 	var ii struct {
 		Status struct {
 			ID string `json:"id"`
@@ -290,5 +332,9 @@ func (r *runner) imageIDStep(ctx context.Context, name, img, ctr string) {
 
 // cleanup removes every pod (and its containers) between cases.
 func (r *runner) cleanup(ctx context.Context) {
-	_, _ = r.g.Output(ctx, "crictl rmp -fa >/dev/null 2>&1")
+	if r.lost != nil {
+		return
+	}
+	_, err := r.g.Output(ctx, "crictl rmp -fa >/dev/null 2>&1")
+	r.broken(ctx, "cleanup", err)
 }

@@ -3,8 +3,10 @@ package imagevolume
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/envctl/envctl/provision/crio/criotest"
 	"github.com/envctl/envctl/provision/guest/guesttest"
@@ -124,5 +126,41 @@ func TestPullFailures(t *testing.T) {
 	st := statuses(res)
 	if st["lifecycle: pull volume image"] != report.Fail || st["lifecycle: /volume/file is 2"] != report.Skip {
 		t.Errorf("statuses %v", st)
+	}
+}
+
+// A guest that stops answering mid-test is not a failed test: the steps
+// after it are skipped, none fails, and Run says it could not test.
+func TestGuestLostMidTest(t *testing.T) {
+	srv, c := guesttest.Connect(t)
+	criotest.Install(srv)
+	srv.Handle(`^crictl exec `, func(string, []string) guesttest.Reply {
+		go srv.Close() // the VM froze: the connection drops
+		time.Sleep(200 * time.Millisecond)
+		return guesttest.Reply{Stdout: "1\n"}
+	})
+	res, err := Run(context.Background(), c, Config{VolumeImage: "localhost:5000/envctl/artifact:v1", WorkloadImage: "localhost:5000/envctl/workload:v1", Dir: "/root/envctl-test"})
+	if err == nil || !strings.Contains(err.Error(), "stopped answering") {
+		t.Fatalf("err %v", err)
+	}
+	for _, s := range res.Steps {
+		if s.Status == report.Fail {
+			t.Errorf("step %q failed (%s); a lost guest must not fail steps", s.Name, s.Message)
+		}
+	}
+	if last := res.Steps[len(res.Steps)-1]; last.Status != report.Skip {
+		t.Errorf("last step %+v", last)
+	}
+}
+
+// A cancelled run stops at once, and says it was cancelled.
+func TestCancelledMidTest(t *testing.T) {
+	srv, c := guesttest.Connect(t)
+	criotest.Install(srv)
+	ctx, cancel := context.WithCancel(context.Background())
+	srv.Handle(`^crictl exec `, func(string, []string) guesttest.Reply { cancel(); return guesttest.Reply{Stdout: "1\n"} })
+	_, err := Run(ctx, c, Config{VolumeImage: "v", WorkloadImage: "w", Dir: "/root/envctl-test"})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("err %v", err)
 	}
 }

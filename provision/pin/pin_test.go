@@ -317,3 +317,27 @@ func TestLockPackageAgainstTheImage(t *testing.T) {
 		t.Errorf("wrong package version: %v", err)
 	}
 }
+
+// DownloadModule runs in a private directory with GOWORK=off, and refuses
+// an answer for another module or version (a go.work or replace directive
+// somewhere around could otherwise swap the code).
+func TestDownloadModuleChecksTheAnswer(t *testing.T) {
+	bin := t.TempDir()
+	script := `#!/bin/sh
+[ "$GOWORK" = off ] || { echo "GOWORK=$GOWORK" >&2; exit 9; }
+case "$PWD" in */envctl-gomod-*) ;; *) echo "ran in $PWD" >&2; exit 9;; esac
+echo '{"Path": "example.com/m", "Version": "v1.0.1", "Dir": "/x", "Sum": "h1:x"}'
+`
+	if err := os.WriteFile(filepath.Join(bin, "go"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	t.Setenv("GOWORK", "/somewhere/go.work")
+	if _, err := DownloadModule(context.Background(), "example.com/m", "v1.0.1"); err != nil {
+		t.Errorf("a matching answer: %v", err)
+	}
+	_, err := DownloadModule(context.Background(), "example.com/m", "v1.0.0")
+	if err == nil || !strings.Contains(err.Error(), "answered for example.com/m@v1.0.1") {
+		t.Errorf("a mismatched answer: %v", err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -193,3 +194,61 @@ func (r *Registry) Push(ctx context.Context, repo string, img v1.Image) error {
 
 // Close stops the registry.
 func (r *Registry) Close() error { return r.srv.Close() }
+
+// Upstream are the images upstream's image-volume test uses.
+var Upstream = struct{ Artifact, Workload, Pause string }{
+	Artifact: "quay.io/crio/artifact:v1",
+	Workload: "quay.io/crio/busybox:latest",
+	Pause:    "registry.k8s.io/pause:3.10",
+}
+
+// UpstreamRepo is the repository an upstream image gets in the host's
+// registry: "quay.io/crio/artifact:v1" → "upstream/quay.io/crio/artifact:v1".
+func UpstreamRepo(ref string) (string, error) {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return "", fmt.Errorf("test image %q: %w", ref, err)
+	}
+	host := strings.NewReplacer(":", "-").Replace(strings.ToLower(r.Context().RegistryStr()))
+	return "upstream/" + host + "/" + r.Context().RepositoryStr() + ":" + r.Identifier(), nil
+}
+
+// ServeUpstream starts a registry on 127.0.0.1 holding copies of upstream
+// images that the host pulls (linux/amd64). The guest pulls them from
+// there, under UpstreamRepo names, so it needs no network of its own and
+// never sees the host's loopback.
+func ServeUpstream(ctx context.Context, refs ...string) (*Registry, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("test registry: listen on 127.0.0.1: %w", err)
+	}
+	r := &Registry{Addr: l.Addr().String(), srv: &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}}
+	go func() { _ = r.srv.Serve(l) }()
+	for _, ref := range refs {
+		if err := r.copyUpstream(ctx, ref); err != nil {
+			r.Close()
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+func (r *Registry) copyUpstream(ctx context.Context, ref string) error {
+	var opts []name.Option
+	if host, _, _ := strings.Cut(ref, "/"); strings.HasPrefix(host, "127.") || strings.HasPrefix(host, "localhost") {
+		opts = append(opts, name.Insecure)
+	}
+	src, err := name.ParseReference(ref, opts...)
+	if err != nil {
+		return fmt.Errorf("test image %q: %w", ref, err)
+	}
+	img, err := remote.Image(src, remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: "amd64"}))
+	if err != nil {
+		return fmt.Errorf("pull test image %s on the host: %w; check the network, or use --test-images local", ref, err)
+	}
+	repo, err := UpstreamRepo(ref)
+	if err != nil {
+		return err
+	}
+	return r.Push(ctx, repo, img)
+}

@@ -139,3 +139,36 @@ func TestStaticBinaryNeedsNothing(t *testing.T) {
 		t.Error("accepted a file that is not an ELF binary")
 	}
 }
+
+// Upstream images are pulled by the host (here from a stand-in upstream
+// registry on loopback) and served to the guest under stable names.
+func TestServeUpstream(t *testing.T) {
+	up, err := Serve(context.Background(), build(t, "./testdata/static", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	ref := up.Addr + "/" + ArtifactRepo
+	reg, err := ServeUpstream(context.Background(), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	repo, err := UpstreamRepo(ref)
+	if err != nil || !strings.HasPrefix(repo, "upstream/127.0.0.1-") || !strings.HasSuffix(repo, "/envctl/artifact:v1") {
+		t.Fatalf("repo %q %v", repo, err)
+	}
+	got, err := name.ParseReference(reg.Addr+"/"+repo, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := remote.Image(got); err != nil {
+		t.Errorf("the copy is not served: %v", err)
+	}
+	if r, _ := UpstreamRepo(Upstream.Artifact); r != "upstream/quay.io/crio/artifact:v1" {
+		t.Errorf("quay.io repo %q", r)
+	}
+	if _, err := ServeUpstream(context.Background(), up.Addr+"/no/such:image"); err == nil || !strings.Contains(err.Error(), "--test-images local") {
+		t.Errorf("missing upstream image: %v", err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -137,8 +138,13 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 	e.Cell = spec.Cell
 	m = &Machine{Env: e, opts: opts, Timings: map[string]time.Duration{}, unlock: unlock, keepable: spec.Keep}
 	defer func() {
+		// A panic while booting is torn down like any failure.
+		if p := recover(); p != nil {
+			err = fault.Infraf("internal error while booting %s: %v (please report this)", e.ID, p)
+			opts.log().Error("panic while booting", "env", e.ID, "panic", p, "stack", string(debug.Stack()))
+		}
 		if err != nil {
-			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+			tctx, cancel := TeardownContext(ctx, 2*time.Minute)
 			defer cancel()
 			if terr := m.Teardown(tctx); terr != nil {
 				opts.log().Warn("teardown after failed boot", "env", e.ID, "err", terr)
@@ -426,7 +432,7 @@ func (m *Machine) keepConsole(ctx context.Context) string {
 // volume.
 func (m *Machine) console(ctx context.Context) ([]byte, error) {
 	if m.drv != nil && !m.drv.Local() {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		ctx, cancel := TeardownContext(ctx, 30*time.Second)
 		defer cancel()
 		return m.drv.ReadVolume(ctx, m.Env.Pool, env.VolumeName(m.Env.ID, env.VolumeConsole), 4<<20)
 	}

@@ -295,6 +295,11 @@ func GC(ctx context.Context, opts Options) ([]Action, []string, error) {
 	actions, notes := PlanGC(o)
 	var done []Action
 	var errs []error
+	unfinished, err := opts.Store.RemoveUnfinished()
+	for _, dir := range unfinished {
+		done = append(done, Action{Kind: KindDirectory, Name: dir, Why: "never finished: its envctl died while making it"})
+	}
+	errs = append(errs, err)
 	failed := map[string]bool{}
 	for _, a := range actions {
 		var err error

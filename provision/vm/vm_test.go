@@ -339,6 +339,14 @@ func TestRemoteBootTimeoutReadsTheConsoleVolume(t *testing.T) {
 	if !errors.As(err, &be) || !strings.Contains(be.Tail, "kernel panic on the remote host") {
 		t.Fatalf("err %v", err)
 	}
+	// The console copy is the environment's own, readable by its owner only.
+	st, err := os.Stat(be.LogPath)
+	if err != nil || st.Mode().Perm() != 0o600 || !strings.Contains(be.LogPath, be.Env) {
+		t.Errorf("console copy %s: %v", be.LogPath, err)
+	}
+	if dir, err := os.Stat(filepath.Dir(be.LogPath)); err != nil || dir.Mode().Perm() != 0o700 {
+		t.Errorf("console copy's directory: %v", err)
+	}
 }
 
 // TestBootRetriesATakenPort: QEMU could not bind the picked port; boot

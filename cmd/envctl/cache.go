@@ -1,0 +1,204 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/envctl/envctl/images/cache"
+	"github.com/envctl/envctl/profiles"
+	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/lock"
+	"github.com/envctl/envctl/provision/artifacts"
+)
+
+func newCacheCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{Use: "cache", Short: "Inspect and keep the artifact cache: ls, verify, gc"}
+	ls := &cobra.Command{
+		Use: "ls", Short: "List the cache's blobs, unpacked archives and builds", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.cache()
+			if err != nil {
+				return err
+			}
+			entries, err := c.Entries()
+			if err != nil {
+				return err
+			}
+			return a.emit(entries, func(w io.Writer) { writeEntries(w, entries, nil) })
+		},
+	}
+	verify := &cobra.Command{
+		Use:   "verify",
+		Short: "Rehash every blob, unpacked archive and build; remove what is corrupt",
+		Long: `verify rehashes everything in the cache against the digests recorded when
+it entered the cache, ignoring the stamps that normally spare the hashing.
+A corrupt entry is removed, so that the next run fetches or builds it
+again, and the exit status is 3.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.cache()
+			if err != nil {
+				return err
+			}
+			entries, err := c.Entries()
+			if err != nil {
+				return err
+			}
+			type row struct {
+				cache.Entry
+				Status string `json:"status"`
+			}
+			var rows []row
+			var bad []error
+			for _, e := range entries {
+				if err := cmd.Context().Err(); err != nil {
+					return err
+				}
+				st := "ok"
+				if err := c.VerifyEntry(e); err != nil {
+					st, bad = "CORRUPT, removed: "+err.Error(), append(bad, err)
+				}
+				rows = append(rows, row{e, st})
+			}
+			if err := a.emit(rows, func(w io.Writer) {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "KIND\tNAME\tSTATUS")
+				for _, r := range rows {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Kind, r.Name, r.Status)
+				}
+				_ = tw.Flush()
+			}); err != nil {
+				return err
+			}
+			if len(bad) > 0 {
+				return fault.Infraf("%d corrupt cache entries removed (%w); the next run fetches or builds them again", len(bad), errors.Join(bad...))
+			}
+			return nil
+		},
+	}
+	var dryRun bool
+	gc := &cobra.Command{
+		Use:   "gc [PROFILE...]",
+		Short: "Remove cache entries that no lock references",
+		Long: `gc removes the blobs, unpacked archives and builds that no lock references,
+and temporary files older than a day. The locks are those of the PROFILEs
+given, or of every profile in the search path (see ` + "`envctl profiles`" + `);
+blobs of registered local images are kept too.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.cache()
+			if err != nil {
+				return err
+			}
+			locks, err := locksOf(args)
+			if err != nil {
+				return err
+			}
+			st, err := a.images()
+			if err != nil {
+				return err
+			}
+			refs := artifacts.Referenced(locks...)
+			for d := range st.InUse() {
+				refs[cache.EntryBlob] = mapWith(refs[cache.EntryBlob], d)
+			}
+			entries, err := c.Entries()
+			if err != nil {
+				return err
+			}
+			var gone []cache.Entry
+			var errs []error
+			for _, e := range entries {
+				if refs.Has(e) {
+					continue
+				}
+				if !dryRun {
+					if err := c.RemoveEntry(cmd.Context(), e); err != nil {
+						errs = append(errs, err)
+						continue
+					}
+				}
+				gone = append(gone, e)
+			}
+			if !dryRun {
+				tmp, err := c.CleanTemp(tempAge)
+				errs = append(errs, err)
+				for _, p := range tmp {
+					gone = append(gone, cache.Entry{Kind: "temporary", Name: p, Path: p})
+				}
+			}
+			verb := "removed"
+			if dryRun {
+				verb = "would remove"
+			}
+			if err := a.emit(gone, func(w io.Writer) { writeEntries(w, gone, &verb) }); err != nil {
+				return err
+			}
+			return errors.Join(errs...)
+		},
+	}
+	gc.Flags().BoolVar(&dryRun, "dry-run", false, "only list what would be removed")
+	cmd.AddCommand(ls, verify, gc)
+	return cmd
+}
+
+// tempAge is how old a temporary file in the cache must be before gc
+// removes it (a download may still be resuming into a younger one).
+const tempAge = 24 * time.Hour
+
+func mapWith(m map[string]bool, k string) map[string]bool {
+	if m == nil {
+		m = map[string]bool{}
+	}
+	m[k] = true
+	return m
+}
+
+// locksOf reads the lock files of the named profiles, or of every profile
+// in the search path. A profile without a lock references nothing.
+func locksOf(names []string) ([]*lock.File, error) {
+	var paths []string
+	if len(names) == 0 {
+		for _, e := range profiles.List() {
+			paths = append(paths, e.Path)
+		}
+	}
+	for _, n := range names {
+		p, err := profiles.Find(n)
+		if err != nil {
+			return nil, err
+		}
+		paths = append(paths, p)
+	}
+	var out []*lock.File
+	for _, p := range paths {
+		f, err := lock.Read(profiles.LockPathOf(p))
+		if err == nil {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+func writeEntries(w io.Writer, entries []cache.Entry, verb *string) {
+	if len(entries) == 0 {
+		fmt.Fprintln(w, "nothing")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	var total int64
+	for _, e := range entries {
+		prefix := ""
+		if verb != nil {
+			prefix = *verb + " "
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t%.1f MiB\n", prefix, e.Kind, e.Name, float64(e.Size)/(1<<20))
+		total += e.Size
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(w, "%d entries, %.1f MiB\n", len(entries), float64(total)/(1<<20))
+}
