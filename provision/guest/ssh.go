@@ -227,9 +227,12 @@ func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, s
 		_ = sess.Signal(ssh.SIGKILL)
 		sess.Close()
 		// Let the output copies finish (briefly: the guest may be gone).
+		t := time.NewTimer(2 * time.Second)
+		defer t.Stop()
 		select {
-		case <-done:
-		case <-time.After(2 * time.Second):
+		case werr := <-done:
+			slog.Debug("ssh session ended after cancel", "addr", c.Addr, "err", werr)
+		case <-t.C:
 		}
 		return fmt.Errorf("ssh %s: %q: %w", c.Addr, cmd, ctx.Err())
 	}
