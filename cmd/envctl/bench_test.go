@@ -133,11 +133,15 @@ func list(xs []float64) string {
 }
 
 // recordBench replaces one section of docs/benchmarks.md.
-func recordBench(b *testing.B, section, body string) {
-	path := "../../docs/benchmarks.md"
+func recordBench(b testing.TB, section, body string) {
+	recordSection(b, "../../docs/benchmarks.md", section, body, "make bench")
+}
+
+// recordSection replaces one marked section of a document (or appends it).
+func recordSection(t testing.TB, path, section, body, by string) {
 	old, _ := os.ReadFile(path)
 	begin, end := "<!-- bench:"+section+" -->", "<!-- /bench:"+section+" -->"
-	block := begin + "\n" + body + "\n_Measured " + time.Now().UTC().Format("2006-01-02 15:04 UTC") + " by `make bench`._\n" + end
+	block := begin + "\n" + body + "\n_Measured " + time.Now().UTC().Format("2006-01-02 15:04 UTC") + " by `" + by + "`._\n" + end
 	s := string(old)
 	if i, j := strings.Index(s, begin), strings.Index(s, end); i >= 0 && j > i {
 		s = s[:i] + block + s[j+len(end):]
@@ -145,7 +149,7 @@ func recordBench(b *testing.B, section, body string) {
 		s += "\n" + block + "\n"
 	}
 	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
-		b.Error(err)
+		t.Error(err)
 	}
 }
 

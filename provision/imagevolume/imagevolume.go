@@ -207,7 +207,7 @@ func (r *runner) run(ctx context.Context) error {
 		"container-invalid.json": ContainerConfig(r.cfg.WorkloadImage, img, "foo-bar"),
 	} {
 		if err := r.write(ctx, name, content); err != nil {
-			return fmt.Errorf("image-volume test: %w", err)
+			return fmt.Errorf("image-volume test: could not write its files into the guest (has it stopped answering?): %w", err)
 		}
 	}
 	q := guest.Quote

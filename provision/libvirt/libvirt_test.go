@@ -71,9 +71,21 @@ func TestDomainXML(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	m, err := ParseMetadata(`<env xmlns="https://envctl.dev/xmlns/env/1"><id>a</id><profile>p</profile><pid>7</pid><owner>/s</owner></env>`)
-	if err != nil || m.ID != "a" || m.PID != 7 || m.Owner != "/s" {
+	m, err := ParseMetadata(`<env xmlns="https://envctl.dev/xmlns/env/1"><id>a</id><profile>p</profile><pid>7</pid><owner>/s</owner><host>h</host><uri>qemu:///system</uri></env>`)
+	if err != nil || m.ID != "a" || m.PID != 7 || m.Owner != "/s" || m.Host != "h" || m.URI != "qemu:///system" {
 		t.Errorf("metadata %+v %v", m, err)
+	}
+	// The owner round-trips through the domain XML.
+	owned := base
+	owned.Metadata = vm.Owner{Host: "machine-1", StateDir: "/state"}.Stamp(base.Metadata, "qemu:///system")
+	x, _ := DomainXML(owned)
+	var d libvirtxml.Domain
+	if err := d.Unmarshal(x); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ParseMetadata(d.Metadata.XML)
+	if err != nil || back != owned.Metadata {
+		t.Errorf("metadata round trip: %+v, want %+v (%v)", back, owned.Metadata, err)
 	}
 }
 
