@@ -49,11 +49,20 @@ func (c *Cache) Fetch(ctx context.Context, url string, want digest.Digest) (stri
 	return c.commit(tmp, want, url)
 }
 
-func (c *Cache) download(ctx context.Context, url, dst string) error {
+// IdleTimeout ends a download that received nothing for this long: a
+// server that stalls mid-file must not hang a run.
+var IdleTimeout = 60 * time.Second
+
+// errStalled is the cause of a download cancelled for receiving nothing.
+var errStalled = errors.New("stalled")
+
+func (c *Cache) download(parent context.Context, url, dst string) error {
 	req, err := grab.NewRequest(dst, url)
 	if err != nil {
 		return fault.Inputf("download %s: %w", url, err)
 	}
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
 	req = req.WithContext(ctx)
 	client := grab.NewClient()
 	client.UserAgent = "envctl"
@@ -80,10 +89,16 @@ func (c *Cache) download(ctx context.Context, url, dst string) error {
 	}
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
+	seen, lastProgress := int64(-1), time.Now()
 loop:
 	for {
 		select {
 		case <-tick.C:
+			if n := resp.BytesComplete(); n != seen {
+				seen, lastProgress = n, time.Now()
+			} else if time.Since(lastProgress) > IdleTimeout {
+				cancel(errStalled)
+			}
 			if bar != nil {
 				bar.SetTotal(resp.Size(), false)
 				bar.SetCurrent(resp.BytesComplete())
@@ -101,7 +116,10 @@ loop:
 		progress.Wait()
 	}
 	if err := resp.Err(); err != nil {
-		return classifyDownloadError(ctx, c.Dir, url, dst, resp, err)
+		if errors.Is(context.Cause(ctx), errStalled) && parent.Err() == nil {
+			return fault.Infraf("download %s: no data for %s: the server stalled; the partial file is kept outside the cache and resumes next time", url, IdleTimeout)
+		}
+		return classifyDownloadError(parent, c.Dir, url, dst, resp, err)
 	}
 	return nil
 }

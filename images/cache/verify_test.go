@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -133,5 +135,34 @@ func TestCleanTemp(t *testing.T) {
 	}
 	if _, err := os.Stat(fresh); err != nil {
 		t.Error("a fresh temporary directory was removed")
+	}
+}
+
+// A server that stops sending mid-file ends the download after the idle
+// timeout, and nothing enters the cache.
+func TestDownloadIdleTimeout(t *testing.T) {
+	old := IdleTimeout
+	IdleTimeout = 500 * time.Millisecond
+	defer func() { IdleTimeout = old }()
+	release := make(chan struct{})
+	defer close(release)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100000")
+		_, _ = w.Write(make([]byte, 1000))
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	c, _ := New(t.TempDir())
+	start := time.Now()
+	_, err := c.Fetch(context.Background(), srv.URL+"/stall", digestOf([]byte("x")))
+	if err == nil || !strings.Contains(err.Error(), "stalled") || time.Since(start) > 10*time.Second {
+		t.Fatalf("stalled download: %v after %s", err, time.Since(start))
+	}
+	if blobs, _ := c.List(); len(blobs) != 0 {
+		t.Error("a stalled download entered the cache")
 	}
 }
