@@ -52,6 +52,7 @@ type soakRun struct {
 	leaks   []string
 	foreign []string
 	note    string
+	why     string // envctl's last error line
 }
 
 // TestSoak runs `envctl up` on the default profile ENVCTL_SOAK_N times
@@ -108,13 +109,13 @@ func TestSoak(t *testing.T) {
 
 	r := newRunner(t)
 	var runs []soakRun
+	var plan []soakRun
 	for i := 1; i <= n; i++ {
-		run := soakRun{n: i, fault: soakFaults[rng.IntN(len(soakFaults))], phase: soakPhases[rng.IntN(len(soakPhases))].name}
-		// A kill -STOP or a pause during teardown hits a domain that is
-		// being destroyed anyway; signals are what matter there.
-		if run.phase == "teardown" && (run.fault == faultSTOP || run.fault == faultPause) {
-			run.fault = soakFaults[rng.IntN(3)]
+		if len(plan) == 0 {
+			plan = soakPlan(rng)
 		}
+		run := plan[0]
+		plan, run.n = plan[1:], i
 		soakOnce(t, r, &run)
 		// One gc, then nothing of the run may be left.
 		if gcOut, errOut, code := r.run("gc"); code != 0 {
@@ -153,6 +154,24 @@ func TestSoak(t *testing.T) {
 			"A gc loop ran from a second state directory throughout (%d gc runs), next to that directory's kept VM.\n"+
 			"**Leaks: %d. Foreign removals: %d.**\n\n%s", n, seed, gcRuns.Load(), leaks, foreign, table), fmt.Sprintf("make soak N=%d", n))
 	}
+}
+
+// soakPlan is every fault × phase pair in a random order, so that a long
+// enough soak meets each one. A kill -STOP or a pause during teardown
+// would hit a domain that is being destroyed anyway: signals are what
+// matter there.
+func soakPlan(rng *rand.Rand) []soakRun {
+	var plan []soakRun
+	for _, f := range soakFaults {
+		for _, p := range soakPhases {
+			if p.name == "teardown" && (f == faultSTOP || f == faultPause) {
+				continue
+			}
+			plan = append(plan, soakRun{fault: f, phase: p.name})
+		}
+	}
+	rng.Shuffle(len(plan), func(i, j int) { plan[i], plan[j] = plan[j], plan[i] })
+	return plan
 }
 
 // soakOnce runs one faulted `up` and records how it ended.
@@ -204,6 +223,15 @@ func soakOnce(t *testing.T, r *runner, run *soakRun) {
 	}
 	if strings.Contains(s.stderr.String(), "hung while booting") {
 		run.note = "(a fresh VM was booted)"
+	}
+	// Why it ended, in envctl's own words.
+	for _, l := range strings.Split(s.stderr.String(), "\n") {
+		if strings.HasPrefix(l, "envctl: ") && !strings.HasPrefix(l, "envctl: note") {
+			run.why = strings.TrimPrefix(l, "envctl: ")
+		}
+	}
+	if len(run.why) > 140 {
+		run.why = run.why[:140] + "…"
 	}
 }
 
@@ -273,7 +301,7 @@ func soakTable(runs []soakRun) string {
 			var cell []string
 			for _, r := range runs {
 				if r.fault == f && r.phase == p.name {
-					outcome := fmt.Sprintf("exit %d", r.exit)
+					outcome := exitText(r.exit)
 					if len(r.leaks)+len(r.foreign) == 0 {
 						outcome += ", clean"
 					} else {
@@ -289,7 +317,7 @@ func soakTable(runs []soakRun) string {
 		}
 		b.WriteString("\n")
 	}
-	b.WriteString("\n| run | fault | phase | exit | time | left after gc | other directory |\n|---|---|---|---|---|---|---|\n")
+	b.WriteString("\n| run | fault | phase | exit | time | left after gc | other directory | envctl said |\n|---|---|---|---|---|---|---|---|\n")
 	for _, r := range runs {
 		left, foreign := "nothing", "untouched"
 		if len(r.leaks) > 0 {
@@ -298,7 +326,7 @@ func soakTable(runs []soakRun) string {
 		if len(r.foreign) > 0 {
 			foreign = strings.Join(r.foreign, ", ")
 		}
-		fmt.Fprintf(&b, "| %d | %s | %s | %d %s | %.0f s | %s | %s |\n", r.n, r.fault, r.phase, r.exit, r.note, r.seconds, left, foreign)
+		fmt.Fprintf(&b, "| %d | %s | %s | %s %s | %.0f s | %s | %s | %s |\n", r.n, r.fault, r.phase, exitText(r.exit), r.note, r.seconds, left, foreign, strings.ReplaceAll(r.why, "|", "\\|"))
 	}
 	return b.String()
 }
@@ -331,4 +359,12 @@ func retry(f func() bool) {
 			return
 		}
 	}
+}
+
+// exitText names how envctl ended: its exit status, or killed.
+func exitText(code int) string {
+	if code < 0 {
+		return "killed"
+	}
+	return fmt.Sprintf("exit %d", code)
 }
