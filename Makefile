@@ -9,7 +9,7 @@ GOBIN := $(shell $(GO) env GOPATH)/bin
 GOLANGCI_LINT := $(GOBIN)/golangci-lint
 export CGO_ENABLED := 0
 
-.PHONY: all build test unit cover fuzz e2e soak soak-short lint host image up bench clean
+.PHONY: all build test unit cover fuzz e2e soak soak-short check-locks lint host image up bench clean
 
 all: build
 
@@ -64,8 +64,12 @@ soak: build host image
 soak-short: build host image
 	ENVCTL_BIN=$(abspath $(BIN)) ENVCTL_SOAK_N=3 $(GO) test -count=1 -tags e2e -timeout 40m -v -run '^TestSoak$$' ./cmd/envctl
 
+# The example profiles' locks are committed: nothing may rewrite them.
+check-locks:
+	@git diff --exit-code -- profiles/ || { echo "make test rewrote the committed locks above: it must use them as they are"; exit 1; }
+
 # Everything CI runs.
-test: lint unit cover fuzz e2e soak-short
+test: lint unit cover fuzz e2e soak-short check-locks
 
 # The main job: the default profile, end to end (the lock is written on first use).
 up: build host image

@@ -1,6 +1,7 @@
 package images
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -106,7 +107,8 @@ func (s *Store) Resolve(name string) (lock.Image, error) {
 		return lock.Image{}, err
 	}
 	if l, ok := locals[name]; ok {
-		return lock.Image{Name: name, Kind: lock.ImageLocal, Digest: l.Disk, Format: l.Format, Kernel: l.Kernel, Initrd: l.Initrd}, nil
+		return lock.Image{Name: name, Kind: lock.ImageLocal, Digest: l.Disk, Format: l.Format, Kernel: l.Kernel, Initrd: l.Initrd,
+			Recipe: l.Recipe, Packages: l.Packages}, nil
 	}
 	if r, ok := s.Catalog.Images[name]; ok {
 		return lock.Image{Name: name, Kind: lock.ImageDownload, URL: r.URL, Digest: r.Digest, Format: r.Format}, nil
@@ -146,7 +148,7 @@ func (s *Store) Ensure(ctx context.Context, ref lock.Image) (Files, error) {
 			}
 			p, ok := s.Cache.Has(pd)
 			if !ok {
-				return Files{}, fault.Inputf("image %s: the locked local build %s is no longer in the cache %s; run `envctl image build %s` and then `envctl lock` again", ref.Name, part.digest, s.Cache.Dir, ref.Name)
+				return Files{}, s.notBuilt(ref, part.digest)
 			}
 			*part.dst = p
 		}
@@ -156,6 +158,48 @@ func (s *Store) Ensure(ctx context.Context, ref lock.Image) (Files, error) {
 		return f, nil
 	}
 	return Files{}, fault.Inputf("lock: image %s: unknown kind %q; run `envctl lock` again", ref.Name, ref.Kind)
+}
+
+// notBuilt explains why a locked local image is not on this machine: no
+// build yet, or a build from another recipe or other packages (named).
+func (s *Store) notBuilt(ref lock.Image, digest string) error {
+	locals, _ := s.Locals()
+	l, ok := locals[ref.Name]
+	if !ok {
+		return fault.Inputf("image %s: the lock pins the local build %s, and this machine has none; run `envctl image build %s` (a reproducible build from the same recipe and packages gives the same digest)", ref.Name, digest, ref.Name)
+	}
+	var why []string
+	if ref.Recipe != "" && l.Recipe != ref.Recipe {
+		why = append(why, "the build recipe differs (this envctl's scripts are not the ones the lock was made with)")
+	}
+	if d := PackageChanges(ref.Packages, l.Packages); len(d) > 0 {
+		why = append(why, "packages differ: "+strings.Join(d, ", "))
+	}
+	if len(why) == 0 {
+		why = append(why, "the recipe and packages match, so the build did not reproduce: please report this")
+	}
+	return fault.Inputf("image %s: the lock pins %s, this machine's build is %s: %s; rebuild with `envctl image build %s`, or take this build into the locks with `envctl image build %s --update`", ref.Name, digest, l.Disk, strings.Join(why, "; "), ref.Name, ref.Name)
+}
+
+// PackageChanges lists the packages whose versions differ between two
+// package sets ("systemd 252.36-1 → 252.38-1", "vim (none) → 9.0").
+func PackageChanges(was, now map[string]string) []string {
+	names := slices.Collect(maps.Keys(was))
+	for n := range now {
+		if _, ok := was[n]; !ok {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	var out []string
+	for _, n := range names {
+		a, b := was[n], now[n]
+		if a == b {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s %s → %s", n, cmp.Or(a, "(none)"), cmp.Or(b, "(none)")))
+	}
+	return out
 }
 
 func (s *Store) local(ref lock.Image) (Local, bool) {

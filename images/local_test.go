@@ -157,3 +157,11 @@ func TestCorruptRegistry(t *testing.T) {
 		t.Errorf("a corrupt registry must be an infrastructure error, not bad input: %v", err)
 	}
 }
+
+func TestPackageChanges(t *testing.T) {
+	got := PackageChanges(map[string]string{"bash": "5.2.15-2", "systemd": "252.36-1", "gone": "1"}, map[string]string{"bash": "5.2.15-2", "systemd": "252.38-1", "vim": "9.0"})
+	want := []string{"gone 1 → (none)", "systemd 252.36-1 → 252.38-1", "vim (none) → 9.0"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("changes %v, want %v", got, want)
+	}
+}

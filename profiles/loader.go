@@ -159,7 +159,7 @@ func LoadFile(path string) (*Profile, error) {
 func overridable() []string {
 	keys := []string{"image", "source", "test", "vm.cpus", "vm.memory", "vm.disk"}
 	for _, r := range Roles {
-		for _, f := range []string{"name", "version", "source"} {
+		for _, f := range []string{"name", "version", "source", "commit"} {
 			keys = append(keys, "components."+string(r)+"."+f)
 		}
 	}
@@ -209,6 +209,7 @@ type (
 		Name    string  `yaml:"name"`
 		Version literal `yaml:"version"`
 		Source  string  `yaml:"source"`
+		Commit  string  `yaml:"commit"`
 	}
 	rawMatrix struct {
 		Axes    map[string][]rawAxisValue
@@ -304,7 +305,7 @@ var schema = map[string]any{
 // list marks a key whose value may be a sequence.
 var list = &struct{}{}
 
-var componentKeys = map[string]any{"name": nil, "version": nil, "source": nil}
+var componentKeys = map[string]any{"name": nil, "version": nil, "source": nil, "commit": nil}
 
 var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]*$`)
 
@@ -387,6 +388,8 @@ func (r *rawProfile) apply(overrides map[string]string) error {
 				c.Version = literal(val)
 			case "source":
 				c.Source = val
+			case "commit":
+				c.Commit = val
 			}
 			r.Components[role] = c
 		}
@@ -521,8 +524,16 @@ func (c rawComponent) spec(role Role) (ComponentSpec, *specError) {
 		}
 		spec.Source = s
 	}
+	if c.Commit != "" {
+		spec.Commit = strings.ToLower(strings.TrimSpace(c.Commit))
+		if !commitRE.MatchString(spec.Commit) {
+			return spec, &specError{".commit", fmt.Sprintf("%q is not a commit hash: use 7 to 40 hex digits, e.g. 5dd0877c", c.Commit)}
+		}
+	}
 	return spec, nil
 }
+
+var commitRE = regexp.MustCompile(`^[0-9a-f]{7,40}$`)
 
 func (m *rawMatrix) validate(field func(key, msg string) error) (*Matrix, error) {
 	out := &Matrix{Axes: map[Role][]AxisValue{}}

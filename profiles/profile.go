@@ -17,6 +17,9 @@ type ComponentSpec struct {
 	Name    string `json:"name,omitempty" yaml:"name,omitempty"`
 	Version string `json:"version" yaml:"version"`
 	Source  Source `json:"source,omitempty" yaml:"source,omitempty"`
+	// Commit pins the source commit a gomod version must come from: the
+	// explicit way to accept a module snapshot whose tag moved upstream.
+	Commit string `json:"commit,omitempty" yaml:"commit,omitempty"`
 }
 
 // VM is the virtual machine's shape.
@@ -80,6 +83,9 @@ func (p *Profile) Inputs() map[string]string {
 		}
 		if c.Source != "" {
 			in[k+".source"] = string(c.Source)
+		}
+		if c.Commit != "" {
+			in[k+".commit"] = c.Commit
 		}
 	}
 	if p.Matrix != nil {

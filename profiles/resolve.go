@@ -17,6 +17,8 @@ type Resolved struct {
 	Spec    string `json:"spec" yaml:"spec"`
 	Version string `json:"version" yaml:"version"`
 	Source  Source `json:"source" yaml:"source"`
+	// Commit is the source commit the profile pins (gomod only).
+	Commit string `json:"commit,omitempty" yaml:"commit,omitempty"`
 }
 
 // ResolvedCell is a cell with every component resolved.
@@ -61,6 +63,9 @@ func ResolveComponent(cat *catalog.Catalog, p *Profile, role Role, spec Componen
 	if !comp.AllowsSource(string(kind)) {
 		return Resolved{}, fmt.Errorf("%s cannot come from source %s; it can come from %s", name, kind, strings.Join(comp.Sources, ", "))
 	}
+	if spec.Commit != "" && kind != KindGoMod {
+		return Resolved{}, fmt.Errorf("%s: a commit pins a Go module snapshot; only source gomod takes one (this one is %s)", name, kind)
+	}
 	if kind == KindBundle {
 		crio := p.Components[RoleCRIO]
 		if k := p.EffectiveSource(RoleCRIO, crio).Kind(); k != KindRelease && k != KindMirror {
@@ -77,7 +82,7 @@ func ResolveComponent(cat *catalog.Catalog, p *Profile, role Role, spec Componen
 	if (kind == KindRelease || kind == KindMirror) && comp.Release == nil {
 		return Resolved{}, fmt.Errorf("%s has no standalone upstream release; use source %s", name, strings.Join(slices.DeleteFunc(slices.Clone(comp.Sources), func(s string) bool { return s == "release" || s == "mirror" }), " or "))
 	}
-	return Resolved{Role: role, Name: name, Spec: spec.Version, Version: ver, Source: source}, nil
+	return Resolved{Role: role, Name: name, Spec: spec.Version, Version: ver, Source: source, Commit: spec.Commit}, nil
 }
 
 // Resolve expands the matrix and resolves every cell.

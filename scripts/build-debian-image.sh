@@ -16,14 +16,41 @@
 # kernel command line says cloud-init=disabled) takes both from the cidata seed.
 # sshd is socket-activated (ssh.socket), so port 22 listens early in boot
 # instead of after network.target.
+#
+# The build is bit-reproducible: the same recipe and the same package
+# versions give the same disk, kernel and initrd on any machine. Every
+# input that would differ between two builds is fixed:
+#   - SOURCE_DATE_EPOCH (the recipe's date) for mmdebstrap, dpkg, the
+#     initramfs and every timestamp in the image (mtimes, atimes and, with
+#     debugfs, ctimes; mke2fs through E2FSPROGS_FAKE_TIME);
+#   - the filesystem UUID and its directory hash seed;
+#   - the order files are added in (sorted, from a tmpfs copy);
+#   - no build-time randomness: empty machine-id, no SSH host keys, no
+#     random seed, no logs or caches, /etc/shadow's "last changed" day.
+# ENVCTL_DEBIAN_SNAPSHOT=YYYYMMDDTHHMMSSZ builds from that day's
+# snapshot.debian.org mirror (ENVCTL_DEBIAN_SNAPSHOT_URL points elsewhere,
+# e.g. file:///srv/snapshot), so that the package set itself is fixed.
 set -euo pipefail
 
 out=${1:?usage: build-debian-image.sh OUTDIR [SUITE]}
 suite=${2:-bookworm}
 size=${ENVCTL_IMAGE_SIZE:-3G}
 mirror=${ENVCTL_DEBIAN_MIRROR:-}
+# The recipe's date: 2025-01-01T00:00:00Z. Changing it changes every digest.
+export SOURCE_DATE_EPOCH=1735689600
+fs_uuid=6e766374-6c00-4000-8000-000000000001
+hash_seed=6e766374-6c00-4000-8000-000000000002
+if [ -n "${ENVCTL_DEBIAN_SNAPSHOT:-}" ]; then
+  case "$ENVCTL_DEBIAN_SNAPSHOT" in
+    [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z) ;;
+    *) echo "build-debian-image: ENVCTL_DEBIAN_SNAPSHOT=$ENVCTL_DEBIAN_SNAPSHOT is not a snapshot timestamp: use YYYYMMDDTHHMMSSZ, e.g. 20251101T000000Z" >&2; exit 2;;
+  esac
+  base=${ENVCTL_DEBIAN_SNAPSHOT_URL:-https://snapshot.debian.org/archive/debian}
+  # Snapshots are old by design: apt must not refuse their Release files.
+  mirror="deb [check-valid-until=no] ${base%/}/$ENVCTL_DEBIAN_SNAPSHOT/ $suite main"
+fi
 
-for tool in mmdebstrap mkfs.ext4; do
+for tool in mmdebstrap mkfs.ext4 debugfs; do
   command -v "$tool" >/dev/null || { echo "build-debian-image: $tool not found; install it: apt-get install -y mmdebstrap e2fsprogs" >&2; exit 2; }
 done
 
@@ -61,13 +88,38 @@ mmdebstrap "${mm_args[@]}" \
   --customize-hook='upload '"$here"'/guest/envctl-growfs.service /etc/systemd/system/envctl-growfs.service' \
   --customize-hook='chroot "$1" systemctl enable envctl-seed.service envctl-growfs.service' \
   --customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*' \
+  --customize-hook='chroot "$1" env SOURCE_DATE_EPOCH='"$SOURCE_DATE_EPOCH"' update-initramfs -u -k all >/dev/null' \
+  --customize-hook='rm -rf "$1"/var/log/* "$1"/var/cache/apt/*.bin "$1"/var/cache/ldconfig/aux-cache "$1"/var/lib/systemd/random-seed "$1"/var/lib/dbus/machine-id "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old "$1"/etc/*- "$1"/tmp/* "$1"/var/tmp/*' \
+  --customize-hook='sed -i -E "s/^([^:]*:[^:]*:)[0-9]+:/\\1'"$((SOURCE_DATE_EPOCH / 86400))"':/" "$1/etc/shadow"' \
   "$suite" "$root" "${mirror_arg[@]}"
 
 chroot "$root" dpkg-query -W -f '${Package} ${Version}\n' > "$work/packages.txt"
 cp -L "$root/vmlinuz" "$work/vmlinuz"
 cp -L "$root/initrd.img" "$work/initrd.img"
+
+# The tree in a fixed order and with fixed times: copied sorted onto a
+# tmpfs (whose directory order is its creation order), every atime and
+# mtime set to the recipe's date.
+tree=$(mktemp -d /dev/shm/envctl-image.XXXXXX)
+trap 'rm -rf "$work" "$tree"' EXIT
+tar -C "$root" --sort=name --numeric-owner --xattrs -cf - . | tar -C "$tree" --numeric-owner --xattrs -xpf -
+find "$tree" -depth -exec touch --no-dereference --date="@$SOURCE_DATE_EPOCH" {} +
+
 truncate -s "$size" "$work/disk.raw"
-mkfs.ext4 -q -F -L rootfs -d "$root" "$work/disk.raw"
+E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -L rootfs -U "$fs_uuid" \
+  -E "hash_seed=$hash_seed,lazy_itable_init=0,lazy_journal_init=0" -d "$tree" "$work/disk.raw"
+# mke2fs copies each file's change time, which no one can set: set it.
+stamp=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S)
+(cd "$tree" && find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort) |
+  sed -e 's/"/\\"/g' |
+  awk -v t="$stamp" '{ print "sif \"/" $0 "\" ctime " t }
+    END { print "sif / ctime " t }' > "$work/ctimes.debugfs"
+E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH debugfs -w -f "$work/ctimes.debugfs" "$work/disk.raw" >/dev/null 2>"$work/debugfs.err" ||
+  { cat "$work/debugfs.err" >&2; exit 1; }
+# debugfs goes on after a failed command: a path it missed keeps its ctime.
+if grep -v '^debugfs ' "$work/debugfs.err" | grep -q .; then
+  echo "build-debian-image: debugfs could not set every change time:" >&2; cat "$work/debugfs.err" >&2; exit 1
+fi
 
 mv "$work/disk.raw" "$work/vmlinuz" "$work/initrd.img" "$work/packages.txt" "$out/"
 echo "built $out/disk.raw $out/vmlinuz $out/initrd.img $out/packages.txt"

@@ -138,6 +138,7 @@ Exit codes: 0 ok, 1 test failed, 2 bad input or usage, 3 infrastructure error.`,
 		newProfilesCmd(a),
 		newShowCmd(a),
 		newLockCmd(a),
+		newDiffCmd(a),
 		newCatalogCmd(a),
 		newPlanCmd(a),
 		newFetchCmd(a),
@@ -229,8 +230,9 @@ func (a *app) fetcher() (*artifacts.Fetcher, error) {
 }
 
 // locker pins profiles and records their binaries' digests: what
-// `envctl lock` and lock-on-first-use run.
-func (a *app) locker() (cellrun.Locker, error) {
+// `envctl lock` and lock-on-first-use run. allowMovedTags accepts module
+// snapshots whose tag moved upstream (--allow-moved-tags).
+func (a *app) locker(allowMovedTags bool) (cellrun.Locker, error) {
 	st, err := a.images()
 	if err != nil {
 		return nil, err
@@ -239,7 +241,9 @@ func (a *app) locker() (cellrun.Locker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return cellrun.LockWith(pin.New(st, a.arch()).Lock, f), nil
+	r := pin.New(st, a.arch())
+	r.AllowMovedTags = allowMovedTags
+	return cellrun.LockWith(r.Lock, f), nil
 }
 
 func fixedCompletion(vals ...string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {

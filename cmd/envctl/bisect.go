@@ -132,7 +132,7 @@ func (a *app) bisect(cmd *cobra.Command, f *bisectFlags, profile string, command
 	if err != nil {
 		return err
 	}
-	locker, err := a.locker()
+	locker, err := a.locker(f.run.allowMoved)
 	if err != nil {
 		return err
 	}

@@ -161,10 +161,26 @@ func mapWith(m map[string]bool, k string) map[string]bool {
 // locksOf reads the lock files of the named profiles, or of every profile
 // in the search path. A profile without a lock references nothing.
 func locksOf(names []string) ([]*lock.File, error) {
+	paths, err := lockPathsOf(names)
+	if err != nil {
+		return nil, err
+	}
+	var out []*lock.File
+	for _, p := range paths {
+		if f, err := lock.Read(p); err == nil {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+// lockPathsOf lists the lock paths of the named profiles, or of every
+// profile in the search path.
+func lockPathsOf(names []string) ([]string, error) {
 	var paths []string
 	if len(names) == 0 {
 		for _, e := range profiles.List() {
-			paths = append(paths, e.Path)
+			paths = append(paths, profiles.LockPathOf(e.Path))
 		}
 	}
 	for _, n := range names {
@@ -172,16 +188,9 @@ func locksOf(names []string) ([]*lock.File, error) {
 		if err != nil {
 			return nil, err
 		}
-		paths = append(paths, p)
+		paths = append(paths, profiles.LockPathOf(p))
 	}
-	var out []*lock.File
-	for _, p := range paths {
-		f, err := lock.Read(profiles.LockPathOf(p))
-		if err == nil {
-			out = append(out, f)
-		}
-	}
-	return out, nil
+	return paths, nil
 }
 
 func writeEntries(w io.Writer, entries []cache.Entry, verb *string) {

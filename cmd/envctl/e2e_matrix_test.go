@@ -24,7 +24,7 @@ const matrixBase = `image: debian-12
 source: gomod
 vm: {cpus: 2, memory: 2GiB, disk: 10GiB}
 components:
-  cri-o:     {version: "1.34.0"}
+  cri-o:     {version: "1.34.0", commit: 5dd0877c}
   cri-tools: {version: "1.34.0"}
   runtime:   {name: runc, version: "1.3.6"}
   conmon:    {version: "2.1.6", source: package}

@@ -46,8 +46,16 @@ func envctl(t testing.TB, args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
+// mustLock locks a profile the test made. A shipped profile's lock is
+// committed and must be used as it is: it is only checked to be current.
 func mustLock(t *testing.T, profile string) {
 	t.Helper()
+	if !strings.ContainsRune(profile, os.PathSeparator) {
+		if out, errOut, code := envctl(t, "plan", profile); code != 0 || strings.Contains(out, "writes it on first use") || !strings.Contains(out, "(image ") {
+			t.Fatalf("the committed lock of %s is not current (exit %d):\n%s%s", profile, code, out, errOut)
+		}
+		return
+	}
 	if out, errOut, code := envctl(t, "lock", profile); code != 0 {
 		t.Fatalf("lock %s: exit %d\n%s%s", profile, code, out, errOut)
 	}
@@ -86,9 +94,9 @@ type upReport struct {
 	Verdict    string  `json:"verdict"`
 	Error      string  `json:"error"`
 	Components []struct {
-		Name, Locked, Actual string
-		Verified             bool
-		CRIAPI               string `json:"cri_api"`
+		Name, Locked, Actual, Commit string
+		Verified                     bool
+		CRIAPI                       string `json:"cri_api"`
 	} `json:"components"`
 	Steps []struct {
 		Name, Status, Message, Output string
@@ -241,6 +249,15 @@ func TestE2ELifecyclePasses(t *testing.T) {
 			t.Errorf("component %s: locked %s, installed %s", c.Name, c.Locked, c.Actual)
 		}
 	}
+	// The drift check read each Go build's commit from the binary itself,
+	// `crio --version` included.
+	for _, want := range []struct{ name, commit string }{{"cri-o", "5dd0877c91adb0d2b253f8009d12bb6531ca0104"}, {"runc", ""}, {"cri-tools", ""}} {
+		for _, c := range r.Components {
+			if c.Name == want.name && (c.Commit == "" || want.commit != "" && c.Commit != want.commit) {
+				t.Errorf("%s reports commit %q in the guest, want %q", c.Name, c.Commit, want.commit)
+			}
+		}
+	}
 	var doc struct {
 		Suites []struct {
 			Tests    int `xml:"tests,attr"`
@@ -348,7 +365,7 @@ func TestE2EDriftIsRefused(t *testing.T) {
 image: debian-12
 source: gomod
 components:
-  cri-o:     {version: "1.34.0"}
+  cri-o:     {version: "1.34.0", commit: 5dd0877c}
   cri-tools: {version: "1.34.0"}
   runtime:   {name: crun, version: "1.9", source: "file:///usr/bin/crun"}
   conmon:    {version: "2.1.6", source: package}
@@ -439,20 +456,89 @@ func writePhases(t *testing.T, profile string, phases []phase) {
 	t.Logf("phases: %s", b)
 }
 
-// TestE2EExampleProfiles: show and lock work on every shipped profile.
+// TestE2EExampleProfiles: every shipped profile has a committed lock that
+// is current, and locking a copy of it on this machine gives the same
+// environment (envctl diff finds nothing): locks travel.
 func TestE2EExampleProfiles(t *testing.T) {
+	dir := t.TempDir()
 	for _, p := range []string{"crio-1.34-runc", "crio-1.34-crun", "seed-crictl-1.30", "crictl-matrix"} {
 		out, errOut, code := envctl(t, "show", p, "-o", "json")
 		if code != 0 || !strings.Contains(out, `"cells"`) {
 			t.Errorf("show %s: exit %d %s", p, code, errOut)
 		}
-		out, errOut, code = envctl(t, "lock", p)
-		if code != 0 || !strings.Contains(out, "wrote profiles/"+p+".lock") {
-			t.Errorf("lock %s: exit %d %s%s", p, code, out, errOut)
+		src, _ := os.ReadFile("../../profiles/" + p + ".yaml")
+		copyPath := filepath.Join(dir, p+".yaml")
+		_ = os.WriteFile(copyPath, src, 0o644)
+		if out, errOut, code := envctl(t, "lock", copyPath); code != 0 {
+			t.Errorf("lock a copy of %s: exit %d %s%s", p, code, out, errOut)
+			continue
+		}
+		if out, errOut, code := envctl(t, "diff", "profiles/"+p+".lock", filepath.Join(dir, p+".lock"), "--exit-code"); code != 0 {
+			t.Errorf("the committed lock of %s and this machine's differ (exit %d):\n%s%s", p, code, out, errOut)
 		}
 	}
 	out, _, _ := envctl(t, "show", "crictl-matrix")
 	if n := strings.Count(out, "cri-tools    cri-tools"); n != 8 {
 		t.Errorf("crictl-matrix shows %d cells, want 8:\n%s", n, out)
+	}
+}
+
+// TestE2ELockRefusesMovedTags: cri-o 1.34.0 from the module proxy is a
+// snapshot whose tag moved upstream. Locking it without a commit pin exits
+// 2 and names both commits; --allow-moved-tags accepts it and the lock
+// holds the snapshot's commit.
+func TestE2ELockRefusesMovedTags(t *testing.T) {
+	dir := t.TempDir()
+	src, _ := os.ReadFile("../../profiles/crio-1.34-runc.yaml")
+	unpinned := strings.Replace(string(src), `cri-o:     {version: "1.34.0", commit: 5dd0877c}`, `cri-o:     {version: "1.34.0"}`, 1)
+	if unpinned == string(src) {
+		t.Fatal("the shipped profile no longer pins the commit")
+	}
+	profile := filepath.Join(dir, "moved.yaml")
+	_ = os.WriteFile(profile, []byte(unpinned), 0o644)
+	_, errOut, code := envctl(t, "lock", profile)
+	if code != 2 || !strings.Contains(errOut, "5dd0877c91adb0d2b253f8009d12bb6531ca0104 (2025-05-14)") || !strings.Contains(errOut, "d91a449706dbbd6c285e4d365bbd3b65fd8de43c (2025-09-10)") {
+		t.Errorf("lock of a moved tag: exit %d\n%s", code, errOut)
+	}
+	out, errOut, code := envctl(t, "lock", profile, "--allow-moved-tags")
+	if code != 0 || !strings.Contains(out, "1.34.0 (module snapshot 5dd0877c, 2025-05-14; release is d91a4497)") {
+		t.Fatalf("lock --allow-moved-tags: exit %d\n%s%s", code, out, errOut)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "moved.lock"))
+	if !strings.Contains(string(b), "commit: 5dd0877c91adb0d2b253f8009d12bb6531ca0104") || !strings.Contains(string(b), "release_commit: d91a449706dbbd6c285e4d365bbd3b65fd8de43c") {
+		t.Errorf("the lock does not hold both commits:\n%s", b)
+	}
+}
+
+// TestE2EImageBuildIsReproducible: two builds of debian-12 in a row, into
+// separate caches, give the same disk, kernel and initrd digests, and the
+// same ones the committed locks pin.
+func TestE2EImageBuildIsReproducible(t *testing.T) {
+	type built struct{ Disk, Kernel, Initrd string }
+	var builds []built
+	for range 2 {
+		cmd := exec.Command(bin(t), "image", "build", "debian-12", "-o", "json")
+		cmd.Dir = "../.."
+		cmd.Env = append(os.Environ(), "ENVCTL_CACHE_DIR="+t.TempDir())
+		start := time.Now()
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("image build: %v", err)
+		}
+		var b built
+		if err := json.Unmarshal(out, &b); err != nil {
+			t.Fatalf("image build -o json: %v\n%s", err, out)
+		}
+		t.Logf("built %+v in %s", b, time.Since(start).Round(time.Second))
+		builds = append(builds, b)
+	}
+	if builds[0] != builds[1] {
+		t.Errorf("two builds differ:\n%+v\n%+v", builds[0], builds[1])
+	}
+	lockFile, _ := os.ReadFile("../../profiles/crio-1.34-runc.lock")
+	for _, d := range []string{builds[0].Disk, builds[0].Kernel, builds[0].Initrd} {
+		if !strings.Contains(string(lockFile), d) {
+			t.Errorf("the committed lock does not pin %s: this machine's build differs from the one the lock was made with", d)
+		}
 	}
 }

@@ -25,7 +25,7 @@ func newFetchCmd(a *app) *cobra.Command {
 			}
 			ctx, stop := a.signalContext(cmd)
 			defer stop()
-			res, err := a.resolve(ctx, p, lockMode(locked))
+			res, err := a.resolve(ctx, p, lockMode(locked), false)
 			if err != nil {
 				return err
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -11,6 +12,7 @@ import (
 	"github.com/envctl/envctl/images"
 	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/profiles/catalog"
+	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/artifacts"
 )
 
@@ -31,23 +33,61 @@ func newImageCmd(a *app) *cobra.Command {
 				return run(ctx, st, args)
 			}}
 	}
-	var ifNeeded bool
-	build := verb("build NAME", "Build an image locally (mmdebstrap) and register it under NAME", 1, func(ctx context.Context, st *images.Store, args []string) error {
-		if l, ok := st.Current(args[0]); ifNeeded && ok {
-			fmt.Fprintf(a.stdout, "image %s is up to date (built %s)\n", args[0], l.Built.Format(time.RFC3339))
-			return nil
-		}
-		a.step("building image %s (takes a few minutes)", args[0])
-		start := time.Now()
-		l, err := st.Build(ctx, args[0], a.stderr)
-		if err != nil {
-			return err
-		}
-		return a.emit(l, func(w io.Writer) {
-			fmt.Fprintf(w, "built %s in %s: disk %s, kernel %s, %d packages\n", l.Name, time.Since(start).Round(time.Second), l.Disk, l.Kernel, len(l.Packages))
-		})
-	})
+	var ifNeeded, update bool
+	build := &cobra.Command{Use: "build NAME [PROFILE...]", Short: "Build an image locally (mmdebstrap, reproducibly) and register it under NAME", Args: cobra.MinimumNArgs(1),
+		Long: `build makes the image with its recipe, bit-reproducibly: the same recipe and
+the same package versions give the same disk, kernel and initrd digests on
+any machine. It says which packages changed since the previous build.
+
+With --update, the locks that pin this image (of the PROFILEs given, or of
+every profile in the search path) take the new build: its digests, recipe
+and package set. Without it, a lock that pins another build keeps refusing
+this one, naming the packages that differ.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := a.images()
+			if err != nil {
+				return err
+			}
+			ctx, stop := a.signalContext(cmd)
+			defer stop()
+			name := args[0]
+			prev, err := st.Locals()
+			if err != nil {
+				return err
+			}
+			if l, ok := st.Current(name); ifNeeded && ok && !update {
+				fmt.Fprintf(a.stdout, "image %s is up to date (built %s)\n", name, l.Built.Format(time.RFC3339))
+				return nil
+			}
+			a.step("building image %s (takes a few minutes)", name)
+			start := time.Now()
+			l, err := st.Build(ctx, name, a.stderr)
+			if err != nil {
+				return err
+			}
+			if old, ok := prev[name]; ok {
+				if d := images.PackageChanges(old.Packages, l.Packages); len(d) > 0 {
+					a.step("packages changed since the previous build: %s", strings.Join(d, ", "))
+				}
+				if old.Disk != l.Disk {
+					a.step("the disk digest changed: %s → %s", old.Disk, l.Disk)
+				}
+			}
+			var updated []string
+			if update {
+				if updated, err = a.updateImageLocks(st, name, args[1:]); err != nil {
+					return err
+				}
+			}
+			return a.emit(l, func(w io.Writer) {
+				fmt.Fprintf(w, "built %s in %s: disk %s, kernel %s, initrd %s, %d packages\n", l.Name, time.Since(start).Round(time.Second), l.Disk, l.Kernel, l.Initrd, len(l.Packages))
+				for _, p := range updated {
+					fmt.Fprintf(w, "updated %s\n", p)
+				}
+			})
+		}}
 	build.Flags().BoolVar(&ifNeeded, "if-needed", false, "build only when there is no current local build (none, or one made by other scripts)")
+	build.Flags().BoolVar(&update, "update", false, "write the new build into the locks that pin this image")
 	cmd.AddCommand(
 		verb("ls", "List catalog images and local builds, and whether they are cached", 0, func(_ context.Context, st *images.Store, _ []string) error {
 			rows, err := st.List()
@@ -86,4 +126,30 @@ func newImageCmd(a *app) *cobra.Command {
 		}),
 	)
 	return cmd
+}
+
+// updateImageLocks writes the image's current build into the locks (of the
+// named profiles, or all) that pin it.
+func (a *app) updateImageLocks(st *images.Store, name string, profileNames []string) ([]string, error) {
+	img, err := st.Resolve(name)
+	if err != nil {
+		return nil, err
+	}
+	paths, err := lockPathsOf(profileNames)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, p := range paths {
+		f, err := lock.Read(p)
+		if err != nil || f.Image.Name != name {
+			continue
+		}
+		f.Image = img
+		if err := lock.Write(p, f); err != nil {
+			return out, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }

@@ -12,7 +12,8 @@ import (
 )
 
 func newLockCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var allowMoved bool
+	cmd := &cobra.Command{
 		Use:               "lock PROFILE",
 		Short:             "Pin every artifact of a profile (URL and sha256, module sum, image digest) in PROFILE.lock",
 		Args:              exactlyOneProfile,
@@ -22,7 +23,7 @@ func newLockCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			locker, err := a.locker()
+			locker, err := a.locker(allowMoved)
 			if err != nil {
 				return err
 			}
@@ -41,4 +42,6 @@ func newLockCmd(a *app) *cobra.Command {
 			}{p.LockPath(), f}, func(w io.Writer) { f.WriteTable(w, p.LockPath()) })
 		},
 	}
+	cmd.Flags().BoolVar(&allowMoved, "allow-moved-tags", false, "accept a Go module version whose commit is not upstream's release commit (the tag moved after the proxy cached it); the lock records both commits. Pinning `commit:` in the profile is the explicit alternative")
+	return cmd
 }

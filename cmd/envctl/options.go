@@ -59,6 +59,7 @@ type runFlags struct {
 	results    string
 	testImages cellrun.TestImages
 	timeout    time.Duration
+	allowMoved bool
 }
 
 func (f *runFlags) register(cmd *cobra.Command) {
@@ -70,6 +71,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.junit, "junit", "", "write a JUnit XML report to this file")
 	cmd.Flags().StringVar(&f.results, "results-dir", "", "where to keep logs of a failed run (default: a new directory under the state dir)")
 	cmd.Flags().Var(&f.testImages, "test-images", "test images: local (built in-process) or upstream (quay.io and registry.k8s.io images pulled by the host); either way the guest pulls them from the host through SSH and has no network")
+	cmd.Flags().BoolVar(&f.allowMoved, "allow-moved-tags", false, "when writing a lock on first use, accept Go module versions whose tag moved upstream (see `envctl lock --help`)")
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 0, "bound the whole run (e.g. 30m); on expiry the VMs are torn down and the exit is 3 (each phase also has its own limit)")
 }
 
@@ -114,8 +116,8 @@ func lockMode(locked bool) cellrun.LockMode {
 
 // resolve turns a profile into locked cells, writing the lock on first
 // use and saying so.
-func (a *app) resolve(ctx context.Context, p *profiles.Profile, mode cellrun.LockMode, cells ...string) (*cellrun.Resolution, error) {
-	locker, err := a.locker()
+func (a *app) resolve(ctx context.Context, p *profiles.Profile, mode cellrun.LockMode, allowMoved bool, cells ...string) (*cellrun.Resolution, error) {
+	locker, err := a.locker(allowMoved)
 	if err != nil {
 		return nil, err
 	}

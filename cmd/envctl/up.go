@@ -75,7 +75,7 @@ func (a *app) runCells(cmd *cobra.Command, f *runFlags, profile string, pick fun
 		ctx, cancel = context.WithTimeoutCause(ctx, f.timeout, fmt.Errorf("--timeout %s reached", f.timeout))
 		defer cancel()
 	}
-	res, err := a.resolve(ctx, p, lockMode(f.locked), names...)
+	res, err := a.resolve(ctx, p, lockMode(f.locked), f.allowMoved, names...)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -169,5 +170,42 @@ func TestImageCatalog(t *testing.T) {
 	}
 	if _, err := ParseImages([]byte("images: {x: {bogus: 1}}")); err == nil {
 		t.Error("accepted an unknown field")
+	}
+}
+
+// The provenance table: every entry names a known version, and the facts
+// the issue of the moved CRI-O tag rests on are there.
+func TestProvenance(t *testing.T) {
+	c := Default()
+	for name, p := range Provenances() {
+		comp, err := c.Get(name)
+		if err != nil {
+			t.Fatalf("provenance for %s: %v", name, err)
+		}
+		for v, r := range p.Releases {
+			if !slices.Contains(comp.Versions, v) || len(r.Commit) != 40 || r.Time.IsZero() {
+				t.Errorf("%s %s: %+v (not a catalog version, or no full commit and time)", name, v, r)
+			}
+		}
+	}
+	crio, _ := c.Get("cri-o")
+	r, ok := crio.Upstream("1.34.0")
+	if !ok || r.Commit != "d91a449706dbbd6c285e4d365bbd3b65fd8de43c" || r.Time.Format("2006-01-02") != "2025-09-10" {
+		t.Errorf("cri-o 1.34.0: %+v", r)
+	}
+	tests := []struct {
+		version, commit string
+		want            SourceStatus
+	}{
+		{"1.34.0", "d91a449706dbbd6c285e4d365bbd3b65fd8de43c", StatusRelease},
+		{"v1.34.0", "d91a4497", StatusRelease},
+		{"1.34.0", "5dd0877c91adb0d2b253f8009d12bb6531ca0104", StatusMovedTag},
+		{"1.99.0", "5dd0877c", StatusUnknown},
+		{"1.34.0", "", StatusUnknown},
+	}
+	for _, tt := range tests {
+		if got := crio.Status(tt.version, tt.commit); got != tt.want {
+			t.Errorf("Status(%s, %s) = %s, want %s", tt.version, tt.commit, got, tt.want)
+		}
 	}
 }

@@ -43,6 +43,39 @@ type Artifact struct {
 	// Toolchain is the Go toolchain a gomod artifact's binaries were built
 	// with: another toolchain gives other (equally valid) digests.
 	Toolchain string `yaml:"toolchain,omitempty" json:"toolchain,omitempty"`
+	// Origin is where a gomod artifact's code comes from, as the module
+	// proxy's .info records it.
+	Origin *Origin `yaml:"origin,omitempty" json:"origin,omitempty"`
+}
+
+// Origin is a module version's source: the repository, the ref the proxy
+// resolved, the commit and its time, and, when that commit is not
+// upstream's release commit for the version (a moved tag), the release
+// commit for comparison.
+type Origin struct {
+	VCS    string    `yaml:"vcs,omitempty" json:"vcs,omitempty"`
+	URL    string    `yaml:"url,omitempty" json:"url,omitempty"`
+	Ref    string    `yaml:"ref,omitempty" json:"ref,omitempty"`
+	Commit string    `yaml:"commit" json:"commit"`
+	Time   time.Time `yaml:"time" json:"time"`
+	// Release is upstream's release commit when it differs from Commit.
+	Release string `yaml:"release_commit,omitempty" json:"release_commit,omitempty"`
+}
+
+// Label is the version as people should read it: the version, and for a
+// module snapshot whose tag moved upstream, what it really is.
+func (a Artifact) Label() string {
+	if a.Origin == nil || a.Origin.Release == "" {
+		return a.Version
+	}
+	return fmt.Sprintf("%s (module snapshot %s, %s; release is %s)", a.Version, short(a.Origin.Commit), a.Origin.Time.Format("2006-01-02"), short(a.Origin.Release))
+}
+
+func short(commit string) string {
+	if len(commit) > 8 {
+		return commit[:8]
+	}
+	return commit
 }
 
 // CarriesFiles reports whether the artifact puts files into the guest (a
@@ -85,6 +118,11 @@ type Image struct {
 	Format string    `json:"format" yaml:"format"`
 	Kernel string    `json:"kernel,omitempty" yaml:"kernel,omitempty"`
 	Initrd string    `json:"initrd,omitempty" yaml:"initrd,omitempty"`
+	// Recipe is the hash of the build recipe a local image comes from, and
+	// Packages its package set (name → Debian version): a rebuild from the
+	// same recipe and packages gives the same digests.
+	Recipe   string            `json:"recipe,omitempty" yaml:"recipe,omitempty"`
+	Packages map[string]string `json:"packages,omitempty" yaml:"packages,omitempty"`
 }
 
 // Cell pins each role of one cell to an artifact key.
@@ -341,6 +379,13 @@ func (f *File) matchesProfile(p *profiles.Profile) error {
 			if !ok {
 				return &TamperedError{Lock: path, Field: field, Msg: "names artifact " + key + ", which the lock does not hold"}
 			}
+			if r.Commit != "" && (a.Origin == nil || !strings.HasPrefix(a.Origin.Commit, r.Commit)) {
+				got := "none"
+				if a.Origin != nil {
+					got = a.Origin.Commit
+				}
+				return &TamperedError{Lock: path, Field: field + ".commit", Msg: fmt.Sprintf("the profile pins commit %s, the lock records %s", r.Commit, got)}
+			}
 			if a.CarriesFiles() && len(a.Binaries) == 0 {
 				return &StaleError{Lock: path, Msg: fmt.Sprintf("artifact %s records no binary digests", key)}
 			}
@@ -391,7 +436,7 @@ func (f *File) WriteTable(w io.Writer, path string) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "COMPONENT\tVERSION\tSOURCE\tPIN")
 	for _, a := range f.Artifacts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.Component, a.Version, a.Source, a.Pin())
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.Component, a.Label(), a.Source, a.Pin())
 	}
 	_ = tw.Flush()
 }

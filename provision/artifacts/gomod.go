@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,24 +33,49 @@ type recipe struct {
 	build    func(ctx context.Context, b *builder) error
 }
 
+// The recipes link the module's origin commit (from the lock) the way
+// each upstream Makefile links its git commit, so that the binaries say
+// which commit they are: crio through its version package (which upstream
+// fills from the git checkout's vcs.revision; envctl builds from the module
+// zip, which has none, so it adds two variables to that package in its
+// build copy), runc through main.gitCommit, crictl as semver build metadata
+// of its version.
 var recipes = map[string]recipe{
 	// crictl: a plain static Go build. The module path inside go.mod moved
 	// from github.com/kubernetes-sigs/cri-tools to sigs.k8s.io/cri-tools, and
 	// v1.30 refuses `go install` because of replace directives; building in
 	// a copy of the module works for every version.
-	"crictl": {version: "1", build: func(ctx context.Context, b *builder) error {
+	"crictl": {version: "2", build: func(ctx context.Context, b *builder) error {
 		mod := b.modulePath()
-		return b.goBuild(ctx, false, "", fmt.Sprintf("-X %s/pkg/version.Version=v%s", mod, b.version), "crictl", "./cmd/crictl")
+		v := "v" + b.version
+		if b.commit != "" {
+			v += "+" + shortCommit(b.commit)
+		}
+		return b.goBuild(ctx, false, "", fmt.Sprintf("-X %s/pkg/version.Version=%s", mod, v), "crictl", "./cmd/crictl")
 	}},
 	// runc always needs cgo and libseccomp; built as static PIE.
-	"runc": {version: "1", needsCgo: true, build: func(ctx context.Context, b *builder) error {
+	"runc": {version: "2", needsCgo: true, build: func(ctx context.Context, b *builder) error {
+		ld := fmt.Sprintf("-X main.version=%s", b.version)
+		if b.commit != "" {
+			ld += " -X main.gitCommit=" + b.commit
+		}
 		return b.goBuild(ctx, true, "seccomp urfave_cli_no_docs netgo osusergo",
-			fmt.Sprintf("-X main.version=%s -linkmode external -extldflags --static-pie", b.version), "runc", ".", "-buildmode=pie")
+			ld+" -linkmode external -extldflags --static-pie", "runc", ".", "-buildmode=pie")
 	}},
 	// CRI-O: static with seccomp; pinns is C code built with make.
-	"crio": {version: "1", needsCgo: true, build: func(ctx context.Context, b *builder) error {
+	"crio": {version: "2", needsCgo: true, build: func(ctx context.Context, b *builder) error {
 		tags := "containers_image_openpgp containers_image_ostree_stub exclude_graphdriver_btrfs exclude_graphdriver_devicemapper btrfs_noversion seccomp apparmor selinux netgo osusergo static"
 		ld := "-s -w -X github.com/cri-o/cri-o/internal/version.buildDate=1970-01-01T00:00:00Z -linkmode external -extldflags '-static -lm'"
+		if b.commit != "" {
+			linked, err := linkCommitIntoCRIO(b.src)
+			if err != nil {
+				return err
+			}
+			if linked {
+				ld += " -X github.com/cri-o/cri-o/internal/version.envctlGitCommit=" + b.commit +
+					" -X github.com/cri-o/cri-o/internal/version.envctlGitCommitDate=" + b.commitTime
+			}
+		}
 		if err := b.goBuild(ctx, true, tags, ld, "crio", "./cmd/crio"); err != nil {
 			return err
 		}
@@ -59,9 +86,44 @@ var recipes = map[string]recipe{
 	}},
 }
 
+// linkCommitIntoCRIO lets CRI-O's version package take its git commit and
+// date from linker flags when the build info has none. It reports false
+// (and changes nothing) for a version package of another shape.
+func linkCommitIntoCRIO(src string) (bool, error) {
+	path := filepath.Join(src, "internal", "version", "version.go")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil // a tree without the version package
+	}
+	if err != nil {
+		return false, err
+	}
+	text := string(b)
+	const commit, date = "\tgitCommit := unknown\n", "\tgitCommitDate := unknown\n"
+	if !strings.Contains(text, commit) || !strings.Contains(text, date) {
+		return false, nil
+	}
+	text = strings.Replace(text, commit, "\tgitCommit := envctlGitCommit\n", 1)
+	text = strings.Replace(text, date, "\tgitCommitDate := envctlGitCommitDate\n", 1)
+	text += "\n// Set by envctl's linker flags: the module's origin commit and its time.\nvar envctlGitCommit, envctlGitCommitDate = \"unknown\", \"unknown\"\n"
+	if err := os.Chmod(path, 0o644); err != nil {
+		return false, err
+	}
+	return true, os.WriteFile(path, []byte(text), 0o644)
+}
+
+func shortCommit(c string) string {
+	if len(c) > 12 {
+		return c[:12]
+	}
+	return c
+}
+
 type builder struct {
 	module, version, src, out string
-	log                       io.Writer
+	// commit and commitTime are the module's origin, when the lock has it.
+	commit, commitTime string
+	log                io.Writer
 }
 
 var moduleRE = regexp.MustCompile(`(?m)^module\s+(\S+)`)
@@ -115,7 +177,11 @@ func lastLines(s string, n int) string {
 // BuildKey identifies a gomod build: module, version, sum, recipe and Go toolchain.
 func BuildKey(a lock.Artifact) string {
 	r := recipes[a.Recipe]
-	h := sha256.Sum256([]byte(strings.Join([]string{a.Module, a.Version, a.ModuleSum, a.Recipe, r.version, runtime.GOARCH, goVersion()}, "\n")))
+	commit := ""
+	if a.Origin != nil {
+		commit = a.Origin.Commit + " " + a.Origin.Time.UTC().Format(time.RFC3339)
+	}
+	h := sha256.Sum256([]byte(strings.Join([]string{a.Module, a.Version, a.ModuleSum, a.Recipe, r.version, runtime.GOARCH, goVersion(), commit}, "\n")))
 	return a.Recipe + "-" + a.Version + "-" + hex.EncodeToString(h[:])[:16]
 }
 
@@ -174,6 +240,9 @@ func (f *Fetcher) gomod(ctx context.Context, a lock.Artifact) (Files, error) {
 		return Files{}, fault.Infraf("build %s: %w", a.Component, err)
 	}
 	b := &builder{module: a.Module, version: a.Version, src: src, out: tmpOut, log: f.Output}
+	if a.Origin != nil {
+		b.commit, b.commitTime = a.Origin.Commit, a.Origin.Time.UTC().Format(time.RFC3339)
+	}
 	if err := r.build(ctx, b); err != nil {
 		hint := ""
 		if r.needsCgo {

@@ -254,6 +254,9 @@ func Derive(base *profiles.Profile, spec Spec) *profiles.Profile {
 		if role == profiles.RoleRuntime {
 			c.Name = name
 		}
+		if c.Version != ver {
+			c.Commit = "" // a commit pins one version's snapshot
+		}
 		c.Version = ver
 		p.Components[role] = c
 	}

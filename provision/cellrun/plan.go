@@ -87,7 +87,7 @@ func (pl *Plan) WriteTable(w io.Writer) {
 	for _, c := range pl.Cells {
 		fmt.Fprintf(w, "cell %s\n", c.Name)
 		for _, a := range c.Artifacts {
-			fmt.Fprintf(w, "  %-11s %-8s from %s\n", a.Component, a.Version, a.Source)
+			fmt.Fprintf(w, "  %-11s %-8s from %s\n", a.Component, a.Label(), a.Source)
 		}
 		if len(c.Artifacts) == 0 {
 			for _, n := range slices.Sorted(maps.Keys(c.Versions)) {

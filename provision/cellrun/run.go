@@ -530,7 +530,7 @@ func (r *run) report() *report.Report {
 		Steps: r.test.Steps, Notes: r.notes,
 	}
 	for _, c := range r.cell.Components {
-		rc := report.Component{Role: c.Role, Name: c.Component, Locked: c.Version, Source: c.Source}
+		rc := report.Component{Role: c.Role, Name: c.Component, Locked: c.Version, Source: c.Source, Label: c.Label()}
 		for _, b := range r.builds {
 			if b.Component == c.Component && b.CRIAPI != "" && rc.CRIAPI == "" {
 				rc.CRIAPI = strings.Fields(b.CRIAPI)[0]
@@ -538,7 +538,7 @@ func (r *run) report() *report.Report {
 		}
 		for _, it := range r.verified {
 			if it.Role == c.Role {
-				rc.Actual, rc.Verified = it.Actual, it.OK
+				rc.Actual, rc.Verified, rc.Commit = it.Actual, it.OK, it.Commit
 			}
 		}
 		rep.Components = append(rep.Components, rc)

@@ -245,6 +245,10 @@ func TestVerify(t *testing.T) {
 		{"the lock's digest differs from the file", func(_ *guesttest.Server, s *Stack) {
 			s.Parts[2].Binaries = map[string]string{"crun": sha("locked crun")}
 		}, []string{"crun: /usr/local/bin/crun has sha256 " + sha("#!crun") + ", the lock has " + sha("locked crun")}},
+		{"built from another commit than the lock's", func(srv *guesttest.Server, s *Stack) {
+			s.Parts[0].Origin = &lock.Origin{Commit: "5dd0877c91adb0d2b253f8009d12bb6531ca0104"}
+			srv.Reply(`^/usr/local/bin/crio --version$`, guesttest.Reply{Stdout: "crio version 1.34.0\n   GitCommit:      d91a449706dbbd6c285e4d365bbd3b65fd8de43c\n"})
+		}, []string{"cri-o: locked commit 5dd0877c91adb0d2b253f8009d12bb6531ca0104, the binary reports d91a449706dbbd6c285e4d365bbd3b65fd8de43c"}},
 		{"running daemon is another version", func(srv *guesttest.Server, _ *Stack) {
 			srv.Reply(`^crictl version$`, guesttest.Reply{Stdout: "RuntimeName:  cri-o\nRuntimeVersion:  1.34.0-rc.1\n"})
 		}, []string{`cri-o: the running daemon reports RuntimeVersion "1.34.0-rc.1" through CRI, locked 1.34.0`}},
@@ -282,5 +286,22 @@ func TestVersionCommandQuotes(t *testing.T) {
 	want := "dpkg-query -W -f '${Version}' " + guest.Quote(comp.Package)
 	if got != want || !strings.HasSuffix(got, `'conmon'\''; touch /pwned; echo '\'''`) {
 		t.Errorf("unquoted: %s", got)
+	}
+}
+
+func TestParseCommit(t *testing.T) {
+	tests := map[string]string{
+		"crio version 1.34.0\n   GitCommit:      5dd0877c91adb0d2b253f8009d12bb6531ca0104\n": "5dd0877c91adb0d2b253f8009d12bb6531ca0104",
+		"crio version 1.34.0\n   GitCommit:      unknown\n":                                  "",
+		"runc version 1.3.6\ncommit: 5dd0877c91ad\nspec: 1.2.1\n":                            "5dd0877c91ad",
+		"runc version 1.1.12\ncommit: v1.1.12-0-g51d5e946\nspec: 1.0.2-dev\n":                "51d5e946",
+		"crictl version v1.34.0+3be3a295d72c\n":                                              "3be3a295d72c",
+		"crictl version v1.34.0\n":                                                           "",
+		"crun version 1.8.1\ncommit: f8a096be060b22ccd3d5f3ebe44108517fbf6c30\n":             "f8a096be060b22ccd3d5f3ebe44108517fbf6c30",
+	}
+	for in, want := range tests {
+		if got := ParseCommit(in); got != want {
+			t.Errorf("ParseCommit(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -363,7 +363,20 @@ type Installed struct {
 	// Running is the version the running daemon reports through CRI
 	// (CRI-O's RuntimeVersion).
 	Running string `json:"running,omitempty"`
-	OK      bool   `json:"ok"`
+	// Commit is the source commit the binary reports, and LockedCommit the
+	// lock's (a gomod artifact's module origin).
+	Commit       string `json:"commit,omitempty"`
+	LockedCommit string `json:"locked_commit,omitempty"`
+	OK           bool   `json:"ok"`
+}
+
+// CommitOK reports whether the binary's commit is the lock's (nothing to
+// compare when the lock records none).
+func (it Installed) CommitOK() bool {
+	if it.LockedCommit == "" {
+		return true
+	}
+	return it.Commit != "" && (strings.HasPrefix(it.LockedCommit, it.Commit) || strings.HasPrefix(it.Commit, it.LockedCommit))
 }
 
 // VersionCommand is how a component reports its version in the guest.
@@ -406,6 +419,35 @@ func ParseVersion(out string) string {
 
 var debianRev = regexp.MustCompile(`^\d[\w.+~]*-\d+[\w.+~]*$`)
 
+var hexRE = regexp.MustCompile(`^[0-9a-f]{7,40}$`)
+
+// ParseCommit reads the source commit a version output reports: CRI-O's
+// "GitCommit:", runc's "commit:" (a hash, or git describe's "…-gHASH"), or
+// semver build metadata ("v1.34.0+HASH", as envctl links crictl). It is ""
+// when there is none or it is "unknown".
+func ParseCommit(out string) string {
+	for _, line := range strings.Split(out, "\n") {
+		line = strings.TrimSpace(line)
+		k, v, ok := strings.Cut(line, ":")
+		if ok && (strings.EqualFold(k, "GitCommit") || strings.EqualFold(k, "commit")) {
+			v = strings.TrimSpace(v)
+			if i := strings.LastIndex(v, "-g"); i >= 0 && hexRE.MatchString(v[i+2:]) {
+				v = v[i+2:]
+			}
+			if hexRE.MatchString(v) {
+				return v
+			}
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if _, meta, ok := strings.Cut(f, "+"); ok && hexRE.MatchString(meta) {
+				return meta
+			}
+		}
+	}
+	return ""
+}
+
 // RuntimeVersion reads the RuntimeVersion field of `crictl version`.
 func RuntimeVersion(out string) string {
 	for _, line := range strings.Split(out, "\n") {
@@ -431,6 +473,13 @@ func (e *DriftError) Error() string {
 		}
 		if !catalog.SameVersion(it.Actual, it.Locked) {
 			parts = append(parts, fmt.Sprintf("%s: locked %s, installed %q (from `%s`)", it.Component, it.Locked, it.Actual, it.Command))
+		}
+		if !it.CommitOK() {
+			got := it.Commit
+			if got == "" {
+				got = "none"
+			}
+			parts = append(parts, fmt.Sprintf("%s: locked commit %s, the binary reports %s (from `%s`)", it.Component, it.LockedCommit, got, it.Command))
 		}
 		if it.Running != "" && !catalog.SameVersion(it.Running, it.Locked) {
 			parts = append(parts, fmt.Sprintf("%s: the running daemon reports RuntimeVersion %q through CRI, locked %s", it.Component, it.Running, it.Locked))
@@ -479,8 +528,11 @@ func Verify(ctx context.Context, g Guest, s Stack) ([]Installed, error) {
 			return nil, fault.Infraf("drift check: %w", ctx.Err())
 		}
 		it := Installed{Role: p.Role, Component: p.Component, Locked: p.Version, Command: cmd}
+		if p.Origin != nil {
+			it.LockedCommit = p.Origin.Commit
+		}
 		if err == nil {
-			it.Actual = ParseVersion(res)
+			it.Actual, it.Commit = ParseVersion(res), ParseCommit(res)
 		} else {
 			it.Actual = "(" + strings.TrimSpace(firstLine(res)) + ")"
 		}
@@ -489,7 +541,7 @@ func Verify(ctx context.Context, g Guest, s Stack) ([]Installed, error) {
 				it.Changed = append(it.Changed, FileCheck{Path: f.Remote, Locked: f.SHA256, Actual: sums[f.Remote]})
 			}
 		}
-		it.OK = it.Actual != "" && catalog.SameVersion(it.Actual, p.Version) && len(it.Changed) == 0
+		it.OK = it.Actual != "" && catalog.SameVersion(it.Actual, p.Version) && len(it.Changed) == 0 && it.CommitOK()
 		if p.Role == profiles.RoleCRIO {
 			res, err := g.Output(ctx, "crictl version")
 			it.Running = RuntimeVersion(res)

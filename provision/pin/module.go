@@ -96,3 +96,54 @@ func Available(ctx context.Context, comp *catalog.Component, source profiles.Sou
 	}
 	return out
 }
+
+// VersionProvenance is one version of a component: upstream's release
+// commit, the module proxy's commit for it (gomod components), and how the
+// two relate.
+type VersionProvenance struct {
+	Version       string               `json:"version"`
+	ReleaseCommit string               `json:"release_commit,omitempty"`
+	ReleaseTime   time.Time            `json:"release_time,omitzero"`
+	ModuleCommit  string               `json:"module_commit,omitempty"`
+	ModuleTime    time.Time            `json:"module_time,omitzero"`
+	Status        catalog.SourceStatus `json:"status"`
+	// Published says the catalog records the release artifact's digest.
+	Published bool   `json:"published_digest"`
+	Note      string `json:"note,omitempty"`
+}
+
+// Provenance lists every version of a component with its provenance,
+// asking the module proxy about each version of a gomod component.
+func Provenance(ctx context.Context, comp *catalog.Component, arch string, info func(ctx context.Context, module, version string) (Info, error)) []VersionProvenance {
+	versions := comp.Sorted()
+	out := make([]VersionProvenance, len(versions))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 4)
+	for i, v := range versions {
+		vp := VersionProvenance{Version: v, Status: catalog.StatusUnknown}
+		if rel, ok := comp.Upstream(v); ok {
+			vp.ReleaseCommit, vp.ReleaseTime, vp.Published = rel.Commit, rel.Time, rel.SHA256[arch] != ""
+		}
+		out[i] = vp
+		if comp.GoMod == nil {
+			if vp.ReleaseCommit != "" {
+				out[i].Status = catalog.StatusRelease
+			}
+			continue
+		}
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			mi, err := info(ctx, comp.GoMod.Module, "v"+v)
+			switch {
+			case err != nil:
+				out[i].Note = "the module proxy does not serve it"
+			case mi.Origin != nil:
+				out[i].ModuleCommit, out[i].ModuleTime = mi.Origin.Hash, mi.Time
+				out[i].Status = comp.Status(v, mi.Origin.Hash)
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}

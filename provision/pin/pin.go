@@ -36,13 +36,22 @@ type Resolver struct {
 	Mirror string
 	// ModuleSum returns the go.sum hash (h1:…) of module@version.
 	ModuleSum func(ctx context.Context, module, version string) (string, error)
+	// ModuleInfo returns module@version's .info (time and origin).
+	ModuleInfo func(ctx context.Context, module, version string) (Info, error)
+	// KnownDigests pins a release artifact from the digest the catalog
+	// records for it, when it has one, without fetching the checksum file.
+	KnownDigests bool
+	// AllowMovedTags accepts a gomod version whose module commit is not
+	// upstream's release commit (the tag moved after the proxy cached it);
+	// the lock then records both commits.
+	AllowMovedTags bool
 }
 
 // New makes a resolver with the embedded catalog, the go command for
 // module sums and $ENVCTL_MIRROR as the mirror.
 func New(imgs *images.Store, arch string) *Resolver {
 	return &Resolver{Catalog: catalog.Default(), Images: imgs, HTTP: &http.Client{Timeout: 60 * time.Second},
-		Arch: arch, Mirror: os.Getenv("ENVCTL_MIRROR"), ModuleSum: GoModuleSum}
+		Arch: arch, Mirror: os.Getenv("ENVCTL_MIRROR"), ModuleSum: GoModuleSum, KnownDigests: true}
 }
 
 // Lock resolves every cell of a profile to exact artifacts.
@@ -71,7 +80,7 @@ func (r *Resolver) Lock(ctx context.Context, p *profiles.Profile) (*lock.File, e
 			if done[a.Key()] {
 				continue
 			}
-			if err := r.pin(ctx, p, &a, pkgs); err != nil {
+			if err := r.pin(ctx, p, &a, comp.Commit, pkgs); err != nil {
 				return nil, err
 			}
 			done[a.Key()] = true
@@ -83,7 +92,7 @@ func (r *Resolver) Lock(ctx context.Context, p *profiles.Profile) (*lock.File, e
 	return f, nil
 }
 
-func (r *Resolver) pin(ctx context.Context, p *profiles.Profile, a *lock.Artifact, pkgs map[string]string) error {
+func (r *Resolver) pin(ctx context.Context, p *profiles.Profile, a *lock.Artifact, commit string, pkgs map[string]string) error {
 	comp, err := r.Catalog.Get(a.Component)
 	if err != nil {
 		return fault.AsInput(err)
@@ -98,6 +107,12 @@ func (r *Resolver) pin(ctx context.Context, p *profiles.Profile, a *lock.Artifac
 				return fault.Inputf("%s: %s uses source mirror, but ENVCTL_MIRROR is not set; set it to a URL or file:///dir laid out like upstream", p.Path, a.Component)
 			}
 			a.URL, sumURL = MirrorURL(r.Mirror, a.URL), MirrorURL(r.Mirror, sumURL)
+		}
+		// A digest upstream published (recorded in the catalog) needs no
+		// network; the download is still checked against it.
+		if facts, ok := comp.Upstream(a.Version); ok && r.KnownDigests && facts.SHA256[r.Arch] != "" {
+			a.SHA256 = facts.SHA256[r.Arch]
+			return nil
 		}
 		body, err := cache.Get(ctx, r.HTTP, sumURL)
 		if err != nil {
@@ -119,6 +134,7 @@ func (r *Resolver) pin(ctx context.Context, p *profiles.Profile, a *lock.Artifac
 			return fault.Infraf("lock %s %s: Go module %s@v%s: %w", a.Component, a.Version, a.Module, a.Version, err)
 		}
 		a.ModuleSum = sum
+		return r.provenance(ctx, p, comp, a, commit)
 	case profiles.KindFile:
 		d, err := cache.FileDigest(a.Source.Path(), digest.SHA256)
 		if err != nil {
@@ -251,4 +267,41 @@ func DownloadModule(ctx context.Context, module, version string) (Downloaded, er
 		return info, fmt.Errorf("go mod download gave no sum")
 	}
 	return info, nil
+}
+
+// provenance records a gomod artifact's origin from the module proxy's
+// .info and compares its commit with upstream's release commit for the
+// version. A moved tag is refused, naming both commits, unless the profile
+// pins the module's commit or AllowMovedTags is set; the lock then records
+// both commits.
+func (r *Resolver) provenance(ctx context.Context, p *profiles.Profile, comp *catalog.Component, a *lock.Artifact, pinned string) error {
+	moduleInfo := r.ModuleInfo
+	if moduleInfo == nil {
+		moduleInfo = ModuleInfo
+	}
+	info, err := moduleInfo(ctx, a.Module, "v"+a.Version)
+	if err != nil {
+		return fault.Infraf("lock %s %s: Go module %s@v%s: %w", a.Component, a.Version, a.Module, a.Version, err)
+	}
+	if info.Origin == nil || info.Origin.Hash == "" {
+		if pinned != "" {
+			return fault.Inputf("%s: components.%s.commit: the module proxy records no origin commit for %s@v%s, so commit %s cannot be checked; remove the pin or use another proxy", p.Path, a.Component, a.Module, a.Version, pinned)
+		}
+		return nil
+	}
+	a.Origin = &lock.Origin{VCS: info.Origin.VCS, URL: info.Origin.URL, Ref: info.Origin.Ref, Commit: info.Origin.Hash, Time: info.Time.UTC()}
+	if pinned != "" && !strings.HasPrefix(a.Origin.Commit, pinned) {
+		return fault.Inputf("%s: components.%s.commit: the module proxy serves %s@v%s from commit %s (%s), not the pinned %s",
+			p.Path, a.Component, a.Module, a.Version, a.Origin.Commit, a.Origin.Time.Format("2006-01-02"), pinned)
+	}
+	if comp.Status(a.Version, a.Origin.Commit) != catalog.StatusMovedTag {
+		return nil
+	}
+	rel, _ := comp.Upstream(a.Version)
+	a.Origin.Release = rel.Commit
+	if pinned != "" || r.AllowMovedTags {
+		return nil
+	}
+	return fault.Inputf("%s: %s %s from gomod is not the release: the module proxy's v%s is commit %s (%s), upstream's release v%s is commit %s (%s); the tag moved after the proxy cached it. Pin `commit: %s` on the component to accept this snapshot, or run `envctl lock --allow-moved-tags`",
+		p.Path, a.Component, a.Version, a.Version, a.Origin.Commit, a.Origin.Time.Format("2006-01-02"), a.Version, rel.Commit, rel.Time.Format("2006-01-02"), a.Origin.Commit[:8])
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/envctl/envctl/images"
 	"github.com/envctl/envctl/images/cache"
@@ -104,7 +105,23 @@ func newResolver(t *testing.T, cat *catalog.Catalog) *Resolver {
 		t.Fatal(err)
 	}
 	return &Resolver{Catalog: cat, Images: images.NewStore(c), Arch: "amd64",
-		ModuleSum: func(_ context.Context, m, v string) (string, error) { return "h1:fake-" + m + "@" + v, nil }}
+		ModuleSum: func(_ context.Context, m, v string) (string, error) { return "h1:fake-" + m + "@" + v, nil },
+		// Every module is its release commit, unless a test says otherwise.
+		ModuleInfo: func(_ context.Context, m, v string) (Info, error) {
+			comp := componentOfModule(cat, m)
+			rel, _ := comp.Upstream(v)
+			return Info{Path: m, Version: v, Time: rel.Time, Origin: &Origin{VCS: "git", Hash: rel.Commit}}, nil
+		}}
+}
+
+func componentOfModule(cat *catalog.Catalog, module string) *catalog.Component {
+	for _, n := range cat.Names() {
+		c, _ := cat.Get(n)
+		if c.GoMod != nil && c.GoMod.Module == module {
+			return c
+		}
+	}
+	return &catalog.Component{}
 }
 
 func TestLockRelease(t *testing.T) {
@@ -341,3 +358,144 @@ echo '{"Path": "example.com/m", "Version": "v1.0.1", "Dir": "/x", "Sum": "h1:x"}
 		t.Errorf("a mismatched answer: %v", err)
 	}
 }
+
+// moduleProxy serves module .info and .mod files in the module proxy's
+// layout (https://go.dev/ref/mod#goproxy-protocol).
+func moduleProxy(t *testing.T, infos map[string]string) {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		path := strings.TrimPrefix(r.URL.Path, "/")
+		mod, rest, ok := strings.Cut(path, "/@v/")
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		ver := strings.TrimSuffix(strings.TrimSuffix(rest, ".info"), ".mod")
+		info, known := infos[mod+"@"+ver]
+		switch {
+		case !known:
+			http.NotFound(w, r)
+		case strings.HasSuffix(rest, ".info"):
+			_, _ = w.Write([]byte(info))
+		case strings.HasSuffix(rest, ".mod"):
+			fmt.Fprintf(w, "module %s\n\ngo 1.24\n", mod)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Setenv("GOPROXY", srv.URL)
+	t.Setenv("GOSUMDB", "off")
+	t.Setenv("GONOSUMDB", "")
+	t.Setenv("GOPRIVATE", "")
+	t.Setenv("GOMODCACHE", t.TempDir())
+}
+
+// The lock compares a gomod version's module commit, from the proxy's
+// .info (read by the real go command from a proxy in the real layout),
+// with upstream's release commit in the catalog.
+func TestProvenance(t *testing.T) {
+	const snapshot = "5dd0877c91adb0d2b253f8009d12bb6531ca0104"
+	const release = "d91a449706dbbd6c285e4d365bbd3b65fd8de43c"
+	info := func(hash, when string) string {
+		return `{"Version":"v1.34.0","Time":"` + when + `","Origin":{"VCS":"git","URL":"https://github.com/cri-o/cri-o","Hash":"` + hash + `","Ref":"refs/tags/v1.34.0"}}`
+	}
+	tests := []struct {
+		name   string
+		info   string
+		commit string // pinned in the profile
+		allow  bool
+		err    []string
+		origin string // the lock's release_commit, when recorded
+	}{
+		{"release commit", info(release, "2025-09-10T14:43:52Z"), "", false, nil, ""},
+		{"moved tag refused", info(snapshot, "2025-05-14T19:57:38Z"), "", false,
+			[]string{"cri-o 1.34.0 from gomod is not the release", "commit " + snapshot + " (2025-05-14)", "commit " + release + " (2025-09-10)", "commit: 5dd0877c", "--allow-moved-tags"}, ""},
+		{"moved tag allowed", info(snapshot, "2025-05-14T19:57:38Z"), "", true, nil, release},
+		{"moved tag pinned in the profile", info(snapshot, "2025-05-14T19:57:38Z"), "5dd0877c", false, nil, release},
+		{"pinned commit differs", info(release, "2025-09-10T14:43:52Z"), "5dd0877c", false,
+			[]string{"components.cri-o.commit", "serves github.com/cri-o/cri-o@v1.34.0 from commit " + release, "not the pinned 5dd0877c"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			infos := map[string]string{"github.com/cri-o/cri-o@v1.34.0": tt.info}
+			// cri-tools and runc are their releases.
+			for _, m := range []struct{ comp, module, version string }{{"cri-tools", "sigs.k8s.io/cri-tools", "1.34.0"}, {"runc", "github.com/opencontainers/runc", "1.3.6"}} {
+				c, _ := catalog.Default().Get(m.comp)
+				rel, _ := c.Upstream(m.version)
+				infos[m.module+"@v"+m.version] = `{"Version":"v` + m.version + `","Time":"` + rel.Time.Format(time.RFC3339) + `","Origin":{"VCS":"git","Hash":"` + rel.Commit + `"}}`
+			}
+			moduleProxy(t, infos)
+			r := newResolver(t, catalog.Default())
+			r.ModuleInfo, r.AllowMovedTags = ModuleInfo, tt.allow
+			extra := ""
+			if tt.commit != "" {
+				extra = "commit: " + tt.commit
+			}
+			p := loadProfile(t, "gomod", "")
+			if extra != "" {
+				src := strings.Replace(string(mustRead(t, p.Path)), `cri-o:     {version: "1.34.0"}`, `cri-o:     {version: "1.34.0", `+extra+`}`, 1)
+				var err error
+				if p, err = profiles.Parse(p.Path, []byte(src), nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f, err := r.Lock(context.Background(), p)
+			if len(tt.err) > 0 {
+				if err == nil || !fault.Is(err, fault.Input) {
+					t.Fatalf("err %v, want an input error", err)
+				}
+				for _, w := range tt.err {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("%q lacks %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, _ := f.Artifact("cri-o@1.34.0/gomod")
+			if a.Origin == nil || a.Origin.URL != "https://github.com/cri-o/cri-o" || a.Origin.Ref != "refs/tags/v1.34.0" || a.Origin.Time.IsZero() || a.Origin.Release != tt.origin {
+				t.Errorf("origin %+v, want release commit %q", a.Origin, tt.origin)
+			}
+			if tt.origin != "" && a.Label() != "1.34.0 (module snapshot 5dd0877c, 2025-05-14; release is d91a4497)" {
+				t.Errorf("label %q", a.Label())
+			}
+		})
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// A release artifact whose digest upstream published (the catalog records
+// it) is locked without the network.
+func TestLockReleaseFromKnownDigests(t *testing.T) {
+	r := newResolver(t, catalog.Default())
+	r.KnownDigests = true
+	r.HTTP = &http.Client{Transport: roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		return nil, fmt.Errorf("no network: %s", req.URL)
+	})}
+	p := loadProfile(t, "release", "")
+	f, err := r.Lock(context.Background(), p) // cri-o, cri-tools and runc all have published digests
+	if err != nil {
+		t.Fatal(err)
+	}
+	crio, _ := catalog.Default().Get("cri-o")
+	facts, _ := crio.Upstream("1.34.0")
+	a, _ := f.Artifact("cri-o@1.34.0/release")
+	if a.SHA256 != facts.SHA256["amd64"] || a.SHA256 == "" {
+		t.Errorf("cri-o 1.34.0 release: %s, want the published %s", a.SHA256, facts.SHA256["amd64"])
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -63,6 +63,11 @@ type Component struct {
 	Source   profiles.Source `json:"source"`
 	Verified bool            `json:"verified"`
 	CRIAPI   string          `json:"cri_api,omitempty"`
+	// Label is the locked version as people should read it (a module
+	// snapshot whose tag moved says so); Commit is the source commit the
+	// installed binary reports.
+	Label  string `json:"label,omitempty"`
+	Commit string `json:"commit,omitempty"`
 }
 
 // Phase is one phase of a run and its wall time.
@@ -147,13 +152,17 @@ func Trim(s string, n int) string {
 func (r *Report) Table(w io.Writer) {
 	if len(r.Components) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "COMPONENT\tLOCKED\tINSTALLED\tSOURCE\tCRI-API")
+		fmt.Fprintln(tw, "COMPONENT\tLOCKED\tINSTALLED\tCOMMIT\tSOURCE\tCRI-API")
 		for _, c := range r.Components {
 			actual := cmp.Or(c.Actual, "-")
 			if c.Verified {
 				actual += " ✓"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Name, c.Locked, actual, c.Source, cmp.Or(c.CRIAPI, "-"))
+			commit := c.Commit
+			if len(commit) > 12 {
+				commit = commit[:12]
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, cmp.Or(c.Label, c.Locked), actual, cmp.Or(commit, "-"), c.Source, cmp.Or(c.CRIAPI, "-"))
 		}
 		_ = tw.Flush()
 		fmt.Fprintln(w)

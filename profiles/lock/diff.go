@@ -1,0 +1,156 @@
+package lock
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// Difference is one field that differs between two locks.
+type Difference struct {
+	// Cell is the matrix cell ("" for the lock as a whole and its image).
+	Cell string `json:"cell,omitempty"`
+	// Part is "image", a role ("cri-tools"), or "lock".
+	Part  string `json:"part"`
+	Field string `json:"field"`
+	A     string `json:"a"`
+	B     string `json:"b"`
+}
+
+// Diff lists what differs between two locks: the image (digests, recipe,
+// every package), and per cell and role the artifact (component, version,
+// source, commit, sums, every binary's digest). It answers the question
+// of two hosts that disagree: what exactly is different between them.
+func Diff(a, b *File) []Difference {
+	var out []Difference
+	add := func(cell, part, field, x, y string) {
+		if x != y {
+			out = append(out, Difference{Cell: cell, Part: part, Field: field, A: orNone(x), B: orNone(y)})
+		}
+	}
+	add("", "lock", "profile", a.Profile, b.Profile)
+	add("", "lock", "arch", a.Arch, b.Arch)
+	add("", "lock", "profile_sha256", a.ProfileHash, b.ProfileHash)
+	for _, f := range imageFields {
+		add("", "image", f.name, f.get(a.Image), f.get(b.Image))
+	}
+	for _, pkg := range unionKeys(a.Image.Packages, b.Image.Packages) {
+		add("", "image", "package "+pkg, a.Image.Packages[pkg], b.Image.Packages[pkg])
+	}
+	cellsA, cellsB := cellMap(a), cellMap(b)
+	for _, name := range unionKeys(cellsA, cellsB) {
+		ca, okA := cellsA[name]
+		cb, okB := cellsB[name]
+		if !okA || !okB {
+			add(name, "lock", "cell", present(okA), present(okB))
+			continue
+		}
+		for _, role := range unionKeys(ca.Components, cb.Components) {
+			x, okX := a.Artifact(ca.Components[role])
+			y, okY := b.Artifact(cb.Components[role])
+			if !okX || !okY {
+				add(name, string(role), "artifact", ca.Components[role], cb.Components[role])
+				continue
+			}
+			for _, f := range artifactFields {
+				add(name, string(role), f.name, f.get(x), f.get(y))
+			}
+			for _, bin := range unionKeys(x.Binaries, y.Binaries) {
+				add(name, string(role), "binary "+bin, x.Binaries[bin], y.Binaries[bin])
+			}
+		}
+	}
+	return out
+}
+
+type field[T any] struct {
+	name string
+	get  func(T) string
+}
+
+var imageFields = []field[Image]{
+	{"name", func(i Image) string { return i.Name }},
+	{"kind", func(i Image) string { return i.Kind.String() }},
+	{"disk", func(i Image) string { return i.Digest }},
+	{"kernel", func(i Image) string { return i.Kernel }},
+	{"initrd", func(i Image) string { return i.Initrd }},
+	{"format", func(i Image) string { return i.Format }},
+	{"recipe", func(i Image) string { return i.Recipe }},
+}
+
+var artifactFields = []field[Artifact]{
+	{"component", func(a Artifact) string { return a.Component }},
+	{"version", func(a Artifact) string { return a.Version }},
+	{"source", func(a Artifact) string { return string(a.Source) }},
+	{"commit", func(a Artifact) string {
+		if a.Origin == nil {
+			return ""
+		}
+		return a.Origin.Commit
+	}},
+	{"module_sum", func(a Artifact) string { return a.ModuleSum }},
+	{"sha256", func(a Artifact) string { return a.SHA256 }},
+	{"url", func(a Artifact) string { return a.URL }},
+	{"package", func(a Artifact) string { return a.Package }},
+	{"toolchain", func(a Artifact) string { return a.Toolchain }},
+}
+
+func (k ImageKind) String() string { return string(k) }
+
+func cellMap(f *File) map[string]Cell {
+	m := map[string]Cell{}
+	for _, c := range f.Cells {
+		m[c.Name] = c
+	}
+	return m
+}
+
+func unionKeys[K ~string, V any](a, b map[K]V) []K {
+	keys := slices.Collect(maps.Keys(a))
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func present(ok bool) string {
+	if ok {
+		return "present"
+	}
+	return ""
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// WriteDiff prints differences for humans.
+func WriteDiff(w io.Writer, nameA, nameB string, diffs []Difference) {
+	if len(diffs) == 0 {
+		fmt.Fprintf(w, "%s and %s pin the same environment\n", nameA, nameB)
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "CELL\tPART\tFIELD\t%s\t%s\n", strings.ToUpper(nameA), strings.ToUpper(nameB))
+	for _, d := range diffs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", orDash(d.Cell), d.Part, d.Field, d.A, d.B)
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(w, "%d differences\n", len(diffs))
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,66 @@
+package lock
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/envctl/envctl/profiles"
+)
+
+// Diff names every field that differs, per cell and part.
+func TestDiff(t *testing.T) {
+	p := &profiles.Profile{Name: "p", Path: "/x/p.yaml"}
+	base := func() *File {
+		f := sample(p)
+		f.Image.Recipe, f.Image.Packages = "sha256:r1", map[string]string{"bash": "5.2.15-2", "systemd": "252.36-1"}
+		f.Artifacts[0].Origin = &Origin{Commit: "5dd0877c91adb0d2b253f8009d12bb6531ca0104"}
+		return f
+	}
+	tests := []struct {
+		name   string
+		mutate func(f *File)
+		want   []string // "cell part field a b"
+	}{
+		{"identical", func(*File) {}, nil},
+		{"image digest", func(f *File) { f.Image.Digest = "sha256:other" }, []string{"- image disk sha256:" + strings.Repeat("a", 64) + " sha256:other"}},
+		{"kernel", func(f *File) { f.Image.Kernel = "sha256:k2" }, []string{"- image kernel (none) sha256:k2"}},
+		{"recipe", func(f *File) { f.Image.Recipe = "sha256:r2" }, []string{"- image recipe sha256:r1 sha256:r2"}},
+		{"a package", func(f *File) { f.Image.Packages["systemd"] = "252.38-1" }, []string{"- image package systemd 252.36-1 252.38-1"}},
+		{"a package added", func(f *File) { f.Image.Packages["vim"] = "9.0" }, []string{"- image package vim (none) 9.0"}},
+		{"version", func(f *File) {
+			f.Artifacts[1].Version = "1.30.0"
+			f.Cells[0].Components[profiles.RoleCRITools] = f.Artifacts[1].Key()
+		}, []string{"p cri-tools version 1.34.0 1.30.0"}},
+		{"commit", func(f *File) { f.Artifacts[0].Origin = &Origin{Commit: "d91a449706dbbd6c285e4d365bbd3b65fd8de43c"} },
+			[]string{"p cri-o commit 5dd0877c91adb0d2b253f8009d12bb6531ca0104 d91a449706dbbd6c285e4d365bbd3b65fd8de43c"}},
+		{"module sum", func(f *File) { f.Artifacts[2].ModuleSum = "h1:other" }, []string{"p runtime module_sum h1:z h1:other"}},
+		{"binary digest", func(f *File) { f.Artifacts[1].Binaries = map[string]string{"crictl": "c2"} },
+			[]string{"p cri-tools binary crictl " + strings.Repeat("b", 64) + " c2"}},
+		{"source", func(f *File) {
+			f.Artifacts[3].Source = profiles.SourceBundle
+			f.Cells[0].Components[profiles.RoleConmon] = f.Artifacts[3].Key()
+		}, []string{"p conmon source package bundle"}},
+		{"toolchain", func(f *File) { f.Artifacts[2].Toolchain = "go1.27.0" }, []string{"p runtime toolchain go1.26.0 go1.27.0"}},
+		{"arch", func(f *File) { f.Arch = "arm64" }, []string{"- lock arch amd64 arm64"}},
+		{"cell only in one", func(f *File) { f.Cells = append(f.Cells, Cell{Name: "q"}) }, []string{"q lock cell (none) present"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := base(), base()
+			tt.mutate(b)
+			var got []string
+			for _, d := range Diff(a, b) {
+				got = append(got, strings.Join([]string{orDash(d.Cell), d.Part, d.Field, d.A, d.B}, " "))
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("diff:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+			var buf bytes.Buffer
+			WriteDiff(&buf, "ci", "laptop", Diff(a, b))
+			if len(tt.want) == 0 && !strings.Contains(buf.String(), "pin the same environment") || len(tt.want) > 0 && !strings.Contains(buf.String(), "LAPTOP") {
+				t.Errorf("table:\n%s", buf.String())
+			}
+		})
+	}
+}
