@@ -165,3 +165,26 @@ func TestPackageChanges(t *testing.T) {
 		t.Errorf("changes %v, want %v", got, want)
 	}
 }
+
+// A lock that pins another build of a local image than this machine has
+// is refused, naming what differs: the packages, or the recipe.
+func TestLockedBuildNotHere(t *testing.T) {
+	s, l := store(t)
+	ref, _ := s.Resolve("debian-12")
+	if ref.Recipe != l.Recipe || ref.Packages["conmon"] != "2.1.6+ds1-1" {
+		t.Fatalf("the lock entry lacks recipe or packages: %+v", ref)
+	}
+	other := ref
+	other.Digest = "sha256:" + strings.Repeat("e", 64)
+	other.Packages = map[string]string{"conmon": "2.1.6+ds1-2", "systemd": "252.36-1"}
+	_, err := s.Ensure(context.Background(), other)
+	for _, want := range []string{"the lock pins sha256:eeee", "this machine's build is " + l.Disk, "conmon 2.1.6+ds1-2 → 2.1.6+ds1-1", "systemd 252.36-1 → (none)", "--update"} {
+		if err == nil || !strings.Contains(err.Error(), want) || !fault.Is(err, fault.Input) {
+			t.Errorf("err %v lacks %q", err, want)
+		}
+	}
+	other.Packages, other.Recipe = ref.Packages, "sha256:old"
+	if _, err := s.Ensure(context.Background(), other); err == nil || !strings.Contains(err.Error(), "recipe differs") {
+		t.Errorf("recipe: %v", err)
+	}
+}

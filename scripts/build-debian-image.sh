@@ -24,12 +24,14 @@
 #     initramfs and every timestamp in the image (mtimes, atimes and, with
 #     debugfs, ctimes; mke2fs through E2FSPROGS_FAKE_TIME);
 #   - the filesystem UUID and its directory hash seed;
-#   - the order files are added in (sorted, from a tmpfs copy);
+#   - the order files are added in (mke2fs sorts them; LC_ALL=C);
 #   - no build-time randomness: empty machine-id, no SSH host keys, no
 #     random seed, no logs or caches, /etc/shadow's "last changed" day.
 # ENVCTL_DEBIAN_SNAPSHOT=YYYYMMDDTHHMMSSZ builds from that day's
 # snapshot.debian.org mirror (ENVCTL_DEBIAN_SNAPSHOT_URL points elsewhere,
 # e.g. file:///srv/snapshot), so that the package set itself is fixed.
+# ENVCTL_IMAGE_DEBS_OUT=DIR keeps a copy of every package the image was
+# built from: enough to serve as such a snapshot later.
 set -euo pipefail
 
 out=${1:?usage: build-debian-image.sh OUTDIR [SUITE]}
@@ -47,7 +49,10 @@ if [ -n "${ENVCTL_DEBIAN_SNAPSHOT:-}" ]; then
   esac
   base=${ENVCTL_DEBIAN_SNAPSHOT_URL:-https://snapshot.debian.org/archive/debian}
   # Snapshots are old by design: apt must not refuse their Release files.
-  mirror="deb [check-valid-until=no] ${base%/}/$ENVCTL_DEBIAN_SNAPSHOT/ $suite main"
+  # A local (file://) snapshot is the user's own copy and is not signed.
+  opts="check-valid-until=no"
+  case "$base" in file://*) opts="$opts trusted=yes";; esac
+  mirror="deb [$opts] ${base%/}/$ENVCTL_DEBIAN_SNAPSHOT/ $suite main"
 fi
 
 for tool in mmdebstrap mkfs.ext4 debugfs; do
@@ -87,6 +92,7 @@ mmdebstrap "${mm_args[@]}" \
   --customize-hook='upload '"$here"'/guest/envctl-seed.service /etc/systemd/system/envctl-seed.service' \
   --customize-hook='upload '"$here"'/guest/envctl-growfs.service /etc/systemd/system/envctl-growfs.service' \
   --customize-hook='chroot "$1" systemctl enable envctl-seed.service envctl-growfs.service' \
+  --customize-hook='if [ -n "${ENVCTL_IMAGE_DEBS_OUT:-}" ]; then mkdir -p "$ENVCTL_IMAGE_DEBS_OUT" && cp "$1"/var/cache/apt/archives/*.deb "$ENVCTL_IMAGE_DEBS_OUT"/; fi' \
   --customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*' \
   --customize-hook='chroot "$1" env SOURCE_DATE_EPOCH='"$SOURCE_DATE_EPOCH"' update-initramfs -u -k all >/dev/null' \
   --customize-hook='rm -rf "$1"/var/log/* "$1"/var/cache/apt/*.bin "$1"/var/cache/ldconfig/aux-cache "$1"/var/lib/systemd/random-seed "$1"/var/lib/dbus/machine-id "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old "$1"/etc/*- "$1"/tmp/* "$1"/var/tmp/*' \
@@ -106,7 +112,7 @@ tar -C "$root" --sort=name --numeric-owner --xattrs -cf - . | tar -C "$tree" --n
 find "$tree" -depth -exec touch --no-dereference --date="@$SOURCE_DATE_EPOCH" {} +
 
 truncate -s "$size" "$work/disk.raw"
-E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -L rootfs -U "$fs_uuid" \
+LC_ALL=C E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -L rootfs -U "$fs_uuid" \
   -E "hash_seed=$hash_seed,lazy_itable_init=0,lazy_journal_init=0" -d "$tree" "$work/disk.raw"
 # mke2fs copies each file's change time, which no one can set: set it.
 stamp=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S)

@@ -8,8 +8,11 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/xml"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -510,35 +513,88 @@ func TestE2ELockRefusesMovedTags(t *testing.T) {
 	}
 }
 
-// TestE2EImageBuildIsReproducible: two builds of debian-12 in a row, into
-// separate caches, give the same disk, kernel and initrd digests, and the
-// same ones the committed locks pin.
+// TestE2EImageBuildIsReproducible: two builds of debian-12, into separate
+// caches, give the same disk, kernel and initrd digests, the same ones the
+// committed locks pin. The second build comes from a dated snapshot mirror
+// (ENVCTL_DEBIAN_SNAPSHOT) that the test makes, on file://, from the
+// packages the first build kept: the package set and the image are fixed.
 func TestE2EImageBuildIsReproducible(t *testing.T) {
 	type built struct{ Disk, Kernel, Initrd string }
-	var builds []built
-	for range 2 {
+	debs := t.TempDir()
+	mirror := t.TempDir()
+	build := func(env ...string) built {
 		cmd := exec.Command(bin(t), "image", "build", "debian-12", "-o", "json")
 		cmd.Dir = "../.."
-		cmd.Env = append(os.Environ(), "ENVCTL_CACHE_DIR="+t.TempDir())
+		cmd.Env = append(append(os.Environ(), "ENVCTL_CACHE_DIR="+t.TempDir()), env...)
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
 		start := time.Now()
 		out, err := cmd.Output()
 		if err != nil {
-			t.Fatalf("image build: %v", err)
+			t.Fatalf("image build %v: %v\n%s", env, err, tail(errb.String(), 20))
 		}
 		var b built
 		if err := json.Unmarshal(out, &b); err != nil {
 			t.Fatalf("image build -o json: %v\n%s", err, out)
 		}
-		t.Logf("built %+v in %s", b, time.Since(start).Round(time.Second))
-		builds = append(builds, b)
+		t.Logf("built %+v in %s (%v)", b, time.Since(start).Round(time.Second), env)
+		return b
 	}
-	if builds[0] != builds[1] {
-		t.Errorf("two builds differ:\n%+v\n%+v", builds[0], builds[1])
+	first := build("ENVCTL_IMAGE_DEBS_OUT=" + debs)
+	makeSnapshot(t, debs, filepath.Join(mirror, "20251101T000000Z"))
+	second := build("ENVCTL_DEBIAN_SNAPSHOT=20251101T000000Z", "ENVCTL_DEBIAN_SNAPSHOT_URL=file://"+mirror)
+	if first != second {
+		t.Errorf("two builds differ:\n%+v\n%+v", first, second)
 	}
 	lockFile, _ := os.ReadFile("../../profiles/crio-1.34-runc.lock")
-	for _, d := range []string{builds[0].Disk, builds[0].Kernel, builds[0].Initrd} {
+	for _, d := range []string{first.Disk, first.Kernel, first.Initrd} {
 		if !strings.Contains(string(lockFile), d) {
 			t.Errorf("the committed lock does not pin %s: this machine's build differs from the one the lock was made with", d)
 		}
 	}
+}
+
+// makeSnapshot lays out a Debian mirror of one suite at dir from a
+// directory of .deb files: pool/, dists/bookworm/main/binary-amd64/Packages
+// and a Release with its hash, as snapshot.debian.org serves it (unsigned:
+// a local snapshot is trusted).
+func makeSnapshot(t *testing.T, debs, dir string) {
+	t.Helper()
+	pool := filepath.Join(dir, "pool")
+	if err := os.MkdirAll(pool, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(debs)
+	if len(entries) < 100 {
+		t.Fatalf("the first build kept %d packages", len(entries))
+	}
+	for _, e := range entries {
+		if err := os.Link(filepath.Join(debs, e.Name()), filepath.Join(pool, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scan := exec.Command("dpkg-scanpackages", "pool", "/dev/null")
+	scan.Dir = dir
+	packages, err := scan.Output()
+	if err != nil {
+		t.Fatalf("dpkg-scanpackages: %v", err)
+	}
+	idx := filepath.Join(dir, "dists", "bookworm", "main", "binary-amd64")
+	_ = os.MkdirAll(idx, 0o755)
+	if err := os.WriteFile(filepath.Join(idx, "Packages"), packages, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(packages)
+	release := fmt.Sprintf("Origin: envctl test snapshot\nSuite: bookworm\nCodename: bookworm\nDate: Sat, 01 Nov 2025 00:00:00 UTC\nArchitectures: amd64\nComponents: main\nSHA256:\n %s %d main/binary-amd64/Packages\n", hex.EncodeToString(sum[:]), len(packages))
+	if err := os.WriteFile(filepath.Join(dir, "dists", "bookworm", "Release"), []byte(release), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
