@@ -19,6 +19,9 @@ type Resolved struct {
 	Source  Source `json:"source" yaml:"source"`
 	// Commit is the source commit the profile pins (gomod only).
 	Commit string `json:"commit,omitempty" yaml:"commit,omitempty"`
+	// Label is what the lock says the version really is, when that is
+	// more than the version (a module snapshot whose tag moved).
+	Label string `json:"label,omitempty" yaml:"label,omitempty"`
 }
 
 // ResolvedCell is a cell with every component resolved.
@@ -117,7 +120,11 @@ func WriteTable(w io.Writer, p *Profile, cells []ResolvedCell) {
 	fmt.Fprintln(tw, "CELL\tROLE\tCOMPONENT\tSPEC\tVERSION\tSOURCE")
 	for _, c := range cells {
 		for _, r := range c.Components {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, r.Role, r.Name, r.Spec, r.Version, r.Source)
+			v := r.Version
+			if r.Label != "" {
+				v = r.Label
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, r.Role, r.Name, r.Spec, v, r.Source)
 		}
 	}
 	_ = tw.Flush()

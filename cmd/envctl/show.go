@@ -7,6 +7,7 @@ import (
 
 	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/catalog"
+	"github.com/envctl/envctl/profiles/lock"
 )
 
 // loadResolved loads a profile and resolves every cell's versions.
@@ -29,6 +30,20 @@ func newShowCmd(a *app) *cobra.Command {
 			p, cells, err := loadResolved(args[0])
 			if err != nil {
 				return err
+			}
+			// A current lock says what each version really is.
+			if lf, err := lock.ForProfile(p, a.arch()); err == nil {
+				for i, c := range cells {
+					lc, err := lf.Cell(p, c.Name)
+					if err != nil {
+						continue
+					}
+					for j, r := range c.Components {
+						if art, ok := lc.Component(r.Role); ok && art.Label() != r.Version {
+							cells[i].Components[j].Label = art.Label()
+						}
+					}
+				}
 			}
 			out := struct {
 				Profile string                  `json:"profile" yaml:"profile"`
