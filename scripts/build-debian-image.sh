@@ -26,7 +26,9 @@
 #   - the filesystem UUID and its directory hash seed;
 #   - the order files are added in (mke2fs sorts them; LC_ALL=C);
 #   - no build-time randomness: empty machine-id, no SSH host keys, no
-#     random seed, no logs or caches, /etc/shadow's "last changed" day.
+#     random seed, no logs or caches, /etc/shadow's "last changed" day;
+#   - the guest's apt sources are Debian's own, whatever mirror or
+#     snapshot the packages came from.
 # ENVCTL_DEBIAN_SNAPSHOT=YYYYMMDDTHHMMSSZ builds from that day's
 # snapshot.debian.org mirror (ENVCTL_DEBIAN_SNAPSHOT_URL points elsewhere,
 # e.g. file:///srv/snapshot), so that the package set itself is fixed.
@@ -51,7 +53,8 @@ if [ -n "${ENVCTL_DEBIAN_SNAPSHOT:-}" ]; then
   # Snapshots are old by design: apt must not refuse their Release files.
   # A local (file://) snapshot is the user's own copy and is not signed.
   opts="check-valid-until=no"
-  case "$base" in file://*) opts="$opts trusted=yes";; esac
+  # apt's copy:// reads it without the chroot having to see the path.
+  case "$base" in file://*) opts="$opts trusted=yes"; base="copy://${base#file://}";; esac
   mirror="deb [$opts] ${base%/}/$ENVCTL_DEBIAN_SNAPSHOT/ $suite main"
 fi
 
@@ -73,6 +76,11 @@ packages=(
 )
 
 mm_args=(--variant=minbase --include="$(IFS=,; echo "${packages[*]}")")
+# With ENVCTL_IMAGE_DEBS_OUT, keep every package: the essential ones right
+# after they are extracted (mmdebstrap drops them before the customize
+# hooks), then the rest; and the mirror's package lists (lists/), whose
+# priorities a snapshot made from these packages needs.
+keep_debs='if [ -n "${ENVCTL_IMAGE_DEBS_OUT:-}" ]; then mkdir -p "$ENVCTL_IMAGE_DEBS_OUT/lists" && cp -n "$1"/var/cache/apt/archives/*.deb "$ENVCTL_IMAGE_DEBS_OUT"/ 2>/dev/null; cp "$1"/var/lib/apt/lists/*_Packages "$ENVCTL_IMAGE_DEBS_OUT/lists/" 2>/dev/null; true; fi'
 [ -n "${mirror}" ] && mirror_arg=("$mirror") || mirror_arg=()
 
 mmdebstrap "${mm_args[@]}" \
@@ -92,7 +100,9 @@ mmdebstrap "${mm_args[@]}" \
   --customize-hook='upload '"$here"'/guest/envctl-seed.service /etc/systemd/system/envctl-seed.service' \
   --customize-hook='upload '"$here"'/guest/envctl-growfs.service /etc/systemd/system/envctl-growfs.service' \
   --customize-hook='chroot "$1" systemctl enable envctl-seed.service envctl-growfs.service' \
-  --customize-hook='if [ -n "${ENVCTL_IMAGE_DEBS_OUT:-}" ]; then mkdir -p "$ENVCTL_IMAGE_DEBS_OUT" && cp "$1"/var/cache/apt/archives/*.deb "$ENVCTL_IMAGE_DEBS_OUT"/; fi' \
+  --extract-hook="$keep_debs" \
+  --customize-hook="$keep_debs" \
+  --customize-hook='printf "deb http://deb.debian.org/debian %s main\ndeb http://deb.debian.org/debian %s-updates main\ndeb http://security.debian.org/debian-security %s-security main\n" '"$suite $suite $suite"' > "$1/etc/apt/sources.list"' \
   --customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*' \
   --customize-hook='chroot "$1" env SOURCE_DATE_EPOCH='"$SOURCE_DATE_EPOCH"' update-initramfs -u -k all >/dev/null' \
   --customize-hook='rm -rf "$1"/var/log/* "$1"/var/cache/apt/*.bin "$1"/var/cache/ldconfig/aux-cache "$1"/var/lib/systemd/random-seed "$1"/var/lib/dbus/machine-id "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old "$1"/etc/*- "$1"/tmp/* "$1"/var/tmp/*' \

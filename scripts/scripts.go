@@ -8,18 +8,22 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 //go:embed *.sh guest
 var files embed.FS
 
-// RecipeHash is a digest of every embedded script and guest file: an image
-// built from older scripts is stale.
+// RecipeHash is a digest of what goes into an image: the build script and
+// the guest files. An image built from other ones is stale.
 func RecipeHash() string {
 	h := sha256.New()
 	_ = fs.WalkDir(files, ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
+		}
+		if path != "build-debian-image.sh" && !strings.HasPrefix(path, "guest/") {
+			return nil
 		}
 		b, _ := files.ReadFile(path)
 		fmt.Fprintf(h, "%s %d\n", path, len(b))
