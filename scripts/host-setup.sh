@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # host-setup.sh: make this host able to run envctl VMs, idempotently.
 # Installs the Debian packages envctl needs (libvirt, QEMU, mmdebstrap, and
-# what the gomod builds and the crun example use), lets QEMU run as root, and
+# what the gomod builds, the crun example and the snapshot test use), lets QEMU run as root, and
 # starts virtlogd and libvirtd when no init system does (containers and CI
 # machines without systemd). Never starts libvirt's `default` network.
 set -euo pipefail
 
 packages=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients
-  mmdebstrap e2fsprogs libseccomp-dev gcc make pkg-config crun
+  mmdebstrap e2fsprogs dpkg-dev libseccomp-dev gcc make pkg-config crun
   openssh-server)
 missing=()
 for p in "${packages[@]}"; do
