@@ -46,6 +46,7 @@ host:
 # Build the local Debian image once; later runs reuse the cached one.
 image: build host
 	$(BIN) image build debian-12 --if-needed
+	$(BIN) image build debian-13 --if-needed
 
 e2e: build host image
 	ENVCTL_BIN=$(abspath $(BIN)) $(GO) test -count=1 -tags e2e -timeout 80m -v -run 'E2E' ./cmd/envctl

@@ -47,7 +47,7 @@ func (s *Store) Build(ctx context.Context, name string, log io.Writer) (Local, e
 	if err := cmd.Run(); err != nil {
 		return Local{}, fault.Infraf("image build %s: %s failed: %w (its output is above)", name, recipe.Script, err)
 	}
-	l := Local{Name: name, Format: "raw", Built: time.Now().UTC(), FastSeed: true, Recipe: scripts.RecipeHash()}
+	l := Local{Name: name, Format: "raw", Built: time.Now().UTC(), FastSeed: true, Recipe: s.recipeHash(name)}
 	for _, part := range []struct {
 		file string
 		dst  *string

@@ -37,8 +37,19 @@ type Local struct {
 	Recipe string `json:"recipe,omitempty"`
 }
 
-// Stale reports whether the image was built from other scripts than this envctl carries.
-func (l Local) Stale() bool { return l.Recipe != scripts.RecipeHash() }
+// recipeHash is the hash of an image's current build recipe: envctl's
+// scripts and the recipe's arguments.
+func (s *Store) recipeHash(name string) string {
+	r, ok := s.Catalog.Builds[name]
+	if !ok || r == nil {
+		return "no recipe"
+	}
+	return scripts.RecipeHash(append([]string{r.Script}, r.Args...)...)
+}
+
+// stale reports whether a local build was made from another recipe than
+// this envctl carries.
+func (s *Store) stale(l Local) bool { return l.Recipe != s.recipeHash(l.Name) }
 
 // Files are the on-disk files a VM boots from.
 type Files struct {
@@ -257,7 +268,7 @@ func (s *Store) Current(name string) (Local, bool) {
 		return Local{}, false
 	}
 	l, ok := locals[name]
-	if !ok || l.Stale() {
+	if !ok || s.stale(l) {
 		return Local{}, false
 	}
 	d, err := cache.ParseDigest(l.Disk)
@@ -327,7 +338,7 @@ func (s *Store) List() ([]Listing, error) {
 	for _, n := range slices.Sorted(maps.Keys(locals)) {
 		l := locals[n]
 		src := "built " + l.Built.Format(time.RFC3339)
-		if l.Stale() {
+		if s.stale(l) {
 			src += " (stale: rebuild with `envctl image build " + n + "`)"
 		}
 		rows = append(rows, Listing{n, string(lock.ImageLocal), l.Disk, cached(l.Disk), src})

@@ -16,7 +16,6 @@ import (
 	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/profiles/lock"
-	"github.com/envctl/envctl/scripts"
 )
 
 // store makes a store whose registry holds one local build of debian-12
@@ -28,7 +27,7 @@ func store(t *testing.T) (*Store, Local) {
 		t.Fatal(err)
 	}
 	s := NewStore(c)
-	l := Local{Name: "debian-12", Format: "raw", FastSeed: true, Recipe: scripts.RecipeHash(), Packages: map[string]string{"conmon": "2.1.6+ds1-1"}}
+	l := Local{Name: "debian-12", Format: "raw", FastSeed: true, Recipe: s.recipeHash("debian-12"), Packages: map[string]string{"conmon": "2.1.6+ds1-1"}}
 	for _, part := range []struct {
 		data string
 		dst  *string

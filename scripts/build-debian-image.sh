@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# build-debian-image.sh OUTDIR [SUITE]
+# build-debian-image.sh OUTDIR [SUITE [EXTRA-PACKAGE...]]
 #
 # Builds a cloud-style Debian image with mmdebstrap from the Debian mirror the
 # host's apt uses. It is what `envctl image build debian-12` runs, because
@@ -36,8 +36,9 @@
 # built from: enough to serve as such a snapshot later.
 set -euo pipefail
 
-out=${1:?usage: build-debian-image.sh OUTDIR [SUITE]}
+out=${1:?usage: build-debian-image.sh OUTDIR [SUITE [EXTRA-PACKAGE...]]}
 suite=${2:-bookworm}
+extra=("${@:3}")
 size=${ENVCTL_IMAGE_SIZE:-3G}
 mirror=${ENVCTL_DEBIAN_MIRROR:-}
 # The recipe's date: 2025-01-01T00:00:00Z. Changing it changes every digest.
@@ -73,6 +74,7 @@ packages=(
   openssh-server iproute2 cloud-init qemu-guest-agent procps ca-certificates
   # container runtime prerequisites (the guest has no internet)
   e2fsprogs conmon containernetworking-plugins iptables netbase libyajl2 libseccomp2
+  "${extra[@]}"
 )
 
 mm_args=(--variant=minbase --include="$(IFS=,; echo "${packages[*]}")")

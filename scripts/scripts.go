@@ -14,10 +14,14 @@ import (
 //go:embed *.sh guest
 var files embed.FS
 
-// RecipeHash is a digest of what goes into an image: the build script and
-// the guest files. An image built from other ones is stale.
-func RecipeHash() string {
+// RecipeHash is a digest of what goes into an image: the build script,
+// the guest files and the recipe's arguments (suite, extra packages). An
+// image built from other ones is stale.
+func RecipeHash(args ...string) string {
 	h := sha256.New()
+	for _, a := range args {
+		fmt.Fprintf(h, "arg %s\n", a)
+	}
 	_ = fs.WalkDir(files, ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err

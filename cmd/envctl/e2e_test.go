@@ -334,8 +334,8 @@ func TestE2ESeedCaseFails(t *testing.T) {
 // CRI-O 1.34 writes; envctl predicts it from crio's build info and explains
 // the failure.
 func TestE2ECrunOldFailsWithDiagnosis(t *testing.T) {
-	mustLock(t, "crio-1.34-crun")
-	out, errOut, code := envctl(t, "up", "crio-1.34-crun", "-o", "json")
+	mustLock(t, "crio-1.34-crun-1.8.1")
+	out, errOut, code := envctl(t, "up", "crio-1.34-crun-1.8.1", "-o", "json")
 	r := parseReport(t, out)
 	if code != 1 || r.Verdict != "fail" {
 		t.Fatalf("up: exit %d verdict %q, want 1 and fail\n%s\n%s", code, r.Verdict, out, errOut)
@@ -356,6 +356,27 @@ func TestE2ECrunOldFailsWithDiagnosis(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("diagnosis missing: %+v", r.Diagnosis)
+	}
+	assertClean(t)
+}
+
+// TestE2ECrunOnDebian13Passes: CRI-O 1.34 with Debian 13's crun 1.21, from
+// the guest's own package (its version checked against the lock), passes
+// the image-volume lifecycle.
+func TestE2ECrunOnDebian13Passes(t *testing.T) {
+	mustLock(t, "crio-1.34-crun")
+	out, errOut, code := envctl(t, "up", "crio-1.34-crun", "-o", "json")
+	r := parseReport(t, out)
+	if code != 0 || r.Verdict != "pass" {
+		t.Fatalf("up: exit %d verdict %q error %q\n%s", code, r.Verdict, r.Error, errOut)
+	}
+	for _, c := range r.Components {
+		if c.Name == "crun" && (!c.Verified || c.Actual != "1.21") {
+			t.Errorf("crun from the package not verified: %+v", c)
+		}
+	}
+	if len(r.Warnings) > 0 {
+		t.Errorf("predicted failures for a good pair: %+v", r.Warnings)
 	}
 	assertClean(t)
 }
@@ -465,7 +486,7 @@ func writePhases(t *testing.T, profile string, phases []phase) {
 // environment (envctl diff finds nothing): locks travel.
 func TestE2EExampleProfiles(t *testing.T) {
 	dir := t.TempDir()
-	for _, p := range []string{"crio-1.34-runc", "crio-1.34-crun", "seed-crictl-1.30", "crictl-matrix"} {
+	for _, p := range []string{"crio-1.34-runc", "crio-1.34-crun", "crio-1.34-crun-1.8.1", "seed-crictl-1.30", "crictl-matrix"} {
 		out, errOut, code := envctl(t, "show", p, "-o", "json")
 		if code != 0 || !strings.Contains(out, `"cells"`) {
 			t.Errorf("show %s: exit %d %s", p, code, errOut)

@@ -35,7 +35,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"show", "crio-1.34-runc"}, 0, "runc", ""},
 		{[]string{"show", "crictl-matrix", "-o", "json"}, 0, `"cells"`, ""},
 		{[]string{"plan", "seed-crictl-1.30"}, 0, "WARNING: crictl v1.30.0 does not send CRI Mount.image", ""},
-		{[]string{"plan", "crio-1.34-crun"}, 0, "WARNING: crun v1.8.1 accepts only OCI runtime spec 1.0.x", ""},
+		{[]string{"plan", "crio-1.34-crun-1.8.1"}, 0, "WARNING: crun v1.8.1 accepts only OCI runtime spec 1.0.x", ""},
 		{[]string{"profiles"}, 0, "crio-1.34-runc", ""},
 		{[]string{"status"}, 0, "no environments", ""},
 		{[]string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},

@@ -57,7 +57,7 @@ func TestRunPasses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Verdict != report.VerdictPass || len(rep.Steps) != 16 || rep.Passed() != 16 {
+	if rep.Verdict != report.VerdictPass || len(rep.Steps) != 17 || rep.Passed() != 17 {
 		t.Fatalf("verdict %s, %d/%d steps: %+v", rep.Verdict, rep.Passed(), len(rep.Steps), rep.Steps)
 	}
 	for _, c := range rep.Components {

@@ -305,3 +305,13 @@ func TestParseCommit(t *testing.T) {
 		}
 	}
 }
+
+// A runtime from the guest's package is the package's binary.
+func TestConfigPackageRuntime(t *testing.T) {
+	s := stack(t, t.TempDir())
+	s.Parts[2] = part(profiles.RoleRuntime, "crun", "1.21", profiles.SourcePackage, artifacts.Files{InGuest: true})
+	cfg, err := s.Config()
+	if err != nil || !strings.Contains(cfg, `runtime_path = '/usr/bin/crun'`) {
+		t.Errorf("config %v:\n%s", err, cfg)
+	}
+}

@@ -143,6 +143,15 @@ func (s Stack) uploads() ([]guest.Upload, error) {
 	return out, nil
 }
 
+// runtimePath is where CRI-O finds the OCI runtime: installed by envctl,
+// else the guest's package.
+func (s Stack) runtimePath() string {
+	if p, ok := s.Part(profiles.RoleRuntime); ok && p.Files.InGuest {
+		return "/usr/bin/" + p.Component
+	}
+	return BinDir + "/" + s.Runtime()
+}
+
 // conmonPath is where CRI-O finds conmon: installed by envctl, else the
 // guest's package.
 func (s Stack) conmonPath() string {
@@ -202,7 +211,7 @@ func (s Stack) Config() (string, error) {
 		Runtime: runtimeTable{
 			DefaultRuntime: rt, CgroupManager: "systemd", PinnsPath: BinDir + "/pinns", LogLevel: "info",
 			Runtimes: map[string]runtimeHandler{rt: {
-				RuntimePath: BinDir + "/" + rt, RuntimeType: "oci", RuntimeRoot: "/run/" + rt,
+				RuntimePath: s.runtimePath(), RuntimeType: "oci", RuntimeRoot: "/run/" + rt,
 				MonitorPath: s.conmonPath(), MonitorCgroup: "system.slice",
 			}},
 		},

@@ -82,7 +82,7 @@ func TestStepsAllPass(t *testing.T) {
 		"lifecycle: pull volume image", "lifecycle: run container with image volume", "lifecycle: /volume/dir/file is 1", "lifecycle: /volume/file is 2",
 		"lifecycle: rmi refused while in use", "lifecycle: image ID equals mount image ID", "lifecycle: rm container", "lifecycle: rmi after removal",
 		"sub path: pull volume image", "sub path: run with image_sub_path=dir", "sub path: /volume/file is 1", "sub path: rm container",
-		"invalid sub path: run with image_sub_path=foo-bar fails",
+		"invalid sub path: run with image_sub_path=foo-bar fails", "invalid sub path: crio's log says why",
 		"not pulled: remove the volume image", "not pulled: run without the volume image fails",
 	}
 	var got []string
@@ -114,6 +114,31 @@ func TestSeedCaseFailsAndSkipsWhatCannotRun(t *testing.T) {
 	}
 	if !strings.Contains(res.Artifacts["crictl-run.txt"], "mount.HostPath is empty") {
 		t.Errorf("artifacts %v", res.Artifacts)
+	}
+}
+
+// Every step that expects a refusal checks CRI-O's reason: refused for
+// another reason, the step fails, naming the reason it wanted.
+func TestRefusalsMustHaveTheirReason(t *testing.T) {
+	res := run(t, func(c *criotest.Stack) { c.WrongReasons = true })
+	byName := map[string]report.Step{}
+	for _, s := range res.Steps {
+		byName[s.Name] = s
+	}
+	for _, step := range []struct{ name, why string }{
+		{"lifecycle: rmi refused while in use", "not because the image is in use"},
+		{"invalid sub path: run with image_sub_path=foo-bar fails", "not because the sub path does not exist in the image"},
+		{"invalid sub path: crio's log says why", ""},
+		{"not pulled: run without the volume image fails", "not because the image does not exist locally"},
+	} {
+		s := byName[step.name]
+		if s.Status != report.Fail || !strings.Contains(s.Message, step.why) {
+			t.Errorf("%s: %s %q, want a failure %q", step.name, s.Status, s.Message, step.why)
+		}
+	}
+	// The steps that expect success are unaffected.
+	if byName["lifecycle: /volume/file is 2"].Status != report.Pass {
+		t.Errorf("statuses %v", statuses(res))
 	}
 }
 

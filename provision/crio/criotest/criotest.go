@@ -32,6 +32,20 @@ type Stack struct {
 	// RunningVersion, when set, is what the running CRI-O reports through
 	// CRI, whatever binary is installed.
 	RunningVersion string
+	// WrongReasons makes every refusal the test expects happen for another
+	// reason than CRI-O's (a failing step must then fail).
+	WrongReasons bool
+	// log is what the fake crio logged (its journal).
+	log []string
+}
+
+// refuse is a CRI error the fake crio logs and crictl prints.
+func (s *Stack) refuse(msg string) guesttest.Reply {
+	if s.WrongReasons {
+		msg = "rpc error: code = Unavailable desc = connection error: transport is closing"
+	}
+	s.log = append(s.log, `level=error msg="`+msg+`"`)
+	return guesttest.Reply{Stderr: `time="2026-11-30T00:00:00Z" level=fatal msg="` + msg + `"`, Exit: 1}
 }
 
 // Versions are the answers of the version commands, keyed by a regular
@@ -51,6 +65,26 @@ func Install(srv *guesttest.Server) *Stack {
 	srv.Reply(`^udevadm control`, guesttest.Reply{})
 	srv.Reply(`^systemctl start crio$`, guesttest.Reply{})
 	srv.Reply(`^journalctl`, guesttest.Reply{Stdout: "-- journal of crio --\n"})
+	// crio's journal: what the fake CRI-O logged; grep over it as the
+	// test's log checks do.
+	srv.Handle(`^journalctl -u crio --no-pager -o cat \| grep -E '(.*)'$`, func(_ string, m []string) guesttest.Reply {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		re, err := regexp.Compile(m[1])
+		if err != nil {
+			return guesttest.Reply{Stderr: "grep: bad pattern", Exit: 2}
+		}
+		var out strings.Builder
+		for _, l := range s.log {
+			if re.MatchString(l) {
+				out.WriteString(l + "\n")
+			}
+		}
+		if out.Len() == 0 {
+			return guesttest.Reply{Exit: 1}
+		}
+		return guesttest.Reply{Stdout: out.String()}
+	})
 	srv.Reply(`^crictl info`, guesttest.Reply{Stdout: "ready\n"})
 	srv.Reply(`^crictl ps -a; crictl pods; crictl images$`, guesttest.Reply{Stdout: "CONTAINER ID\n"})
 	srv.Reply(`^crictl rmi .* \|\| ! crictl inspecti`, guesttest.Reply{})
@@ -154,9 +188,9 @@ func (s *Stack) crictl(srv *guesttest.Server, verb string, args []string) guestt
 		case s.dropsMount(srv):
 			return guesttest.Reply{Stderr: `level=fatal msg="creating container: rpc error: code = Unknown desc = mount.HostPath is empty"`, Exit: 1}
 		case !s.images[m.Image.Image]:
-			return guesttest.Reply{Stderr: "rpc error: image " + m.Image.Image + " not found", Exit: 1}
+			return s.refuse(`creating container: rpc error: code = Unknown desc = ImageVolumeMountFailed: image "` + m.Image.Image + `" does not exist locally`)
 		case m.ImageSubPath == "foo-bar":
-			return guesttest.Reply{Stderr: "rpc error: ImageVolumeMountFailed: sub path foo-bar does not exist in image volume", Exit: 1}
+			return s.refuse(`creating container: rpc error: code = Unknown desc = ImageVolumeMountFailed: sub path "foo-bar" does not exist in image volume "` + m.Image.Image + `"`)
 		}
 		s.n++
 		id := fmt.Sprintf("ctr%d", s.n)
@@ -176,7 +210,7 @@ func (s *Stack) crictl(srv *guesttest.Server, verb string, args []string) guestt
 		return guesttest.Reply{Stderr: "cat: no such file", Exit: 1}
 	case "rmi":
 		if len(s.containers) > 0 {
-			return guesttest.Reply{Stderr: "image is in use by a container", Exit: 1}
+			return s.refuse("removing image: image used by " + firstKey(s.containers) + ": image is in use by a container")
 		}
 		delete(s.images, unquote(args[0]))
 		return guesttest.Reply{}
@@ -192,4 +226,11 @@ func (s *Stack) crictl(srv *guesttest.Server, verb string, args []string) guestt
 		return guesttest.Reply{}
 	}
 	return guesttest.Reply{Stderr: "unknown crictl command", Exit: 2}
+}
+
+func firstKey(m map[string]string) string {
+	for k := range m {
+		return k
+	}
+	return ""
 }
