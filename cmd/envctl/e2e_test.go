@@ -64,24 +64,14 @@ func mustLock(t *testing.T, profile string) {
 	}
 }
 
-// assertClean checks that no envctl domain, volume or environment directory
-// is left. virsh is the test's independent witness; the product never runs it.
+// assertClean checks that no envctl domain, volume or environment record
+// is left, apart from what was on the host before the suite started. virsh
+// is the test's independent witness; the product never runs it.
 func assertClean(t *testing.T) {
 	t.Helper()
-	out, _ := exec.Command("virsh", "-c", "qemu:///system", "list", "--all", "--name").Output()
-	if strings.Contains(string(out), "envctl-") {
-		t.Errorf("domains left: %s", out)
-	}
-	pools, _ := exec.Command("virsh", "-c", "qemu:///system", "pool-list", "--all", "--name").Output()
-	for _, pool := range strings.Fields(string(pools)) {
-		if !strings.HasPrefix(pool, "envctl") {
-			continue
-		}
-		vols, _ := exec.Command("virsh", "-c", "qemu:///system", "vol-list", pool).Output()
-		for _, l := range strings.Split(string(vols), "\n") {
-			if strings.Contains(l, ".qcow2") || strings.Contains(l, ".iso") {
-				t.Errorf("volume left in %s: %s", pool, l)
-			}
+	for _, l := range witness() {
+		if !preexisting[l] {
+			t.Errorf("left behind: %s", l)
 		}
 	}
 	state, _ := exec.Command(bin(t), "status", "-o", "json").Output()

@@ -156,13 +156,26 @@ func List(ctx context.Context, opts Options) ([]Status, error) {
 		case e.Corrupt != "":
 			s.Note = "corrupt record (" + e.Corrupt + "): `envctl down " + e.ID + "` removes it"
 		case !s.Busy && !e.Kept:
-			s.Note = "orphaned: its envctl is gone; `envctl gc` removes it"
+			s.Note = "orphaned: its envctl is gone; " + gcHint(s.Host, opts.URI, reached || opts.Connect == nil) + " removes it"
 		case e.Kept && reached && s.Domain == DomainMissing:
-			s.Note = "its domain is gone; `envctl gc` removes the record"
+			s.Note = "its domain is gone; " + gcHint(s.Host, opts.URI, reached || opts.Connect == nil) + " removes the record"
 		}
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// gcHint names the gc command that collects an environment on host: gc
+// visits only the hosts it is given.
+func gcHint(host, current string, reached bool) string {
+	hint := "`envctl gc`"
+	if host != current {
+		hint = "`envctl gc --connect '" + host + "'`"
+	}
+	if !reached {
+		hint += " (once the host answers)"
+	}
+	return hint
 }
 
 // What gc may remove.
