@@ -418,10 +418,11 @@ func (r *rawProfile) validate(path string, field func(key, msg string) error) (*
 		}
 		p.Source = s
 	}
-	p.Test = TestName(cmp.Or(r.Test, string(DefaultTest)))
-	if !slices.Contains(Tests, p.Test) {
-		return nil, field("test", fmt.Sprintf("unknown test %q; known: %s", p.Test, "image-volume-lifecycle, none"))
+	test, err := ParseTestName(cmp.Or(r.Test, string(DefaultTest)))
+	if err != nil {
+		return nil, field("test", err.Error())
 	}
+	p.Test = test
 
 	p.VM = VM{CPUs: DefaultCPUs, Memory: DefaultMemory, Disk: DefaultDisk}
 	if r.VM.CPUs != "" {

@@ -2,6 +2,8 @@ package profiles
 
 import (
 	"fmt"
+	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -115,14 +117,71 @@ func (s Source) Kind() SourceKind {
 // Path is the local path of a file source.
 func (s Source) Path() string { return strings.TrimPrefix(string(s), filePrefix) }
 
-// TestName names a test suite a profile runs.
+// TestName names the test suites a profile runs: envctl's own
+// image-volume test, CRI-O's own bats file from the locked CRI-O source
+// ("upstream", or "upstream:FILE.bats" for another file of its test/
+// directory), both side by side, or none.
 type TestName string
 
 // The tests.
 const (
 	TestImageVolume TestName = "image-volume-lifecycle"
+	TestUpstream    TestName = "upstream"
+	TestBoth        TestName = "both"
 	TestNone        TestName = "none"
 )
 
+// UpstreamDefaultFile is the upstream file "upstream" and "both" run.
+const UpstreamDefaultFile = "oci_volumes.bats"
+
 // Tests lists the known tests.
-var Tests = []TestName{TestImageVolume, TestNone}
+var Tests = []TestName{TestImageVolume, TestUpstream, TestBoth, TestNone}
+
+var batsFileRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+\.bats$`)
+
+// ParseTestName checks a test name: one of Tests, or "upstream:FILE.bats".
+func ParseTestName(s string) (TestName, error) {
+	t := TestName(s)
+	if slices.Contains(Tests, t) {
+		return t, nil
+	}
+	if f, ok := strings.CutPrefix(s, string(TestUpstream)+":"); ok {
+		if batsFileRE.MatchString(f) {
+			return t, nil
+		}
+		return "", fmt.Errorf("test %q: %q is not a file name in CRI-O's test/ directory; use upstream:NAME.bats", s, f)
+	}
+	return "", fmt.Errorf("unknown test %q; known: image-volume-lifecycle, upstream, upstream:FILE.bats, both, none", s)
+}
+
+// Own says whether envctl's own image-volume test runs.
+func (t TestName) Own() bool { return t == TestImageVolume || t == TestBoth }
+
+// UpstreamFile is the upstream bats file that runs, if any.
+func (t TestName) UpstreamFile() (string, bool) {
+	switch {
+	case t == TestUpstream || t == TestBoth:
+		return UpstreamDefaultFile, true
+	case strings.HasPrefix(string(t), string(TestUpstream)+":"):
+		return strings.TrimPrefix(string(t), string(TestUpstream)+":"), true
+	}
+	return "", false
+}
+
+// Runs says whether any test runs.
+func (t TestName) Runs() bool { return t != TestNone && t != "" }
+
+// Set implements pflag.Value (--test).
+func (t *TestName) Set(s string) error {
+	v, err := ParseTestName(s)
+	if err != nil {
+		return err
+	}
+	*t = v
+	return nil
+}
+
+func (t TestName) String() string { return string(t) }
+
+// Type implements pflag.Value.
+func (t *TestName) Type() string { return "test" }

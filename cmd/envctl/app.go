@@ -113,7 +113,7 @@ exactly the locked versions of CRI-O, cri-tools, runc or crun, conmon and the
 CNI plugins, proves that the guest runs them, runs the OCI image-volume
 lifecycle test and tears everything down.
 
-Exit codes: 0 ok, 1 test failed, 2 bad input or usage, 3 infrastructure error.`,
+Exit codes: 0 ok, 1 test failed (or not tested: every test skipped), 2 bad input or usage, 3 infrastructure error.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {

@@ -101,6 +101,9 @@ func (a *app) bisect(cmd *cobra.Command, f *bisectFlags, profile string, command
 	if err != nil {
 		return err
 	}
+	if f.run.test != "" {
+		p.Test = f.run.test // probes are locked afresh from this profile
+	}
 	good, bad, order, err := f.specs()
 	if err != nil {
 		return err

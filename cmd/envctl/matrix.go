@@ -34,7 +34,8 @@ two or more axes, a grid of verdicts (also as Markdown to --summary and to
 $GITHUB_STEP_SUMMARY). --emit github prints a GitHub Actions strategy.matrix
 instead of running, for fanning out with ` + "`envctl up PROFILE --cell NAME`" + `.
 
-Exit status: 0 when every cell passed, 1 when a test failed, 3 when a cell
+Exit status: 0 when every cell passed, 1 when a test failed or every test
+of a cell was skipped ("not tested"), 3 when a cell
 could not be tested; finished cells are always reported.`,
 		Args:              exactlyOneProfile,
 		ValidArgsFunction: completeProfiles,

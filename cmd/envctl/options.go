@@ -60,12 +60,14 @@ type runFlags struct {
 	testImages cellrun.TestImages
 	timeout    time.Duration
 	allowMoved bool
+	test       profiles.TestName
 }
 
 func (f *runFlags) register(cmd *cobra.Command) {
 	f.vm.register(cmd, true)
 	f.testImages = cellrun.LocalImages
 	cmd.Flags().BoolVar(&f.noTest, "no-test", false, "boot and install, but skip the test")
+	cmd.Flags().Var(&f.test, "test", "the test suites to run instead of the profile's test: image-volume-lifecycle (envctl's own), upstream (CRI-O's own test/oci_volumes.bats from the locked CRI-O tree), upstream:FILE.bats, both, or none")
 	cmd.Flags().BoolVar(&f.noInstall, "no-install", false, "only boot the VM (no components, no test)")
 	cmd.Flags().BoolVar(&f.locked, "locked", false, "refuse a missing or stale lock instead of writing one (CI mode)")
 	cmd.Flags().StringVar(&f.junit, "junit", "", "write a JUnit XML report to this file")

@@ -3,12 +3,14 @@ package main
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/cellrun"
 )
 
 func newPlanCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var test profiles.TestName
+	cmd := &cobra.Command{
 		Use:               "plan PROFILE",
 		Short:             "Dry run: print what `envctl up` would do, and predicted incompatibilities",
 		Args:              exactlyOneProfile,
@@ -23,6 +25,9 @@ func newPlanCmd(a *app) *cobra.Command {
 				return err
 			}
 			lf, lockErr := lock.ForProfile(p, a.arch())
+			if test != "" {
+				p.Test = test // after the lock check: the lock pins the same artifacts for every test
+			}
 			pl, err := cellrun.MakePlan(p, cells, lf, lockErr, fetcher)
 			if err != nil {
 				return err
@@ -30,4 +35,6 @@ func newPlanCmd(a *app) *cobra.Command {
 			return a.emit(pl, pl.WriteTable)
 		},
 	}
+	cmd.Flags().Var(&test, "test", "plan for these test suites instead of the profile's (see `envctl up --help`)")
+	return cmd
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 
@@ -65,7 +66,8 @@ func (a *app) runCells(cmd *cobra.Command, f *runFlags, profile string, pick fun
 	if err != nil {
 		return err
 	}
-	if err := opts.Validate(p.Test); err != nil {
+	test := cmp.Or(f.test, p.Test)
+	if err := opts.Validate(test); err != nil {
 		return err
 	}
 	ctx, stop := a.signalContext(cmd)
@@ -79,6 +81,9 @@ func (a *app) runCells(cmd *cobra.Command, f *runFlags, profile string, pick fun
 	if err != nil {
 		return err
 	}
+	for i := range res.Cells {
+		res.Cells[i] = res.Cells[i].WithTest(test)
+	}
 	reports, err := run(ctx, res, opts)
 	if f.junit != "" {
 		if jerr := report.WriteJUnit(f.junit, reports...); jerr != nil && err == nil {
@@ -89,7 +94,8 @@ func (a *app) runCells(cmd *cobra.Command, f *runFlags, profile string, pick fun
 		return err
 	}
 	switch v, class := report.Worst(reports); v {
-	case report.VerdictFail:
+	case report.VerdictFail, report.VerdictNotTested:
+		// A run whose every test was skipped did not show the stack works.
 		return &shown{class: fault.TestFailed}
 	case report.VerdictError:
 		return &shown{class: class}

@@ -79,6 +79,28 @@ func (c *Component) AllowsSource(kind string) bool { return slices.Contains(c.So
 // Catalog is the whole release catalog.
 type Catalog struct {
 	Components map[string]*Component `yaml:"components"`
+	// Tools are what upstream test suites need in the guest besides the
+	// stack, pinned like artifacts (bats for CRI-O's own test files).
+	Tools map[string]*Tool `yaml:"tools"`
+}
+
+// Tool is a pinned file a test suite needs in the guest: a Debian package
+// by URL and the sha256 its archive's Packages index publishes.
+type Tool struct {
+	Name    string `yaml:"-"`
+	Version string `yaml:"version"`
+	URL     string `yaml:"url"`
+	SHA256  string `yaml:"sha256"`
+	Note    string `yaml:"note,omitempty"`
+}
+
+// Tool returns a tool by name.
+func (c *Catalog) Tool(name string) (*Tool, error) {
+	t, ok := c.Tools[name]
+	if !ok {
+		return nil, fmt.Errorf("the catalog pins no tool %q", name)
+	}
+	return t, nil
 }
 
 // Default returns the embedded catalog, parsed once.
@@ -98,6 +120,12 @@ func Parse(data []byte) (*Catalog, error) {
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
 		return nil, fmt.Errorf("release catalog: %w", err)
+	}
+	for name, t := range c.Tools {
+		t.Name = name
+		if t.URL == "" || len(t.SHA256) != 64 {
+			return nil, fmt.Errorf("release catalog: tool %s needs a url and a sha256", name)
+		}
 	}
 	for name, comp := range c.Components {
 		comp.Name = name

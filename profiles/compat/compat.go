@@ -20,6 +20,8 @@ type Finding struct {
 	Fix       string `json:"fix"`
 	// Symptom is the raw error this incompatibility produces.
 	Symptom string `json:"symptom,omitempty"`
+	// Skips marks an upstream version gate: the tests are skipped, not failed.
+	Skips bool `json:"skips,omitempty"`
 }
 
 func (f Finding) String() string {
@@ -45,8 +47,12 @@ type Build struct {
 type rule struct {
 	component  string
 	constraint string
-	test       profiles.TestName
-	cause      func(ver string) string
+	// gate, when set, limits the rule to one upstream bats file: a version
+	// gate in upstream's helpers that skips its tests. Other rules are
+	// about the stack and hold for every image-volume test: envctl's own
+	// and upstream's oci_volumes.bats.
+	gate  string
+	cause func(ver string) string
 	fix        string
 	symptom    string
 }
@@ -55,7 +61,7 @@ var table = []rule{
 	{
 		// crun commits 4532a388 and 0860c0ff (crun 1.14.2/1.14.3) dropped a
 		// check that refused any ociVersion not containing "1.0".
-		component: "crun", constraint: "< 1.14.3", test: profiles.TestImageVolume,
+		component: "crun", constraint: "< 1.14.3", 
 		cause: func(v string) string {
 			return fmt.Sprintf("crun v%s accepts only OCI runtime spec 1.0.x (crun dropped that check in 1.14.3), but CRI-O writes a newer ociVersion, so every container create fails with `unknown version specified`", v)
 		},
@@ -63,7 +69,7 @@ var table = []rule{
 		symptom: "unknown version specified",
 	},
 	{
-		component: "cri-tools", constraint: "< 1.31", test: profiles.TestImageVolume,
+		component: "cri-tools", constraint: "< 1.31", 
 		cause: func(v string) string {
 			return fmt.Sprintf("crictl v%s does not send CRI Mount.image (image volumes need cri-tools ≥ 1.31)", v)
 		},
@@ -71,13 +77,38 @@ var table = []rule{
 		symptom: "mount.HostPath is empty",
 	},
 	{
-		component: "cri-o", constraint: "< 1.31", test: profiles.TestImageVolume,
+		component: "cri-o", constraint: "< 1.31", 
 		cause: func(v string) string {
 			return fmt.Sprintf("CRI-O v%s has no OCI image volume support (added in 1.31)", v)
 		},
 		fix:     "use CRI-O ≥ 1.31",
 		symptom: "mount.HostPath is empty",
 	},
+	{
+		// oci_volumes.bats: setup() { requires_crictl "1.31"; … }. bats then
+		// reports every test as skipped and exits 0.
+		component: "cri-tools", constraint: "< 1.31", gate: profiles.UpstreamDefaultFile,
+		cause: func(v string) string {
+			return fmt.Sprintf("upstream's oci_volumes.bats skips every test with crictl v%s: its setup() calls requires_crictl \"1.31\"", v)
+		},
+		fix:     "use cri-tools ≥ 1.31 to run upstream's tests",
+		symptom: "requires crictl version",
+	},
+}
+
+// imageVolume reports whether a test exercises image volumes: envctl's
+// own test, or upstream's oci_volumes.bats.
+func imageVolume(test profiles.TestName) bool {
+	file, upstream := test.UpstreamFile()
+	return test.Own() || upstream && file == profiles.UpstreamDefaultFile
+}
+
+func (r rule) applies(test profiles.TestName) bool {
+	if r.gate != "" {
+		file, upstream := test.UpstreamFile()
+		return upstream && file == r.gate
+	}
+	return imageVolume(test)
 }
 
 // Predict lists the known incompatibilities of a cell for a test: from the
@@ -94,7 +125,7 @@ func Predict(test profiles.TestName, versions map[string]string, builds []Build)
 		out = append(out, f)
 	}
 	for _, r := range table {
-		if r.test != test {
+		if !r.applies(test) {
 			continue
 		}
 		ver, ok := versions[r.component]
@@ -107,10 +138,10 @@ func Predict(test profiles.TestName, versions map[string]string, builds []Build)
 		}
 		c, _ := version.NewConstraint(r.constraint)
 		if c.Check(v) {
-			add(Finding{Component: r.component, Version: ver, Cause: r.cause(ver), Fix: r.fix, Symptom: r.symptom})
+			add(Finding{Component: r.component, Version: ver, Cause: r.cause(ver), Fix: r.fix, Symptom: r.symptom, Skips: r.gate != ""})
 		}
 	}
-	if test == profiles.TestImageVolume {
+	if imageVolume(test) {
 		for _, f := range fromBuilds(versions, builds) {
 			add(f)
 		}

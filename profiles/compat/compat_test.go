@@ -100,3 +100,36 @@ func TestCRIAPIMinor(t *testing.T) {
 		}
 	}
 }
+
+// Upstream's requires_crictl gate is known before anything boots: plan
+// predicts the skip for the upstream suite only, next to the stack's own
+// incompatibility, which holds for both suites.
+func TestUpstreamGateIsPredicted(t *testing.T) {
+	old := map[string]string{"cri-o": "1.34.0", "cri-tools": "1.30.0"}
+	for _, tc := range []struct {
+		test        profiles.TestName
+		gate, stack bool
+	}{
+		{profiles.TestImageVolume, false, true},
+		{profiles.TestUpstream, true, true},
+		{profiles.TestBoth, true, true},
+		{"upstream:image_volume.bats", false, false},
+		{profiles.TestNone, false, false},
+	} {
+		var gate, stack bool
+		for _, f := range Predict(tc.test, old, nil) {
+			if f.Skips && strings.Contains(f.Cause, `requires_crictl "1.31"`) {
+				gate = true
+			}
+			if !f.Skips && strings.Contains(f.Cause, "does not send CRI Mount.image") {
+				stack = true
+			}
+		}
+		if gate != tc.gate || stack != tc.stack {
+			t.Errorf("%s: gate %v stack %v, want %v %v", tc.test, gate, stack, tc.gate, tc.stack)
+		}
+	}
+	if fs := Predict(profiles.TestUpstream, map[string]string{"cri-tools": "1.34.0"}, nil); len(fs) != 0 {
+		t.Errorf("crictl 1.34.0 predicted %v", fs)
+	}
+}

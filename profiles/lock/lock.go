@@ -21,8 +21,19 @@ import (
 )
 
 // FormatVersion is the lock file format. 3 added the digest of every
-// binary that goes into the guest.
-const FormatVersion = 3
+// binary that goes into the guest; 4 the tools of upstream test suites.
+const FormatVersion = 4
+
+// The tools a lock pins for upstream test suites.
+const (
+	// ToolBats is the bats package (a Debian .deb, by sha256).
+	ToolBats = "bats"
+	// ToolCRIOTests is CRI-O's test/ tree: the Go module of the locked
+	// CRI-O version, by go.sum hash (copyimg is built from it).
+	ToolCRIOTests = "cri-o-tests"
+	// CRIOModule is the CRI-O Go module.
+	CRIOModule = "github.com/cri-o/cri-o"
+)
 
 // Artifact is one exactly pinned component build.
 type Artifact struct {
@@ -141,7 +152,10 @@ type File struct {
 	Arch        string            `yaml:"arch" json:"arch"`
 	Image       Image             `yaml:"image" json:"image"`
 	Artifacts   []Artifact        `yaml:"artifacts" json:"artifacts"`
-	Cells       []Cell            `yaml:"cells" json:"cells"`
+	// Tools are what upstream test suites need: bats, and CRI-O's test
+	// tree for each locked CRI-O version.
+	Tools []Artifact `yaml:"tools,omitempty" json:"tools,omitempty"`
+	Cells []Cell     `yaml:"cells" json:"cells"`
 }
 
 // Artifact finds an artifact by key.
@@ -170,8 +184,30 @@ type LockedCell struct {
 	VM         profiles.VM       `json:"vm"`
 	Image      Image             `json:"image"`
 	Components []Part            `json:"components"`
-	// Hash identifies the lock entry: image and every artifact pin.
+	// Tools are bats and the CRI-O test tree of the cell's CRI-O version,
+	// when the lock has them.
+	Tools []Artifact `json:"tools,omitempty"`
+	// Hash identifies the lock entry: image and every artifact pin (and
+	// the tools, when the test runs an upstream suite).
 	Hash string `json:"lock_sha256"`
+}
+
+// WithTest is the cell with another test (`--test` on the command line):
+// the lock pins the same artifacts and tools whichever suite runs.
+func (c LockedCell) WithTest(t profiles.TestName) LockedCell {
+	c.Test = t
+	c.Hash = cellHash(c)
+	return c
+}
+
+// Tool returns one of the cell's tools.
+func (c LockedCell) Tool(name string) (Artifact, bool) {
+	for _, t := range c.Tools {
+		if t.Component == name {
+			return t, true
+		}
+	}
+	return Artifact{}, false
 }
 
 // Component returns the artifact in a role.
@@ -229,6 +265,12 @@ func (f *File) Cell(p *profiles.Profile, name string) (LockedCell, error) {
 			}
 			lc.Components = append(lc.Components, Part{Role: role, Artifact: a})
 		}
+		crio, _ := lc.Component(profiles.RoleCRIO)
+		for _, t := range f.Tools {
+			if t.Component != ToolCRIOTests || t.Version == crio.Version {
+				lc.Tools = append(lc.Tools, t)
+			}
+		}
 		lc.Hash = cellHash(lc)
 		return lc, nil
 	}
@@ -240,6 +282,11 @@ func cellHash(c LockedCell) string {
 	fmt.Fprintf(&b, "image %s %s %s %s\n", c.Image.Digest, c.Image.Kernel, c.Image.Initrd, c.Image.Format)
 	for _, x := range c.Components {
 		fmt.Fprintf(&b, "%s %s %s\n", x.Role, x.Key(), x.Pin())
+	}
+	if _, upstream := c.Test.UpstreamFile(); upstream {
+		for _, t := range c.Tools {
+			fmt.Fprintf(&b, "tool %s %s\n", t.Key(), t.Pin())
+		}
 	}
 	return profiles.HashInputs(map[string]string{"cell": b.String()})
 }

@@ -1,6 +1,7 @@
 package artifacts
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -84,6 +85,39 @@ var recipes = map[string]recipe{
 		}
 		return copyExec(filepath.Join(b.src, "bin", "pinns"), filepath.Join(b.out, "pinns"))
 	}},
+	// CRI-O's own test tree, for the upstream suite: test/ as one tar
+	// (uploaded and checked as one file) and copyimg built from it, static
+	// without cgo, as upstream's helpers import images with it.
+	"crio-tests": {version: "1", build: func(ctx context.Context, b *builder) error {
+		if err := b.goBuild(ctx, false, "containers_image_openpgp containers_image_ostree_stub exclude_graphdriver_btrfs exclude_graphdriver_devicemapper btrfs_noversion",
+			"-s -w", "copyimg", "./test/copyimg"); err != nil {
+			return fmt.Errorf("build copyimg: %w", err)
+		}
+		return tarTree(filepath.Join(b.src, "test"), filepath.Join(b.out, CRIOTestTar))
+	}},
+}
+
+// CRIOTestTar is the file the crio-tests recipe puts CRI-O's test/ tree in.
+const CRIOTestTar = "crio-test.tar"
+
+// tarTree writes dir as a tar whose entries are relative to dir.
+func tarTree(dir, dst string) error {
+	f, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(f)
+	err = tw.AddFS(os.DirFS(dir))
+	if cerr := tw.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("pack %s: %w", dir, err)
+	}
+	return nil
 }
 
 // linkCommitIntoCRIO lets CRI-O's version package take its git commit and

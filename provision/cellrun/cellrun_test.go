@@ -483,3 +483,68 @@ func TestUpstreamImagesKeepTheGuestOffline(t *testing.T) {
 		}
 	}
 }
+
+// Upstream's suite runs after envctl's own (test both) or alone, from the
+// locked tools; its TAP lines become steps, and the suites are compared.
+func TestUpstreamSuite(t *testing.T) {
+	const pass = "1..5\nok 1 OCI image volume mount lifecycle # in 2000 ms\nok 2 OCI image volume SELinux # skip not enforcing\nok 3 OCI image volume does not exist locally # in 900 ms\nok 4 OCI image volume mount with sub path # in 1500 ms\nok 5 OCI image volume mount with invalid sub path # in 1400 ms\n"
+	const gated = "1..2\nok 1 OCI image volume mount lifecycle # skip requires crictl version \"1.31\" or newer\nok 2 OCI image volume SELinux # skip requires crictl version \"1.31\" or newer\n"
+	const fail = "1..1\nnot ok 1 OCI image volume mount lifecycle # in 2000 ms\n# (in test file oci_volumes.bats, line 41)\n#   `false' failed\n"
+	for _, tc := range []struct {
+		name, crictl string
+		test         profiles.TestName
+		tap          string
+		verdict      report.Verdict
+		suites       int
+		disagree     string
+		summary      []string
+	}{
+		{"both pass", "1.34.0", profiles.TestBoth, pass, report.VerdictPass, 2, "", []string{"PASS p: both"}},
+		{"upstream only, gated", "1.30.0", profiles.TestUpstream, gated, report.VerdictNotTested, 1, "",
+			[]string{"NOT TESTED p", `upstream skipped: requires crictl version "1.31" or newer`, "envctl: crictl v1.30.0 does not send CRI Mount.image"}},
+		{"upstream fails where envctl passes", "1.34.0", profiles.TestBoth, fail, report.VerdictFail, 2, "envctl PASS, upstream FAIL", []string{"SUITES DISAGREE: envctl PASS, upstream FAIL"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.Tweak = func(_ *criotest.Stack, srv *guesttest.Server) {
+				srv.Reply(`^dpkg -i .*systemctl stop crio`, guesttest.Reply{})
+				srv.Reply(`get_images`, guesttest.Reply{})
+				srv.Reply(`bats --tap --timing oci_volumes.bats$`, guesttest.Reply{Stdout: tc.tap})
+			}
+			c := cell(tc.crictl)
+			c.Test = tc.test
+			rep, err := cellrun.Run(context.Background(), c, h.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Verdict != tc.verdict || len(rep.Suites) != tc.suites || rep.Disagreement != tc.disagree {
+				t.Fatalf("verdict %s, suites %+v, disagreement %q", rep.Verdict, rep.Suites, rep.Disagreement)
+			}
+			for _, s := range tc.summary {
+				if !strings.Contains(rep.Summary(), s) {
+					t.Errorf("summary %q lacks %q", rep.Summary(), s)
+				}
+			}
+			if rep.Phase("test.upstream") <= 0 {
+				t.Errorf("no upstream time: %+v", rep.Phases)
+			}
+			if h.fetch.Calls["bats@1.11.1-1/release"] != 1 || h.fetch.Calls["cri-o-tests@1.34.0/gomod"] != 1 {
+				t.Errorf("tools fetched %v", h.fetch.Calls)
+			}
+			h.assertClean(t)
+		})
+	}
+}
+
+func TestUpstreamSuiteNeedsItsTools(t *testing.T) {
+	h := newHarness(t)
+	c := cell("1.34.0")
+	c.Test, c.Tools = profiles.TestUpstream, nil
+	rep, err := cellrun.Run(context.Background(), c, h.opts)
+	if err == nil || fault.ClassOf(err) != fault.Input || !strings.Contains(err.Error(), "pins no bats") || rep.Verdict != report.VerdictError {
+		t.Fatalf("err %v verdict %s", err, rep.Verdict)
+	}
+	if phaseSeconds := rep.Phase(cellrun.PhaseBoot); phaseSeconds != 0 || len(h.drv.DomainNames()) != 0 {
+		t.Error("booted without the tools")
+	}
+}

@@ -66,8 +66,11 @@ func steps(p *profiles.Profile) []string {
 		"upload and install the artifacts, configure and start CRI-O",
 		"check the installed versions against the lock (drift check)",
 	}
-	if p.Test != profiles.TestNone {
-		out = append(out, "run the "+string(p.Test)+" test and report every step")
+	if p.Test.Own() {
+		out = append(out, "run envctl's "+string(profiles.TestImageVolume)+" test and report every step")
+	}
+	if file, ok := p.Test.UpstreamFile(); ok {
+		out = append(out, "stop that CRI-O, install the locked bats and CRI-O test tree, and run upstream's test/"+file+" with it; every upstream test is one step, and all skipped is \"not tested\"")
 	}
 	return append(out, "tear down the VM, its volumes and its directory")
 }

@@ -37,6 +37,8 @@ func Predict(cell lock.LockedCell, c Cached) []compat.Finding {
 type OnHost struct {
 	Parts  []crio.Part
 	Builds []compat.Build
+	// Tools are an upstream suite's tools, by lock.Tool* name.
+	Tools map[string]artifacts.Files
 	// Notes say where the lock's binary digests could not apply.
 	Notes []string
 }
@@ -59,6 +61,20 @@ func Fetch(ctx context.Context, cell lock.LockedCell, f Fetcher) (OnHost, error)
 		}
 		out.Parts = append(out.Parts, crio.Part{Part: c, Files: files})
 		out.Builds = append(out.Builds, artifacts.Builds(c, files)...)
+	}
+	if _, upstream := cell.Test.UpstreamFile(); upstream {
+		out.Tools = map[string]artifacts.Files{}
+		for _, name := range []string{lock.ToolBats, lock.ToolCRIOTests} {
+			t, ok := cell.Tool(name)
+			if !ok {
+				return out, fault.Inputf("%s: the lock of cell %s pins no %s, which test %s needs; run `envctl lock` again", cell.Profile, cell.Name, name, cell.Test)
+			}
+			files, err := f.FetchTool(ctx, t)
+			if err != nil {
+				return out, err
+			}
+			out.Tools[name] = files
+		}
 	}
 	return out, nil
 }

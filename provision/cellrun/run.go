@@ -18,7 +18,9 @@ import (
 	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/artifacts"
+	"github.com/envctl/envctl/provision/bats"
 	"github.com/envctl/envctl/provision/crio"
+	"github.com/envctl/envctl/provision/guest"
 	"github.com/envctl/envctl/provision/imagevolume"
 	"github.com/envctl/envctl/provision/report"
 	"github.com/envctl/envctl/provision/testimages"
@@ -79,6 +81,7 @@ func (t *TestImages) Type() string { return "local|upstream" }
 // (*artifacts.Fetcher).
 type Fetcher interface {
 	Fetch(ctx context.Context, cell lock.LockedCell, c lock.Part) (artifacts.Files, error)
+	FetchTool(ctx context.Context, t lock.Artifact) (artifacts.Files, error)
 }
 
 // ImageSource makes a locked image's files present (*images.Store).
@@ -138,12 +141,15 @@ func (o Options) Validate(test profiles.TestName) error {
 	}
 	switch cmp.Or(o.TestImages, LocalImages) {
 	case LocalImages:
-		if o.Stop == Full && test != profiles.TestNone {
+		if o.Stop == Full && test.Runs() {
 			if err := testimages.CheckStatic(o.Workload); err != nil {
 				return fault.Infraf("test images: %w", err)
 			}
 		}
 	case UpstreamImages:
+		if _, upstream := test.UpstreamFile(); upstream && o.Stop == Full {
+			return fault.Inputf("--test-images upstream pulls the images of envctl's own test; upstream's suite (test %s) is served envctl's hermetic images under upstream's names: drop --test-images", test)
+		}
 	default:
 		return fault.Inputf("--test-images %q: use local or upstream", o.TestImages)
 	}
@@ -159,6 +165,7 @@ type run struct {
 	phases   []report.Phase
 	parts    []crio.Part
 	builds   []compat.Build
+	tools    map[string]artifacts.Files
 	warnings []compat.Finding
 	machine  *vm.Machine
 	accel    string
@@ -166,6 +173,7 @@ type run struct {
 	verified []crio.Installed
 	tested   bool
 	test     imagevolume.Result
+	upstream bats.Outcome
 	results  string
 	kept     bool
 	notes    []string
@@ -297,7 +305,7 @@ func (r *run) all(ctx context.Context) (err error) {
 	if r.opts.Stop == AfterBoot {
 		return nil
 	}
-	testing := r.opts.Stop == Full && r.cell.Test != profiles.TestNone
+	testing := r.opts.Stop == Full && r.cell.Test.Runs()
 	if testing {
 		closeRegistry, err := r.registry(ctx)
 		if err != nil {
@@ -344,7 +352,7 @@ func (r *run) fetch(ctx context.Context, img *images.Files) error {
 		if err != nil {
 			return err
 		}
-		r.parts, r.builds = got.Parts, got.Builds
+		r.parts, r.builds, r.tools = got.Parts, got.Builds, got.Tools
 		r.notes = append(r.notes, got.Notes...)
 		r.warnings = compat.Predict(r.cell.Test, r.cell.Versions(), r.builds)
 		for _, w := range r.warnings {
@@ -409,6 +417,9 @@ func (r *run) registry(ctx context.Context) (func(), error) {
 	} else {
 		reg, err = testimages.Serve(ctx, r.opts.Workload)
 	}
+	if _, upstream := r.cell.Test.UpstreamFile(); upstream && err == nil {
+		err = reg.PushNamed(ctx, r.opts.Workload, r.upstreamNames())
+	}
 	if err != nil {
 		return nil, fault.Infraf("test registry: %w", err)
 	}
@@ -444,14 +455,85 @@ func (r *run) verify(ctx context.Context) error {
 }
 
 func (r *run) runTest(ctx context.Context) error {
-	_, _, volume, workload := r.testRefs()
-	r.opts.step("running %s", r.cell.Test)
-	res, err := imagevolume.Run(ctx, r.machine.SSH, imagevolume.Config{VolumeImage: volume, WorkloadImage: workload, Dir: "/root/envctl-test"})
-	r.test, r.tested = res, true
-	if err != nil {
-		return fault.AsInfra(err)
+	if r.cell.Test.Own() {
+		_, _, volume, workload := r.testRefs()
+		r.opts.step("running envctl's %s", profiles.TestImageVolume)
+		start := time.Now()
+		res, err := imagevolume.Run(ctx, r.machine.SSH, imagevolume.Config{VolumeImage: volume, WorkloadImage: workload, Dir: "/root/envctl-test"})
+		r.sub("test.envctl", time.Since(start))
+		r.test, r.tested = res, true
+		if err != nil {
+			return fault.AsInfra(err)
+		}
+	}
+	if file, ok := r.cell.Test.UpstreamFile(); ok {
+		r.opts.step("running upstream's test/%s from CRI-O %s's own tree", file, r.cell.Versions()["cri-o"])
+		start := time.Now()
+		out, err := bats.Run(ctx, r.machine.SSH, r.upstreamConfig(file))
+		r.sub("test.upstream", time.Since(start))
+		r.upstream = out
+		if out.Output != "" {
+			if r.test.Artifacts == nil {
+				r.test.Artifacts = map[string]string{}
+			}
+			r.test.Artifacts["upstream-bats.txt"] = out.Output
+		}
+		if err != nil {
+			return fault.AsInfra(err)
+		}
+		r.test.Steps = append(r.test.Steps, out.Steps...)
+		r.tested = true
 	}
 	return nil
+}
+
+// upstreamNames are the image names the locked CRI-O tree's helpers
+// import (common.sh's IMAGES) and the artifact oci_volumes.bats pulls.
+func (r *run) upstreamNames() testimages.Names {
+	n := testimages.UpstreamNames
+	if tree, ok := r.tools[lock.ToolCRIOTests].Binaries[artifacts.CRIOTestTar]; ok {
+		if common, err := artifacts.ReadTarFile(tree, "common.sh"); err == nil {
+			if imgs := testimages.ParseImagesArray(string(common)); len(imgs) > 0 {
+				n.Workloads = nil
+				for _, img := range imgs {
+					if strings.Contains(img, "/pause:") {
+						n.Pause = img
+					} else {
+						n.Workloads = append(n.Workloads, img)
+					}
+				}
+			}
+		}
+	}
+	return n
+}
+
+func (r *run) upstreamConfig(file string) bats.Config {
+	stack := crio.Stack{Parts: r.parts}
+	tool := func(name, file string) guest.Upload {
+		fl := r.tools[name]
+		p := fl.Binaries[file]
+		return guest.Upload{Local: p, SHA256: fl.Digests[p]}
+	}
+	return bats.Config{
+		File: file, Dir: "/root/envctl-upstream",
+		Tree: tool(lock.ToolCRIOTests, artifacts.CRIOTestTar), Copyimg: tool(lock.ToolCRIOTests, artifacts.Copyimg), Bats: tool(lock.ToolBats, artifacts.BatsDeb),
+		MirrorConf: r.upstreamNames().MirrorConf(),
+		CRIO:       crio.BinDir + "/crio", Pinns: crio.BinDir + "/pinns", Crictl: crio.BinDir + "/crictl",
+		Conmon: stack.ConmonPath(), Runtime: stack.Runtime(), RuntimePath: stack.RuntimePath(), CNIPluginDir: stack.CNIPluginDir(),
+	}
+}
+
+// suites are the suites that ran, each tallied.
+func (r *run) suites() []report.SuiteResult {
+	var out []report.SuiteResult
+	if r.cell.Test.Own() {
+		out = append(out, report.Tally(report.SuiteEnvctl, "", r.test.Steps))
+	}
+	if file, ok := r.cell.Test.UpstreamFile(); ok && r.upstream.Steps != nil {
+		out = append(out, report.Tally(report.SuiteUpstream, file, r.test.Steps))
+	}
+	return out
 }
 
 func (r *run) failed() bool {
@@ -551,20 +633,38 @@ func (r *run) report() *report.Report {
 		}
 	case !r.tested:
 		rep.Verdict = report.VerdictReady
-	case r.failed():
-		rep.Verdict = report.VerdictFail
+	default:
+		rep.Suites = r.suites()
+		rep.Verdict, rep.Disagreement = report.Overall(rep.Suites), report.Disagree(rep.Suites)
+		rep.Diagnosis = r.diagnose(rep.Verdict)
+	}
+	rep.Seconds = time.Since(r.start).Round(100 * time.Millisecond).Seconds()
+	return rep
+}
+
+// diagnose explains a run that did not pass: the predicted findings whose
+// symptom the failed steps show, and, when every test was skipped, the
+// stack's own predicted incompatibilities next to upstream's reason.
+func (r *run) diagnose(v report.Verdict) []compat.Finding {
+	switch v {
+	case report.VerdictFail:
 		var outs []string
 		for _, s := range r.test.Steps {
 			if s.Status == report.Fail {
 				outs = append(outs, s.Output, s.Message)
 			}
 		}
-		rep.Diagnosis = compat.Diagnose(strings.Join(outs, "\n"), r.warnings)
-	default:
-		rep.Verdict = report.VerdictPass
+		return compat.Diagnose(strings.Join(outs, "\n"), r.warnings)
+	case report.VerdictNotTested:
+		var out []compat.Finding
+		for _, w := range r.warnings {
+			if !w.Skips {
+				out = append(out, w)
+			}
+		}
+		return out
 	}
-	rep.Seconds = time.Since(r.start).Round(100 * time.Millisecond).Seconds()
-	return rep
+	return nil
 }
 
 // RunAll runs cells one after another, handing each report to done as it

@@ -143,22 +143,31 @@ func (s Stack) uploads() ([]guest.Upload, error) {
 	return out, nil
 }
 
-// runtimePath is where CRI-O finds the OCI runtime: installed by envctl,
+// RuntimePath is where CRI-O finds the OCI runtime: installed by envctl,
 // else the guest's package.
-func (s Stack) runtimePath() string {
+func (s Stack) RuntimePath() string {
 	if p, ok := s.Part(profiles.RoleRuntime); ok && p.Files.InGuest {
 		return "/usr/bin/" + p.Component
 	}
 	return BinDir + "/" + s.Runtime()
 }
 
-// conmonPath is where CRI-O finds conmon: installed by envctl, else the
+// ConmonPath is where CRI-O finds conmon: installed by envctl, else the
 // guest's package.
-func (s Stack) conmonPath() string {
+func (s Stack) ConmonPath() string {
 	if p, ok := s.Part(profiles.RoleConmon); ok && !p.Files.InGuest {
 		return BinDir + "/conmon"
 	}
 	return "/usr/bin/conmon"
+}
+
+// CNIPluginDir is where the CNI plugins are: installed by envctl, else
+// the guest's package (Debian's /usr/lib/cni).
+func (s Stack) CNIPluginDir() string {
+	if p, ok := s.Part(profiles.RoleCNI); ok && !p.Files.InGuest {
+		return CNIBinDir
+	}
+	return "/usr/lib/cni"
 }
 
 // The CRI-O drop-in, as a typed document for go-toml.
@@ -211,8 +220,8 @@ func (s Stack) Config() (string, error) {
 		Runtime: runtimeTable{
 			DefaultRuntime: rt, CgroupManager: "systemd", PinnsPath: BinDir + "/pinns", LogLevel: "info",
 			Runtimes: map[string]runtimeHandler{rt: {
-				RuntimePath: s.runtimePath(), RuntimeType: "oci", RuntimeRoot: "/run/" + rt,
-				MonitorPath: s.conmonPath(), MonitorCgroup: "system.slice",
+				RuntimePath: s.RuntimePath(), RuntimeType: "oci", RuntimeRoot: "/run/" + rt,
+				MonitorPath: s.ConmonPath(), MonitorCgroup: "system.slice",
 			}},
 		},
 		Image:   imageTable{PauseImage: s.PauseImage, PauseCommand: "/pause", SignaturePolicy: "/etc/containers/policy.json"},

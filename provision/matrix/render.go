@@ -113,7 +113,7 @@ func Grids(reports []*report.Report) []*Grid {
 		if !slices.Contains(g.ColVals, v[cols]) {
 			g.ColVals = append(g.ColVals, v[cols])
 		}
-		outcome := map[report.Verdict]string{report.VerdictPass: "PASS", report.VerdictReady: "READY", report.VerdictFail: "FAIL"}[r.Verdict]
+		outcome := map[report.Verdict]string{report.VerdictPass: "PASS", report.VerdictReady: "READY", report.VerdictFail: "FAIL", report.VerdictNotTested: "NOT TESTED"}[r.Verdict]
 		if outcome == "" {
 			outcome = "ERROR"
 		}

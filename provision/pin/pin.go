@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -89,7 +90,50 @@ func (r *Resolver) Lock(ctx context.Context, p *profiles.Profile) (*lock.File, e
 		f.Cells = append(f.Cells, lc)
 	}
 	slices.SortFunc(f.Artifacts, func(a, b lock.Artifact) int { return strings.Compare(a.Key(), b.Key()) })
+	tools, err := r.tools(ctx, p, f.Artifacts)
+	if err != nil {
+		return nil, err
+	}
+	f.Tools = tools
 	return f, nil
+}
+
+// tools pins what upstream test suites need: the bats package from the
+// catalog, and CRI-O's test tree for every locked CRI-O version. For a
+// gomod CRI-O that is the very module the binary is built from; for
+// another source, the module of the same version, by its go.sum hash.
+// A profile that does not run an upstream suite still gets the tools
+// when they resolve, so `--test upstream` works on its lock; when they do
+// not (no module proxy), only such a profile fails.
+func (r *Resolver) tools(ctx context.Context, p *profiles.Profile, arts []lock.Artifact) ([]lock.Artifact, error) {
+	_, needed := p.Test.UpstreamFile()
+	var out []lock.Artifact
+	if t, err := r.Catalog.Tool(lock.ToolBats); err == nil {
+		out = append(out, lock.Artifact{Component: lock.ToolBats, Version: t.Version, Source: profiles.SourceRelease, URL: t.URL, SHA256: t.SHA256})
+	} else if needed {
+		return nil, fault.Inputf("%s: test %s: %v", p.Path, p.Test, err)
+	}
+	for _, a := range arts {
+		if a.Component != string(profiles.RoleCRIO) {
+			continue
+		}
+		t := lock.Artifact{Component: lock.ToolCRIOTests, Version: a.Version, Source: profiles.SourceGoMod, Module: lock.CRIOModule, Recipe: "crio-tests"}
+		if a.Source.Kind() == profiles.KindGoMod {
+			t.Module, t.ModuleSum, t.Origin = a.Module, a.ModuleSum, a.Origin
+		} else {
+			sum, err := r.ModuleSum(ctx, t.Module, "v"+a.Version)
+			if err != nil {
+				if needed {
+					return nil, fault.Infraf("%s: test %s needs CRI-O's test tree %s@v%s: %w", p.Path, p.Test, t.Module, a.Version, err)
+				}
+				slog.Warn("lock: no CRI-O test tree; --test upstream will not work with this lock", "module", t.Module, "version", a.Version, "err", err)
+				continue
+			}
+			t.ModuleSum = sum
+		}
+		out = append(out, t)
+	}
+	return out, nil
 }
 
 func (r *Resolver) pin(ctx context.Context, p *profiles.Profile, a *lock.Artifact, commit string, pkgs map[string]string) error {

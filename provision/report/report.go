@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -34,7 +35,72 @@ const (
 	VerdictFail  Verdict = "fail"
 	VerdictError Verdict = "error" // could not test: see the error and its class
 	VerdictReady Verdict = "ready" // booted (and installed) without a test
+	// VerdictNotTested: the test ran, but every test the profile asked for
+	// was skipped (upstream's helpers gate on versions). A skip is not a
+	// pass: it exits 1, like a failed test.
+	VerdictNotTested Verdict = "not-tested"
 )
+
+// Suite names the test suite a step belongs to.
+type Suite string
+
+// The suites.
+const (
+	SuiteEnvctl   Suite = "envctl"   // envctl's own image-volume steps
+	SuiteUpstream Suite = "upstream" // CRI-O's own bats file
+)
+
+// SuiteResult is one suite's outcome within a run.
+type SuiteResult struct {
+	Suite   Suite   `json:"suite"`
+	File    string  `json:"file,omitempty"`
+	Verdict Verdict `json:"verdict"`
+	Passed  int     `json:"passed"`
+	Failed  int     `json:"failed"`
+	Skipped int     `json:"skipped"`
+	// Skips are the skip reasons, as the suite gave them.
+	Skips []string `json:"skips,omitempty"`
+	// Seconds is the suite's wall time.
+	Seconds float64 `json:"seconds"`
+}
+
+// Tally counts a suite's steps and gives its verdict: fail if any step
+// failed, not tested if every step was skipped, else pass.
+func Tally(suite Suite, file string, steps []Step) SuiteResult {
+	r := SuiteResult{Suite: suite, File: file, Verdict: VerdictPass}
+	for _, s := range steps {
+		if s.Suite != suite && !(suite == SuiteEnvctl && s.Suite == "") {
+			continue
+		}
+		r.Seconds += s.Seconds
+		switch s.Status {
+		case Pass:
+			r.Passed++
+		case Fail:
+			r.Failed++
+		case Skip:
+			r.Skipped++
+			if s.Message != "" && !slices.Contains(r.Skips, s.Message) {
+				r.Skips = append(r.Skips, s.Message)
+			}
+		}
+	}
+	switch {
+	case r.Failed > 0:
+		r.Verdict = VerdictFail
+	case r.Passed == 0:
+		r.Verdict = VerdictNotTested
+	}
+	return r
+}
+
+func (s SuiteResult) String() string {
+	out := fmt.Sprintf("%s %s (%d passed, %d failed, %d skipped)", s.Suite, strings.ToUpper(string(s.Verdict)), s.Passed, s.Failed, s.Skipped)
+	if s.Verdict == VerdictNotTested && len(s.Skips) > 0 {
+		out += ": skipped: " + strings.Join(s.Skips, "; ")
+	}
+	return out
+}
 
 // Step is one test step.
 type Step struct {
@@ -45,6 +111,8 @@ type Step struct {
 	Command  string        `json:"command,omitempty"`
 	Output   string        `json:"output,omitempty"`
 	Message  string        `json:"message,omitempty"`
+	// Suite is the suite the step belongs to ("" is envctl's own).
+	Suite Suite `json:"suite,omitempty"`
 }
 
 // NewStep records a step, rounding its time and trimming its output.
@@ -89,14 +157,18 @@ type Report struct {
 	ErrorClass fault.Class       `json:"error_class,omitempty"`
 	Components []Component       `json:"components,omitempty"`
 	Steps      []Step            `json:"steps,omitempty"`
-	Diagnosis  []compat.Finding  `json:"diagnosis,omitempty"`
-	Warnings   []compat.Finding  `json:"warnings,omitempty"`
-	Phases     []Phase           `json:"phases,omitempty"`
-	Results    string            `json:"results_dir,omitempty"`
-	Notes      []string          `json:"notes,omitempty"`
-	Kept       bool              `json:"kept,omitempty"`
-	Started    time.Time         `json:"started"`
-	Seconds    float64           `json:"seconds"`
+	// Suites are the suites that ran, side by side; Disagreement says how
+	// they disagree, when they do (one passed where the other failed).
+	Suites       []SuiteResult    `json:"suites,omitempty"`
+	Disagreement string           `json:"disagreement,omitempty"`
+	Diagnosis    []compat.Finding `json:"diagnosis,omitempty"`
+	Warnings     []compat.Finding `json:"warnings,omitempty"`
+	Phases       []Phase          `json:"phases,omitempty"`
+	Results      string           `json:"results_dir,omitempty"`
+	Notes        []string         `json:"notes,omitempty"`
+	Kept         bool             `json:"kept,omitempty"`
+	Started      time.Time        `json:"started"`
+	Seconds      float64          `json:"seconds"`
 }
 
 // Phase returns a phase's seconds (0 when it did not run).
@@ -169,16 +241,21 @@ func (r *Report) Table(w io.Writer) {
 	}
 	if len(r.Steps) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "STEP\tSTATUS\tTIME\tDETAIL")
+		fmt.Fprintln(tw, "SUITE\tSTEP\tSTATUS\tTIME\tDETAIL")
 		for _, s := range r.Steps {
 			detail := s.Message
 			if detail == "" && s.Status == Fail {
 				detail = FirstLine(s.Output)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%.1fs\t%s\n", s.Name, strings.ToUpper(string(s.Status)), s.Seconds, detail)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.1fs\t%s\n", cmp.Or(s.Suite, SuiteEnvctl), s.Name, strings.ToUpper(string(s.Status)), s.Seconds, detail)
 		}
 		_ = tw.Flush()
 		fmt.Fprintln(w)
+	}
+	if len(r.Suites) > 1 || len(r.Suites) == 1 && r.Suites[0].Suite != SuiteEnvctl {
+		for _, s := range r.Suites {
+			fmt.Fprintf(w, "SUITE: %s\n", s)
+		}
 	}
 	for _, d := range r.Diagnosis {
 		fmt.Fprintf(w, "DIAGNOSIS: %s\n", d)
@@ -193,13 +270,32 @@ func (r *Report) Table(w io.Writer) {
 func (r *Report) Summary() string {
 	switch r.Verdict {
 	case VerdictPass:
-		return fmt.Sprintf("PASS %s: %s with %s (%.0fs)", r.Cell, r.Test, r.Versions(), r.Seconds)
+		return fmt.Sprintf("PASS %s: %s with %s%s (%.0fs)", r.Cell, r.Test, r.Versions(), r.suiteNote(), r.Seconds)
 	case VerdictFail:
-		return fmt.Sprintf("FAIL %s: %s with %s (%.0fs)", r.Cell, r.Test, r.Versions(), r.Seconds)
+		return fmt.Sprintf("FAIL %s: %s with %s%s (%.0fs)", r.Cell, r.Test, r.Versions(), r.suiteNote(), r.Seconds)
 	case VerdictReady:
 		return fmt.Sprintf("READY %s: %s (%.0fs)", r.Cell, r.Versions(), r.Seconds)
+	case VerdictNotTested:
+		why := ""
+		for _, s := range r.Suites {
+			if s.Verdict == VerdictNotTested && len(s.Skips) > 0 {
+				why += "; " + string(s.Suite) + " skipped: " + strings.Join(s.Skips, "; ")
+			}
+		}
+		for _, d := range r.Diagnosis {
+			why += "; envctl: " + d.Cause
+		}
+		return fmt.Sprintf("NOT TESTED %s: %s with %s: every test was skipped%s (%.0fs)", r.Cell, r.Test, r.Versions(), why, r.Seconds)
 	}
 	return fmt.Sprintf("ERROR %s: %s (%.0fs)", r.Cell, FirstLine(r.Error), r.Seconds)
+}
+
+// suiteNote flags a disagreement between the suites in the verdict line.
+func (r *Report) suiteNote() string {
+	if r.Disagreement != "" {
+		return " — SUITES DISAGREE: " + r.Disagreement
+	}
+	return ""
 }
 
 // FirstLine returns s's first line, shortened to 160 characters.
@@ -295,7 +391,7 @@ func Worst(reports []*Report) (Verdict, fault.Class) {
 			return 3
 		case v == VerdictError:
 			return 2
-		case v == VerdictFail:
+		case v == VerdictFail || v == VerdictNotTested:
 			return 1
 		}
 		return 0
@@ -323,4 +419,36 @@ func WriteMatrix(w io.Writer, reports []*Report) {
 		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%.0fs\t%s\n", r.Cell, strings.ToUpper(string(r.Verdict)), r.Passed(), len(r.Steps), r.Seconds, diag)
 	}
 	_ = tw.Flush()
+}
+
+// Disagree compares suites that ran side by side. One passing where
+// another fails, or testing where another skipped everything, is a
+// disagreement: one of the two suites is wrong about the stack.
+func Disagree(suites []SuiteResult) string {
+	for i, a := range suites {
+		for _, b := range suites[i+1:] {
+			if a.Verdict == b.Verdict {
+				continue
+			}
+			if a.Verdict == VerdictPass || b.Verdict == VerdictPass {
+				return fmt.Sprintf("%s %s, %s %s", a.Suite, strings.ToUpper(string(a.Verdict)), b.Suite, strings.ToUpper(string(b.Verdict)))
+			}
+		}
+	}
+	return ""
+}
+
+// Overall is the verdict of suites that ran together: a failure in any
+// fails the run; every suite skipping everything is "not tested".
+func Overall(suites []SuiteResult) Verdict {
+	v := VerdictNotTested
+	for _, s := range suites {
+		switch s.Verdict {
+		case VerdictFail:
+			return VerdictFail
+		case VerdictPass:
+			v = VerdictPass
+		}
+	}
+	return v
 }

@@ -98,3 +98,51 @@ func TestWorst(t *testing.T) {
 		}
 	}
 }
+
+func TestSuitesSideBySide(t *testing.T) {
+	step := func(suite Suite, st Status, msg string) Step {
+		return Step{Name: "s", Suite: suite, Status: st, Message: msg}
+	}
+	const skipReason = `requires crictl version "1.31" or newer`
+	for _, tc := range []struct {
+		name     string
+		steps    []Step
+		overall  Verdict
+		disagree string
+	}{
+		{"both pass", []Step{step("", Pass, ""), step(SuiteUpstream, Pass, ""), step(SuiteUpstream, Skip, "not enforcing")},
+			VerdictPass, ""},
+		{"seed: envctl fails, upstream skips all", []Step{step("", Fail, ""), step(SuiteUpstream, Skip, skipReason), step(SuiteUpstream, Skip, skipReason)},
+			VerdictFail, ""},
+		{"upstream only, all skipped", []Step{step(SuiteUpstream, Skip, skipReason)},
+			VerdictNotTested, ""},
+		{"envctl passes, upstream fails", []Step{step("", Pass, ""), step(SuiteUpstream, Fail, "")},
+			VerdictFail, "envctl PASS, upstream FAIL"},
+		{"envctl passes, upstream skips all", []Step{step("", Pass, ""), step(SuiteUpstream, Skip, skipReason)},
+			VerdictPass, "envctl PASS, upstream NOT-TESTED"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var suites []SuiteResult
+			for _, s := range []Suite{SuiteEnvctl, SuiteUpstream} {
+				r := Tally(s, "", tc.steps)
+				if r.Passed+r.Failed+r.Skipped > 0 {
+					suites = append(suites, r)
+				}
+			}
+			if got := Overall(suites); got != tc.overall {
+				t.Errorf("overall %s, want %s (%v)", got, tc.overall, suites)
+			}
+			if got := Disagree(suites); got != tc.disagree {
+				t.Errorf("disagreement %q, want %q", got, tc.disagree)
+			}
+		})
+	}
+	r := &Report{Cell: "c", Test: "upstream", Verdict: VerdictNotTested,
+		Suites: []SuiteResult{Tally(SuiteUpstream, "oci_volumes.bats", []Step{step(SuiteUpstream, Skip, skipReason)})}}
+	if s := r.Summary(); !strings.Contains(s, "NOT TESTED c") || !strings.Contains(s, "upstream skipped: "+skipReason) {
+		t.Errorf("summary %q", s)
+	}
+	if v, _ := Worst([]*Report{r}); v != VerdictNotTested {
+		t.Errorf("worst of a not-tested run is %s", v)
+	}
+}

@@ -155,12 +155,10 @@ type Registry struct {
 
 // Serve starts a registry on 127.0.0.1 and pushes the test images into it.
 func Serve(ctx context.Context, workloadBinary string) (*Registry, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	r, err := listen()
 	if err != nil {
-		return nil, fmt.Errorf("test registry: listen on 127.0.0.1: %w", err)
+		return nil, err
 	}
-	r := &Registry{Addr: l.Addr().String(), srv: &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}}
-	go func() { _ = r.srv.Serve(l) }()
 	art, err := Artifact()
 	if err != nil {
 		r.Close()
@@ -177,6 +175,17 @@ func Serve(ctx context.Context, workloadBinary string) (*Registry, error) {
 			return nil, err
 		}
 	}
+	return r, nil
+}
+
+// listen starts an empty registry on 127.0.0.1.
+func listen() (*Registry, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("test registry: listen on 127.0.0.1: %w", err)
+	}
+	r := &Registry{Addr: l.Addr().String(), srv: &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0))), ReadHeaderTimeout: time.Minute}}
+	go func() { _ = r.srv.Serve(l) }()
 	return r, nil
 }
 
@@ -218,12 +227,10 @@ func UpstreamRepo(ref string) (string, error) {
 // there, under UpstreamRepo names, so it needs no network of its own and
 // never sees the host's loopback.
 func ServeUpstream(ctx context.Context, refs ...string) (*Registry, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	r, err := listen()
 	if err != nil {
-		return nil, fmt.Errorf("test registry: listen on 127.0.0.1: %w", err)
+		return nil, err
 	}
-	r := &Registry{Addr: l.Addr().String(), srv: &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}}
-	go func() { _ = r.srv.Serve(l) }()
 	for _, ref := range refs {
 		if err := r.copyUpstream(ctx, ref); err != nil {
 			r.Close()

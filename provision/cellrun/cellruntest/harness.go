@@ -5,6 +5,8 @@
 package cellruntest
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -66,6 +68,52 @@ func (f *Fetcher) Fetch(ctx context.Context, cell lock.LockedCell, c lock.Part) 
 			}
 		}
 		out.Binaries[n] = p
+	}
+	return out.Hashed()
+}
+
+// FetchTool implements cellrun.Fetcher: a fake bats package, and a CRI-O
+// test tree whose common.sh names upstream's images.
+func (f *Fetcher) FetchTool(ctx context.Context, t lock.Artifact) (artifacts.Files, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.Calls == nil {
+		f.Calls = map[string]int{}
+	}
+	f.Calls[t.Key()]++
+	if f.Fail != nil {
+		return artifacts.Files{}, f.Fail
+	}
+	dir := filepath.Join(f.Dir, "tool-"+t.Component+"-"+t.Version)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return artifacts.Files{}, err
+	}
+	write := func(name string, data []byte) (string, error) {
+		p := filepath.Join(dir, name)
+		return p, os.WriteFile(p, data, 0o755)
+	}
+	out := artifacts.Files{Binaries: map[string]string{}}
+	switch t.Component {
+	case lock.ToolBats:
+		p, err := write(artifacts.BatsDeb, []byte("!<arch> fake bats "+t.Version))
+		if err != nil {
+			return out, err
+		}
+		out.Binaries[artifacts.BatsDeb] = p
+	default:
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		common := []byte("IMAGES=(\n    registry.k8s.io/pause:3.10\n    quay.io/crio/fedora-crio-ci:latest\n    quay.io/crio/hello-wasm:latest\n)\n")
+		_ = tw.WriteHeader(&tar.Header{Name: "common.sh", Mode: 0o644, Size: int64(len(common))})
+		_, _ = tw.Write(common)
+		_ = tw.Close()
+		for name, data := range map[string][]byte{artifacts.CRIOTestTar: buf.Bytes(), artifacts.Copyimg: []byte("#!copyimg")} {
+			p, err := write(name, data)
+			if err != nil {
+				return out, err
+			}
+			out.Binaries[name] = p
+		}
 	}
 	return out.Hashed()
 }
@@ -136,6 +184,10 @@ func Cell(name, crictl string) lock.LockedCell {
 			art(profiles.RoleRuntime, "runc", "1.3.6", profiles.SourceGoMod),
 			art(profiles.RoleConmon, "conmon", "2.1.6", profiles.SourcePackage),
 			art(profiles.RoleCNI, "cni-plugins", "1.1.1", profiles.SourcePackage),
+		},
+		Tools: []lock.Artifact{
+			{Component: lock.ToolBats, Version: "1.11.1-1", Source: profiles.SourceRelease, URL: "http://deb.example/bats_1.11.1-1_all.deb", SHA256: strings.Repeat("b", 64)},
+			{Component: lock.ToolCRIOTests, Version: "1.34.0", Source: profiles.SourceGoMod, Module: lock.CRIOModule, ModuleSum: "h1:fake", Recipe: "crio-tests"},
 		}}
 }
 

@@ -190,6 +190,12 @@ func (s *Server) defaults() {
 		}
 		return Reply{Stdout: string(b)}
 	})
+	s.Handle(`^mkdir -p (\S+)$`, func(_ string, m []string) Reply {
+		if err := os.MkdirAll(s.Path(m[1]), 0o755); err != nil {
+			return Reply{Stderr: err.Error() + "\n", Exit: 1}
+		}
+		return Reply{}
+	})
 	s.Reply(`^true$`, Reply{})
 	s.Handle(`^echo (.*)$`, func(_ string, m []string) Reply { return Reply{Stdout: m[1] + "\n"} })
 	s.Handle(`^(?:sh -c ')?exit (\d+)'?$`, func(_ string, m []string) Reply {

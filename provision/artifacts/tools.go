@@ -1,0 +1,69 @@
+package artifacts
+
+import (
+	"archive/tar"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/lock"
+)
+
+// The guest file names of the tools' files.
+const (
+	BatsDeb = "bats.deb"
+	Copyimg = "copyimg"
+)
+
+// FetchTool returns a locked tool's files on the host, each with its
+// digest: the bats package (downloaded and checked against the lock's
+// sha256) or CRI-O's test tree and copyimg (built from the module the
+// lock pins by go.sum hash, cached like any gomod build).
+func (f *Fetcher) FetchTool(ctx context.Context, t lock.Artifact) (Files, error) {
+	switch t.Component {
+	case lock.ToolBats:
+		p, err := f.blob(ctx, t)
+		if err != nil {
+			return Files{}, err
+		}
+		return Files{Binaries: map[string]string{BatsDeb: p}, Digests: map[string]string{p: t.SHA256}}, nil
+	case lock.ToolCRIOTests:
+		fl, err := f.gomod(ctx, t)
+		if err != nil {
+			return Files{}, err
+		}
+		for _, name := range []string{Copyimg, CRIOTestTar} {
+			if _, ok := fl.Binaries[name]; !ok {
+				return Files{}, fault.Infraf("CRI-O test tree %s: the build made no %s", t.Version, name)
+			}
+		}
+		return fl, nil
+	}
+	return Files{}, fault.Inputf("lock: unknown tool %q; run `envctl lock`", t.Component)
+}
+
+// ReadTarFile returns one file of an uncompressed tar (name as in the tar,
+// without a leading "./").
+func ReadTarFile(tarPath, name string) ([]byte, error) {
+	f, err := os.Open(tarPath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil, fmt.Errorf("%s has no %s", tarPath, name)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", tarPath, err)
+		}
+		if strings.TrimPrefix(h.Name, "./") == name {
+			return io.ReadAll(io.LimitReader(tr, 16<<20))
+		}
+	}
+}
