@@ -330,7 +330,9 @@ func (c *Conn) kvmUnusable(ctx context.Context) string {
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // EnsurePool makes the named directory pool exist and run, defining and
-// building it at dir when missing, and returns its directory.
+// building it at dir when missing, and returns its directory. Cells that
+// boot at once (a matrix, or several envctl processes) race to make the
+// same pool: whatever another one defined or started meanwhile counts.
 func (c *Conn) EnsurePool(ctx context.Context, name, dir string) (string, error) {
 	target := dir
 	err := c.call(ctx, "storage pool "+name, 0, func() error {
@@ -343,13 +345,19 @@ func (c *Conn) EnsurePool(ctx context.Context, name, dir string) (string, error)
 			if err != nil {
 				return fault.AsInfra(err)
 			}
-			if pool, err = c.l.StoragePoolDefineXML(x, 0); err != nil {
-				return fault.Infraf("define storage pool %s at %s: %w", name, dir, err)
+			defined, derr := c.l.StoragePoolDefineXML(x, 0)
+			if derr != nil {
+				// Defined by another run since the lookup?
+				if pool, err = c.l.StoragePoolLookupByName(name); err != nil {
+					return fault.Infraf("define storage pool %s at %s: %w", name, dir, derr)
+				}
+			} else {
+				pool = defined
+				if err := c.l.StoragePoolBuild(pool, golibvirt.StoragePoolBuildNew); err != nil && !c.poolRunning(pool) {
+					return fault.Infraf("build storage pool %s at %s: %w", name, dir, err)
+				}
+				_ = c.l.StoragePoolSetAutostart(pool, 1)
 			}
-			if err := c.l.StoragePoolBuild(pool, golibvirt.StoragePoolBuildNew); err != nil {
-				return fault.Infraf("build storage pool %s at %s: %w", name, dir, err)
-			}
-			_ = c.l.StoragePoolSetAutostart(pool, 1)
 		}
 		if x, err := c.l.StoragePoolGetXMLDesc(pool, 0); err == nil {
 			var def libvirtxml.StoragePool
@@ -357,25 +365,31 @@ func (c *Conn) EnsurePool(ctx context.Context, name, dir string) (string, error)
 				target = def.Target.Path
 			}
 		}
-		state, _, _, _, err := c.l.StoragePoolGetInfo(pool)
-		if err != nil {
+		if _, _, _, _, err := c.l.StoragePoolGetInfo(pool); err != nil {
 			return fault.Infraf("storage pool %s: %w", name, err)
 		}
-		if golibvirt.StoragePoolState(state) == golibvirt.StoragePoolRunning {
+		if c.poolRunning(pool) {
 			return nil
 		}
-		if err := c.l.StoragePoolCreate(pool, 0); err != nil {
+		if err := c.l.StoragePoolCreate(pool, 0); err != nil && !c.poolRunning(pool) {
 			// Its directory may have been removed: build it and try again.
-			if berr := c.l.StoragePoolBuild(pool, golibvirt.StoragePoolBuildNew); berr != nil {
+			if berr := c.l.StoragePoolBuild(pool, golibvirt.StoragePoolBuildNew); berr != nil && !c.poolRunning(pool) {
 				return fault.Infraf("start storage pool %s: %w", name, err)
 			}
-			if err := c.l.StoragePoolCreate(pool, 0); err != nil {
+			if err := c.l.StoragePoolCreate(pool, 0); err != nil && !c.poolRunning(pool) {
 				return fault.Infraf("start storage pool %s: %w", name, err)
 			}
 		}
 		return nil
 	})
 	return target, err
+}
+
+// poolRunning reports whether a pool is active now (perhaps started by
+// another run a moment ago).
+func (c *Conn) poolRunning(pool golibvirt.StoragePool) bool {
+	state, _, _, _, err := c.l.StoragePoolGetInfo(pool)
+	return err == nil && golibvirt.StoragePoolState(state) == golibvirt.StoragePoolRunning
 }
 
 // pool looks a pool up without creating it; ok is false when it is missing.

@@ -23,6 +23,9 @@ type fakeRPC struct {
 	fail     map[string]error
 	block    chan struct{} // when set, every call waits on it
 	calls    []string
+	// before, when set, runs ahead of a call, unlocked: another client
+	// acting in between.
+	before func(call string)
 }
 
 type fakePool struct {
@@ -56,6 +59,9 @@ func lverr(code golibvirt.ErrorNumber, msg string) error {
 func (f *fakeRPC) enter(name string) error {
 	if f.block != nil {
 		<-f.block
+	}
+	if f.before != nil {
+		f.before(name)
 	}
 	f.mu.Lock()
 	f.calls = append(f.calls, name)
@@ -115,6 +121,9 @@ func (f *fakeRPC) StoragePoolDefineXML(x string, _ uint32) (golibvirt.StoragePoo
 	if err := def.Unmarshal(x); err != nil {
 		return golibvirt.StoragePool{}, err
 	}
+	if _, ok := f.pools[def.Name]; ok {
+		return golibvirt.StoragePool{}, lverr(golibvirt.ErrOperationFailed, "operation failed: pool '"+def.Name+"' already exists")
+	}
 	f.pools[def.Name] = &fakePool{dir: def.Target.Path, vols: map[string]*fakeVol{}}
 	return golibvirt.StoragePool{Name: def.Name}, nil
 }
@@ -132,6 +141,9 @@ func (f *fakeRPC) StoragePoolCreate(p golibvirt.StoragePool, _ golibvirt.Storage
 	defer f.mu.Unlock()
 	if err := f.enter("StoragePoolCreate"); err != nil {
 		return err
+	}
+	if f.pools[p.Name].running {
+		return lverr(golibvirt.ErrOperationInvalid, "Requested operation is not valid: storage pool '"+p.Name+"' is already active")
 	}
 	if !f.pools[p.Name].built {
 		return lverr(golibvirt.ErrInternalError, "cannot open directory: No such file or directory")

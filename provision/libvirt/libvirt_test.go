@@ -188,6 +188,37 @@ func TestStorage(t *testing.T) {
 	}
 }
 
+// Cells booting at once race to make their state directory's pool: the
+// pool another run defined or started in between is used, not an error.
+func TestEnsurePoolRaces(t *testing.T) {
+	for _, tc := range []struct {
+		name, call string
+		other      func(f *fakeRPC)
+	}{
+		{"started by another run", "StoragePoolCreate", func(f *fakeRPC) { f.pools["envctl-1"].running = true }},
+		{"defined and started by another run", "StoragePoolDefineXML", func(f *fakeRPC) {
+			f.pools["envctl-1"] = &fakePool{dir: "/s/pool", built: true, running: true, vols: map[string]*fakeVol{}}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeRPC()
+			c := &Conn{l: f, uri: "qemu:///system"}
+			once := false
+			f.before = func(call string) {
+				if call == tc.call && !once {
+					once = true
+					f.mu.Lock()
+					tc.other(f)
+					f.mu.Unlock()
+				}
+			}
+			if dir, err := c.EnsurePool(context.Background(), "envctl-1", "/s/pool"); err != nil || dir != "/s/pool" || !f.pools["envctl-1"].running {
+				t.Fatalf("dir %s err %v", dir, err)
+			}
+		})
+	}
+}
+
 func TestDomains(t *testing.T) {
 	f := newFakeRPC()
 	c := &Conn{l: f, uri: "qemu:///system"}
