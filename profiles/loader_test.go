@@ -35,6 +35,29 @@ func TestParseGood(t *testing.T) {
 	}
 }
 
+func TestParseTests(t *testing.T) {
+	for _, tc := range []struct {
+		test     string
+		own      bool
+		upstream string
+	}{
+		{"image-volume-lifecycle", true, ""},
+		{"upstream", false, "oci_volumes.bats"},
+		{"both", true, "oci_volumes.bats"},
+		{"upstream:image_volume.bats", false, "image_volume.bats"},
+		{"none", false, ""},
+	} {
+		p, err := Parse("t.yaml", []byte(strings.Replace(good, "test: image-volume-lifecycle", "test: "+tc.test, 1)), noEnv)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.test, err)
+		}
+		file, _ := p.Test.UpstreamFile()
+		if p.Test.Own() != tc.own || file != tc.upstream {
+			t.Errorf("%s: own %v upstream %q", tc.test, p.Test.Own(), file)
+		}
+	}
+}
+
 func TestParseBadInput(t *testing.T) {
 	tests := []struct {
 		name, yaml string
@@ -72,6 +95,8 @@ func TestParseBadInput(t *testing.T) {
 		{"empty", "", []string{"empty"}},
 		{"not a mapping", "- a\n- b\n", []string{"mapping"}},
 		{"bad name", strings.Replace(good, "name: t", "name: 'a b'", 1), []string{"name", "not a valid name"}},
+		{"unknown test", strings.Replace(good, "test: image-volume-lifecycle", "test: upstrem", 1), []string{"p.yaml:9", "test", `unknown test "upstrem"`, "upstream:FILE.bats, both"}},
+		{"upstream file is a path", strings.Replace(good, "test: image-volume-lifecycle", "test: upstream:../x.bats", 1), []string{"test", `"../x.bats" is not a file name in CRI-O's test/ directory`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -118,6 +118,48 @@ func BenchmarkUpPhases(b *testing.B) {
 `, strings.Join(rows, "\n"), r.Seconds))
 }
 
+// BenchmarkUpstreamSuite runs both suites on crio-1.34-runc and records
+// each suite's time under TCG: envctl's 17 steps, and CRI-O's own
+// oci_volumes.bats (tools upload, image import with copyimg, five tests
+// that each start a fresh crio).
+func BenchmarkUpstreamSuite(b *testing.B) {
+	mustLockB(b, "crio-1.34-runc")
+	out, errOut, code := envctl(b, "up", "crio-1.34-runc", "--test", "both", "-o", "json")
+	if code != 0 {
+		b.Fatalf("up --test both: %d %s", code, errOut)
+	}
+	var r struct {
+		Seconds float64 `json:"seconds"`
+		Phases  []phase `json:"phases"`
+		Steps   []struct {
+			Name, Suite, Status string
+			Seconds             float64
+		} `json:"steps"`
+	}
+	_ = json.Unmarshal([]byte(out), &r)
+	own, upstream := phaseSeconds(r.Phases, "test.envctl"), phaseSeconds(r.Phases, "test.upstream")
+	b.ReportMetric(own, "envctl-s")
+	b.ReportMetric(upstream, "upstream-s")
+	var rows []string
+	for _, s := range r.Steps {
+		if s.Suite == "upstream" {
+			rows = append(rows, fmt.Sprintf("| %s | %s | %.1f s |", s.Name, s.Status, s.Seconds))
+		}
+	}
+	recordBench(b, "upstream", fmt.Sprintf(`## Both suites: `+"`envctl up crio-1.34-runc --test both`"+` (warm caches, TCG)
+
+| suite | wall time |
+|---|---|
+| envctl's own (17 steps) | %.1f s |
+| upstream's oci_volumes.bats (tools, copyimg image import, 5 tests) | %.1f s |
+| whole run | %.1f s |
+
+| upstream test | status | bats' own time |
+|---|---|---|
+%s
+`, own, upstream, r.Seconds, strings.Join(rows, "\n")))
+}
+
 // mustLockB checks that a shipped profile's committed lock is current (it
 // is used as it is, never rewritten).
 func mustLockB(b *testing.B, profile string) {

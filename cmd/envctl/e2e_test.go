@@ -92,8 +92,15 @@ type upReport struct {
 		CRIAPI                       string `json:"cri_api"`
 	} `json:"components"`
 	Steps []struct {
-		Name, Status, Message, Output string
+		Name, Status, Message, Output, Suite string
 	} `json:"steps"`
+	Suites []struct {
+		Suite, Verdict          string
+		Passed, Failed, Skipped int
+		Skips                   []string
+	} `json:"suites"`
+	Disagreement string `json:"disagreement"`
+	Summary      string `json:"summary"`
 	Diagnosis []struct{ Cause, Fix string } `json:"diagnosis"`
 	Warnings  []struct{ Cause string }      `json:"warnings"`
 	Phases    []phase                       `json:"phases"`
@@ -367,6 +374,72 @@ func TestE2ECrunOnDebian13Passes(t *testing.T) {
 	}
 	if len(r.Warnings) > 0 {
 		t.Errorf("predicted failures for a good pair: %+v", r.Warnings)
+	}
+	assertClean(t)
+}
+
+// TestE2EUpstreamSuiteBothPass: CRI-O's own test/oci_volumes.bats, from
+// the locked CRI-O module, runs in the guest after envctl's own suite:
+// upstream's four applicable tests pass and its SELinux test is skipped
+// (SELinux is not enforcing); the suites agree.
+func TestE2EUpstreamSuiteBothPass(t *testing.T) {
+	mustLock(t, "crio-1.34-runc")
+	plan, _, _ := envctl(t, "plan", "crio-1.34-runc", "--test", "both")
+	if !strings.Contains(plan, "upstream's test/oci_volumes.bats") {
+		t.Errorf("plan does not name the upstream suite:\n%s", plan)
+	}
+	out, errOut, code := envctl(t, "up", "crio-1.34-runc", "--test", "both", "-o", "json")
+	r := parseReport(t, out)
+	t.Logf("stderr:\n%s", errOut)
+	if code != 0 || r.Verdict != "pass" || len(r.Suites) != 2 || r.Disagreement != "" {
+		t.Fatalf("up --test both: exit %d verdict %q suites %+v disagreement %q error %q\n%s", code, r.Verdict, r.Suites, r.Disagreement, r.Error, out)
+	}
+	up := r.Suites[1]
+	if up.Suite != "upstream" || up.Verdict != "pass" || up.Passed != 4 || up.Skipped != 1 || len(up.Skips) != 1 || !strings.Contains(up.Skips[0], "not enforcing") {
+		t.Errorf("upstream suite %+v", up)
+	}
+	if own := r.Suites[0]; own.Suite != "envctl" || own.Verdict != "pass" || own.Failed != 0 {
+		t.Errorf("envctl suite %+v", own)
+	}
+	for _, s := range r.Steps {
+		if s.Suite == "upstream" && s.Name == "OCI image volume SELinux" && s.Status != "skip" {
+			t.Errorf("SELinux test: %+v", s)
+		}
+	}
+	secs := phaseSeconds(r.Phases, "test.upstream")
+	t.Logf("upstream suite: %.0fs under TCG (envctl's own: %.0fs)", secs, phaseSeconds(r.Phases, "test.envctl"))
+	writeBenchNote(t, "upstream-suite", map[string]float64{"upstream": secs, "envctl": phaseSeconds(r.Phases, "test.envctl"), "up": r.Seconds})
+	assertClean(t)
+}
+
+// TestE2ESeedUpstreamNotTested: with crictl 1.30.0, upstream's
+// requires_crictl gate skips every test and bats exits 0. envctl reads the
+// TAP lines: "not tested", exit 1, with upstream's reason next to its own
+// diagnosis, and plan predicted the skip before anything booted.
+func TestE2ESeedUpstreamNotTested(t *testing.T) {
+	mustLock(t, "seed-crictl-1.30")
+	plan, _, _ := envctl(t, "plan", "seed-crictl-1.30", "--test", "upstream")
+	if !strings.Contains(plan, `requires_crictl "1.31"`) {
+		t.Errorf("plan does not predict upstream's skip:\n%s", plan)
+	}
+	out, errOut, code := envctl(t, "up", "seed-crictl-1.30", "--test", "upstream", "-o", "json")
+	r := parseReport(t, out)
+	if code != 1 || r.Verdict != "not-tested" || len(r.Suites) != 1 || r.Suites[0].Skipped != 5 {
+		t.Fatalf("up --test upstream: exit %d verdict %q suites %+v error %q\n%s\n%s", code, r.Verdict, r.Suites, r.Error, out, errOut)
+	}
+	if len(r.Suites[0].Skips) != 1 || !strings.Contains(r.Suites[0].Skips[0], "requires crictl version") {
+		t.Errorf("upstream's reason: %+v", r.Suites[0])
+	}
+	diagnosed := false
+	for _, d := range r.Diagnosis {
+		diagnosed = diagnosed || strings.Contains(d.Cause, "crictl v1.30.0 does not send CRI Mount.image")
+	}
+	if !diagnosed {
+		t.Errorf("envctl's diagnosis missing: %+v", r.Diagnosis)
+	}
+	// The verdict line carries both reasons.
+	if s := r.Summary; !strings.Contains(s, "NOT TESTED") || !strings.Contains(s, "upstream skipped: requires crictl version") || !strings.Contains(s, "envctl: crictl v1.30.0 does not send CRI Mount.image") {
+		t.Errorf("verdict line: %s", s)
 	}
 	assertClean(t)
 }

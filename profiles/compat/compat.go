@@ -51,17 +51,17 @@ type rule struct {
 	// gate in upstream's helpers that skips its tests. Other rules are
 	// about the stack and hold for every image-volume test: envctl's own
 	// and upstream's oci_volumes.bats.
-	gate  string
-	cause func(ver string) string
-	fix        string
-	symptom    string
+	gate    string
+	cause   func(ver string) string
+	fix     string
+	symptom string
 }
 
 var table = []rule{
 	{
 		// crun commits 4532a388 and 0860c0ff (crun 1.14.2/1.14.3) dropped a
 		// check that refused any ociVersion not containing "1.0".
-		component: "crun", constraint: "< 1.14.3", 
+		component: "crun", constraint: "< 1.14.3",
 		cause: func(v string) string {
 			return fmt.Sprintf("crun v%s accepts only OCI runtime spec 1.0.x (crun dropped that check in 1.14.3), but CRI-O writes a newer ociVersion, so every container create fails with `unknown version specified`", v)
 		},
@@ -69,7 +69,7 @@ var table = []rule{
 		symptom: "unknown version specified",
 	},
 	{
-		component: "cri-tools", constraint: "< 1.31", 
+		component: "cri-tools", constraint: "< 1.31",
 		cause: func(v string) string {
 			return fmt.Sprintf("crictl v%s does not send CRI Mount.image (image volumes need cri-tools ≥ 1.31)", v)
 		},
@@ -77,7 +77,7 @@ var table = []rule{
 		symptom: "mount.HostPath is empty",
 	},
 	{
-		component: "cri-o", constraint: "< 1.31", 
+		component: "cri-o", constraint: "< 1.31",
 		cause: func(v string) string {
 			return fmt.Sprintf("CRI-O v%s has no OCI image volume support (added in 1.31)", v)
 		},

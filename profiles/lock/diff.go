@@ -40,6 +40,18 @@ func Diff(a, b *File) []Difference {
 	for _, pkg := range unionKeys(a.Image.Packages, b.Image.Packages) {
 		add("", "image", "package "+pkg, a.Image.Packages[pkg], b.Image.Packages[pkg])
 	}
+	toolsA, toolsB := toolMap(a), toolMap(b)
+	for _, key := range unionKeys(toolsA, toolsB) {
+		x, okX := toolsA[key]
+		y, okY := toolsB[key]
+		if !okX || !okY {
+			add("", "tool "+key, "tool", present(okX), present(okY))
+			continue
+		}
+		for _, f := range artifactFields {
+			add("", "tool "+key, f.name, f.get(x), f.get(y))
+		}
+	}
 	cellsA, cellsB := cellMap(a), cellMap(b)
 	for _, name := range unionKeys(cellsA, cellsB) {
 		ca, okA := cellsA[name]
@@ -99,6 +111,19 @@ var artifactFields = []field[Artifact]{
 }
 
 func (k ImageKind) String() string { return string(k) }
+
+// toolMap keys a lock's tools by name and, for CRI-O's test tree, version.
+func toolMap(f *File) map[string]Artifact {
+	out := map[string]Artifact{}
+	for _, t := range f.Tools {
+		key := t.Component
+		if t.Component == ToolCRIOTests {
+			key += "@" + t.Version
+		}
+		out[key] = t
+	}
+	return out
+}
 
 func cellMap(f *File) map[string]Cell {
 	m := map[string]Cell{}

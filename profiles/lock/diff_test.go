@@ -15,6 +15,8 @@ func TestDiff(t *testing.T) {
 		f := sample(p)
 		f.Image.Recipe, f.Image.Packages = "sha256:r1", map[string]string{"bash": "5.2.15-2", "systemd": "252.36-1"}
 		f.Artifacts[0].Origin = &Origin{Commit: "5dd0877c91adb0d2b253f8009d12bb6531ca0104"}
+		f.Tools = []Artifact{{Component: ToolBats, Version: "1.11.1-1", Source: profiles.SourceRelease, SHA256: strings.Repeat("c", 64)},
+			{Component: ToolCRIOTests, Version: "1.34.0", Source: profiles.SourceGoMod, Module: CRIOModule, ModuleSum: "h1:x"}}
 		return f
 	}
 	tests := []struct {
@@ -23,6 +25,8 @@ func TestDiff(t *testing.T) {
 		want   []string // "cell part field a b"
 	}{
 		{"identical", func(*File) {}, nil},
+		{"bats", func(f *File) { f.Tools[0].SHA256 = "other" }, []string{"- tool bats sha256 " + strings.Repeat("c", 64) + " other"}},
+		{"no CRI-O test tree", func(f *File) { f.Tools = f.Tools[:1] }, []string{"- tool cri-o-tests@1.34.0 tool present (none)"}},
 		{"image digest", func(f *File) { f.Image.Digest = "sha256:other" }, []string{"- image disk sha256:" + strings.Repeat("a", 64) + " sha256:other"}},
 		{"kernel", func(f *File) { f.Image.Kernel = "sha256:k2" }, []string{"- image kernel (none) sha256:k2"}},
 		{"recipe", func(f *File) { f.Image.Recipe = "sha256:r2" }, []string{"- image recipe sha256:r1 sha256:r2"}},

@@ -127,8 +127,9 @@ func (cfg Config) env() string {
 	return strings.Join(vars, " ")
 }
 
-// timingRE is what --timing appends: " # in 123 ms" (and a timeout note).
-var timingRE = regexp.MustCompile(`\s+#\s*in (\d+) ?ms(\s+#.*)?$`)
+// timingRE is what --timing appends: " in 123ms" (bats 1.11's TAP), or
+// " # in 123 ms" (its tap13 style), perhaps with a timeout note.
+var timingRE = regexp.MustCompile(`\s+(?:#\s*)?in (\d+) ?ms(\s+#.*)?$`)
 
 // Steps turns TAP results into report steps of the upstream suite: pass,
 // fail with bats' output, skip with its reason.

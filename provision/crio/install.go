@@ -218,7 +218,11 @@ func (s Stack) Config() (string, error) {
 		StorageDriver: "overlay",
 		API:           apiTable{Listen: Socket},
 		Runtime: runtimeTable{
-			DefaultRuntime: rt, CgroupManager: "systemd", PinnsPath: BinDir + "/pinns", LogLevel: "info",
+			DefaultRuntime: rt, CgroupManager: "systemd", PinnsPath: BinDir + "/pinns",
+			// debug, as upstream's test helpers run crio (-l debug): a
+			// request's error (ImageVolumeMountFailed: …) is only logged
+			// there, and the invalid-sub-path step reads it from the log.
+			LogLevel: "debug",
 			Runtimes: map[string]runtimeHandler{rt: {
 				RuntimePath: s.RuntimePath(), RuntimeType: "oci", RuntimeRoot: "/run/" + rt,
 				MonitorPath: s.ConmonPath(), MonitorCgroup: "system.slice",

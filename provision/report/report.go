@@ -2,6 +2,7 @@ package report
 
 import (
 	"cmp"
+	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"io"
@@ -69,7 +70,7 @@ type SuiteResult struct {
 func Tally(suite Suite, file string, steps []Step) SuiteResult {
 	r := SuiteResult{Suite: suite, File: file, Verdict: VerdictPass}
 	for _, s := range steps {
-		if s.Suite != suite && !(suite == SuiteEnvctl && s.Suite == "") {
+		if cmp.Or(s.Suite, SuiteEnvctl) != suite {
 			continue
 		}
 		r.Seconds += s.Seconds
@@ -296,6 +297,16 @@ func (r *Report) suiteNote() string {
 		return " — SUITES DISAGREE: " + r.Disagreement
 	}
 	return ""
+}
+
+// MarshalJSON adds the one-line verdict ("summary") to the report's JSON,
+// so that CI logs read the same as a terminal.
+func (r *Report) MarshalJSON() ([]byte, error) {
+	type plain Report
+	return json.Marshal(struct {
+		*plain
+		Summary string `json:"summary"`
+	}{(*plain)(r), r.Summary()})
 }
 
 // FirstLine returns s's first line, shortened to 160 characters.

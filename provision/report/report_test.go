@@ -2,6 +2,7 @@ package report
 
 import (
 	"bytes"
+	"encoding/json"
 	"encoding/xml"
 	"os"
 	"path/filepath"
@@ -141,6 +142,9 @@ func TestSuitesSideBySide(t *testing.T) {
 		Suites: []SuiteResult{Tally(SuiteUpstream, "oci_volumes.bats", []Step{step(SuiteUpstream, Skip, skipReason)})}}
 	if s := r.Summary(); !strings.Contains(s, "NOT TESTED c") || !strings.Contains(s, "upstream skipped: "+skipReason) {
 		t.Errorf("summary %q", s)
+	}
+	if b, err := json.Marshal(r); err != nil || !strings.Contains(string(b), `"summary":"NOT TESTED c`) || !strings.Contains(string(b), `"verdict":"not-tested"`) {
+		t.Errorf("json %s %v", b, err)
 	}
 	if v, _ := Worst([]*Report{r}); v != VerdictNotTested {
 		t.Errorf("worst of a not-tested run is %s", v)
