@@ -99,13 +99,13 @@ type upReport struct {
 		Passed, Failed, Skipped int
 		Skips                   []string
 	} `json:"suites"`
-	Disagreement string `json:"disagreement"`
-	Summary      string `json:"summary"`
-	Diagnosis []struct{ Cause, Fix string } `json:"diagnosis"`
-	Warnings  []struct{ Cause string }      `json:"warnings"`
-	Phases    []phase                       `json:"phases"`
-	Results   string                        `json:"results_dir"`
-	Env       string                        `json:"env"`
+	Disagreement string                        `json:"disagreement"`
+	Summary      string                        `json:"summary"`
+	Diagnosis    []struct{ Cause, Fix string } `json:"diagnosis"`
+	Warnings     []struct{ Cause string }      `json:"warnings"`
+	Phases       []phase                       `json:"phases"`
+	Results      string                        `json:"results_dir"`
+	Env          string                        `json:"env"`
 }
 
 type phase struct {

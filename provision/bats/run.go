@@ -144,9 +144,9 @@ func Steps(t TAP) []report.Step {
 		s := report.Step{Name: name, Status: r.Status, Duration: d, Suite: report.SuiteUpstream, Output: r.Output}
 		switch r.Status {
 		case report.Skip:
-			s.Message = "upstream skipped: " + cmp.Or(r.Reason, "no reason given")
+			s.Message = cmp.Or(r.Reason, "no reason given")
 		case report.Fail:
-			s.Message = "upstream failed: " + report.FirstLine(lastMeaningful(r.Output))
+			s.Message = report.FirstLine(lastMeaningful(r.Output))
 		}
 		out = append(out, report.NewStep(s))
 	}

@@ -59,8 +59,8 @@ func TestRunReadsTAPNotTheExitCode(t *testing.T) {
 		firstMsg string
 	}{
 		{"passes, SELinux skipped", passing, 0, report.VerdictPass, "", ""},
-		{"every test skipped, bats exits 0", allSkipped, 0, report.VerdictNotTested, "", `upstream skipped: requires crictl version "1.31" or newer`},
-		{"a test fails", failing, 1, report.VerdictFail, "", "upstream failed: `[[ $(crictl exec \"$CTR_ID\" cat \"$CONTAINER_PATH/dir/file\") == 1 ]]' failed"},
+		{"every test skipped, bats exits 0", allSkipped, 0, report.VerdictNotTested, "", `requires crictl version "1.31" or newer`},
+		{"a test fails", failing, 1, report.VerdictFail, "", "`[[ $(crictl exec \"$CTR_ID\" cat \"$CONTAINER_PATH/dir/file\") == 1 ]]' failed"},
 		{"bats ran nothing", "bats: command not found\n", 127, "", "printed no plan line", ""},
 		{"bats bailed out", "1..5\nBail out! setup_file failed\n", 1, "", "bailed out", ""},
 	} {
@@ -112,7 +112,7 @@ func TestRunReadsTAPNotTheExitCode(t *testing.T) {
 
 func TestTimingIsRead(t *testing.T) {
 	steps := bats.Steps(bats.ParseTAP(passing))
-	if len(steps) != 5 || steps[0].Seconds != 21.03 || steps[1].Status != report.Skip || steps[1].Message != "upstream skipped: not enforcing" {
+	if len(steps) != 5 || steps[0].Seconds != 21.03 || steps[1].Status != report.Skip || steps[1].Message != "not enforcing" {
 		t.Errorf("steps %+v", steps)
 	}
 }

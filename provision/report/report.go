@@ -97,8 +97,8 @@ func Tally(suite Suite, file string, steps []Step) SuiteResult {
 
 func (s SuiteResult) String() string {
 	out := fmt.Sprintf("%s %s (%d passed, %d failed, %d skipped)", s.Suite, strings.ToUpper(string(s.Verdict)), s.Passed, s.Failed, s.Skipped)
-	if s.Verdict == VerdictNotTested && len(s.Skips) > 0 {
-		out += ": skipped: " + strings.Join(s.Skips, "; ")
+	if len(s.Skips) > 0 {
+		out += "; skipped because: " + strings.Join(s.Skips, "; ")
 	}
 	return out
 }
@@ -283,8 +283,8 @@ func (r *Report) Summary() string {
 				why += "; " + string(s.Suite) + " skipped: " + strings.Join(s.Skips, "; ")
 			}
 		}
-		for _, d := range r.Diagnosis {
-			why += "; envctl: " + d.Cause
+		if len(r.Diagnosis) > 0 {
+			why += "; envctl: " + r.Diagnosis[0].Cause
 		}
 		return fmt.Sprintf("NOT TESTED %s: %s with %s: every test was skipped%s (%.0fs)", r.Cell, r.Test, r.Versions(), why, r.Seconds)
 	}
