@@ -101,6 +101,7 @@ type upReport struct {
 	} `json:"suites"`
 	Disagreement string                        `json:"disagreement"`
 	Summary      string                        `json:"summary"`
+	Notes        []string                      `json:"notes"`
 	Diagnosis    []struct{ Cause, Fix string } `json:"diagnosis"`
 	Warnings     []struct{ Cause string }      `json:"warnings"`
 	Phases       []phase                       `json:"phases"`
@@ -269,6 +270,16 @@ func TestE2ELifecyclePasses(t *testing.T) {
 	if err != nil || xml.Unmarshal(b, &doc) != nil || doc.Suites[0].Tests != len(r.Steps) || doc.Suites[0].Failures != 0 {
 		t.Errorf("JUnit report: %v %+v", err, doc)
 	}
+	// The files came in on the artifact disk (no SFTP fallback), and the
+	// drift check above compared every installed file with its digest.
+	diskBuilt := false
+	for _, p := range r.Phases {
+		diskBuilt = diskBuilt || p.Name == "fetch.artifact-disk"
+	}
+	if !diskBuilt || strings.Contains(strings.Join(r.Notes, " "), "files went in over") {
+		t.Errorf("artifact disk not used: phases %+v notes %v", r.Phases, r.Notes)
+	}
+	t.Logf("upload phase: %.1fs (artifact disk)", phaseSeconds(r.Phases, "install.upload"))
 	writePhases(t, "crio-1.34-runc", r.Phases)
 	assertClean(t)
 }

@@ -61,11 +61,14 @@ type runFlags struct {
 	timeout    time.Duration
 	allowMoved bool
 	test       profiles.TestName
+	upload     cellrun.Upload
 }
 
 func (f *runFlags) register(cmd *cobra.Command) {
 	f.vm.register(cmd, true)
 	f.testImages = cellrun.LocalImages
+	f.upload = cellrun.UploadDisk
+	cmd.Flags().Var(&f.upload, "upload", "how the locked files reach the guest: disk (one read-only artifact disk, built once per set of files and cached) or sftp (file by file over SSH)")
 	cmd.Flags().BoolVar(&f.noTest, "no-test", false, "boot and install, but skip the test")
 	cmd.Flags().Var(&f.test, "test", "the test suites to run instead of the profile's test: image-volume-lifecycle (envctl's own), upstream (CRI-O's own test/oci_volumes.bats from the locked CRI-O tree), upstream:FILE.bats, both, or none")
 	cmd.Flags().BoolVar(&f.noInstall, "no-install", false, "only boot the VM (no components, no test)")
@@ -88,8 +91,13 @@ func (a *app) runOptions(ctx context.Context, f *runFlags) (cellrun.Options, err
 	if err != nil {
 		return cellrun.Options{}, err
 	}
+	c, err := a.cache()
+	if err != nil {
+		return cellrun.Options{}, err
+	}
 	o := cellrun.Options{
-		VM: a.vmOptions(&f.vm), Fetch: fetch, Images: imgs, TestImages: f.testImages,
+		Cache: c,
+		VM:    a.vmOptions(&f.vm), Fetch: fetch, Images: imgs, TestImages: f.testImages, Upload: f.upload,
 		Keep: f.keep, ResultsDir: f.results, Log: a.log, Step: a.step, Ledger: a.ledger(),
 	}
 	switch {

@@ -548,3 +548,43 @@ func TestUpstreamSuiteNeedsItsTools(t *testing.T) {
 		t.Error("booted without the tools")
 	}
 }
+
+// The cell's files reach the guest on one artifact disk, unpacked with one
+// tar command; a guest that cannot read it gets them over SFTP, and the
+// report says so; --upload sftp never builds a disk.
+func TestArtifactDisk(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		upload   cellrun.Upload
+		noDisk   bool
+		diskUsed bool
+		note     string
+	}{
+		{"disk", "", false, true, ""},
+		{"a guest that cannot read the disk", cellrun.UploadDisk, true, false, "files went in over sftp (the artifact disk could not be unpacked"},
+		{"sftp asked for", cellrun.UploadSFTP, false, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.opts.Upload = tc.upload
+			if tc.noDisk {
+				h.Tweak = func(_ *criotest.Stack, srv *guesttest.Server) {
+					srv.Reply(`^test -b /dev/disk/by-id/virtio-envctl-artifacts`, guesttest.Reply{Exit: 1})
+				}
+			}
+			rep, err := cellrun.Run(context.Background(), cell("1.34.0"), h.opts)
+			if err != nil || rep.Verdict != report.VerdictPass {
+				t.Fatalf("verdict %s err %v", rep.Verdict, err)
+			}
+			built := slices.ContainsFunc(rep.Phases, func(p report.Phase) bool { return p.Name == "fetch.artifact-disk" })
+			if built != (tc.upload != cellrun.UploadSFTP) {
+				t.Errorf("artifact disk built: %v", built)
+			}
+			noted := strings.Join(rep.Notes, "\n")
+			if tc.note != "" && !strings.Contains(noted, tc.note) || tc.note == "" && strings.Contains(noted, "files went in") {
+				t.Errorf("notes %q", noted)
+			}
+			h.assertClean(t)
+		})
+	}
+}

@@ -13,10 +13,12 @@ import (
 	"time"
 
 	"github.com/envctl/envctl/images"
+	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/compat"
 	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/profiles/lock"
+	"github.com/envctl/envctl/provision/artdisk"
 	"github.com/envctl/envctl/provision/artifacts"
 	"github.com/envctl/envctl/provision/bats"
 	"github.com/envctl/envctl/provision/crio"
@@ -77,6 +79,33 @@ func (t *TestImages) Set(s string) error {
 // Type implements pflag.Value.
 func (t *TestImages) Type() string { return "local|upstream" }
 
+// Upload says how a cell's files reach the guest.
+type Upload string
+
+// The ways files reach the guest.
+const (
+	// UploadDisk attaches one read-only artifact disk (a tar, built once
+	// per set of files and cached) and unpacks it in the guest.
+	UploadDisk Upload = "disk"
+	// UploadSFTP copies every file over SSH, checked in the guest.
+	UploadSFTP Upload = "sftp"
+)
+
+func (u Upload) String() string { return string(u) }
+
+// Set implements pflag.Value.
+func (u *Upload) Set(s string) error {
+	switch Upload(s) {
+	case UploadDisk, UploadSFTP:
+		*u = Upload(s)
+		return nil
+	}
+	return fmt.Errorf("%q is not an upload method: use disk or sftp", s)
+}
+
+// Type implements pflag.Value.
+func (u *Upload) Type() string { return "disk|sftp" }
+
 // Fetcher gets a locked component's files onto the host
 // (*artifacts.Fetcher).
 type Fetcher interface {
@@ -107,7 +136,11 @@ type Options struct {
 	// cat and pause (testimages.WorkloadBinary).
 	Workload   string
 	TestImages TestImages
-	Stop       Stop
+	// Upload is how files reach the guest; the artifact disk (the
+	// default) needs Cache, where disks are kept.
+	Upload Upload
+	Cache  *cache.Cache
+	Stop   Stop
 	// Keep leaves the VM running afterwards (unless the run was cancelled).
 	Keep bool
 	// ResultsDir receives the logs of a failed run; default: a new
@@ -166,6 +199,7 @@ type run struct {
 	parts    []crio.Part
 	builds   []compat.Build
 	tools    map[string]artifacts.Files
+	disk     artdisk.Disk
 	warnings []compat.Finding
 	machine  *vm.Machine
 	accel    string
@@ -358,10 +392,37 @@ func (r *run) fetch(ctx context.Context, img *images.Files) error {
 		for _, w := range r.warnings {
 			r.opts.step("warning: predicted failure: %s", w)
 		}
+		if err := r.artifactDisk(ctx); err != nil {
+			return err
+		}
 	}
 	f, err := r.opts.Images.Ensure(ctx, r.cell.Image)
 	*img = f
 	return err
+}
+
+// artifactDisk builds (or finds in the cache) the disk that carries the
+// cell's files into the guest.
+func (r *run) artifactDisk(ctx context.Context) error {
+	if r.opts.Upload == UploadSFTP || r.opts.Cache == nil {
+		return nil
+	}
+	start := time.Now()
+	uploads, err := crio.Stack{Parts: r.parts}.Uploads()
+	if err != nil {
+		return err
+	}
+	if len(uploads) == 0 {
+		return nil
+	}
+	d, err := artdisk.Ensure(ctx, r.opts.Cache, uploads)
+	if err != nil {
+		return err
+	}
+	r.disk = d
+	r.sub("fetch.artifact-disk", time.Since(start))
+	r.log().Debug("artifact disk", "path", d.Path, "bytes", d.Size, "built", d.Built, "files", len(uploads))
+	return nil
 }
 
 func (r *run) boot(ctx context.Context, img images.Files) error {
@@ -369,7 +430,7 @@ func (r *run) boot(ctx context.Context, img images.Files) error {
 	spec := vm.BootSpec{
 		Profile: r.cell.Profile, Cell: r.cell.Name, CPUs: r.cell.VM.CPUs,
 		Memory: uint64(r.cell.VM.Memory), Disk: uint64(r.cell.VM.Disk), Image: img,
-		Keep: r.opts.Keep,
+		Keep: r.opts.Keep, ArtifactDisk: r.disk.Path, ArtifactSerial: artdisk.Serial,
 	}
 	m, err := vm.Boot(ctx, vmo, spec)
 	// Software emulation now and then hangs a boot for good; a fresh VM
@@ -435,8 +496,12 @@ func (r *run) registry(ctx context.Context) (func(), error) {
 func (r *run) install(ctx context.Context) error {
 	host, pause, _, _ := r.testRefs()
 	r.opts.step("installing %s", r.cell.VersionList())
-	t, err := crio.Install(ctx, r.machine.SSH, crio.Stack{Parts: r.parts, RegistryHost: host, PauseImage: pause})
+	t, err := crio.Install(ctx, r.machine.SSH, crio.Stack{Parts: r.parts, RegistryHost: host, PauseImage: pause, FromDisk: r.disk.Path != ""})
 	r.sub("install.upload", t.Upload)
+	if r.disk.Path != "" && t.Via != crio.ViaDisk && t.Via != "" {
+		r.notes = append(r.notes, "files went in over "+t.Via)
+		r.opts.step("warning: files went in over %s", t.Via)
+	}
 	r.sub("install.configure", t.Configure)
 	r.sub("install.crio-start", t.Start)
 	return err

@@ -180,7 +180,7 @@ func TestInstallFailures(t *testing.T) {
 // installed puts the stack's files into the guest as Install would.
 func installed(t *testing.T, srv *guesttest.Server, s Stack) {
 	t.Helper()
-	ups, err := s.uploads()
+	ups, err := s.Uploads()
 	if err != nil {
 		t.Fatal(err)
 	}

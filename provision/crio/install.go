@@ -2,6 +2,7 @@ package crio
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -16,6 +17,7 @@ import (
 	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/profiles/lock"
+	"github.com/envctl/envctl/provision/artdisk"
 	"github.com/envctl/envctl/provision/artifacts"
 	"github.com/envctl/envctl/provision/guest"
 )
@@ -51,6 +53,9 @@ type Stack struct {
 	PauseImage   string
 	RegistryHost string
 	Catalog      *catalog.Catalog
+	// FromDisk unpacks the files from the attached artifact disk instead
+	// of uploading them over SFTP.
+	FromDisk bool
 }
 
 func (s Stack) catalog() *catalog.Catalog {
@@ -128,8 +133,9 @@ func (s Stack) files(p Part) ([]GuestFile, error) {
 	return out, nil
 }
 
-// uploads lists every file to copy into the guest.
-func (s Stack) uploads() ([]guest.Upload, error) {
+// Uploads lists every file the stack puts into the guest, with the
+// digest it must have there.
+func (s Stack) Uploads() ([]guest.Upload, error) {
 	var out []guest.Upload
 	for _, p := range s.Parts {
 		files, err := s.files(p)
@@ -297,7 +303,16 @@ WantedBy=multi-user.target
 // Timings of the install phases.
 type Timings struct {
 	Upload, Configure, Start time.Duration
+	// Via says how the files got into the guest, and why when the
+	// artifact disk was not used.
+	Via string
 }
+
+// How the files get into the guest.
+const (
+	ViaDisk = "artifact disk"
+	ViaSFTP = "sftp"
+)
 
 // StartTimeout bounds how long CRI-O may take to answer after it starts.
 var StartTimeout = 90 * time.Second
@@ -307,12 +322,30 @@ var StartTimeout = 90 * time.Second
 func Install(ctx context.Context, g Guest, s Stack) (Timings, error) {
 	var t Timings
 	start := time.Now()
-	uploads, err := s.uploads()
+	uploads, err := s.Uploads()
 	if err != nil {
 		return t, err
 	}
-	if err := g.UploadVerified(ctx, uploads, 0o755); err != nil {
-		return t, fault.Infraf("install: %w", err)
+	t.Via = ViaSFTP
+	if s.FromDisk {
+		// The disk was built from the verified files, each checked against
+		// its digest as it was written; the drift check compares every
+		// installed file with the lock's digest before the test.
+		out, err := g.Output(ctx, artdisk.ExtractCommand())
+		var exit *guest.ExitError
+		switch {
+		case err == nil:
+			t.Via = ViaDisk
+		case errors.As(err, &exit) && ctx.Err() == nil:
+			t.Via = fmt.Sprintf("%s (the artifact disk could not be unpacked: %s)", ViaSFTP, strings.SplitN(strings.TrimSpace(out)+"\n", "\n", 2)[0])
+		default:
+			return t, fault.Infraf("install: unpack the artifact disk: %w", err)
+		}
+	}
+	if t.Via != ViaDisk {
+		if err := g.UploadVerified(ctx, uploads, 0o755); err != nil {
+			return t, fault.Infraf("install: %w", err)
+		}
 	}
 	t.Upload = time.Since(start)
 

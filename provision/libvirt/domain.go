@@ -80,6 +80,7 @@ func DomainXML(s vm.DomainSpec) (string, error) {
 			Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: disk.Format},
 			Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: disk.Path}},
 			Target: &libvirtxml.DomainDiskTarget{Dev: "vd" + string(rune('a'+i)), Bus: "virtio"},
+			Serial: disk.Serial,
 		}
 		if disk.ReadOnly {
 			dd.ReadOnly = &libvirtxml.DomainDiskReadOnly{}

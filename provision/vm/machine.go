@@ -81,6 +81,10 @@ type BootSpec struct {
 	Memory  uint64 // bytes
 	Disk    uint64 // bytes
 	Image   images.Files
+	// ArtifactDisk is a read-only raw file attached as a disk with serial
+	// ArtifactSerial (the artifact disk); "" attaches none.
+	ArtifactDisk   string
+	ArtifactSerial string
 	// Keep makes a persistent domain that outlives this process; any other
 	// is destroyed by libvirt as soon as this process's connection ends,
 	// even when the process is killed.
@@ -190,6 +194,14 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 	if err != nil {
 		return m, err
 	}
+	disks := []Disk{}
+	if spec.ArtifactDisk != "" {
+		p, err := m.hostFile(ctx, "artifacts", spec.ArtifactDisk, "raw")
+		if err != nil {
+			return m, err
+		}
+		disks = append(disks, Disk{Path: p, Format: "raw", ReadOnly: true, Serial: spec.ArtifactSerial})
+	}
 	diskVol, err := e.AddVolume(env.VolumeDisk)
 	if err != nil {
 		return m, err
@@ -230,7 +242,7 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 	}
 	ds := DomainSpec{
 		Name: e.Domain, Type: m.Type, CPUs: spec.CPUs, MemoryMiB: spec.Memory >> 20,
-		Disks:  []Disk{{Path: diskPath, Format: "qcow2"}, {Path: seedPath, Format: "raw", ReadOnly: true}},
+		Disks:  append([]Disk{{Path: diskPath, Format: "qcow2"}, {Path: seedPath, Format: "raw", ReadOnly: true}}, disks...),
 		Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: cmdline,
 		ConsoleLog: console, Network: network, Online: opts.Online, AutoDestroy: !spec.Keep,
 		Metadata: OwnerOf(opts.Store).Stamp(Metadata{ID: e.ID, Profile: spec.Profile, PID: os.Getpid(), Created: time.Now().UTC().Format(time.RFC3339)}, m.drv.URI()),
@@ -292,24 +304,32 @@ func (m *Machine) baseImage(ctx context.Context, img images.Files) (images.Files
 		if f.src == "" {
 			continue
 		}
-		st, err := os.Stat(f.src)
-		if err != nil {
-			return out, fault.Infraf("base image %s: %w", f.src, err)
-		}
-		// Cached blobs are named by their digest: the volume name is too.
-		name := "envctl-base-" + f.kind + "-" + filepath.Base(f.src)
-		if len(name) > 60 {
-			name = name[:60]
-		}
-		m.opts.step("uploading %s (%d MiB) to %s once, as volume %s", f.kind, st.Size()>>20, m.drv.URI(), name)
-		src := f.src
-		p, err := m.drv.EnsureVolume(ctx, m.Env.Pool, name, f.format, st.Size(), func() (io.ReadCloser, error) { return os.Open(src) })
+		p, err := m.hostFile(ctx, f.kind, f.src, f.format)
 		if err != nil {
 			return out, err
 		}
 		*f.dst = p
 	}
 	return out, nil
+}
+
+// hostFile returns a cached file as the hypervisor sees it: in place on
+// this machine; on a remote host, a volume uploaded once under a
+// content-addressed name (cached blobs are named by their digest).
+func (m *Machine) hostFile(ctx context.Context, kind, src, format string) (string, error) {
+	if m.drv.Local() {
+		return src, nil
+	}
+	st, err := os.Stat(src)
+	if err != nil {
+		return "", fault.Infraf("%s %s: %w", kind, src, err)
+	}
+	name := "envctl-base-" + kind + "-" + filepath.Base(src)
+	if len(name) > 60 {
+		name = name[:60]
+	}
+	m.opts.step("uploading %s (%d MiB) to %s once, as volume %s", kind, st.Size()>>20, m.drv.URI(), name)
+	return m.drv.EnsureVolume(ctx, m.Env.Pool, name, format, st.Size(), func() (io.ReadCloser, error) { return os.Open(src) })
 }
 
 // start starts the domain on a free port, trying another when QEMU could

@@ -122,6 +122,8 @@ type Disk struct {
 	Path     string
 	Format   string // qcow2 or raw
 	ReadOnly bool
+	// Serial names the disk for the guest (/dev/disk/by-id/virtio-SERIAL).
+	Serial string
 }
 
 // DomainSpec is everything a domain needs.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/envctl/envctl/images"
+	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/artifacts"
@@ -223,7 +224,12 @@ func New(t testing.TB) *Harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	c, err := cache.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
 	h.Opts = cellrun.Options{
+		Cache: c,
 		VM:    vm.Options{URI: "fake:///system", Store: env.Store{Dir: t.TempDir()}, Connect: h.Driver.Connect, BootTimeout: 20 * time.Second},
 		Fetch: h.Fetch, Images: Images{}, Workload: workload, TestImages: cellrun.LocalImages,
 		Progress: func(e cellrun.Event) {

@@ -7,12 +7,15 @@
 package vmtest
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"net"
+	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -400,6 +403,11 @@ func (d *Driver) BootGuests(t testing.TB, setup func(*guesttest.Server)) {
 			return fault.Infraf("fake guest: %w", err)
 		}
 		t.Cleanup(srv.Close)
+		for _, disk := range spec.Disks {
+			if disk.Serial != "" {
+				attachTarDisk(srv, disk)
+			}
+		}
 		if setup != nil {
 			setup(srv)
 		}
@@ -412,3 +420,43 @@ func (d *Driver) BootGuests(t testing.TB, setup func(*guesttest.Server)) {
 
 // ErrInjected is a convenient error for Fail.
 var ErrInjected = errors.New("injected failure")
+
+// attachTarDisk lets the guest unpack a disk that holds a tar (the
+// artifact disk) the way envctl does: `tar -x -f /dev/disk/by-id/…`.
+func attachTarDisk(srv *guesttest.Server, disk vm.Disk) {
+	dev := "/dev/disk/by-id/virtio-" + disk.Serial
+	srv.Handle(`^test -b `+regexp.QuoteMeta(dev)+` && tar -x --no-same-owner -f `+regexp.QuoteMeta(dev)+` -C /$`, func(string, []string) guesttest.Reply {
+		if err := untar(disk.Path, srv); err != nil {
+			return guesttest.Reply{Stderr: "tar: " + err.Error() + "\n", Exit: 2}
+		}
+		return guesttest.Reply{}
+	})
+}
+
+func untar(path string, srv *guesttest.Server) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if h.Typeflag != tar.TypeReg {
+			continue
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			return err
+		}
+		if err := srv.WriteFile("/"+h.Name, data); err != nil {
+			return err
+		}
+	}
+}
