@@ -3,16 +3,19 @@ package main
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/provision/cellrun"
 	"github.com/envctl/envctl/provision/libvirt"
 	"github.com/envctl/envctl/provision/testimages"
 	"github.com/envctl/envctl/provision/vm"
+	"github.com/envctl/envctl/provision/warm"
 )
 
 // vmFlags are the flags of every command that makes or finds VMs.
@@ -62,12 +65,14 @@ type runFlags struct {
 	allowMoved bool
 	test       profiles.TestName
 	upload     cellrun.Upload
+	cold       bool
 }
 
 func (f *runFlags) register(cmd *cobra.Command) {
 	f.vm.register(cmd, true)
 	f.testImages = cellrun.LocalImages
 	f.upload = cellrun.UploadDisk
+	cmd.Flags().BoolVar(&f.cold, "cold", false, "boot and install from scratch even when a warm state (a saved guest with this lock's stack installed) exists")
 	cmd.Flags().Var(&f.upload, "upload", "how the locked files reach the guest: disk (one read-only artifact disk, built once per set of files and cached) or sftp (file by file over SSH)")
 	cmd.Flags().BoolVar(&f.noTest, "no-test", false, "boot and install, but skip the test")
 	cmd.Flags().Var(&f.test, "test", "the test suites to run instead of the profile's test: image-volume-lifecycle (envctl's own), upstream (CRI-O's own test/oci_volumes.bats from the locked CRI-O tree), upstream:FILE.bats, both, or none")
@@ -96,8 +101,8 @@ func (a *app) runOptions(ctx context.Context, f *runFlags) (cellrun.Options, err
 		return cellrun.Options{}, err
 	}
 	o := cellrun.Options{
-		Cache: c,
-		VM:    a.vmOptions(&f.vm), Fetch: fetch, Images: imgs, TestImages: f.testImages, Upload: f.upload,
+		Cache: c, Warm: &warm.Store{Dir: filepath.Join(c.Dir, cache.TreeDirs[cache.EntryWarm])}, Cold: f.cold,
+		VM: a.vmOptions(&f.vm), Fetch: fetch, Images: imgs, TestImages: f.testImages, Upload: f.upload,
 		Keep: f.keep, ResultsDir: f.results, Log: a.log, Step: a.step, Ledger: a.ledger(),
 	}
 	switch {

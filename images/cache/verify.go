@@ -189,6 +189,9 @@ const (
 	EntryBlob     EntryKind = "blob"
 	EntryUnpacked EntryKind = "unpacked"
 	EntryBuild    EntryKind = "build"
+	// EntryWarm is a saved running guest (provision/warm): checked when it
+	// is restored, where a failure means a cold boot.
+	EntryWarm EntryKind = "warm"
 )
 
 // Entry is one thing the cache holds.
@@ -201,7 +204,7 @@ type Entry struct {
 }
 
 // TreeDirs maps the sealed directory kinds to their directory in the cache.
-var TreeDirs = map[EntryKind]string{EntryUnpacked: "unpacked", EntryBuild: "builds"}
+var TreeDirs = map[EntryKind]string{EntryUnpacked: "unpacked", EntryBuild: "builds", EntryWarm: "warm"}
 
 // Entries lists every blob, unpacked archive and build in the cache.
 func (c *Cache) Entries() ([]Entry, error) {
@@ -213,14 +216,14 @@ func (c *Cache) Entries() ([]Entry, error) {
 	for _, b := range blobs {
 		out = append(out, Entry{Kind: EntryBlob, Name: b.Digest.String(), Path: b.Path, Size: b.Size})
 	}
-	for _, kind := range []EntryKind{EntryUnpacked, EntryBuild} {
+	for _, kind := range []EntryKind{EntryUnpacked, EntryBuild, EntryWarm} {
 		dir := filepath.Join(c.Dir, TreeDirs[kind])
 		ents, err := os.ReadDir(dir)
 		if err != nil {
 			continue
 		}
 		for _, e := range ents {
-			if !e.IsDir() || strings.HasSuffix(e.Name(), ".tmp") {
+			if !e.IsDir() || strings.HasSuffix(e.Name(), ".tmp") || strings.HasPrefix(e.Name(), ".new-") {
 				continue
 			}
 			p := filepath.Join(dir, e.Name())
@@ -253,6 +256,9 @@ func (c *Cache) VerifyEntry(e Entry) error {
 		}
 		_, err = c.VerifyFull(d)
 		return err
+	}
+	if e.Kind == EntryWarm {
+		return nil
 	}
 	if _, err := VerifyTree(e.Path); err != nil {
 		if IsCorrupt(err) {

@@ -42,6 +42,20 @@ func NewKeyPair(comment string) (KeyPair, error) {
 	return KeyPair{PrivatePEM: pem.EncodeToMemory(block), Public: sshPub, Authorized: auth}, nil
 }
 
+// ParseKeyPair reads a key pair back from its OpenSSH private key (a
+// saved guest's keys, reused by a warm start).
+func ParseKeyPair(privatePEM []byte, comment string) (KeyPair, error) {
+	signer, err := ssh.ParsePrivateKey(privatePEM)
+	if err != nil {
+		return KeyPair{}, fmt.Errorf("parse private key: %w", err)
+	}
+	auth := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	if comment != "" {
+		auth += " " + comment
+	}
+	return KeyPair{PrivatePEM: privatePEM, Public: signer.PublicKey(), Authorized: auth}, nil
+}
+
 // Config is what the seed tells the guest.
 type Config struct {
 	InstanceID string

@@ -23,6 +23,7 @@ import (
 	"github.com/envctl/envctl/provision/testimages"
 	"github.com/envctl/envctl/provision/vm"
 	"github.com/envctl/envctl/provision/vm/vmtest"
+	"github.com/envctl/envctl/provision/warm"
 )
 
 func cell(crictl string) lock.LockedCell { return cellruntest.Cell("p", crictl) }
@@ -587,4 +588,53 @@ func TestArtifactDisk(t *testing.T) {
 			h.assertClean(t)
 		})
 	}
+}
+
+// A cold run saves its verified guest; the next run with the same lock
+// entry restores it (no install), a changed version boots cold, and a
+// damaged save is dropped for a cold boot that still passes.
+func TestWarmStarts(t *testing.T) {
+	h := newHarness(t)
+	h.opts.Warm = &warm.Store{Dir: t.TempDir()}
+	run := func(c lock.LockedCell) *report.Report {
+		t.Helper()
+		rep, err := cellrun.Run(context.Background(), c, h.opts)
+		if err != nil || rep.Verdict != report.VerdictPass {
+			t.Fatalf("verdict %s err %v start %q notes %v", rep.Verdict, err, rep.Start, rep.Notes)
+		}
+		return rep
+	}
+	has := func(r *report.Report, phase string) bool {
+		return slices.ContainsFunc(r.Phases, func(p report.Phase) bool { return p.Name == phase })
+	}
+	first := run(cell("1.34.0"))
+	if !strings.HasPrefix(first.Start, "cold: no saved state") || !has(first, cellrun.PhaseSave) {
+		t.Fatalf("first run: start %q phases %v notes %v", first.Start, phases(first), first.Notes)
+	}
+	second := run(cell("1.34.0"))
+	if !strings.HasPrefix(second.Start, "warm: restored") || has(second, cellrun.PhaseSave) || has(second, "install.upload") {
+		t.Errorf("second run: start %q phases %v; first notes %v", second.Start, phases(second), first.Notes)
+	}
+	other := run(cell("1.36.0"))
+	if !strings.HasPrefix(other.Start, "cold: no saved state") {
+		t.Errorf("changed version: start %q", other.Start)
+	}
+	states, _ := h.opts.Warm.List()
+	if len(states) != 2 {
+		t.Fatalf("%d warm states", len(states))
+	}
+	for _, st := range states {
+		if err := os.WriteFile(st.Save, []byte("garbage"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	damaged := run(cell("1.34.0"))
+	if !strings.HasPrefix(damaged.Start, "cold: the saved state did not restore") || !has(damaged, "install.upload") {
+		t.Errorf("damaged save: start %q phases %v", damaged.Start, phases(damaged))
+	}
+	h.opts.Cold = true
+	if cold := run(cell("1.34.0")); cold.Start != "cold: --cold" {
+		t.Errorf("--cold: start %q", cold.Start)
+	}
+	h.assertClean(t)
 }

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -27,6 +29,7 @@ import (
 	"github.com/envctl/envctl/provision/report"
 	"github.com/envctl/envctl/provision/testimages"
 	"github.com/envctl/envctl/provision/vm"
+	"github.com/envctl/envctl/provision/warm"
 )
 
 // The phases of a run, in order.
@@ -35,6 +38,7 @@ const (
 	PhaseBoot     = "boot"
 	PhaseInstall  = "install"
 	PhaseVerify   = "verify"
+	PhaseSave     = "save" // a cold run saves a warm state for the next
 	PhaseTest     = "test"
 	PhaseCollect  = "collect"
 	PhaseTeardown = "teardown"
@@ -140,7 +144,10 @@ type Options struct {
 	// default) needs Cache, where disks are kept.
 	Upload Upload
 	Cache  *cache.Cache
-	Stop   Stop
+	// Warm keeps warm starts (nil: none); Cold never restores one.
+	Warm *warm.Store
+	Cold bool
+	Stop Stop
 	// Keep leaves the VM running afterwards (unless the run was cancelled).
 	Keep bool
 	// ResultsDir receives the logs of a failed run; default: a new
@@ -200,6 +207,10 @@ type run struct {
 	builds   []compat.Build
 	tools    map[string]artifacts.Files
 	disk     artdisk.Disk
+	warmKey  string
+	came     string // how the guest came up: warm or cold, and why
+	reg      *testimages.Registry
+	fwd      io.Closer
 	warnings []compat.Finding
 	machine  *vm.Machine
 	accel    string
@@ -353,6 +364,11 @@ func (r *run) all(ctx context.Context) (err error) {
 	if err := r.phase(ctx, PhaseVerify, r.verify); err != nil {
 		return err
 	}
+	if r.warmKey != "" && !r.machine.Warm() {
+		if err := r.phase(ctx, PhaseSave, r.saveWarm); err != nil {
+			return err
+		}
+	}
 	if !testing {
 		return nil
 	}
@@ -401,6 +417,76 @@ func (r *run) fetch(ctx context.Context, img *images.Files) error {
 	return err
 }
 
+// warmKeyFor is the key of this run's warm state, or "" when the run
+// cannot use one (see noWarmReason).
+func (r *run) warmKeyFor() string {
+	if r.noWarmReason() != "" {
+		return ""
+	}
+	host, pause, _, _ := r.testRefs()
+	vmo := r.opts.VM
+	return warm.Key(
+		"cell="+r.cell.Hash,
+		fmt.Sprintf("vm=%d cpus %d memory %d disk", r.cell.VM.CPUs, r.cell.VM.Memory, r.cell.VM.Disk),
+		"uri="+vmo.URI, "accel="+string(vmo.Accel), "network="+string(vmo.Network), "kernel-args="+vmo.KernelArgs,
+		"seed="+string(vmo.Seed), "artifacts="+r.disk.Digest.String(), "registry="+host, "pause="+pause)
+}
+
+// noWarmReason says why a run cannot use a warm state ("" when it can).
+func (r *run) noWarmReason() string {
+	switch {
+	case r.opts.Warm == nil:
+		return "warm starts are off"
+	case r.opts.Cold:
+		return "--cold"
+	case r.opts.Keep:
+		return "--keep (a kept VM is a persistent domain; a restored one cannot be)"
+	case r.opts.Stop != Full:
+		return "no test runs"
+	case r.opts.VM.Network != "" && r.opts.VM.Network != vm.NetworkUser:
+		return "warm states need user-mode networking"
+	case !localURI(r.opts.VM.URI):
+		return "warm states are kept for a local hypervisor only"
+	}
+	return ""
+}
+
+func localURI(uri string) bool {
+	u, err := url.Parse(uri)
+	return err == nil && u.Host == ""
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return line
+}
+
+// saveWarm saves the verified guest for the next run with the same key,
+// then goes on from the save. A failed save is a note, unless the run's
+// own guest was lost with it.
+func (r *run) saveWarm(ctx context.Context) error {
+	dir, commit, abort, err := r.opts.Warm.Begin(r.warmKey)
+	if err != nil {
+		r.notes = append(r.notes, "no warm state saved: "+err.Error())
+		return nil
+	}
+	ws, err := r.machine.SaveWarm(ctx, dir)
+	if err == nil {
+		err = commit(warm.State{WarmState: ws, Profile: r.cell.Profile, Cell: r.cell.Name})
+	}
+	if err != nil {
+		abort()
+		if r.machine.SSH == nil {
+			return fault.Infraf("saving a warm state lost the guest: %w", err)
+		}
+		r.notes = append(r.notes, "no warm state saved: "+firstLine(err.Error()))
+		return nil
+	}
+	r.sub("save.warm", r.machine.Timings["save"])
+	r.opts.step("saved a warm state for the next run with this lock (key %s)", r.warmKey[:12])
+	return r.forward()
+}
+
 // artifactDisk builds (or finds in the cache) the disk that carries the
 // cell's files into the guest.
 func (r *run) artifactDisk(ctx context.Context) error {
@@ -431,6 +517,32 @@ func (r *run) boot(ctx context.Context, img images.Files) error {
 		Profile: r.cell.Profile, Cell: r.cell.Name, CPUs: r.cell.VM.CPUs,
 		Memory: uint64(r.cell.VM.Memory), Disk: uint64(r.cell.VM.Disk), Image: img,
 		Keep: r.opts.Keep, ArtifactDisk: r.disk.Path, ArtifactSerial: artdisk.Serial,
+	}
+	r.warmKey = r.warmKeyFor()
+	if r.warmKey == "" {
+		r.came = "cold: " + r.noWarmReason()
+	} else if st, ok := r.opts.Warm.Lookup(r.warmKey); !ok {
+		r.came = "cold: no saved state for this key yet; this run saves one"
+	} else {
+		ws := st.WarmState
+		spec.Warm = &ws
+		m, err := vm.Boot(ctx, vmo, spec)
+		if err == nil {
+			r.machine, r.env, r.accel = m, m.Env.ID, string(m.Type)
+			r.came = fmt.Sprintf("warm: restored the state saved %s (key %s)", st.Created.Format(time.RFC3339), r.warmKey[:12])
+			r.opts.step("warm start: %s", strings.TrimPrefix(r.came, "warm: "))
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		// Never a wrong environment: a state that does not restore is
+		// dropped, and this run boots cold (and saves a fresh one).
+		r.came = "cold: the saved state did not restore (" + firstLine(err.Error()) + "); it was removed"
+		r.opts.step("warning: %s", r.came)
+		r.log().Warn("warm restore failed", "key", r.warmKey, "err", err)
+		_ = r.opts.Warm.Remove(r.warmKey)
+		spec.Warm = nil
 	}
 	m, err := vm.Boot(ctx, vmo, spec)
 	// Software emulation now and then hangs a boot for good; a fresh VM
@@ -484,16 +596,39 @@ func (r *run) registry(ctx context.Context) (func(), error) {
 	if err != nil {
 		return nil, fault.Infraf("test registry: %w", err)
 	}
-	fwd, err := r.machine.SSH.ForwardRemote(fmt.Sprintf("127.0.0.1:%d", testimages.GuestPort), reg.Addr)
-	if err != nil {
+	r.reg = reg
+	if err := r.forward(); err != nil {
 		_ = reg.Close()
-		return nil, fault.AsInfra(err)
+		return nil, err
 	}
 	r.sub("install.registry", time.Since(start))
-	return func() { _ = fwd.Close(); _ = reg.Close() }, nil
+	return func() {
+		if r.fwd != nil {
+			_ = r.fwd.Close()
+		}
+		_ = reg.Close()
+	}, nil
+}
+
+// forward exposes the registry on the guest's loopback through the
+// current SSH connection (again after a save, which ends the old one).
+func (r *run) forward() error {
+	if r.fwd != nil {
+		_ = r.fwd.Close()
+	}
+	fwd, err := r.machine.SSH.ForwardRemote(fmt.Sprintf("127.0.0.1:%d", testimages.GuestPort), r.reg.Addr)
+	if err != nil {
+		return fault.AsInfra(err)
+	}
+	r.fwd = fwd
+	return nil
 }
 
 func (r *run) install(ctx context.Context) error {
+	if r.machine.Warm() {
+		r.opts.step("warm start: %s is installed and CRI-O is running in the restored guest", r.cell.VersionList())
+		return nil
+	}
 	host, pause, _, _ := r.testRefs()
 	r.opts.step("installing %s", r.cell.VersionList())
 	t, err := crio.Install(ctx, r.machine.SSH, crio.Stack{Parts: r.parts, RegistryHost: host, PauseImage: pause, FromDisk: r.disk.Path != ""})
@@ -674,7 +809,7 @@ func (r *run) report() *report.Report {
 	rep := &report.Report{
 		Profile: r.cell.Profile, Cell: r.cell.Name, Test: r.cell.Test, Env: r.env, Accel: r.accel, Host: r.opts.VM.URI,
 		Started: r.start.UTC(), Warnings: r.warnings, Phases: r.phases, Results: r.results, Kept: r.kept,
-		Steps: r.test.Steps, Notes: r.notes,
+		Steps: r.test.Steps, Notes: r.notes, Start: r.came,
 	}
 	for _, c := range r.cell.Components {
 		rc := report.Component{Role: c.Role, Name: c.Component, Locked: c.Version, Source: c.Source, Label: c.Label()}

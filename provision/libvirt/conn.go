@@ -535,6 +535,45 @@ func (c *Conn) Start(ctx context.Context, spec vm.DomainSpec) error {
 	})
 }
 
+// SaveDomain saves a running domain's memory to a file on the host; the
+// domain stops (a transient one is gone afterwards).
+func (c *Conn) SaveDomain(ctx context.Context, name, path string) error {
+	return c.call(ctx, "save domain "+name, 0, func() error {
+		d, err := c.l.DomainLookupByName(name)
+		if err != nil {
+			return fault.Infraf("save domain %s: %w", name, err)
+		}
+		if err := c.l.DomainSaveFlags(d, path, nil, 0); err != nil {
+			return fault.Infraf("save domain %s to %s: %w", name, path, err)
+		}
+		return nil
+	})
+}
+
+// RestoreDomain starts a saved domain again, running, under its saved
+// name and UUID, with what spec gives in place of what the save holds:
+// disk sources by position, envctl's metadata, the SSH port and the
+// console log. It returns the domain's name.
+func (c *Conn) RestoreDomain(ctx context.Context, path string, spec vm.DomainSpec) (string, error) {
+	var name string
+	err := c.call(ctx, "restore domain from "+path, 0, func() error {
+		saved, err := c.l.DomainSaveImageGetXMLDesc(path, 0)
+		if err != nil {
+			return fault.Infraf("read saved domain %s: %w", path, err)
+		}
+		x, n, err := RestoreXML(saved, spec)
+		if err != nil {
+			return fault.Infraf("saved domain %s: %w", path, err)
+		}
+		name = n
+		if err := c.l.DomainRestoreFlags(path, golibvirt.OptString{x}, uint32(golibvirt.DomainSaveRunning)); err != nil {
+			return fault.Infraf("restore domain %s from %s: %w", n, path, err)
+		}
+		return nil
+	})
+	return name, err
+}
+
 // Remove destroys (if running) and undefines a domain; a missing one is fine.
 func (c *Conn) Remove(ctx context.Context, name string) error {
 	return c.call(ctx, "remove domain "+name, 0, func() error {

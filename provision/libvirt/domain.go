@@ -3,7 +3,9 @@ package libvirt
 import (
 	"encoding/xml"
 	"fmt"
+	"regexp"
 	"strconv"
+	"strings"
 
 	"libvirt.org/go/libvirtxml"
 
@@ -121,3 +123,43 @@ func DomainXML(s vm.DomainSpec) (string, error) {
 	}
 	return d.Marshal()
 }
+
+// RestoreXML edits a saved domain's XML for a restore: the disk sources in
+// order, envctl's metadata, the SSH port forward and the console log come
+// from spec; name, UUID and every device stay as saved (a save restores
+// only as the machine it was). It returns the XML and the domain's name.
+func RestoreXML(saved string, spec vm.DomainSpec) (string, string, error) {
+	var d libvirtxml.Domain
+	if err := d.Unmarshal(saved); err != nil {
+		return "", "", err
+	}
+	if d.Devices == nil || len(d.Devices.Disks) != len(spec.Disks) {
+		return "", "", fmt.Errorf("the save has %d disks, the restore gives %d", len(d.Devices.Disks), len(spec.Disks))
+	}
+	for i := range d.Devices.Disks {
+		d.Devices.Disks[i].Source = &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: spec.Disks[i].Path}}
+		if d.Devices.Disks[i].Driver != nil {
+			d.Devices.Disks[i].Driver.Type = spec.Disks[i].Format
+		}
+		d.Devices.Disks[i].BackingStore = nil
+	}
+	meta, err := metadataXML(spec.Metadata)
+	if err != nil {
+		return "", "", err
+	}
+	d.Metadata = &libvirtxml.DomainMetadata{XML: meta}
+	if len(d.Devices.Serials) > 0 && d.Devices.Serials[0].Source != nil && d.Devices.Serials[0].Source.File != nil {
+		d.Devices.Serials[0].Source.File.Path = spec.ConsoleLog
+	}
+	if d.QEMUCommandline != nil {
+		for i, a := range d.QEMUCommandline.Args {
+			if strings.Contains(a.Value, "hostfwd=tcp:127.0.0.1:") {
+				d.QEMUCommandline.Args[i].Value = hostfwdRE.ReplaceAllString(a.Value, "hostfwd=tcp:127.0.0.1:"+strconv.Itoa(spec.SSHPort)+"-:22")
+			}
+		}
+	}
+	x, err := d.Marshal()
+	return x, d.Name, err
+}
+
+var hostfwdRE = regexp.MustCompile(`hostfwd=tcp:127\.0\.0\.1:\d+-:22`)

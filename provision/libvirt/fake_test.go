@@ -26,6 +26,8 @@ type fakeRPC struct {
 	// before, when set, runs ahead of a call, unlocked: another client
 	// acting in between.
 	before func(call string)
+	// saves are saved domains' XML by file.
+	saves map[string]string
 }
 
 type fakePool struct {
@@ -273,6 +275,51 @@ func (f *fakeRPC) DomainCreateXML(x string, flags golibvirt.DomainCreateFlags) (
 	}
 	f.domains[def.Name] = &fakeDomain{xml: x, state: golibvirt.DomainRunning, transient: true, autodestroy: flags&golibvirt.DomainStartAutodestroy != 0}
 	return golibvirt.Domain{Name: def.Name}, nil
+}
+
+func (f *fakeRPC) DomainSaveFlags(dom golibvirt.Domain, to string, _ golibvirt.OptString, _ uint32) error {
+	defer f.mu.Unlock()
+	if err := f.enter("DomainSaveFlags"); err != nil {
+		return err
+	}
+	d, ok := f.domains[dom.Name]
+	if !ok || d.state != golibvirt.DomainRunning {
+		return lverr(golibvirt.ErrOperationInvalid, "domain is not running")
+	}
+	if f.saves == nil {
+		f.saves = map[string]string{}
+	}
+	f.saves[to] = d.xml
+	delete(f.domains, dom.Name)
+	return nil
+}
+
+func (f *fakeRPC) DomainSaveImageGetXMLDesc(file string, _ uint32) (string, error) {
+	defer f.mu.Unlock()
+	if err := f.enter("DomainSaveImageGetXMLDesc"); err != nil {
+		return "", err
+	}
+	x, ok := f.saves[file]
+	if !ok {
+		return "", lverr(golibvirt.ErrOperationFailed, "operation failed: failed to read qemu header")
+	}
+	return x, nil
+}
+
+func (f *fakeRPC) DomainRestoreFlags(from string, dxml golibvirt.OptString, _ uint32) error {
+	defer f.mu.Unlock()
+	if err := f.enter("DomainRestoreFlags"); err != nil {
+		return err
+	}
+	var def libvirtxml.Domain
+	if err := def.Unmarshal(dxml[0]); err != nil {
+		return lverr(golibvirt.ErrXMLError, err.Error())
+	}
+	if _, ok := f.domains[def.Name]; ok {
+		return lverr(golibvirt.ErrOperationFailed, "domain '"+def.Name+"' already exists")
+	}
+	f.domains[def.Name] = &fakeDomain{xml: dxml[0], state: golibvirt.DomainRunning, transient: true}
+	return nil
 }
 
 func (f *fakeRPC) DomainLookupByName(name string) (golibvirt.Domain, error) {

@@ -219,6 +219,51 @@ func TestEnsurePoolRaces(t *testing.T) {
 	}
 }
 
+// A saved domain restores under its own name, with the new run's disks,
+// metadata, SSH port and console; a missing save is an infrastructure
+// error (the caller then boots cold).
+func TestSaveAndRestore(t *testing.T) {
+	f := newFakeRPC()
+	c := &Conn{l: f, uri: "qemu:///system"}
+	ctx := context.Background()
+	spec := vm.DomainSpec{Name: "envctl-a", Type: vm.DomainQEMU, CPUs: 2, MemoryMiB: 2048, SSHPort: 40001, Network: vm.NetworkUser,
+		Disks:      []vm.Disk{{Path: "/p/a-disk.qcow2", Format: "qcow2"}, {Path: "/p/a-seed.iso", Format: "raw", ReadOnly: true}},
+		ConsoleLog: "/s/a/console.log", Metadata: vm.Metadata{ID: "a", Profile: "p", PID: 1}}
+	if err := c.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SaveDomain(ctx, "envctl-a", "/w/mem.save"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.domains["envctl-a"]; ok {
+		t.Fatal("a saved transient domain is still there")
+	}
+	next := spec
+	next.Name, next.SSHPort, next.ConsoleLog = "envctl-b", 40777, "/s/b/console.log"
+	next.Disks = []vm.Disk{{Path: "/p/b-disk.qcow2", Format: "qcow2"}, {Path: "/p/b-seed.iso", Format: "raw", ReadOnly: true}}
+	next.Metadata = vm.Metadata{ID: "b", Profile: "p", PID: 2}
+	name, err := c.RestoreDomain(ctx, "/w/mem.save", next)
+	if err != nil || name != "envctl-a" {
+		t.Fatalf("restore: %s %v", name, err)
+	}
+	x := f.domains["envctl-a"].xml
+	for _, want := range []string{"/p/b-disk.qcow2", "/p/b-seed.iso", "hostfwd=tcp:127.0.0.1:40777-:22", "/s/b/console.log", "<envctl:id>b</envctl:id>"} {
+		if !strings.Contains(x, want) {
+			t.Errorf("restored XML lacks %s:\n%s", want, x)
+		}
+	}
+	if strings.Contains(x, "40001") || strings.Contains(x, "a-disk") {
+		t.Errorf("the old run's port or disk survived:\n%s", x)
+	}
+	if _, err := c.RestoreDomain(ctx, "/w/missing.save", next); !fault.Is(err, fault.Infra) {
+		t.Errorf("missing save: %v", err)
+	}
+	next.Disks = next.Disks[:1]
+	if _, err := c.RestoreDomain(ctx, "/w/mem.save", next); err == nil || !strings.Contains(err.Error(), "the save has 2 disks") {
+		t.Errorf("disk count: %v", err)
+	}
+}
+
 func TestDomains(t *testing.T) {
 	f := newFakeRPC()
 	c := &Conn{l: f, uri: "qemu:///system"}

@@ -167,9 +167,12 @@ type Report struct {
 	Phases       []Phase          `json:"phases,omitempty"`
 	Results      string           `json:"results_dir,omitempty"`
 	Notes        []string         `json:"notes,omitempty"`
-	Kept         bool             `json:"kept,omitempty"`
-	Started      time.Time        `json:"started"`
-	Seconds      float64          `json:"seconds"`
+	// Start says how the guest came up: "warm: …" (a restored saved
+	// state) or "cold: …", with the reason.
+	Start   string    `json:"start,omitempty"`
+	Kept    bool      `json:"kept,omitempty"`
+	Started time.Time `json:"started"`
+	Seconds float64   `json:"seconds"`
 }
 
 // Phase returns a phase's seconds (0 when it did not run).

@@ -85,6 +85,9 @@ type BootSpec struct {
 	// ArtifactSerial (the artifact disk); "" attaches none.
 	ArtifactDisk   string
 	ArtifactSerial string
+	// Warm, when set, restores a saved running guest instead of booting:
+	// its disk, memory and keys (see SaveWarm).
+	Warm *WarmState
 	// Keep makes a persistent domain that outlives this process; any other
 	// is destroyed by libvirt as soon as this process's connection ends,
 	// even when the process is killed.
@@ -110,6 +113,11 @@ type Machine struct {
 	unlock   func()
 	signer   ssh.Signer
 	hostKey  ssh.PublicKey
+	// ds is the domain as started; user and host the guest's keys; warm
+	// the saved state it was restored from, if any.
+	ds         DomainSpec
+	user, host cidata.KeyPair
+	warm       *WarmState
 }
 
 // BootError is a VM that did not come up; it carries the console's tail.
@@ -166,13 +174,13 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 	if warning != "" {
 		opts.step("warning: %s", warning)
 	}
-	user, err := cidata.NewKeyPair("envctl@" + e.ID)
+	user, host, err := keys(e.ID, spec.Warm)
 	if err != nil {
 		return m, fault.AsInfra(err)
 	}
-	host, err := cidata.NewKeyPair("envctl-host@" + e.ID)
-	if err != nil {
-		return m, fault.AsInfra(err)
+	m.user, m.host = user, host
+	if spec.Warm != nil {
+		e.Domain = spec.Warm.Domain // a save restores only under its own name
 	}
 	if err := os.WriteFile(e.KeyPath(), user.PrivatePEM, 0o600); err != nil {
 		return m, fault.Infraf("write %s: %w", e.KeyPath(), err)
@@ -206,7 +214,12 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 	if err != nil {
 		return m, err
 	}
-	diskPath, err := m.drv.CreateOverlay(ctx, e.Pool, diskVol, img.Disk, img.Format, spec.Disk)
+	base, baseFormat := img.Disk, img.Format
+	if spec.Warm != nil {
+		// On top of the disk as it was when the guest was saved.
+		base, baseFormat = spec.Warm.Disk, "qcow2"
+	}
+	diskPath, err := m.drv.CreateOverlay(ctx, e.Pool, diskVol, base, baseFormat, spec.Disk)
 	if err != nil {
 		return m, err
 	}
@@ -254,7 +267,8 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 	if err := e.Save(); err != nil {
 		return m, err
 	}
-	if err := m.start(ctx, &ds); err != nil {
+	m.ds, m.warm = ds, spec.Warm
+	if err := m.start(ctx, &m.ds); err != nil {
 		return m, err
 	}
 	if network == NetworkNAT {
@@ -349,7 +363,12 @@ func (m *Machine) start(ctx context.Context, ds *DomainSpec) error {
 		if err := m.Env.Save(); err != nil {
 			return err
 		}
-		if err = m.drv.Start(ctx, *ds); err == nil || !portTaken(err) {
+		if m.warm != nil {
+			_, err = m.drv.RestoreDomain(ctx, m.warm.Save, *ds)
+		} else {
+			err = m.drv.Start(ctx, *ds)
+		}
+		if err == nil || !portTaken(err) {
 			return err
 		}
 		release()

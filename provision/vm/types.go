@@ -222,6 +222,13 @@ type Driver interface {
 	Volumes(ctx context.Context, pool string) ([]string, error)
 	// Start defines and starts a domain.
 	Start(ctx context.Context, spec DomainSpec) error
+	// SaveDomain saves a running domain's memory to a file on the host;
+	// the domain stops.
+	SaveDomain(ctx context.Context, name, path string) error
+	// RestoreDomain starts a saved domain again under its saved name and
+	// UUID, with spec's disks, metadata, SSH port and console, and returns
+	// the name.
+	RestoreDomain(ctx context.Context, path string, spec DomainSpec) (string, error)
 	// Remove destroys and undefines a domain; a missing one is fine.
 	Remove(ctx context.Context, name string) error
 	// Domains lists every domain that carries envctl metadata.

@@ -211,6 +211,7 @@ var workloadDir = filepath.Join(os.TempDir(), "envctl-cellruntest-workload")
 func New(t testing.TB) *Harness {
 	t.Helper()
 	h := &Harness{Driver: vmtest.New(), Fetch: &Fetcher{Dir: t.TempDir()}}
+	h.Driver.Files = t.TempDir()
 	h.Driver.BootGuests(t, func(srv *guesttest.Server) {
 		s := criotest.Install(srv)
 		h.mu.Lock()

@@ -15,6 +15,7 @@ import (
 	"maps"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -65,6 +66,18 @@ type Driver struct {
 	// Cap is the host's capacity.
 	Cap    vm.Capacity
 	guests map[string]*guesttest.Server
+	// Files, when set, backs every volume with a real file under it (for
+	// code that reads volumes as files: a warm save copies the disk).
+	Files string
+	// saves are saved domains by file: their spec and their guest's files.
+	saves map[string]savedDomain
+	// roots are the file systems of guests restored from a save.
+	roots map[string]string
+}
+
+type savedDomain struct {
+	spec vm.DomainSpec
+	root string
 }
 
 // New makes an empty fake hypervisor that offers TCG only.
@@ -206,6 +219,15 @@ func (c *conn) add(pool, name string, v *Volume) (string, error) {
 		return "", fault.Infraf("volume %s exists", name)
 	}
 	v.Path = "/fake/" + pool + "/" + name
+	if c.d.Files != "" {
+		v.Path = filepath.Join(c.d.Files, pool, name)
+		if err := os.MkdirAll(filepath.Dir(v.Path), 0o755); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(v.Path, v.Data, 0o600); err != nil {
+			return "", err
+		}
+	}
 	p[name] = v
 	return v.Path, nil
 }
@@ -272,6 +294,73 @@ func (c *conn) Start(ctx context.Context, spec vm.DomainSpec) error {
 		return onStart(spec, seed)
 	}
 	return nil
+}
+
+func (c *conn) SaveDomain(ctx context.Context, name, path string) error {
+	if err := c.call("SaveDomain", name); err != nil {
+		return err
+	}
+	c.d.mu.Lock()
+	defer c.d.mu.Unlock()
+	dom, ok := c.d.Domains[name]
+	if !ok || dom.State != vm.DomainRunning {
+		return fault.Infraf("save domain %s: not running", name)
+	}
+	// The file names the save: it may be moved before the restore.
+	token := fmt.Sprintf("fake save %d of %s", len(c.d.saves), name)
+	if err := os.WriteFile(path, []byte(token), 0o600); err != nil {
+		return fault.Infraf("save domain %s: %w", name, err)
+	}
+	root := ""
+	if g := c.d.guests[name]; g != nil {
+		root = g.Root
+		// The guest stops, but its files stay for the restore.
+		if err := os.Rename(g.Root, g.Root+".saved"); err == nil {
+			root = g.Root + ".saved"
+			_ = os.MkdirAll(g.Root, 0o755)
+		}
+	}
+	if c.d.saves == nil {
+		c.d.saves = map[string]savedDomain{}
+	}
+	c.d.saves[token] = savedDomain{spec: dom.Spec, root: root}
+	c.d.removeLocked(name)
+	return nil
+}
+
+func (c *conn) RestoreDomain(ctx context.Context, path string, spec vm.DomainSpec) (string, error) {
+	if err := c.call("RestoreDomain", path); err != nil {
+		return "", err
+	}
+	c.d.mu.Lock()
+	b, err := os.ReadFile(path)
+	saved, ok := c.d.saves[string(b)]
+	if !ok || err != nil {
+		c.d.mu.Unlock()
+		return "", fault.Infraf("restore domain from %s: not a save", path)
+	}
+	spec.Name, spec.AutoDestroy = saved.spec.Name, false
+	if len(spec.Disks) != len(saved.spec.Disks) {
+		c.d.mu.Unlock()
+		return "", fault.Infraf("restore domain from %s: the save has %d disks", path, len(saved.spec.Disks))
+	}
+	if c.d.roots == nil {
+		c.d.roots = map[string]string{}
+	}
+	if saved.root != "" {
+		// Each restore starts from the files as they were saved.
+		root, err := os.MkdirTemp(filepath.Dir(saved.root), "restored-")
+		if err == nil {
+			err = os.CopyFS(root, os.DirFS(saved.root))
+		}
+		if err != nil {
+			c.d.mu.Unlock()
+			return "", fault.Infraf("restore: %w", err)
+		}
+		c.d.roots[spec.Name] = root
+	}
+	c.d.mu.Unlock()
+	return spec.Name, c.Start(ctx, spec)
 }
 
 func (c *conn) Remove(ctx context.Context, name string) error {
@@ -398,7 +487,14 @@ func (d *Driver) BootGuests(t testing.TB, setup func(*guesttest.Server)) {
 		if err != nil {
 			return fmt.Errorf("seed user key: %w", err)
 		}
-		srv, err := guesttest.New(guesttest.Options{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(spec.SSHPort)), HostKey: hk, Authorized: auth}, t.TempDir())
+		root := t.TempDir()
+		d.mu.Lock()
+		if r, ok := d.roots[spec.Name]; ok {
+			root = r // a restored guest keeps the saved one's files
+			delete(d.roots, spec.Name)
+		}
+		d.mu.Unlock()
+		srv, err := guesttest.New(guesttest.Options{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(spec.SSHPort)), HostKey: hk, Authorized: auth}, root)
 		if err != nil {
 			return fault.Infraf("fake guest: %w", err)
 		}

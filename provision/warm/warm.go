@@ -1,0 +1,138 @@
+package warm
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/provision/vm"
+)
+
+// GuestSetupVersion changes whenever what envctl does to a guest before
+// the test changes (crio.Install's files and steps): older states are
+// then never used.
+const GuestSetupVersion = "1"
+
+// Key hashes what determines a warm state; parts are "name=value" lines.
+func Key(parts ...string) string {
+	h := sha256.Sum256([]byte("warm " + GuestSetupVersion + "\n" + strings.Join(parts, "\n")))
+	return hex.EncodeToString(h[:])[:32]
+}
+
+// State is one saved guest in the store.
+type State struct {
+	vm.WarmState
+	Key     string    `json:"key"`
+	Profile string    `json:"profile"`
+	Cell    string    `json:"cell"`
+	Created time.Time `json:"created"`
+	Dir     string    `json:"-"`
+	Size    int64     `json:"-"`
+}
+
+// Store keeps warm states in a directory (under the user's cache).
+type Store struct{ Dir string }
+
+const metaFile = "warm.json"
+
+// Lookup finds a complete state by key.
+func (s Store) Lookup(key string) (State, bool) {
+	st, err := s.read(filepath.Join(s.Dir, key))
+	return st, err == nil && st.Key == key
+}
+
+func (s Store) read(dir string) (State, error) {
+	b, err := os.ReadFile(filepath.Join(dir, metaFile))
+	if err != nil {
+		return State{}, err
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return State{}, fmt.Errorf("%s: %w", dir, err)
+	}
+	st.Dir = dir
+	for _, p := range []string{st.Save, st.Disk, st.UserKey, st.HostKey} {
+		fi, err := os.Stat(p)
+		if err != nil || filepath.Dir(p) != dir {
+			return st, fmt.Errorf("%s: incomplete (%v)", dir, err)
+		}
+		st.Size += fi.Size()
+	}
+	return st, nil
+}
+
+// Begin makes a directory to save a state into; commit records it under
+// key (atomically: a half-written state is never found), abort drops it.
+func (s Store) Begin(key string) (dir string, commit func(State) error, abort func(), err error) {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return "", nil, nil, fault.Infraf("warm states: %w", err)
+	}
+	tmp, err := os.MkdirTemp(s.Dir, ".new-"+key+"-")
+	if err != nil {
+		return "", nil, nil, fault.Infraf("warm states: %w", err)
+	}
+	final := filepath.Join(s.Dir, key)
+	commit = func(st State) error {
+		st.Key, st.Created = key, time.Now().UTC().Truncate(time.Second)
+		// Paths as they will be after the rename.
+		for _, p := range []*string{&st.Save, &st.Disk, &st.UserKey, &st.HostKey} {
+			*p = filepath.Join(final, filepath.Base(*p))
+		}
+		b, err := json.MarshalIndent(st, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(tmp, metaFile), b, 0o600); err != nil {
+			return fault.Infraf("warm states: %w", err)
+		}
+		_ = os.RemoveAll(final)
+		if err := os.Rename(tmp, final); err != nil {
+			return fault.Infraf("warm states: %w", err)
+		}
+		return nil
+	}
+	abort = func() { _ = os.RemoveAll(tmp) }
+	return tmp, commit, abort, nil
+}
+
+// Remove drops a state (a failed restore: it is never tried again).
+func (s Store) Remove(key string) error {
+	if err := os.RemoveAll(filepath.Join(s.Dir, key)); err != nil {
+		return fault.Infraf("warm states: %w", err)
+	}
+	return nil
+}
+
+// List returns every state, complete or not (Key is "" for a damaged one).
+func (s Store) List() ([]State, error) {
+	ents, err := os.ReadDir(s.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fault.Infraf("warm states: %w", err)
+	}
+	var out []State
+	for _, e := range ents {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".new-") {
+			continue
+		}
+		dir := filepath.Join(s.Dir, e.Name())
+		st, err := s.read(dir)
+		if err != nil {
+			st = State{Dir: dir}
+		}
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b State) int { return strings.Compare(a.Dir, b.Dir) })
+	return out, nil
+}
