@@ -247,7 +247,7 @@ func lockedDigest(t *testing.T, lockPath, binary string) string {
 func TestE2ESigkillDuringTestLeavesNoRunningDomain(t *testing.T) {
 	mustLock(t, "crio-1.34-runc")
 	r := newRunner(t)
-	s := r.start("running image-volume-lifecycle", "up", "crio-1.34-runc")
+	s := r.start("running image-volume-lifecycle", "up", "crio-1.34-runc", "--cold")
 	if s.domain == "" {
 		t.Fatalf("no domain name in:\n%s", s.stderr)
 	}
@@ -276,7 +276,7 @@ func TestE2ESigkillDuringTestLeavesNoRunningDomain(t *testing.T) {
 func TestE2EGuestUnreachableMidTest(t *testing.T) {
 	mustLock(t, "crio-1.34-runc")
 	r := newRunner(t)
-	s := r.start("running image-volume-lifecycle", "up", "crio-1.34-runc")
+	s := r.start("running image-volume-lifecycle", "up", "crio-1.34-runc", "--cold")
 	virsh("suspend", s.domain)
 	code := s.wait(t, 5*time.Minute)
 	if code != 3 || !strings.Contains(s.stderr.String(), "stopped answering") || !strings.Contains(s.stderr.String(), "image-volume test") {

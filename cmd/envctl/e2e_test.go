@@ -102,6 +102,7 @@ type upReport struct {
 	Disagreement string                        `json:"disagreement"`
 	Summary      string                        `json:"summary"`
 	Notes        []string                      `json:"notes"`
+	Start        string                        `json:"start"`
 	Diagnosis    []struct{ Cause, Fix string } `json:"diagnosis"`
 	Warnings     []struct{ Cause string }      `json:"warnings"`
 	Phases       []phase                       `json:"phases"`

@@ -184,7 +184,7 @@ func soakOnce(t *testing.T, r *runner, run *soakRun) {
 		}
 	}
 	start := time.Now()
-	s := r.startMaybe(marker, "up", "crio-1.34-runc", "--boot-timeout", "90s", "--timeout", "8m")
+	s := r.startMaybe(marker, "up", "crio-1.34-runc", "--cold", "--boot-timeout", "90s", "--timeout", "8m")
 	if s.ended {
 		run.note = "(ended before the phase)"
 		run.exit, run.seconds = s.wait(t, time.Minute), time.Since(start).Seconds()

@@ -461,14 +461,21 @@ func firstLine(s string) string {
 	return line
 }
 
-// saveWarm saves the verified guest for the next run with the same key,
-// then goes on from the save. A failed save is a note, unless the run's
-// own guest was lost with it.
+// saveWarm keeps the verified guest for the next run with the same key;
+// the run goes on. A failed save is a note: the run still tests, and the
+// next run boots cold.
 func (r *run) saveWarm(ctx context.Context) error {
+	if err := r.keepWarm(ctx); err != nil {
+		r.notes = append(r.notes, "no warm state saved: "+firstLine(err.Error()))
+		r.log().Warn("warm state not saved", "err", err)
+	}
+	return nil
+}
+
+func (r *run) keepWarm(ctx context.Context) error {
 	dir, commit, abort, err := r.opts.Warm.Begin(r.warmKey)
 	if err != nil {
-		r.notes = append(r.notes, "no warm state saved: "+err.Error())
-		return nil
+		return err
 	}
 	ws, err := r.machine.SaveWarm(ctx, dir)
 	if err == nil {
@@ -476,15 +483,14 @@ func (r *run) saveWarm(ctx context.Context) error {
 	}
 	if err != nil {
 		abort()
-		if r.machine.SSH == nil {
-			return fault.Infraf("saving a warm state lost the guest: %w", err)
-		}
-		r.notes = append(r.notes, "no warm state saved: "+firstLine(err.Error()))
-		return nil
+		return err
+	}
+	if gone, err := r.opts.Warm.Prune(warm.MaxStates); err != nil || len(gone) > 0 {
+		r.log().Info("warm states pruned", "removed", gone, "err", err)
 	}
 	r.sub("save.warm", r.machine.Timings["save"])
 	r.opts.step("saved a warm state for the next run with this lock (key %s)", r.warmKey[:12])
-	return r.forward()
+	return nil
 }
 
 // artifactDisk builds (or finds in the cache) the disk that carries the
@@ -611,7 +617,7 @@ func (r *run) registry(ctx context.Context) (func(), error) {
 }
 
 // forward exposes the registry on the guest's loopback through the
-// current SSH connection (again after a save, which ends the old one).
+// current SSH connection.
 func (r *run) forward() error {
 	if r.fwd != nil {
 		_ = r.fwd.Close()
@@ -657,7 +663,7 @@ func (r *run) verify(ctx context.Context) error {
 func (r *run) runTest(ctx context.Context) error {
 	if r.cell.Test.Own() {
 		_, _, volume, workload := r.testRefs()
-		r.opts.step("running envctl's %s", profiles.TestImageVolume)
+		r.opts.step("running %s", profiles.TestImageVolume)
 		start := time.Now()
 		res, err := imagevolume.Run(ctx, r.machine.SSH, imagevolume.Config{VolumeImage: volume, WorkloadImage: workload, Dir: "/root/envctl-test"})
 		r.sub("test.envctl", time.Since(start))

@@ -44,6 +44,9 @@ const (
 	// VolumeConsole is the serial console log of a VM on a remote host: it
 	// sits in the pool's directory, so it can be read back as a volume.
 	VolumeConsole VolumeKind = "console"
+	// VolumeDiskTop is the disk a run goes on writing to after a live
+	// snapshot froze its first disk for a warm state.
+	VolumeDiskTop VolumeKind = "disk-top"
 )
 
 // volumeSuffix is the one table of volume names: an environment's volume
@@ -53,6 +56,7 @@ var volumeSuffix = map[VolumeKind]string{
 	VolumeSeed:      "-seed.iso",
 	VolumeArtifacts: "-artifacts.iso",
 	VolumeConsole:   "-console.log",
+	VolumeDiskTop:   "-disk-top.qcow2",
 }
 
 // VolumeName names an environment's volume of a kind.

@@ -535,16 +535,38 @@ func (c *Conn) Start(ctx context.Context, spec vm.DomainSpec) error {
 	})
 }
 
-// SaveDomain saves a running domain's memory to a file on the host; the
-// domain stops (a transient one is gone afterwards).
-func (c *Conn) SaveDomain(ctx context.Context, name, path string) error {
-	return c.call(ctx, "save domain "+name, 0, func() error {
+// SnapshotMemory takes a live external snapshot of a running domain
+// without snapshot metadata: its memory goes to memPath (in the format
+// RestoreDomain reads), the first disk goes on in top (an existing qcow2
+// whose backing file is that disk, which is left as it was), and the
+// other disks are not snapshotted. The domain keeps running as it was
+// started (AUTODESTROY included).
+func (c *Conn) SnapshotMemory(ctx context.Context, name, memPath, top string, disks int) error {
+	snap := libvirtxml.DomainSnapshot{
+		Memory: &libvirtxml.DomainSnapshotMemory{Snapshot: "external", File: memPath},
+		Disks:  &libvirtxml.DomainSnapshotDisks{},
+	}
+	for i := range disks {
+		d := libvirtxml.DomainSnapshotDisk{Name: "vd" + string(rune('a'+i)), Snapshot: "no"}
+		if i == 0 {
+			d.Snapshot = "external"
+			d.Driver = &libvirtxml.DomainDiskDriver{Type: "qcow2"}
+			d.Source = &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: top}}
+		}
+		snap.Disks.Disks = append(snap.Disks.Disks, d)
+	}
+	x, err := snap.Marshal()
+	if err != nil {
+		return fault.AsInfra(err)
+	}
+	return c.call(ctx, "snapshot domain "+name, 0, func() error {
 		d, err := c.l.DomainLookupByName(name)
 		if err != nil {
-			return fault.Infraf("save domain %s: %w", name, err)
+			return fault.Infraf("snapshot domain %s: %w", name, err)
 		}
-		if err := c.l.DomainSaveFlags(d, path, nil, 0); err != nil {
-			return fault.Infraf("save domain %s to %s: %w", name, path, err)
+		flags := golibvirt.DomainSnapshotCreateNoMetadata | golibvirt.DomainSnapshotCreateLive | golibvirt.DomainSnapshotCreateReuseExt
+		if _, err := c.l.DomainSnapshotCreateXML(d, x, uint32(flags)); err != nil {
+			return fault.Infraf("snapshot domain %s to %s: %w", name, memPath, err)
 		}
 		return nil
 	})

@@ -28,6 +28,8 @@ type fakeRPC struct {
 	before func(call string)
 	// saves are saved domains' XML by file.
 	saves map[string]string
+	// snapshots are the snapshot XMLs asked for.
+	snapshots []string
 }
 
 type fakePool struct {
@@ -277,21 +279,25 @@ func (f *fakeRPC) DomainCreateXML(x string, flags golibvirt.DomainCreateFlags) (
 	return golibvirt.Domain{Name: def.Name}, nil
 }
 
-func (f *fakeRPC) DomainSaveFlags(dom golibvirt.Domain, to string, _ golibvirt.OptString, _ uint32) error {
+func (f *fakeRPC) DomainSnapshotCreateXML(dom golibvirt.Domain, x string, flags uint32) (golibvirt.DomainSnapshot, error) {
 	defer f.mu.Unlock()
-	if err := f.enter("DomainSaveFlags"); err != nil {
-		return err
+	if err := f.enter("DomainSnapshotCreateXML"); err != nil {
+		return golibvirt.DomainSnapshot{}, err
 	}
 	d, ok := f.domains[dom.Name]
 	if !ok || d.state != golibvirt.DomainRunning {
-		return lverr(golibvirt.ErrOperationInvalid, "domain is not running")
+		return golibvirt.DomainSnapshot{}, lverr(golibvirt.ErrOperationInvalid, "domain is not running")
+	}
+	var snap libvirtxml.DomainSnapshot
+	if err := snap.Unmarshal(x); err != nil {
+		return golibvirt.DomainSnapshot{}, lverr(golibvirt.ErrXMLError, err.Error())
 	}
 	if f.saves == nil {
 		f.saves = map[string]string{}
 	}
-	f.saves[to] = d.xml
-	delete(f.domains, dom.Name)
-	return nil
+	f.saves[snap.Memory.File] = d.xml
+	f.snapshots = append(f.snapshots, x)
+	return golibvirt.DomainSnapshot{Name: "s", Dom: dom}, nil
 }
 
 func (f *fakeRPC) DomainSaveImageGetXMLDesc(file string, _ uint32) (string, error) {

@@ -232,12 +232,19 @@ func TestSaveAndRestore(t *testing.T) {
 	if err := c.Start(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SaveDomain(ctx, "envctl-a", "/w/mem.save"); err != nil {
+	if err := c.SnapshotMemory(ctx, "envctl-a", "/w/mem.save", "/p/a-top.qcow2", 2); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := f.domains["envctl-a"]; ok {
-		t.Fatal("a saved transient domain is still there")
+	if _, ok := f.domains["envctl-a"]; !ok {
+		t.Fatal("a live snapshot stopped the domain")
 	}
+	snap := f.snapshots[0]
+	for _, want := range []string{`<memory snapshot="external" file="/w/mem.save">`, `<disk type="file" name="vda" snapshot="external">`, `<source file="/p/a-top.qcow2">`, `<disk name="vdb" snapshot="no">`} {
+		if !strings.Contains(snap, want) {
+			t.Errorf("snapshot XML lacks %s:\n%s", want, snap)
+		}
+	}
+	delete(f.domains, "envctl-a") // the run ended
 	next := spec
 	next.Name, next.SSHPort, next.ConsoleLog = "envctl-b", 40777, "/s/b/console.log"
 	next.Disks = []vm.Disk{{Path: "/p/b-disk.qcow2", Format: "qcow2"}, {Path: "/p/b-seed.iso", Format: "raw", ReadOnly: true}}

@@ -41,7 +41,7 @@ type rpc interface {
 	DomainGetState(dom golibvirt.Domain, flags uint32) (state, reason int32, err error)
 	DomainGetMetadata(dom golibvirt.Domain, typ int32, uri golibvirt.OptString, flags golibvirt.DomainModificationImpact) (string, error)
 	DomainGetXMLDesc(dom golibvirt.Domain, flags golibvirt.DomainXMLFlags) (string, error)
-	DomainSaveFlags(dom golibvirt.Domain, to string, dxml golibvirt.OptString, flags uint32) error
+	DomainSnapshotCreateXML(dom golibvirt.Domain, xml string, flags uint32) (golibvirt.DomainSnapshot, error)
 	DomainRestoreFlags(from string, dxml golibvirt.OptString, flags uint32) error
 	DomainSaveImageGetXMLDesc(file string, flags uint32) (string, error)
 	ConnectListAllDomains(needResults int32, flags golibvirt.ConnectListAllDomainsFlags) ([]golibvirt.Domain, uint32, error)

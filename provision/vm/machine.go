@@ -116,6 +116,7 @@ type Machine struct {
 	// ds is the domain as started; user and host the guest's keys; warm
 	// the saved state it was restored from, if any.
 	ds         DomainSpec
+	diskSize   uint64
 	user, host cidata.KeyPair
 	warm       *WarmState
 }
@@ -267,7 +268,7 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 	if err := e.Save(); err != nil {
 		return m, err
 	}
-	m.ds, m.warm = ds, spec.Warm
+	m.ds, m.warm, m.diskSize = ds, spec.Warm, spec.Disk
 	if err := m.start(ctx, &m.ds); err != nil {
 		return m, err
 	}

@@ -89,7 +89,7 @@ func Down(ctx context.Context, opts Options, id string) error {
 	if e.Corrupt != "" {
 		// Without a record, the table of volume names says what it owned.
 		e.Pool = PoolName(opts.Store, d.Local())
-		for _, k := range []env.VolumeKind{env.VolumeDisk, env.VolumeSeed, env.VolumeArtifacts, env.VolumeConsole} {
+		for _, k := range []env.VolumeKind{env.VolumeDisk, env.VolumeSeed, env.VolumeArtifacts, env.VolumeConsole, env.VolumeDiskTop} {
 			e.Volumes = append(e.Volumes, env.VolumeName(e.ID, k))
 		}
 	}

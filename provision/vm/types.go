@@ -222,9 +222,11 @@ type Driver interface {
 	Volumes(ctx context.Context, pool string) ([]string, error)
 	// Start defines and starts a domain.
 	Start(ctx context.Context, spec DomainSpec) error
-	// SaveDomain saves a running domain's memory to a file on the host;
-	// the domain stops.
-	SaveDomain(ctx context.Context, name, path string) error
+	// SnapshotMemory takes a live external snapshot of a running domain:
+	// its memory to memPath (what RestoreDomain reads), its first disk
+	// going on in top (an existing qcow2 on that disk, which stays as it
+	// was); the domain keeps running as it was started.
+	SnapshotMemory(ctx context.Context, name, memPath, top string, disks int) error
 	// RestoreDomain starts a saved domain again under its saved name and
 	// UUID, with spec's disks, metadata, SSH port and console, and returns
 	// the name.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/envctl/envctl/images/cidata"
 	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/provision/env"
 )
 
 // WarmState is a saved running guest: libvirt's save of its memory, its
@@ -58,12 +59,12 @@ func keys(id string, w *WarmState) (user, host cidata.KeyPair, err error) {
 	return user, host, nil
 }
 
-// SaveWarm saves the running guest into dir, then restores it at once so
-// the run goes on: libvirt saves the memory (the domain stops), the disk
-// is copied as it is at that moment, and the keys go along. Only a local
-// hypervisor keeps warm states (the files are this machine's). The
-// restored domain is no longer AUTODESTROY (libvirt cannot restore with
-// it): a killed envctl leaves it to `envctl gc`.
+// SaveWarm keeps the running guest in dir without stopping it: a live
+// external snapshot writes its memory there and freezes its disk (the run
+// goes on writing to a new top layer), and the frozen disk is linked (or
+// copied) there with the keys. The domain stays as it was started,
+// AUTODESTROY included. Only a local hypervisor keeps warm states: the
+// files are this machine's.
 func (m *Machine) SaveWarm(ctx context.Context, dir string) (WarmState, error) {
 	if !m.drv.Local() {
 		return WarmState{}, fault.Infraf("warm state: only a local hypervisor keeps them")
@@ -82,23 +83,24 @@ func (m *Machine) SaveWarm(ctx context.Context, dir string) (WarmState, error) {
 		}
 	}
 	start := time.Now()
-	if m.SSH != nil {
-		_ = m.SSH.Close()
-		m.SSH = nil
-	}
-	if err := m.drv.SaveDomain(ctx, m.Env.Domain, w.Save); err != nil {
+	frozen := m.ds.Disks[0].Path
+	topVol, err := m.Env.AddVolume(env.VolumeDiskTop)
+	if err != nil {
 		return w, err
 	}
-	copyErr := copyFile(m.ds.Disks[0].Path, w.Disk)
-	// Whatever happened to the copy, the run goes on from the save.
-	if _, err := m.drv.RestoreDomain(ctx, w.Save, m.ds); err != nil {
-		return w, fmt.Errorf("warm state: restore this run after saving it: %w", err)
-	}
-	if err := m.waitSSH(ctx); err != nil {
+	top, err := m.drv.CreateOverlay(ctx, m.Env.Pool, topVol, frozen, "qcow2", m.diskSize)
+	if err != nil {
 		return w, err
 	}
-	if copyErr != nil {
-		return w, fault.Infraf("warm state: copy the disk: %w", copyErr)
+	if err := m.drv.SnapshotMemory(ctx, m.Env.Domain, w.Save, top, len(m.ds.Disks)); err != nil {
+		return w, err
+	}
+	m.ds.Disks[0].Path = top
+	// Nothing writes the frozen disk any more: a hard link is enough.
+	if err := os.Link(frozen, w.Disk); err != nil {
+		if err := copyFile(frozen, w.Disk); err != nil {
+			return w, fault.Infraf("warm state: keep the disk: %w", err)
+		}
 	}
 	m.Timings["save"] = time.Since(start)
 	return w, nil

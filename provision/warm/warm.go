@@ -104,6 +104,35 @@ func (s Store) Begin(key string) (dir string, commit func(State) error, abort fu
 	return tmp, commit, abort, nil
 }
 
+// MaxStates is how many warm states a store keeps; saving another drops
+// the oldest (each is the guest's memory and disk, about 0.7 GB).
+const MaxStates = 4
+
+// Prune drops the oldest states beyond max, and half-written ones.
+func (s Store) Prune(max int) ([]string, error) {
+	all, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(all, func(a, b State) int { return b.Created.Compare(a.Created) })
+	var gone []string
+	var errs []error
+	for i, st := range all {
+		if st.Key != "" && i < max {
+			continue
+		}
+		if err := os.RemoveAll(st.Dir); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		gone = append(gone, st.Dir)
+	}
+	if len(errs) > 0 {
+		return gone, fault.Infraf("warm states: %w", errors.Join(errs...))
+	}
+	return gone, nil
+}
+
 // Remove drops a state (a failed restore: it is never tried again).
 func (s Store) Remove(key string) error {
 	if err := os.RemoveAll(filepath.Join(s.Dir, key)); err != nil {

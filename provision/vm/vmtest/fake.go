@@ -296,35 +296,34 @@ func (c *conn) Start(ctx context.Context, spec vm.DomainSpec) error {
 	return nil
 }
 
-func (c *conn) SaveDomain(ctx context.Context, name, path string) error {
-	if err := c.call("SaveDomain", name); err != nil {
+func (c *conn) SnapshotMemory(ctx context.Context, name, memPath, top string, disks int) error {
+	if err := c.call("SnapshotMemory", name); err != nil {
 		return err
 	}
 	c.d.mu.Lock()
 	defer c.d.mu.Unlock()
 	dom, ok := c.d.Domains[name]
 	if !ok || dom.State != vm.DomainRunning {
-		return fault.Infraf("save domain %s: not running", name)
+		return fault.Infraf("snapshot domain %s: not running", name)
 	}
 	// The file names the save: it may be moved before the restore.
 	token := fmt.Sprintf("fake save %d of %s", len(c.d.saves), name)
-	if err := os.WriteFile(path, []byte(token), 0o600); err != nil {
-		return fault.Infraf("save domain %s: %w", name, err)
+	if err := os.WriteFile(memPath, []byte(token), 0o600); err != nil {
+		return fault.Infraf("snapshot domain %s: %w", name, err)
 	}
 	root := ""
 	if g := c.d.guests[name]; g != nil {
-		root = g.Root
-		// The guest stops, but its files stay for the restore.
-		if err := os.Rename(g.Root, g.Root+".saved"); err == nil {
-			root = g.Root + ".saved"
-			_ = os.MkdirAll(g.Root, 0o755)
+		// The guest's files as they are now, for a restore.
+		root = g.Root + fmt.Sprintf(".saved-%d", len(c.d.saves))
+		if err := os.CopyFS(root, os.DirFS(g.Root)); err != nil {
+			return fault.Infraf("snapshot domain %s: %w", name, err)
 		}
 	}
 	if c.d.saves == nil {
 		c.d.saves = map[string]savedDomain{}
 	}
 	c.d.saves[token] = savedDomain{spec: dom.Spec, root: root}
-	c.d.removeLocked(name)
+	dom.Spec.Disks[0].Path = top
 	return nil
 }
 
