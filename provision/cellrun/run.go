@@ -457,7 +457,7 @@ func (r *run) verify(ctx context.Context) error {
 func (r *run) runTest(ctx context.Context) error {
 	if r.cell.Test.Own() {
 		_, _, volume, workload := r.testRefs()
-		r.opts.step("running envctl's %s", profiles.TestImageVolume)
+		r.opts.step("running %s", profiles.TestImageVolume)
 		start := time.Now()
 		res, err := imagevolume.Run(ctx, r.machine.SSH, imagevolume.Config{VolumeImage: volume, WorkloadImage: workload, Dir: "/root/envctl-test"})
 		r.sub("test.envctl", time.Since(start))
