@@ -41,12 +41,20 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// witness lists envctl domains and the disk and seed volumes in envctl
-// pools, one "domain NAME" or "volume POOL LINE" entry each.
+// witness lists the envctl domains and the disk and seed volumes that
+// this suite's runs own, one "domain NAME" or "volume POOL LINE" entry
+// each: those of state directories under the temporary directory (the
+// suite's own, and its tests'). A run of another state directory on the
+// same host is not this suite's business.
 func witness() []string {
+	tmp := os.TempDir() + "/"
 	var seen []string
 	for _, d := range strings.Fields(virsh("list", "--all", "--name")) {
-		if strings.HasPrefix(d, "envctl-") {
+		if !strings.HasPrefix(d, "envctl-") {
+			continue
+		}
+		m := ownerRE.FindStringSubmatch(virsh("dumpxml", d))
+		if m == nil || strings.HasPrefix(m[1], tmp) {
 			seen = append(seen, "domain "+d)
 		}
 	}
@@ -55,13 +63,16 @@ func witness() []string {
 			continue
 		}
 		for _, l := range strings.Split(virsh("vol-list", pool), "\n") {
-			if strings.Contains(l, ".qcow2") || strings.Contains(l, ".iso") {
+			if (strings.Contains(l, ".qcow2") || strings.Contains(l, ".iso")) && (strings.Contains(l, tmp) || strings.Contains(l, "/var/lib/libvirt/images/")) {
 				seen = append(seen, "volume "+pool+" "+strings.TrimSpace(l))
 			}
 		}
 	}
 	return seen
 }
+
+// ownerRE reads the state directory from envctl's domain metadata.
+var ownerRE = regexp.MustCompile(`<(?:envctl:)?owner>([^<]*)</(?:envctl:)?owner>`)
 
 // removeTestPools destroys and undefines the envctl pools that lie in the
 // suite's state directory, or in a test's temporary directory that is gone

@@ -317,10 +317,30 @@ func TestE2EHandEditedLockIsRefused(t *testing.T) {
 // found before anything is uploaded; the blob is fetched again, the build
 // made again, and the run passes.
 func TestE2ECorruptCacheIsMadeAgain(t *testing.T) {
-	// A mirror laid out as upstream, serving the runc the gomod recipe builds.
-	runc := builtBinary(t, "runc")
+	// A mirror laid out as upstream, serving a runc that envctl builds here
+	// from the module proxy: 1.3.7, whose release digest the catalog does
+	// not record (for a version it does, the lock pins upstream's digest,
+	// and a mirror serving anything else is refused).
+	cacheDir := t.TempDir()
+	copyBuilds(t, cacheDir)
+	dir := t.TempDir()
+	src, _ := os.ReadFile("../../profiles/crio-1.34-runc.yaml")
+	built := filepath.Join(dir, "built.yaml")
+	_ = os.WriteFile(built, []byte(strings.Replace(string(src), `runtime:   {name: runc, version: "1.3.6"}`, `runtime:   {name: runc, version: "1.3.7"}`, 1)), 0o644)
+	r := newRunner(t, "ENVCTL_CACHE_DIR="+cacheDir)
+	if out, errOut, code := r.run("lock", built); code != 0 {
+		t.Fatalf("lock (building runc 1.3.7): %s%s", out, errOut)
+	}
+	runcs, _ := filepath.Glob(filepath.Join(cacheDir, "builds", "runc-1.3.7-*", "runc"))
+	if len(runcs) != 1 {
+		t.Fatalf("runc 1.3.7 builds: %v", runcs)
+	}
+	runc, err := os.ReadFile(runcs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
 	sum := sha256.Sum256(runc)
-	base := "/github.com/opencontainers/runc/releases/download/v1.3.6/"
+	base := "/github.com/opencontainers/runc/releases/download/v1.3.7/"
 	var hits atomic.Int32
 	mirror := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		switch req.URL.Path {
@@ -334,17 +354,13 @@ func TestE2ECorruptCacheIsMadeAgain(t *testing.T) {
 		}
 	}))
 	defer mirror.Close()
-	cacheDir := t.TempDir()
-	copyBuilds(t, cacheDir)
-	dir := t.TempDir()
 	profile := filepath.Join(dir, "mirror.yaml")
-	src, _ := os.ReadFile("../../profiles/crio-1.34-runc.yaml")
-	yaml := strings.Replace(string(src), `runtime:   {name: runc, version: "1.3.6"}`, `runtime:   {name: runc, version: "1.3.6", source: mirror}`, 1)
+	yaml := strings.Replace(string(src), `runtime:   {name: runc, version: "1.3.6"}`, `runtime:   {name: runc, version: "1.3.7", source: mirror}`, 1)
 	if yaml == string(src) {
 		t.Fatalf("profile layout changed:\n%s", src)
 	}
 	_ = os.WriteFile(profile, []byte(yaml), 0o644)
-	r := newRunner(t, "ENVCTL_MIRROR="+mirror.URL, "ENVCTL_CACHE_DIR="+cacheDir)
+	r = newRunner(t, "ENVCTL_MIRROR="+mirror.URL, "ENVCTL_CACHE_DIR="+cacheDir)
 	if out, errOut, code := r.run("lock", profile); code != 0 {
 		t.Fatalf("lock: %s%s", out, errOut)
 	}
