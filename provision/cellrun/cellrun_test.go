@@ -69,7 +69,7 @@ func TestRunPasses(t *testing.T) {
 	if got := strings.Join(phases(rep), " "); got != "fetch boot install verify test teardown" {
 		t.Errorf("phases %s", got)
 	}
-	if rep.Phase("install.registry") <= 0 || rep.Env == "" || rep.Accel != "qemu" || rep.Results != "" {
+	if rep.Phase("test.registry") <= 0 || rep.Env == "" || rep.Accel != "qemu" || rep.Results != "" {
 		t.Errorf("report %+v", rep)
 	}
 	if got := strings.Join(h.Events(), ","); got != "fetch,fetch done,boot,boot done,install,install done,verify,verify done,test,test done,teardown,teardown done" {

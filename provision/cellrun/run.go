@@ -351,13 +351,6 @@ func (r *run) all(ctx context.Context) (err error) {
 		return nil
 	}
 	testing := r.opts.Stop == Full && r.cell.Test.Runs()
-	if testing {
-		closeRegistry, err := r.registry(ctx)
-		if err != nil {
-			return err
-		}
-		defer closeRegistry()
-	}
 	if err := r.phase(ctx, PhaseInstall, r.install); err != nil {
 		return err
 	}
@@ -372,6 +365,14 @@ func (r *run) all(ctx context.Context) (err error) {
 	if !testing {
 		return nil
 	}
+	// The registry's forward opens only now, after a warm state was
+	// saved: a saved guest must not hold a listener of this run's SSH
+	// session, or a restored one could not open its own.
+	closeRegistry, err := r.registry(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeRegistry()
 	return r.phase(ctx, PhaseTest, r.runTest)
 }
 
@@ -607,7 +608,7 @@ func (r *run) registry(ctx context.Context) (func(), error) {
 		_ = reg.Close()
 		return nil, err
 	}
-	r.sub("install.registry", time.Since(start))
+	r.sub("test.registry", time.Since(start))
 	return func() {
 		if r.fwd != nil {
 			_ = r.fwd.Close()
