@@ -395,20 +395,6 @@ func TestE2ECorruptCacheIsMadeAgain(t *testing.T) {
 	r.noEnvsLeft(t)
 }
 
-// builtBinary returns a binary of the shared cache's gomod builds.
-func builtBinary(t *testing.T, name string) []byte {
-	t.Helper()
-	matches, _ := filepath.Glob(filepath.Join(sharedCache(), "builds", name+"-*", name))
-	if len(matches) == 0 {
-		t.Fatalf("no %s build in %s: run the lifecycle test first", name, sharedCache())
-	}
-	b, err := os.ReadFile(matches[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func sharedCache() string {
 	if d := os.Getenv("ENVCTL_CACHE_DIR"); d != "" {
 		return d
