@@ -160,6 +160,56 @@ func BenchmarkUpstreamSuite(b *testing.B) {
 `, own, upstream, r.Seconds, strings.Join(rows, "\n")))
 }
 
+// BenchmarkWarmStart runs the same lock twice, cold then warm (a VM shape
+// of its own, so the first run is cold), and records both with phases.
+func BenchmarkWarmStart(b *testing.B) {
+	dir := b.TempDir()
+	src, _ := os.ReadFile("../../profiles/crio-1.34-runc.yaml")
+	body := strings.Replace(string(src), "disk: 10GiB", "disk: 12GiB", 1)
+	profile := filepath.Join(dir, "bench-warm.yaml")
+	if err := os.WriteFile(profile, []byte(strings.Replace(body, "name: crio-1.34-runc", "name: bench-warm", 1)), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	if _, errOut, code := envctl(b, "lock", profile); code != 0 {
+		b.Fatalf("lock: %s", errOut)
+	}
+	type run struct {
+		Seconds float64 `json:"seconds"`
+		Start   string  `json:"start"`
+		Phases  []phase `json:"phases"`
+	}
+	var runs []run
+	for range 2 {
+		out, errOut, code := envctl(b, "up", profile, "-o", "json")
+		if code != 0 {
+			b.Fatalf("up: %d %s", code, errOut)
+		}
+		var r run
+		_ = json.Unmarshal([]byte(out), &r)
+		runs = append(runs, r)
+	}
+	cold, warm := runs[0], runs[1]
+	if !strings.HasPrefix(warm.Start, "warm") {
+		b.Fatalf("second run was not warm: %s", warm.Start)
+	}
+	b.ReportMetric(cold.Seconds, "cold-s")
+	b.ReportMetric(warm.Seconds, "warm-s")
+	row := func(name string) string {
+		return fmt.Sprintf("| %s | %.1f s | %.1f s |", name, phaseSeconds(cold.Phases, name), phaseSeconds(warm.Phases, name))
+	}
+	var rows []string
+	for _, p := range []string{"fetch.artifact-disk", "boot", "install.upload", "install", "verify", "save", "test", "teardown"} {
+		rows = append(rows, row(p))
+	}
+	recordBench(b, "warm", fmt.Sprintf(`## Cold and warm `+"`envctl up`"+` of the same lock (TCG, 2 vCPU, 2 GiB)
+
+| phase | cold (saves a warm state) | warm (restores it) |
+|---|---|---|
+%s
+| **total** | **%.1f s** | **%.1f s** |
+`, strings.Join(rows, "\n"), cold.Seconds, warm.Seconds))
+}
+
 // mustLockB checks that a shipped profile's committed lock is current (it
 // is used as it is, never rewritten).
 func mustLockB(b *testing.B, profile string) {
