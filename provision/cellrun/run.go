@@ -545,10 +545,15 @@ func (r *run) boot(ctx context.Context, img images.Files) error {
 		}
 		// Never a wrong environment: a state that does not restore is
 		// dropped, and this run boots cold (and saves a fresh one).
-		r.came = "cold: the saved state did not restore (" + firstLine(err.Error()) + "); it was removed"
+		if strings.Contains(err.Error(), "already exists") {
+			// Another run restored it and holds its domain name.
+			r.came = "cold: the saved state is in use by another run (" + firstLine(err.Error()) + ")"
+		} else {
+			r.came = "cold: the saved state did not restore (" + firstLine(err.Error()) + "); it was removed"
+			_ = r.opts.Warm.Remove(r.warmKey)
+		}
 		r.opts.step("warning: %s", r.came)
 		r.log().Warn("warm restore failed", "key", r.warmKey, "err", err)
-		_ = r.opts.Warm.Remove(r.warmKey)
 		spec.Warm = nil
 	}
 	m, err := vm.Boot(ctx, vmo, spec)

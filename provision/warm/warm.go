@@ -117,6 +117,16 @@ func (s Store) Prune(max int) ([]string, error) {
 	slices.SortFunc(all, func(a, b State) int { return b.Created.Compare(a.Created) })
 	var gone []string
 	var errs []error
+	// States a dead run began and never committed.
+	if ents, err := os.ReadDir(s.Dir); err == nil {
+		for _, e := range ents {
+			if fi, err := e.Info(); err == nil && strings.HasPrefix(e.Name(), ".new-") && time.Since(fi.ModTime()) > time.Hour {
+				if err := os.RemoveAll(filepath.Join(s.Dir, e.Name())); err == nil {
+					gone = append(gone, filepath.Join(s.Dir, e.Name()))
+				}
+			}
+		}
+	}
 	for i, st := range all {
 		if st.Key != "" && i < max {
 			continue
