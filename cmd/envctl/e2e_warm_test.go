@@ -19,6 +19,10 @@ func TestE2EWarmStart(t *testing.T) {
 	body := strings.Replace(matrixBase, "disk: 10GiB", "disk: 11GiB", 1)
 	profile := writeProfile(t, "e2e-warm", body)
 	mustLock(t, profile)
+	// This test's key: no state of an earlier run may make the first run
+	// warm, and none is left for a later one.
+	dropWarmStates(t, "e2e-warm")
+	t.Cleanup(func() { dropWarmStates(t, "e2e-warm"); dropWarmStates(t, "e2e-warm-other") })
 	up := func(p string) upReport {
 		t.Helper()
 		out, errOut, code := envctl(t, "up", p, "-o", "json")
@@ -52,31 +56,44 @@ func TestE2EWarmStart(t *testing.T) {
 		t.Errorf("changed version: start %q", r.Start)
 	}
 
-	// Damage every saved memory image of this test's key: restore fails,
+	// Damage the saved memory image of this test's key: restore fails,
 	// the state is dropped, and the run boots cold and passes.
-	out, _, _ := envctl(t, "cache", "ls", "-o", "json")
-	var entries []struct{ Kind, Name, Path string }
-	_ = json.Unmarshal([]byte(out), &entries)
-	damaged := 0
-	for _, e := range entries {
-		if e.Kind != "warm" {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(e.Path, "warm.json"))
-		if err != nil || !strings.Contains(string(b), `"profile": "e2e-warm"`) {
-			continue
-		}
-		if err := os.WriteFile(filepath.Join(e.Path, "mem.save"), []byte("not a libvirt save"), 0o600); err != nil {
+	states := warmStates(t, "e2e-warm")
+	if len(states) == 0 {
+		t.Fatal("no warm state of e2e-warm in the cache")
+	}
+	for _, dir := range states {
+		if err := os.WriteFile(filepath.Join(dir, "mem.save"), []byte("not a libvirt save"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		damaged++
-	}
-	if damaged == 0 {
-		t.Fatalf("no warm state of e2e-warm in the cache:\n%s", out)
 	}
 	r := up(profile)
 	if !strings.HasPrefix(r.Start, "cold: the saved state did not restore") {
 		t.Errorf("damaged save: start %q", r.Start)
 	}
 	assertClean(t)
+}
+
+// warmStates lists the warm state directories of a profile (`cache ls`).
+func warmStates(t *testing.T, profile string) []string {
+	t.Helper()
+	out, _, _ := envctl(t, "cache", "ls", "-o", "json")
+	var entries []struct{ Kind, Name, Path string }
+	_ = json.Unmarshal([]byte(out), &entries)
+	var dirs []string
+	for _, e := range entries {
+		if e.Kind != "warm" {
+			continue
+		}
+		if b, err := os.ReadFile(filepath.Join(e.Path, "warm.json")); err == nil && strings.Contains(string(b), `"profile": "`+profile+`"`) {
+			dirs = append(dirs, e.Path)
+		}
+	}
+	return dirs
+}
+
+func dropWarmStates(t *testing.T, profile string) {
+	for _, dir := range warmStates(t, profile) {
+		_ = os.RemoveAll(dir)
+	}
 }
