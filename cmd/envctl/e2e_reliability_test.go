@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -368,9 +369,21 @@ func TestE2ECorruptCacheIsMadeAgain(t *testing.T) {
 		t.Fatalf("%d downloads of runc while locking", n)
 	}
 	blob := filepath.Join(cacheDir, "blobs", "sha256", hex.EncodeToString(sum[:]))
-	crictls, _ := filepath.Glob(filepath.Join(cacheDir, "builds", "crictl-1.34.0-*", "crictl"))
+	// The crictl build the lock uses (the cache may hold older recipes').
+	lockText, _ := os.ReadFile(strings.TrimSuffix(profile, ".yaml") + ".lock")
+	m := regexp.MustCompile(`crictl: ([0-9a-f]{64})`).FindSubmatch(lockText)
+	if m == nil {
+		t.Fatalf("the lock records no crictl digest:\n%s", lockText)
+	}
+	var crictls []string
+	candidates, _ := filepath.Glob(filepath.Join(cacheDir, "builds", "crictl-1.34.0-*", "crictl"))
+	for _, c := range candidates {
+		if b, err := os.ReadFile(c); err == nil && fmt.Sprintf("%x", sha256.Sum256(b)) == string(m[1]) {
+			crictls = append(crictls, c)
+		}
+	}
 	if len(crictls) != 1 {
-		t.Fatalf("crictl builds: %v", crictls)
+		t.Fatalf("crictl builds with the locked digest: %v (of %v)", crictls, candidates)
 	}
 	for _, f := range []string{blob, crictls[0]} {
 		flipByte(t, f)
