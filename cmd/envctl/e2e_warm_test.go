@@ -75,7 +75,7 @@ func TestE2EWarmStart(t *testing.T) {
 }
 
 // warmStates lists the warm state directories of a profile (`cache ls`).
-func warmStates(t *testing.T, profile string) []string {
+func warmStates(t testing.TB, profile string) []string {
 	t.Helper()
 	out, _, _ := envctl(t, "cache", "ls", "-o", "json")
 	var entries []struct{ Kind, Name, Path string }
@@ -92,7 +92,7 @@ func warmStates(t *testing.T, profile string) []string {
 	return dirs
 }
 
-func dropWarmStates(t *testing.T, profile string) {
+func dropWarmStates(t testing.TB, profile string) {
 	for _, dir := range warmStates(t, profile) {
 		_ = os.RemoveAll(dir)
 	}
