@@ -21,11 +21,7 @@ func newCacheCmd(a *app) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "ls", Short: "List the cache's blobs, unpacked archives and builds", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.cache()
-			if err != nil {
-				return err
-			}
-			entries, err := c.Entries()
+			_, entries, err := a.cacheEntries()
 			if err != nil {
 				return err
 			}
@@ -41,11 +37,7 @@ A corrupt entry is removed, so that the next run fetches or builds it
 again, and the exit status is 3.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.cache()
-			if err != nil {
-				return err
-			}
-			entries, err := c.Entries()
+			c, entries, err := a.cacheEntries()
 			if err != nil {
 				return err
 			}
@@ -210,4 +202,14 @@ func writeEntries(w io.Writer, entries []cache.Entry, verb *string) {
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(w, "%d entries, %.1f MiB\n", len(entries), float64(total)/(1<<20))
+}
+
+// cacheEntries opens the cache and lists what it holds.
+func (a *app) cacheEntries() (*cache.Cache, []cache.Entry, error) {
+	c, err := a.cache()
+	if err != nil {
+		return nil, nil, err
+	}
+	entries, err := c.Entries()
+	return c, entries, err
 }

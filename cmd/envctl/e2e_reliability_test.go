@@ -42,19 +42,7 @@ func (r *runner) cmd(args ...string) *exec.Cmd {
 
 func (r *runner) run(args ...string) (string, string, int) {
 	r.t.Helper()
-	cmd := r.cmd(args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	start := time.Now()
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		r.t.Fatalf("envctl %v: %v", args, err)
-	}
-	r.t.Logf("[%s] envctl %s → exit %d in %s", filepath.Base(r.state), strings.Join(args, " "), code, time.Since(start).Round(time.Second))
-	return out.String(), errb.String(), code
+	return runLogged(r.t, r.cmd(args...), filepath.Base(r.state), args)
 }
 
 // started is envctl running in the background: its stderr is collected,

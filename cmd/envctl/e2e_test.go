@@ -35,6 +35,13 @@ func envctl(t testing.TB, args ...string) (string, string, int) {
 	t.Helper()
 	cmd := exec.Command(bin(t), args...)
 	cmd.Dir = "../.."
+	return runLogged(t, cmd, "", args)
+}
+
+// runLogged runs an envctl command and logs its exit status and time,
+// prefixed with where it ran (a state directory) when that is given.
+func runLogged(t testing.TB, cmd *exec.Cmd, where string, args []string) (string, string, int) {
+	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	start := time.Now()
@@ -45,7 +52,10 @@ func envctl(t testing.TB, args ...string) (string, string, int) {
 	} else if err != nil {
 		t.Fatalf("envctl %v: %v", args, err)
 	}
-	t.Logf("envctl %s → exit %d in %s", strings.Join(args, " "), code, time.Since(start).Round(time.Second))
+	if where != "" {
+		where = "[" + where + "] "
+	}
+	t.Logf("%senvctl %s → exit %d in %s", where, strings.Join(args, " "), code, time.Since(start).Round(time.Second))
 	return out.String(), errb.String(), code
 }
 

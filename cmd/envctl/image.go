@@ -24,13 +24,7 @@ func newImageCmd(a *app) *cobra.Command {
 				return catalog.Images().Names(), cobra.ShellCompDirectiveNoFileComp
 			},
 			RunE: func(cmd *cobra.Command, args []string) error {
-				st, err := a.images()
-				if err != nil {
-					return err
-				}
-				ctx, stop := a.signalContext(cmd)
-				defer stop()
-				return run(ctx, st, args)
+				return a.withImages(cmd, func(ctx context.Context, st *images.Store) error { return run(ctx, st, args) })
 			}}
 	}
 	var ifNeeded, update bool
@@ -44,46 +38,8 @@ every profile in the search path) take the new build: its digests, recipe
 and package set. Without it, a lock that pins another build keeps refusing
 this one, naming the packages that differ.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := a.images()
-			if err != nil {
-				return err
-			}
-			ctx, stop := a.signalContext(cmd)
-			defer stop()
-			name := args[0]
-			prev, err := st.Locals()
-			if err != nil {
-				return err
-			}
-			if l, ok := st.Current(name); ifNeeded && ok && !update {
-				fmt.Fprintf(a.stdout, "image %s is up to date (built %s)\n", name, l.Built.Format(time.RFC3339))
-				return nil
-			}
-			a.step("building image %s (takes a few minutes)", name)
-			start := time.Now()
-			l, err := st.Build(ctx, name, a.stderr)
-			if err != nil {
-				return err
-			}
-			if old, ok := prev[name]; ok {
-				if d := images.PackageChanges(old.Packages, l.Packages); len(d) > 0 {
-					a.step("packages changed since the previous build: %s", strings.Join(d, ", "))
-				}
-				if old.Disk != l.Disk {
-					a.step("the disk digest changed: %s → %s", old.Disk, l.Disk)
-				}
-			}
-			var updated []string
-			if update {
-				if updated, err = a.updateImageLocks(st, name, args[1:]); err != nil {
-					return err
-				}
-			}
-			return a.emit(l, func(w io.Writer) {
-				fmt.Fprintf(w, "built %s in %s: disk %s, kernel %s, initrd %s, %d packages\n", l.Name, time.Since(start).Round(time.Second), l.Disk, l.Kernel, l.Initrd, len(l.Packages))
-				for _, p := range updated {
-					fmt.Fprintf(w, "updated %s\n", p)
-				}
+			return a.withImages(cmd, func(ctx context.Context, st *images.Store) error {
+				return a.buildImage(ctx, st, args, ifNeeded, update)
 			})
 		}}
 	build.Flags().BoolVar(&ifNeeded, "if-needed", false, "build only when there is no current local build (none, or one made by other scripts)")
@@ -152,4 +108,55 @@ func (a *app) updateImageLocks(st *images.Store, name string, profileNames []str
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// withImages runs an image verb with the image store and a context that
+// ends on Ctrl-C or SIGTERM.
+func (a *app) withImages(cmd *cobra.Command, run func(ctx context.Context, st *images.Store) error) error {
+	st, err := a.images()
+	if err != nil {
+		return err
+	}
+	ctx, stop := a.signalContext(cmd)
+	defer stop()
+	return run(ctx, st)
+}
+
+// buildImage is `image build NAME [PROFILE...]`.
+func (a *app) buildImage(ctx context.Context, st *images.Store, args []string, ifNeeded, update bool) error {
+	name := args[0]
+	prev, err := st.Locals()
+	if err != nil {
+		return err
+	}
+	if l, ok := st.Current(name); ifNeeded && ok && !update {
+		fmt.Fprintf(a.stdout, "image %s is up to date (built %s)\n", name, l.Built.Format(time.RFC3339))
+		return nil
+	}
+	a.step("building image %s (takes a few minutes)", name)
+	start := time.Now()
+	l, err := st.Build(ctx, name, a.stderr)
+	if err != nil {
+		return err
+	}
+	if old, ok := prev[name]; ok {
+		if d := images.PackageChanges(old.Packages, l.Packages); len(d) > 0 {
+			a.step("packages changed since the previous build: %s", strings.Join(d, ", "))
+		}
+		if old.Disk != l.Disk {
+			a.step("the disk digest changed: %s → %s", old.Disk, l.Disk)
+		}
+	}
+	var updated []string
+	if update {
+		if updated, err = a.updateImageLocks(st, name, args[1:]); err != nil {
+			return err
+		}
+	}
+	return a.emit(l, func(w io.Writer) {
+		fmt.Fprintf(w, "built %s in %s: disk %s, kernel %s, initrd %s, %d packages\n", l.Name, time.Since(start).Round(time.Second), l.Disk, l.Kernel, l.Initrd, len(l.Packages))
+		for _, p := range updated {
+			fmt.Fprintf(w, "updated %s\n", p)
+		}
+	})
 }

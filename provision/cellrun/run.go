@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -208,9 +206,8 @@ type run struct {
 	tools    map[string]artifacts.Files
 	disk     artdisk.Disk
 	warmKey  string
-	came     string // how the guest came up: warm or cold, and why
-	reg      *testimages.Registry
-	fwd      io.Closer
+	came     string            // how the guest came up: warm or cold, and why
+	names    *testimages.Names // upstream's image names, read once
 	warnings []compat.Finding
 	machine  *vm.Machine
 	accel    string
@@ -446,20 +443,10 @@ func (r *run) noWarmReason() string {
 		return "no test runs"
 	case r.opts.VM.Network != "" && r.opts.VM.Network != vm.NetworkUser:
 		return "warm states need user-mode networking"
-	case !localURI(r.opts.VM.URI):
+	case vm.IsRemote(r.opts.VM.URI):
 		return "warm states are kept for a local hypervisor only"
 	}
 	return ""
-}
-
-func localURI(uri string) bool {
-	u, err := url.Parse(uri)
-	return err == nil && u.Host == ""
-}
-
-func firstLine(s string) string {
-	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
-	return line
 }
 
 // saveWarm keeps the verified guest for the next run with the same key;
@@ -467,7 +454,7 @@ func firstLine(s string) string {
 // next run boots cold.
 func (r *run) saveWarm(ctx context.Context) error {
 	if err := r.keepWarm(ctx); err != nil {
-		r.notes = append(r.notes, "no warm state saved: "+firstLine(err.Error()))
+		r.notes = append(r.notes, "no warm state saved: "+report.FirstLine(err.Error()))
 		r.log().Warn("warm state not saved", "err", err)
 	}
 	return nil
@@ -547,9 +534,9 @@ func (r *run) boot(ctx context.Context, img images.Files) error {
 		// dropped, and this run boots cold (and saves a fresh one).
 		if strings.Contains(err.Error(), "already exists") {
 			// Another run restored it and holds its domain name.
-			r.came = "cold: the saved state is in use by another run (" + firstLine(err.Error()) + ")"
+			r.came = "cold: the saved state is in use by another run (" + report.FirstLine(err.Error()) + ")"
 		} else {
-			r.came = "cold: the saved state did not restore (" + firstLine(err.Error()) + "); it was removed"
+			r.came = "cold: the saved state did not restore (" + report.FirstLine(err.Error()) + "); it was removed"
 			_ = r.opts.Warm.Remove(r.warmKey)
 		}
 		r.opts.step("warning: %s", r.came)
@@ -603,37 +590,20 @@ func (r *run) registry(ctx context.Context) (func(), error) {
 		reg, err = testimages.Serve(ctx, r.opts.Workload)
 	}
 	if _, upstream := r.cell.Test.UpstreamFile(); upstream && err == nil {
-		err = reg.PushNamed(ctx, r.opts.Workload, r.upstreamNames())
+		if err = reg.PushNamed(ctx, r.opts.Workload, r.upstreamNames()); err != nil {
+			_ = reg.Close()
+		}
 	}
 	if err != nil {
 		return nil, fault.Infraf("test registry: %w", err)
 	}
-	r.reg = reg
-	if err := r.forward(); err != nil {
+	fwd, err := r.machine.SSH.ForwardRemote(fmt.Sprintf("127.0.0.1:%d", testimages.GuestPort), reg.Addr)
+	if err != nil {
 		_ = reg.Close()
-		return nil, err
+		return nil, fault.AsInfra(err)
 	}
 	r.sub("test.registry", time.Since(start))
-	return func() {
-		if r.fwd != nil {
-			_ = r.fwd.Close()
-		}
-		_ = reg.Close()
-	}, nil
-}
-
-// forward exposes the registry on the guest's loopback through the
-// current SSH connection.
-func (r *run) forward() error {
-	if r.fwd != nil {
-		_ = r.fwd.Close()
-	}
-	fwd, err := r.machine.SSH.ForwardRemote(fmt.Sprintf("127.0.0.1:%d", testimages.GuestPort), r.reg.Addr)
-	if err != nil {
-		return fault.AsInfra(err)
-	}
-	r.fwd = fwd
-	return nil
+	return func() { _ = fwd.Close(); _ = reg.Close() }, nil
 }
 
 func (r *run) install(ctx context.Context) error {
@@ -702,6 +672,14 @@ func (r *run) runTest(ctx context.Context) error {
 // upstreamNames are the image names the locked CRI-O tree's helpers
 // import (common.sh's IMAGES) and the artifact oci_volumes.bats pulls.
 func (r *run) upstreamNames() testimages.Names {
+	if r.names == nil {
+		n := r.readUpstreamNames()
+		r.names = &n
+	}
+	return *r.names
+}
+
+func (r *run) readUpstreamNames() testimages.Names {
 	n := testimages.UpstreamNames
 	if tree, ok := r.tools[lock.ToolCRIOTests].Binaries[artifacts.CRIOTestTar]; ok {
 		if common, err := artifacts.ReadTarFile(tree, "common.sh"); err == nil {

@@ -337,7 +337,7 @@ func Install(ctx context.Context, g Guest, s Stack) (Timings, error) {
 		case err == nil:
 			t.Via = ViaDisk
 		case errors.As(err, &exit) && ctx.Err() == nil:
-			t.Via = fmt.Sprintf("%s (the artifact disk could not be unpacked: %s)", ViaSFTP, strings.SplitN(strings.TrimSpace(out)+"\n", "\n", 2)[0])
+			t.Via = fmt.Sprintf("%s (the artifact disk could not be unpacked: %s)", ViaSFTP, firstLine(out))
 		default:
 			return t, fault.Infraf("install: unpack the artifact disk: %w", err)
 		}
