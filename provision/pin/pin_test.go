@@ -499,3 +499,59 @@ func TestLockReleaseFromKnownDigests(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// The lock pins the upstream suite's tools: bats from the catalog by
+// digest, and CRI-O's test tree by go.sum hash — for a gomod CRI-O the
+// module its binary is built from, for a release CRI-O the module of the
+// same version. A tree that cannot be pinned fails only a profile that
+// runs the upstream suite.
+func TestLockPinsTheUpstreamSuiteTools(t *testing.T) {
+	r := newResolver(t, catalog.Default())
+	f, err := r.Lock(context.Background(), loadProfile(t, "gomod", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tools := map[string]lock.Artifact{}
+	for _, a := range f.Tools {
+		tools[a.Component] = a
+	}
+	crio, _ := f.Artifact("cri-o@1.34.0/gomod")
+	if b := tools[lock.ToolBats]; b.Version != "1.11.1-1" || len(b.SHA256) != 64 || !strings.HasSuffix(b.URL, "bats_1.11.1-1_all.deb") {
+		t.Errorf("bats %+v", b)
+	}
+	if tr := tools[lock.ToolCRIOTests]; tr.ModuleSum != crio.ModuleSum || tr.Module != lock.CRIOModule || tr.Recipe != "crio-tests" || tr.Version != "1.34.0" {
+		t.Errorf("CRI-O test tree %+v, binary's module %+v", tr, crio)
+	}
+
+	srv := httptest.NewServer(newUpstream())
+	defer srv.Close()
+	r = newResolver(t, testCatalog(t, srv.URL))
+	var asked []string
+	r.ModuleSum = func(_ context.Context, m, v string) (string, error) {
+		asked = append(asked, m+"@"+v)
+		return "h1:tree", nil
+	}
+	f, err = r.Lock(context.Background(), loadProfile(t, "release", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Tools) == 0 || f.Tools[len(f.Tools)-1].ModuleSum != "h1:tree" || strings.Join(asked, " ") != "github.com/cri-o/cri-o@v1.34.0" {
+		t.Errorf("release CRI-O's test tree: %+v (asked %v)", f.Tools, asked)
+	}
+
+	r.ModuleSum = func(context.Context, string, string) (string, error) { return "", errors.New("proxy unreachable") }
+	if f, err = r.Lock(context.Background(), loadProfile(t, "release", "")); err != nil {
+		t.Errorf("own suite only: %v", err)
+	} else {
+		for _, tool := range f.Tools {
+			if tool.Component == lock.ToolCRIOTests {
+				t.Errorf("an unpinned tree in the lock: %+v", tool)
+			}
+		}
+	}
+	p := loadProfile(t, "release", "")
+	p.Test = profiles.TestUpstream
+	if _, err := r.Lock(context.Background(), p); err == nil || !strings.Contains(err.Error(), "needs CRI-O's test tree github.com/cri-o/cri-o@v1.34.0") || fault.ClassOf(err) != fault.Infra {
+		t.Errorf("upstream suite without a tree: %v", err)
+	}
+}
