@@ -78,7 +78,8 @@ again, and the exit status is 3.`,
 		Use:   "gc [PROFILE...]",
 		Short: "Remove cache entries that no lock references",
 		Long: `gc removes the blobs, unpacked archives and builds that no lock references,
-and temporary files older than a day. The locks are those of the PROFILEs
+every saved guest (warm and post-boot states: the next run boots cold and
+saves them again), and temporary files older than a day. The locks are those of the PROFILEs
 given, or of every profile in the search path (see ` + "`envctl profiles`" + `);
 blobs of registered local images are kept too.`,
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -10,11 +10,14 @@ import (
 	"testing"
 )
 
-// TestE2EWarmStart: the first run of a lock saves its verified guest; the
-// second restores it (no boot, no install), re-runs the drift check by
-// digest and passes; another component version boots cold; a damaged
-// save is dropped for a cold boot that still passes. The VM shape is this
-// test's own, so its key is too.
+// TestE2EWarmStart: the first run of a lock boots, saves the post-boot
+// state of its image and VM shape, installs and saves its verified guest;
+// the second restores that (no boot, no install), re-runs the drift check
+// by digest and passes; another component version takes no warm state
+// but starts from the shared post-boot state, gets the artifact disk
+// hot-plugged, installs and passes; with the saves damaged the run boots
+// cold and still passes. The VM shape is this test's own, so its keys are
+// too.
 func TestE2EWarmStart(t *testing.T) {
 	body := strings.Replace(matrixBase, "disk: 10GiB", "disk: 11GiB", 1)
 	profile := writeProfile(t, "e2e-warm", body)
@@ -22,6 +25,7 @@ func TestE2EWarmStart(t *testing.T) {
 	// This test's key: no state of an earlier run may make the first run
 	// warm, and none is left for a later one.
 	dropWarmStates(t, "e2e-warm")
+	dropWarmStates(t, "e2e-warm-other")
 	t.Cleanup(func() { dropWarmStates(t, "e2e-warm"); dropWarmStates(t, "e2e-warm-other") })
 	up := func(p string) upReport {
 		t.Helper()
@@ -38,7 +42,8 @@ func TestE2EWarmStart(t *testing.T) {
 		return r
 	}
 	cold := up(profile)
-	if !strings.HasPrefix(cold.Start, "cold: no saved state") || phaseSeconds(cold.Phases, "save") == 0 {
+	if !strings.HasPrefix(cold.Start, "cold: no saved state") || phaseSeconds(cold.Phases, "save") == 0 ||
+		!strings.Contains(cold.Start, "saved a post-boot state") || phaseSeconds(cold.Phases, "boot.save") == 0 {
 		t.Fatalf("first run: start %q, phases %+v, notes %v", cold.Start, cold.Phases, cold.Notes)
 	}
 	warm := up(profile)
@@ -52,37 +57,53 @@ func TestE2EWarmStart(t *testing.T) {
 	// Another crictl: another key, a cold boot.
 	other := writeProfile(t, "e2e-warm-other", strings.Replace(body, `cri-tools: {version: "1.34.0"}`, `cri-tools: {version: "1.36.0"}`, 1))
 	mustLock(t, other)
-	if r := up(other); !strings.HasPrefix(r.Start, "cold:") {
-		t.Errorf("changed version: start %q", r.Start)
+	r := up(other)
+	if !strings.HasPrefix(r.Start, "post-boot: no saved state") || phaseSeconds(r.Phases, "install.upload") == 0 ||
+		phaseSeconds(r.Phases, "boot.attach") == 0 || hasNote(r, "files went in") {
+		t.Errorf("changed version: start %q, phases %+v, notes %v", r.Start, r.Phases, r.Notes)
 	}
+	t.Logf("changed version from the post-boot state: up %.0fs (boot %.1fs with the hot-plug %.1fs, install %.1fs)", r.Seconds,
+		phaseSeconds(r.Phases, "boot"), phaseSeconds(r.Phases, "boot.attach"), phaseSeconds(r.Phases, "install"))
 
-	// Damage the saved memory image of this test's key: restore fails,
-	// the state is dropped, and the run boots cold and passes.
-	states := warmStates(t, "e2e-warm")
-	if len(states) == 0 {
-		t.Fatal("no warm state of e2e-warm in the cache")
+	// Damage the saved memory images of this test's keys (the warm state
+	// and the post-boot state): both restores fail, both states are
+	// dropped, and the run boots cold and passes.
+	states := append(savedStates(t, "warm", "e2e-warm"), savedStates(t, "boot", "e2e-warm")...)
+	if len(states) < 2 {
+		t.Fatalf("saved states of e2e-warm in the cache: %v", states)
 	}
 	for _, dir := range states {
 		if err := os.WriteFile(filepath.Join(dir, "mem.save"), []byte("not a libvirt save"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	r := up(profile)
-	if !strings.HasPrefix(r.Start, "cold: the saved state did not restore") {
-		t.Errorf("damaged save: start %q", r.Start)
+	r = up(profile)
+	if !strings.HasPrefix(r.Start, "cold: the saved state did not restore") || !hasNote(r, "the post-boot state did not restore") ||
+		!strings.Contains(r.Start, "saved a post-boot state") {
+		t.Errorf("damaged saves: start %q, notes %v", r.Start, r.Notes)
 	}
 	assertClean(t)
 }
 
-// warmStates lists the warm state directories of a profile (`cache ls`).
-func warmStates(t testing.TB, profile string) []string {
+func hasNote(r upReport, s string) bool {
+	for _, n := range r.Notes {
+		if strings.Contains(n, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// savedStates lists the saved guests of a kind (warm or boot) that a
+// profile's runs saved (`cache ls`).
+func savedStates(t testing.TB, kind, profile string) []string {
 	t.Helper()
 	out, _, _ := envctl(t, "cache", "ls", "-o", "json")
 	var entries []struct{ Kind, Name, Path string }
 	_ = json.Unmarshal([]byte(out), &entries)
 	var dirs []string
 	for _, e := range entries {
-		if e.Kind != "warm" {
+		if e.Kind != kind {
 			continue
 		}
 		if b, err := os.ReadFile(filepath.Join(e.Path, "warm.json")); err == nil && strings.Contains(string(b), `"profile": "`+profile+`"`) {
@@ -92,8 +113,9 @@ func warmStates(t testing.TB, profile string) []string {
 	return dirs
 }
 
+// dropWarmStates removes a profile's saved guests, warm and post-boot.
 func dropWarmStates(t testing.TB, profile string) {
-	for _, dir := range warmStates(t, profile) {
+	for _, dir := range append(savedStates(t, "warm", profile), savedStates(t, "boot", profile)...) {
 		_ = os.RemoveAll(dir)
 	}
 }

@@ -192,6 +192,9 @@ const (
 	// EntryWarm is a saved running guest (provision/warm): checked when it
 	// is restored, where a failure means a cold boot.
 	EntryWarm EntryKind = "warm"
+	// EntryBoot is a saved guest just after boot, shared by the cells of
+	// one image and VM shape (provision/warm), checked like EntryWarm.
+	EntryBoot EntryKind = "boot"
 )
 
 // Entry is one thing the cache holds.
@@ -204,7 +207,7 @@ type Entry struct {
 }
 
 // TreeDirs maps the sealed directory kinds to their directory in the cache.
-var TreeDirs = map[EntryKind]string{EntryUnpacked: "unpacked", EntryBuild: "builds", EntryWarm: "warm"}
+var TreeDirs = map[EntryKind]string{EntryUnpacked: "unpacked", EntryBuild: "builds", EntryWarm: "warm", EntryBoot: "boot"}
 
 // Entries lists every blob, unpacked archive and build in the cache.
 func (c *Cache) Entries() ([]Entry, error) {
@@ -216,7 +219,7 @@ func (c *Cache) Entries() ([]Entry, error) {
 	for _, b := range blobs {
 		out = append(out, Entry{Kind: EntryBlob, Name: b.Digest.String(), Path: b.Path, Size: b.Size})
 	}
-	for _, kind := range []EntryKind{EntryUnpacked, EntryBuild, EntryWarm} {
+	for _, kind := range []EntryKind{EntryUnpacked, EntryBuild, EntryWarm, EntryBoot} {
 		dir := filepath.Join(c.Dir, TreeDirs[kind])
 		ents, err := os.ReadDir(dir)
 		if err != nil {
@@ -257,7 +260,7 @@ func (c *Cache) VerifyEntry(e Entry) error {
 		_, err = c.VerifyFull(d)
 		return err
 	}
-	if e.Kind == EntryWarm {
+	if e.Kind == EntryWarm || e.Kind == EntryBoot {
 		return nil
 	}
 	if _, err := VerifyTree(e.Path); err != nil {

@@ -638,3 +638,71 @@ func TestWarmStarts(t *testing.T) {
 	}
 	h.assertClean(t)
 }
+
+// Cells on one image and VM shape share a post-boot state: the first
+// boots and saves it, the next (another lock entry) restores it, gets the
+// artifact disk hot-plugged and installs; a damaged post-boot state is
+// dropped for a boot that saves a new one; --cold uses none.
+func TestSharedBoot(t *testing.T) {
+	h := newHarness(t)
+	h.opts.Warm = &warm.Store{Dir: t.TempDir()}
+	h.opts.Boot = &warm.Store{Dir: t.TempDir()}
+	run := func(c lock.LockedCell) *report.Report {
+		t.Helper()
+		rep, err := cellrun.Run(context.Background(), c, h.opts)
+		if err != nil || rep.Verdict != report.VerdictPass {
+			t.Fatalf("verdict %s err %v start %q notes %v", rep.Verdict, err, rep.Start, rep.Notes)
+		}
+		return rep
+	}
+	has := func(r *report.Report, phase string) bool {
+		return slices.ContainsFunc(r.Phases, func(p report.Phase) bool { return p.Name == phase })
+	}
+	first := run(cell("1.34.0"))
+	if !strings.Contains(first.Start, "saved a post-boot state") || !has(first, "boot.save") || !has(first, "boot.attach") {
+		t.Fatalf("first run: start %q phases %v notes %v", first.Start, phases(first), first.Notes)
+	}
+	second := run(cell("1.36.0"))
+	if !strings.HasPrefix(second.Start, "post-boot: ") || has(second, "boot.save") || !has(second, "boot.attach") || !has(second, "install.upload") || !has(second, cellrun.PhaseSave) {
+		t.Errorf("second run: start %q phases %v notes %v", second.Start, phases(second), second.Notes)
+	}
+	if slices.ContainsFunc(second.Notes, func(n string) bool { return strings.Contains(n, "files went in") }) {
+		t.Errorf("the hot-plugged artifact disk was not used: %v", second.Notes)
+	}
+	// The warm state of a cell that started from a post-boot state
+	// restores too (its disk is backed by the post-boot state's).
+	if again := run(cell("1.36.0")); !strings.HasPrefix(again.Start, "warm: restored") {
+		t.Errorf("warm start on a post-boot state: start %q notes %v", again.Start, again.Notes)
+	}
+	// A damaged warm state gives its domain name back: the run starts
+	// from the post-boot state in that slot.
+	states, _ := h.opts.Warm.List()
+	for _, st := range states {
+		if err := os.WriteFile(st.Save, []byte("garbage"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if damaged := run(cell("1.36.0")); !strings.HasPrefix(damaged.Start, "post-boot: the saved state did not restore") || !strings.Contains(damaged.Start, "slot 0") {
+		t.Errorf("damaged warm state: start %q notes %v", damaged.Start, damaged.Notes)
+	}
+	boots, _ := h.opts.Boot.List()
+	if len(boots) != 1 || boots[0].Domain != warm.SlotDomain(boots[0].Key, 0) {
+		t.Fatalf("post-boot states %+v", boots)
+	}
+	if err := os.WriteFile(boots[0].Save, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	third := run(cell("1.37.0"))
+	if !strings.Contains(third.Start, "saved a post-boot state") || !slices.ContainsFunc(third.Notes, func(n string) bool { return strings.Contains(n, "did not restore") }) {
+		t.Errorf("damaged post-boot state: start %q notes %v", third.Start, third.Notes)
+	}
+	// A warm state whose post-boot state is gone is never used.
+	if again := run(cell("1.36.0")); strings.HasPrefix(again.Start, "warm: ") {
+		t.Errorf("a warm state on a removed post-boot state restored: %q", again.Start)
+	}
+	h.opts.Cold = true
+	if cold := run(cell("1.34.0")); cold.Start != "cold: --cold" || has(cold, "boot.attach") {
+		t.Errorf("--cold: start %q", cold.Start)
+	}
+	h.assertClean(t)
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -142,8 +143,11 @@ type Options struct {
 	// default) needs Cache, where disks are kept.
 	Upload Upload
 	Cache  *cache.Cache
-	// Warm keeps warm starts (nil: none); Cold never restores one.
+	// Warm keeps warm starts (nil: none); Boot keeps post-boot states
+	// shared by the cells of one image and VM shape (nil: none); Cold
+	// never restores either.
 	Warm *warm.Store
+	Boot *warm.Store
 	Cold bool
 	Stop Stop
 	// Keep leaves the VM running afterwards (unless the run was cancelled).
@@ -207,6 +211,7 @@ type run struct {
 	disk     artdisk.Disk
 	warmKey  string
 	came     string            // how the guest came up: warm or cold, and why
+	holds    []func()          // domain names held while the domain lives
 	names    *testimages.Names // upstream's image names, read once
 	warnings []compat.Finding
 	machine  *vm.Machine
@@ -245,6 +250,9 @@ func Run(ctx context.Context, cell lock.LockedCell, opts Options) (*report.Repor
 		}()
 		r.err = r.all(ctx)
 	}()
+	for _, release := range r.holds {
+		release()
+	}
 	rep := r.report()
 	if r.tested {
 		if lerr := opts.Ledger.Record(LedgerKey(cell, ""), rep); lerr != nil {
@@ -506,7 +514,6 @@ func (r *run) artifactDisk(ctx context.Context) error {
 }
 
 func (r *run) boot(ctx context.Context, img images.Files) error {
-	vmo := r.opts.VM
 	spec := vm.BootSpec{
 		Profile: r.cell.Profile, Cell: r.cell.Name, CPUs: r.cell.VM.CPUs,
 		Memory: uint64(r.cell.VM.Memory), Disk: uint64(r.cell.VM.Disk), Image: img,
@@ -515,34 +522,182 @@ func (r *run) boot(ctx context.Context, img images.Files) error {
 	r.warmKey = r.warmKeyFor()
 	if r.warmKey == "" {
 		r.came = "cold: " + r.noWarmReason()
-	} else if st, ok := r.opts.Warm.Lookup(r.warmKey); !ok {
+		return r.coldBoot(ctx, spec)
+	}
+	if done, err := r.warmStart(ctx, spec); done || err != nil {
+		return err
+	}
+	if r.opts.Boot != nil {
+		return r.sharedBoot(ctx, spec)
+	}
+	return r.coldBoot(ctx, spec)
+}
+
+// hold takes a domain name for as long as this run's domain lives.
+func (r *run) hold(domain string) bool {
+	if r.opts.Boot == nil {
+		return true
+	}
+	release, ok, err := r.opts.Boot.Hold(domain)
+	if err != nil {
+		r.log().Warn("hold domain name", "domain", domain, "err", err)
+	}
+	if ok {
+		r.holds = append(r.holds, release)
+	}
+	return ok
+}
+
+// unhold gives back the name taken last, when no domain got it.
+func (r *run) unhold() {
+	if n := len(r.holds); n > 0 {
+		r.holds[n-1]()
+		r.holds = r.holds[:n-1]
+	}
+}
+
+// warmStart restores the warm state of this run's key, when there is one
+// that restores; done is false when the run is to boot.
+func (r *run) warmStart(ctx context.Context, spec vm.BootSpec) (done bool, err error) {
+	st, ok := r.opts.Warm.Lookup(r.warmKey)
+	if !ok {
 		r.came = "cold: no saved state for this key yet; this run saves one"
+		return false, nil
+	}
+	if !r.hold(st.Domain) {
+		r.came = "cold: the saved state is in use by another run (domain " + st.Domain + ")"
+		r.opts.step("warning: %s", r.came)
+		return false, nil
+	}
+	ws := st.WarmState
+	spec.Warm = &ws
+	m, err := vm.Boot(ctx, r.opts.VM, spec)
+	if err == nil {
+		r.machine, r.env, r.accel = m, m.Env.ID, string(m.Type)
+		r.came = fmt.Sprintf("warm: restored the state saved %s (key %s)", st.Created.Format(time.RFC3339), r.warmKey[:12])
+		r.opts.step("warm start: %s", strings.TrimPrefix(r.came, "warm: "))
+		return true, nil
+	}
+	if ctx.Err() != nil {
+		return true, err
+	}
+	if r.opts.Boot != nil {
+		r.unhold()
+	}
+	// Never a wrong environment: a state that does not restore is
+	// dropped, and this run boots cold (and saves a fresh one).
+	if strings.Contains(err.Error(), "already exists") {
+		// Another program holds its domain name.
+		r.came = "cold: the saved state is in use by another run (" + report.FirstLine(err.Error()) + ")"
 	} else {
-		ws := st.WarmState
-		spec.Warm = &ws
-		m, err := vm.Boot(ctx, vmo, spec)
-		if err == nil {
-			r.machine, r.env, r.accel = m, m.Env.ID, string(m.Type)
-			r.came = fmt.Sprintf("warm: restored the state saved %s (key %s)", st.Created.Format(time.RFC3339), r.warmKey[:12])
-			r.opts.step("warm start: %s", strings.TrimPrefix(r.came, "warm: "))
-			return nil
+		r.came = "cold: the saved state did not restore (" + report.FirstLine(err.Error()) + "); it was removed"
+		_ = r.opts.Warm.Remove(r.warmKey)
+	}
+	r.opts.step("warning: %s", r.came)
+	r.log().Warn("warm restore failed", "key", r.warmKey, "err", err)
+	return false, nil
+}
+
+// bootKey is the key of the post-boot states this run can share: what
+// determines the guest up to the moment SSH first answers.
+func (r *run) bootKey() string {
+	vmo, im := r.opts.VM, r.cell.Image
+	return warm.Key("post-boot",
+		"image="+im.Digest+" kernel="+im.Kernel+" initrd="+im.Initrd,
+		fmt.Sprintf("vm=%d cpus %d memory %d disk", r.cell.VM.CPUs, r.cell.VM.Memory, r.cell.VM.Disk),
+		"uri="+vmo.URI, "accel="+string(vmo.Accel), "network="+string(vmo.Network), "kernel-args="+vmo.KernelArgs,
+		"seed="+string(vmo.Seed))
+}
+
+// sharedBoot starts from a post-boot state of this image and VM shape,
+// or boots and saves one for the cells after it; either way the artifact
+// disk is hot-plugged after. With every slot in use it boots as usual.
+func (r *run) sharedBoot(ctx context.Context, spec vm.BootSpec) error {
+	key := r.bootKey()
+	why := strings.TrimPrefix(r.came, "cold: ")
+	for i := range warm.BootSlots {
+		name := warm.SlotDomain(key, i)
+		if !r.hold(name) {
+			continue
 		}
-		if ctx.Err() != nil {
+		if st, ok := r.opts.Boot.Find(key, name); ok {
+			ws := st.WarmState
+			s := spec
+			s.FromBoot = &ws
+			m, err := vm.Boot(ctx, r.opts.VM, s)
+			if err == nil {
+				r.machine, r.env, r.accel = m, m.Env.ID, string(m.Type)
+				r.came = fmt.Sprintf("post-boot: %s; restored the post-boot state of this image and VM shape saved %s (key %s, slot %d)", why, st.Created.Format(time.RFC3339), key[:12], i)
+				r.opts.step("shared boot: restored the post-boot state saved %s (slot %d)", st.Created.Format(time.RFC3339), i)
+				return r.attachArtifacts(ctx)
+			}
+			if ctx.Err() != nil {
+				return err
+			}
+			if strings.Contains(err.Error(), "already exists") {
+				r.unhold()
+				continue // a program that does not hold the name has it
+			}
+			_ = r.opts.Boot.RemoveDir(st.Dir)
+			r.notes = append(r.notes, "the post-boot state did not restore ("+report.FirstLine(err.Error())+"); it was removed")
+			r.opts.step("warning: the post-boot state did not restore (%s); it was removed", report.FirstLine(err.Error()))
+			r.log().Warn("post-boot restore failed", "dir", st.Dir, "err", err)
+		}
+		s := spec
+		s.Domain, s.LateArtifactDisk = name, true
+		if err := r.coldBoot(ctx, s); err != nil {
 			return err
 		}
-		// Never a wrong environment: a state that does not restore is
-		// dropped, and this run boots cold (and saves a fresh one).
-		if strings.Contains(err.Error(), "already exists") {
-			// Another run restored it and holds its domain name.
-			r.came = "cold: the saved state is in use by another run (" + report.FirstLine(err.Error()) + ")"
-		} else {
-			r.came = "cold: the saved state did not restore (" + report.FirstLine(err.Error()) + "); it was removed"
-			_ = r.opts.Warm.Remove(r.warmKey)
-		}
-		r.opts.step("warning: %s", r.came)
-		r.log().Warn("warm restore failed", "key", r.warmKey, "err", err)
-		spec.Warm = nil
+		r.came += "; saved a post-boot state for the cells after it (slot " + strconv.Itoa(i) + ")"
+		r.saveBoot(ctx, key)
+		return r.attachArtifacts(ctx)
 	}
+	r.came += "; every post-boot state of this image is in use"
+	return r.coldBoot(ctx, spec)
+}
+
+// saveBoot keeps the guest as a post-boot state; a failure only means
+// the next cell boots too.
+func (r *run) saveBoot(ctx context.Context, key string) {
+	err := func() error {
+		dir, commit, abort, err := r.opts.Boot.BeginIn(key)
+		if err != nil {
+			return err
+		}
+		ws, err := r.machine.SaveBoot(ctx, dir)
+		if err == nil {
+			err = commit(warm.State{WarmState: ws, Profile: r.cell.Profile, Cell: r.cell.Name})
+		}
+		if err != nil {
+			abort()
+			return err
+		}
+		if gone, err := r.opts.Boot.Prune(warm.MaxBootStates); err != nil || len(gone) > 0 {
+			r.log().Info("post-boot states pruned", "removed", gone, "err", err)
+		}
+		return nil
+	}()
+	if err != nil {
+		r.notes = append(r.notes, "no post-boot state saved: "+report.FirstLine(err.Error()))
+		r.log().Warn("post-boot state not saved", "err", err)
+		return
+	}
+	r.sub("boot.save", r.machine.Timings["save.boot"])
+}
+
+func (r *run) attachArtifacts(ctx context.Context) error {
+	if err := r.machine.AttachArtifactDisk(ctx); err != nil {
+		return err
+	}
+	if d, ok := r.machine.Timings["attach"]; ok {
+		r.sub("boot.attach", d)
+	}
+	return nil
+}
+
+// coldBoot boots the image.
+func (r *run) coldBoot(ctx context.Context, spec vm.BootSpec) error {
+	vmo := r.opts.VM
 	m, err := vm.Boot(ctx, vmo, spec)
 	// Software emulation now and then hangs a boot for good; a fresh VM
 	// almost always comes up, so a hung boot gets one more try.

@@ -47,6 +47,9 @@ const (
 	// VolumeDiskTop is the disk a run goes on writing to after a live
 	// snapshot froze its first disk for a warm state.
 	VolumeDiskTop VolumeKind = "disk-top"
+	// VolumeDiskBoot is the disk a run goes on writing to after a live
+	// snapshot froze its first disk for a post-boot state.
+	VolumeDiskBoot VolumeKind = "disk-boot"
 )
 
 // volumeSuffix is the one table of volume names: an environment's volume
@@ -57,6 +60,7 @@ var volumeSuffix = map[VolumeKind]string{
 	VolumeArtifacts: "-artifacts.iso",
 	VolumeConsole:   "-console.log",
 	VolumeDiskTop:   "-disk-top.qcow2",
+	VolumeDiskBoot:  "-disk-boot.qcow2",
 }
 
 // VolumeName names an environment's volume of a kind.

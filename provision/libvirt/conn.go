@@ -596,6 +596,25 @@ func (c *Conn) RestoreDomain(ctx context.Context, path string, spec vm.DomainSpe
 	return name, err
 }
 
+// AttachDisk hot-plugs a disk into a running domain as disk number i
+// (vda, vdb, …); the guest sees it at once (PCI hot-plug).
+func (c *Conn) AttachDisk(ctx context.Context, name string, disk vm.Disk, i int) error {
+	x, err := DiskXML(disk, i)
+	if err != nil {
+		return fault.AsInfra(err)
+	}
+	return c.call(ctx, "attach a disk to domain "+name, 0, func() error {
+		d, err := c.l.DomainLookupByName(name)
+		if err != nil {
+			return fault.Infraf("attach %s to domain %s: %w", disk.Path, name, err)
+		}
+		if err := c.l.DomainAttachDeviceFlags(d, x, uint32(golibvirt.DomainDeviceModifyLive)); err != nil {
+			return fault.Infraf("attach %s to domain %s: %w", disk.Path, name, err)
+		}
+		return nil
+	})
+}
+
 // Remove destroys (if running) and undefines a domain; a missing one is fine.
 func (c *Conn) Remove(ctx context.Context, name string) error {
 	return c.call(ctx, "remove domain "+name, 0, func() error {

@@ -77,19 +77,7 @@ func DomainXML(s vm.DomainSpec) (string, error) {
 		},
 	}
 	for i, disk := range s.Disks {
-		dd := libvirtxml.DomainDisk{
-			Device: "disk",
-			Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: disk.Format},
-			Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: disk.Path}},
-			Target: &libvirtxml.DomainDiskTarget{Dev: "vd" + string(rune('a'+i)), Bus: "virtio"},
-			Serial: disk.Serial,
-		}
-		if disk.ReadOnly {
-			dd.ReadOnly = &libvirtxml.DomainDiskReadOnly{}
-		} else {
-			dd.Driver.Cache, dd.Driver.Discard = "unsafe", "unmap"
-		}
-		d.Devices.Disks = append(d.Devices.Disks, dd)
+		d.Devices.Disks = append(d.Devices.Disks, diskXML(disk, i))
 	}
 	if s.Type == vm.DomainKVM {
 		d.CPU = &libvirtxml.DomainCPU{Mode: "host-passthrough"}
@@ -122,6 +110,29 @@ func DomainXML(s vm.DomainSpec) (string, error) {
 		return "", fmt.Errorf("domain %s: network %q: use user or nat", s.Name, s.Network)
 	}
 	return d.Marshal()
+}
+
+// diskXML is disk number i (vda, vdb, …) of a domain.
+func diskXML(disk vm.Disk, i int) libvirtxml.DomainDisk {
+	dd := libvirtxml.DomainDisk{
+		Device: "disk",
+		Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: disk.Format},
+		Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: disk.Path}},
+		Target: &libvirtxml.DomainDiskTarget{Dev: "vd" + string(rune('a'+i)), Bus: "virtio"},
+		Serial: disk.Serial,
+	}
+	if disk.ReadOnly {
+		dd.ReadOnly = &libvirtxml.DomainDiskReadOnly{}
+	} else {
+		dd.Driver.Cache, dd.Driver.Discard = "unsafe", "unmap"
+	}
+	return dd
+}
+
+// DiskXML renders disk number i of a domain, for a hot-plug.
+func DiskXML(disk vm.Disk, i int) (string, error) {
+	dd := diskXML(disk, i)
+	return dd.Marshal()
 }
 
 // RestoreXML edits a saved domain's XML for a restore: the disk sources in

@@ -312,6 +312,32 @@ func (f *fakeRPC) DomainSaveImageGetXMLDesc(file string, _ uint32) (string, erro
 	return x, nil
 }
 
+func (f *fakeRPC) DomainAttachDeviceFlags(dom golibvirt.Domain, x string, _ uint32) error {
+	defer f.mu.Unlock()
+	if err := f.enter("DomainAttachDeviceFlags"); err != nil {
+		return err
+	}
+	d, ok := f.domains[dom.Name]
+	if !ok || d.state != golibvirt.DomainRunning {
+		return lverr(golibvirt.ErrOperationInvalid, "domain is not running")
+	}
+	var disk libvirtxml.DomainDisk
+	if err := disk.Unmarshal(x); err != nil {
+		return lverr(golibvirt.ErrXMLError, err.Error())
+	}
+	var def libvirtxml.Domain
+	if err := def.Unmarshal(d.xml); err != nil {
+		return lverr(golibvirt.ErrXMLError, err.Error())
+	}
+	def.Devices.Disks = append(def.Devices.Disks, disk)
+	nx, err := def.Marshal()
+	if err != nil {
+		return err
+	}
+	d.xml = nx
+	return nil
+}
+
 func (f *fakeRPC) DomainRestoreFlags(from string, dxml golibvirt.OptString, _ uint32) error {
 	defer f.mu.Unlock()
 	if err := f.enter("DomainRestoreFlags"); err != nil {

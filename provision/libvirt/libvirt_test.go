@@ -262,6 +262,20 @@ func TestSaveAndRestore(t *testing.T) {
 	if strings.Contains(x, "40001") || strings.Contains(x, "a-disk") {
 		t.Errorf("the old run's port or disk survived:\n%s", x)
 	}
+	// A restored post-boot state gets the artifact disk hot-plugged.
+	art := vm.Disk{Path: "/c/blobs/sha256/ab", Format: "raw", ReadOnly: true, Serial: "envctl-artifacts"}
+	if err := c.AttachDisk(ctx, "envctl-a", art, 2); err != nil {
+		t.Fatal(err)
+	}
+	x = f.domains["envctl-a"].xml
+	for _, want := range []string{`<source file="/c/blobs/sha256/ab">`, `<target dev="vdc" bus="virtio">`, "<readonly></readonly>", "<serial>envctl-artifacts</serial>"} {
+		if !strings.Contains(x, want) {
+			t.Errorf("after the hot-plug the domain lacks %s:\n%s", want, x)
+		}
+	}
+	if err := c.AttachDisk(ctx, "envctl-gone", art, 2); !fault.Is(err, fault.Infra) {
+		t.Errorf("hot-plug into a missing domain: %v", err)
+	}
 	if _, err := c.RestoreDomain(ctx, "/w/missing.save", next); !fault.Is(err, fault.Infra) {
 		t.Errorf("missing save: %v", err)
 	}

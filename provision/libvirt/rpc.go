@@ -43,6 +43,7 @@ type rpc interface {
 	DomainGetXMLDesc(dom golibvirt.Domain, flags golibvirt.DomainXMLFlags) (string, error)
 	DomainSnapshotCreateXML(dom golibvirt.Domain, xml string, flags uint32) (golibvirt.DomainSnapshot, error)
 	DomainRestoreFlags(from string, dxml golibvirt.OptString, flags uint32) error
+	DomainAttachDeviceFlags(dom golibvirt.Domain, xml string, flags uint32) error
 	DomainSaveImageGetXMLDesc(file string, flags uint32) (string, error)
 	ConnectListAllDomains(needResults int32, flags golibvirt.ConnectListAllDomainsFlags) ([]golibvirt.Domain, uint32, error)
 

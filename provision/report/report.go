@@ -168,7 +168,9 @@ type Report struct {
 	Results      string           `json:"results_dir,omitempty"`
 	Notes        []string         `json:"notes,omitempty"`
 	// Start says how the guest came up: "warm: …" (a restored saved
-	// state) or "cold: …", with the reason.
+	// state), "post-boot: …" (restored from the state just after boot
+	// that the cells of one image and VM shape share, then installed) or
+	// "cold: …", with the reason.
 	Start   string    `json:"start,omitempty"`
 	Kept    bool      `json:"kept,omitempty"`
 	Started time.Time `json:"started"`

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -88,6 +89,17 @@ type BootSpec struct {
 	// Warm, when set, restores a saved running guest instead of booting:
 	// its disk, memory and keys (see SaveWarm).
 	Warm *WarmState
+	// FromBoot, when set, restores a post-boot state (see SaveBoot)
+	// instead of booting: the guest as it was when SSH first answered,
+	// before any artifact disk. AttachArtifactDisk then hot-plugs it.
+	FromBoot *WarmState
+	// LateArtifactDisk boots without the artifact disk, so that the
+	// guest can be saved as a post-boot state (SaveBoot) first; it is
+	// hot-plugged by AttachArtifactDisk.
+	LateArtifactDisk bool
+	// Domain names the domain of a boot ("" is envctl-ID): a post-boot
+	// state saved from it restores only under this name.
+	Domain string
 	// Keep makes a persistent domain that outlives this process; any other
 	// is destroyed by libvirt as soon as this process's connection ends,
 	// even when the process is killed.
@@ -119,6 +131,12 @@ type Machine struct {
 	diskSize   uint64
 	user, host cidata.KeyPair
 	warm       *WarmState
+	// fromBoot is the post-boot state the guest was restored from; late
+	// the artifact disk still to hot-plug; chain the saved disks the
+	// guest's disk is backed by (beyond the base image).
+	fromBoot *WarmState
+	late     *Disk
+	chain    []string
 }
 
 // BootError is a VM that did not come up; it carries the console's tail.
@@ -175,13 +193,17 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 	if warning != "" {
 		opts.step("warning: %s", warning)
 	}
-	user, host, err := keys(e.ID, spec.Warm)
+	saved := cmp.Or(spec.Warm, spec.FromBoot)
+	user, host, err := keys(e.ID, saved)
 	if err != nil {
 		return m, fault.AsInfra(err)
 	}
 	m.user, m.host = user, host
-	if spec.Warm != nil {
-		e.Domain = spec.Warm.Domain // a save restores only under its own name
+	switch {
+	case saved != nil:
+		e.Domain = saved.Domain // a save restores only under its own name
+	case spec.Domain != "":
+		e.Domain = spec.Domain
 	}
 	if err := os.WriteFile(e.KeyPath(), user.PrivatePEM, 0o600); err != nil {
 		return m, fault.Infraf("write %s: %w", e.KeyPath(), err)
@@ -209,16 +231,22 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 		if err != nil {
 			return m, err
 		}
-		disks = append(disks, Disk{Path: p, Format: "raw", ReadOnly: true, Serial: spec.ArtifactSerial})
+		d := Disk{Path: p, Format: "raw", ReadOnly: true, Serial: spec.ArtifactSerial}
+		if spec.FromBoot != nil || spec.LateArtifactDisk {
+			m.late = &d
+		} else {
+			disks = append(disks, d)
+		}
 	}
 	diskVol, err := e.AddVolume(env.VolumeDisk)
 	if err != nil {
 		return m, err
 	}
 	base, baseFormat := img.Disk, img.Format
-	if spec.Warm != nil {
+	if saved != nil {
 		// On top of the disk as it was when the guest was saved.
-		base, baseFormat = spec.Warm.Disk, "qcow2"
+		base, baseFormat = saved.Disk, "qcow2"
+		m.chain = append(slices.Clone(saved.Needs), saved.Disk)
 	}
 	diskPath, err := m.drv.CreateOverlay(ctx, e.Pool, diskVol, base, baseFormat, spec.Disk)
 	if err != nil {
@@ -268,7 +296,7 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 	if err := e.Save(); err != nil {
 		return m, err
 	}
-	m.ds, m.warm, m.diskSize = ds, spec.Warm, spec.Disk
+	m.ds, m.warm, m.fromBoot, m.diskSize = ds, spec.Warm, spec.FromBoot, spec.Disk
 	if err := m.start(ctx, &m.ds); err != nil {
 		return m, err
 	}
@@ -364,8 +392,8 @@ func (m *Machine) start(ctx context.Context, ds *DomainSpec) error {
 		if err := m.Env.Save(); err != nil {
 			return err
 		}
-		if m.warm != nil {
-			_, err = m.drv.RestoreDomain(ctx, m.warm.Save, *ds)
+		if saved := cmp.Or(m.warm, m.fromBoot); saved != nil {
+			_, err = m.drv.RestoreDomain(ctx, saved.Save, *ds)
 		} else {
 			err = m.drv.Start(ctx, *ds)
 		}

@@ -231,6 +231,8 @@ type Driver interface {
 	// UUID, with spec's disks, metadata, SSH port and console, and returns
 	// the name.
 	RestoreDomain(ctx context.Context, path string, spec DomainSpec) (string, error)
+	// AttachDisk hot-plugs a disk into a running domain as disk number i.
+	AttachDisk(ctx context.Context, name string, disk Disk, i int) error
 	// Remove destroys and undefines a domain; a missing one is fine.
 	Remove(ctx context.Context, name string) error
 	// Domains lists every domain that carries envctl metadata.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/envctl/envctl/images/cidata"
@@ -23,6 +24,9 @@ type WarmState struct {
 	Domain  string `json:"domain"`
 	UserKey string `json:"user_key"` // path of the user key (OpenSSH PEM)
 	HostKey string `json:"host_key"` // path of the guest's host key (OpenSSH PEM)
+	// Needs are saved disks (of post-boot states) that Disk is backed
+	// by: without them the state is incomplete.
+	Needs []string `json:"needs,omitempty"`
 }
 
 // The files of a warm state in its directory.
@@ -66,29 +70,80 @@ func keys(id string, w *WarmState) (user, host cidata.KeyPair, err error) {
 // AUTODESTROY included. Only a local hypervisor keeps warm states: the
 // files are this machine's.
 func (m *Machine) SaveWarm(ctx context.Context, dir string) (WarmState, error) {
+	w, err := m.save(ctx, dir, false)
+	m.Timings["save"] = w.took
+	return w.WarmState, err
+}
+
+// SaveBoot keeps the guest as a post-boot state in dir, as SaveWarm does,
+// before the artifact disk is attached (see BootSpec.LateArtifactDisk).
+// dir must stay where it is: the disk the guest goes on writing to (and
+// any warm state saved later) is backed by the disk kept there.
+func (m *Machine) SaveBoot(ctx context.Context, dir string) (WarmState, error) {
+	if m.late == nil && m.fromBoot == nil && len(m.ds.Disks) > 2 {
+		return WarmState{}, fault.Infraf("post-boot state: the artifact disk is already attached")
+	}
+	w, err := m.save(ctx, dir, true)
+	m.Timings["save.boot"] = w.took
+	if err == nil {
+		m.chain = append(m.chain, w.Disk)
+	}
+	return w.WarmState, err
+}
+
+type saved struct {
+	WarmState
+	took time.Duration
+}
+
+// save takes the live snapshot. stable makes the new top layer name the
+// kept disk (in dir) as its backing file, rather than the frozen volume
+// in the pool that goes with this run.
+func (m *Machine) save(ctx context.Context, dir string, stable bool) (saved, error) {
 	if !m.drv.Local() {
-		return WarmState{}, fault.Infraf("warm state: only a local hypervisor keeps them")
+		return saved{}, fault.Infraf("saved state: only a local hypervisor keeps them")
 	}
 	if m.ds.Network != NetworkUser {
-		return WarmState{}, fault.Infraf("warm state: only with user-mode networking")
+		return saved{}, fault.Infraf("saved state: only with user-mode networking")
 	}
-	w := WarmState{Save: filepath.Join(dir, warmSave), Disk: filepath.Join(dir, warmDisk), Domain: m.Env.Domain,
-		UserKey: filepath.Join(dir, warmUserKey), HostKey: filepath.Join(dir, warmHostKey)}
+	w := saved{WarmState: WarmState{Save: filepath.Join(dir, warmSave), Disk: filepath.Join(dir, warmDisk), Domain: m.Env.Domain,
+		UserKey: filepath.Join(dir, warmUserKey), HostKey: filepath.Join(dir, warmHostKey), Needs: slices.Clone(m.chain)}}
 	for _, k := range []struct {
 		path string
 		pem  []byte
 	}{{w.UserKey, m.user.PrivatePEM}, {w.HostKey, m.host.PrivatePEM}} {
 		if err := os.WriteFile(k.path, k.pem, 0o600); err != nil {
-			return w, fault.Infraf("warm state: %w", err)
+			return w, fault.Infraf("saved state: %w", err)
 		}
 	}
 	start := time.Now()
 	frozen := m.ds.Disks[0].Path
-	topVol, err := m.Env.AddVolume(env.VolumeDiskTop)
+	// Once the snapshot is taken nothing writes the frozen disk any more:
+	// a hard link is enough (the same file, so also before).
+	keep := func() error {
+		if err := os.Link(frozen, w.Disk); err != nil {
+			if err := copyFile(frozen, w.Disk); err != nil {
+				return fault.Infraf("saved state: keep the disk: %w", err)
+			}
+		}
+		return nil
+	}
+	backing := frozen
+	if stable {
+		if err := os.Link(frozen, w.Disk); err != nil {
+			return w, fault.Infraf("saved state: keep the disk: %w (it must be on the pool's file system)", err)
+		}
+		backing = w.Disk
+	}
+	kind := env.VolumeDiskTop
+	if stable {
+		kind = env.VolumeDiskBoot
+	}
+	topVol, err := m.Env.AddVolume(kind)
 	if err != nil {
 		return w, err
 	}
-	top, err := m.drv.CreateOverlay(ctx, m.Env.Pool, topVol, frozen, "qcow2", m.diskSize)
+	top, err := m.drv.CreateOverlay(ctx, m.Env.Pool, topVol, backing, "qcow2", m.diskSize)
 	if err != nil {
 		return w, err
 	}
@@ -96,14 +151,46 @@ func (m *Machine) SaveWarm(ctx context.Context, dir string) (WarmState, error) {
 		return w, err
 	}
 	m.ds.Disks[0].Path = top
-	// Nothing writes the frozen disk any more: a hard link is enough.
-	if err := os.Link(frozen, w.Disk); err != nil {
-		if err := copyFile(frozen, w.Disk); err != nil {
-			return w, fault.Infraf("warm state: keep the disk: %w", err)
+	if !stable {
+		if err := keep(); err != nil {
+			return w, err
 		}
 	}
-	m.Timings["save"] = time.Since(start)
+	w.took = time.Since(start)
 	return w, nil
+}
+
+// AttachArtifactDisk hot-plugs the artifact disk that a post-boot state
+// was saved without (see BootSpec.LateArtifactDisk and FromBoot) and
+// waits until the guest has its device. It does nothing when the disk
+// was attached at boot.
+func (m *Machine) AttachArtifactDisk(ctx context.Context) error {
+	if m.late == nil {
+		return nil
+	}
+	start := time.Now()
+	d := *m.late
+	if err := m.drv.AttachDisk(ctx, m.Env.Domain, d, len(m.ds.Disks)); err != nil {
+		return err
+	}
+	m.ds.Disks = append(m.ds.Disks, d)
+	m.late = nil
+	dev := "/dev/disk/by-id/virtio-" + d.Serial
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		_, err := m.SSH.Output(wctx, "test -b "+dev)
+		if err == nil {
+			break
+		}
+		select {
+		case <-wctx.Done():
+			return fault.Infraf("VM %s: the hot-plugged artifact disk did not appear as %s within 30s: %w", m.Env.ID, dev, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	m.Timings["attach"] = time.Since(start)
+	return nil
 }
 
 func copyFile(src, dst string) error {
@@ -129,3 +216,6 @@ func copyFile(src, dst string) error {
 
 // Warm reports whether the machine was restored from a saved state.
 func (m *Machine) Warm() bool { return m.warm != nil }
+
+// FromBoot reports whether the machine was restored from a post-boot state.
+func (m *Machine) FromBoot() bool { return m.fromBoot != nil }

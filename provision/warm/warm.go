@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gofrs/flock"
+
 	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/provision/vm"
 )
@@ -66,6 +68,12 @@ func (s Store) read(dir string) (State, error) {
 			return st, fmt.Errorf("%s: incomplete (%v)", dir, err)
 		}
 		st.Size += fi.Size()
+	}
+	// A state on a post-boot state that is gone is of no use.
+	for _, p := range st.Needs {
+		if _, err := os.Stat(p); err != nil {
+			return st, fmt.Errorf("%s: the post-boot state it is based on is gone (%v)", dir, err)
+		}
 	}
 	return st, nil
 }
@@ -131,6 +139,11 @@ func (s Store) Prune(max int) ([]string, error) {
 		if st.Key != "" && i < max {
 			continue
 		}
+		if _, err := os.Stat(filepath.Join(st.Dir, metaFile)); st.Key == "" && errors.Is(err, fs.ErrNotExist) {
+			if fi, err := os.Stat(st.Dir); err == nil && time.Since(fi.ModTime()) < time.Hour {
+				continue // perhaps being saved into right now (BeginIn)
+			}
+		}
 		if err := os.RemoveAll(st.Dir); err != nil {
 			errs = append(errs, err)
 			continue
@@ -174,4 +187,90 @@ func (s Store) List() ([]State, error) {
 	}
 	slices.SortFunc(out, func(a, b State) int { return strings.Compare(a.Dir, b.Dir) })
 	return out, nil
+}
+
+// Post-boot states. Matrix cells and bisect probes on one image and VM
+// shape differ only in what gets installed, so the guest as it was when
+// SSH first answered is saved once and each of them starts from it. A
+// save restores only under its own domain name and UUID, so a key has
+// BootSlots states, each under its own domain name, and a run holds the
+// name (a lock file) for as long as its domain lives.
+
+// BootSlots is how many post-boot states a key has: as many cells of one
+// image can start from one at the same time.
+const BootSlots = 2
+
+// MaxBootStates is how many post-boot states a store keeps.
+const MaxBootStates = 4
+
+// SlotDomain is the domain name of slot i of a post-boot key.
+func SlotDomain(key string, i int) string { return fmt.Sprintf("envctl-boot-%.8s-%d", key, i) }
+
+// BeginIn makes a directory for a state that is saved in place: the
+// running guest's disk is backed by the disk kept there, so it never
+// moves; commit records it (a directory without a record is incomplete).
+func (s Store) BeginIn(key string) (dir string, commit func(State) error, abort func(), err error) {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return "", nil, nil, fault.Infraf("saved states: %w", err)
+	}
+	dir, err = os.MkdirTemp(s.Dir, key+"-")
+	if err != nil {
+		return "", nil, nil, fault.Infraf("saved states: %w", err)
+	}
+	commit = func(st State) error {
+		st.Key, st.Created = key, time.Now().UTC().Truncate(time.Second)
+		b, err := json.MarshalIndent(st, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, metaFile), b, 0o600); err != nil {
+			return fault.Infraf("saved states: %w", err)
+		}
+		return nil
+	}
+	abort = func() { _ = os.RemoveAll(dir) }
+	return dir, commit, abort, nil
+}
+
+// Find returns the newest complete state of key saved under domain.
+func (s Store) Find(key, domain string) (State, bool) {
+	all, err := s.List()
+	if err != nil {
+		return State{}, false
+	}
+	var best State
+	for _, st := range all {
+		if st.Key == key && st.Domain == domain && st.Created.After(best.Created) {
+			best = st
+		}
+	}
+	return best, best.Key != ""
+}
+
+// RemoveDir drops one state by its directory.
+func (s Store) RemoveDir(dir string) error {
+	if filepath.Dir(dir) != filepath.Clean(s.Dir) {
+		return fault.Infraf("saved states: %s is not in %s", dir, s.Dir)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fault.Infraf("saved states: %w", err)
+	}
+	return nil
+}
+
+// Hold takes the domain name for this process (until release): ok is
+// false when another run holds it.
+func (s Store) Hold(domain string) (release func(), ok bool, err error) {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return nil, false, fault.Infraf("saved states: %w", err)
+	}
+	l := flock.New(filepath.Join(s.Dir, ".hold-"+domain))
+	ok, err = l.TryLock()
+	if err != nil {
+		return nil, false, fault.Infraf("saved states: hold %s: %w", domain, err)
+	}
+	if !ok {
+		return nil, false, nil
+	}
+	return func() { _ = l.Unlock() }, true, nil
 }

@@ -362,6 +362,26 @@ func (c *conn) RestoreDomain(ctx context.Context, path string, spec vm.DomainSpe
 	return spec.Name, c.Start(ctx, spec)
 }
 
+func (c *conn) AttachDisk(ctx context.Context, name string, disk vm.Disk, i int) error {
+	if err := c.call("AttachDisk", name); err != nil {
+		return err
+	}
+	c.d.mu.Lock()
+	defer c.d.mu.Unlock()
+	dom, ok := c.d.Domains[name]
+	if !ok || dom.State != vm.DomainRunning {
+		return fault.Infraf("attach a disk to domain %s: not running", name)
+	}
+	if i != len(dom.Spec.Disks) {
+		return fault.Infraf("attach a disk to domain %s: it has %d disks, not %d", name, len(dom.Spec.Disks), i)
+	}
+	dom.Spec.Disks = append(dom.Spec.Disks, disk)
+	if g := c.d.guests[name]; g != nil && disk.Serial != "" {
+		attachTarDisk(g, disk)
+	}
+	return nil
+}
+
 func (c *conn) Remove(ctx context.Context, name string) error {
 	if err := c.call("Remove", name); err != nil {
 		return err
@@ -520,6 +540,7 @@ var ErrInjected = errors.New("injected failure")
 // artifact disk) the way envctl does: `tar -x -f /dev/disk/by-id/…`.
 func attachTarDisk(srv *guesttest.Server, disk vm.Disk) {
 	dev := "/dev/disk/by-id/virtio-" + disk.Serial
+	srv.Handle(`^test -b `+regexp.QuoteMeta(dev)+`$`, func(string, []string) guesttest.Reply { return guesttest.Reply{} })
 	srv.Handle(`^test -b `+regexp.QuoteMeta(dev)+` && tar -x --no-same-owner -f `+regexp.QuoteMeta(dev)+` -C /$`, func(string, []string) guesttest.Reply {
 		if err := untar(disk.Path, srv); err != nil {
 			return guesttest.Reply{Stderr: "tar: " + err.Error() + "\n", Exit: 2}
