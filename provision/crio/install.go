@@ -35,7 +35,7 @@ const (
 // implements it over SSH.
 type Guest interface {
 	Output(ctx context.Context, cmd string) (string, error)
-	WriteFile(ctx context.Context, path string, data []byte, mode os.FileMode) error
+	WriteFiles(ctx context.Context, files []guest.File, mode os.FileMode) error
 	UploadVerified(ctx context.Context, files []guest.Upload, mode os.FileMode) error
 	SHA256(ctx context.Context, paths ...string) (map[string]string, error)
 }
@@ -354,19 +354,17 @@ func Install(ctx context.Context, g Guest, s Stack) (Timings, error) {
 	if err != nil {
 		return t, fault.Infraf("install: CRI-O config: %w", err)
 	}
-	files := []struct{ path, content string }{
-		{ConfigPath, conf},
-		{"/etc/containers/registries.conf", fmt.Sprintf(registriesConf, s.RegistryHost)},
-		{"/etc/containers/policy.json", policyJSON},
-		{"/etc/crictl.yaml", crictlYAML},
-		{"/etc/cni/net.d/10-envctl.conflist", cniConf},
-		{"/etc/systemd/network/05-cni-veth.link", vethLink},
-		{"/etc/systemd/system/crio.service", unit},
+	files := []guest.File{
+		{Path: ConfigPath, Data: []byte(conf)},
+		{Path: "/etc/containers/registries.conf", Data: fmt.Appendf(nil, registriesConf, s.RegistryHost)},
+		{Path: "/etc/containers/policy.json", Data: []byte(policyJSON)},
+		{Path: "/etc/crictl.yaml", Data: []byte(crictlYAML)},
+		{Path: "/etc/cni/net.d/10-envctl.conflist", Data: []byte(cniConf)},
+		{Path: "/etc/systemd/network/05-cni-veth.link", Data: []byte(vethLink)},
+		{Path: "/etc/systemd/system/crio.service", Data: []byte(unit)},
 	}
-	for _, f := range files {
-		if err := g.WriteFile(ctx, f.path, []byte(f.content), 0o644); err != nil {
-			return t, fault.Infraf("install: %w", err)
-		}
+	if err := g.WriteFiles(ctx, files, 0o644); err != nil {
+		return t, fault.Infraf("install: %w", err)
 	}
 	if out, err := g.Output(ctx, "udevadm control --reload; modprobe overlay; modprobe br_netfilter 2>/dev/null; systemctl daemon-reload"); err != nil {
 		return t, fault.Infraf("install: configure: %v: %s", err, out)

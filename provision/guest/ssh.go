@@ -488,29 +488,57 @@ func (c *Client) mismatched(ctx context.Context, files []Upload) ([]Upload, erro
 	return bad, nil
 }
 
+// File is a file to write into the guest.
+type File struct {
+	Path string
+	Data []byte
+}
+
 // WriteFile writes data to a path in the guest.
 func (c *Client) WriteFile(ctx context.Context, remote string, data []byte, mode os.FileMode) error {
+	return c.WriteFiles(ctx, []File{{Path: remote, Data: data}}, mode)
+}
+
+// WriteFiles writes files into the guest in one SFTP session (each new
+// session starts a process in the guest, which software emulation makes
+// slow), making their directories.
+func (c *Client) WriteFiles(ctx context.Context, files []File, mode os.FileMode) error {
 	sc, err := sftp.NewClient(c.ssh)
 	if err != nil {
 		return fmt.Errorf("sftp %s: %w", c.Addr, err)
 	}
 	defer sc.Close()
-	if err := sc.MkdirAll(path.Dir(remote)); err != nil {
-		return fmt.Errorf("write %s:%s: %w", c.Addr, remote, err)
+	// SFTP calls do not take a context: closing the client ends them.
+	stop := context.AfterFunc(ctx, func() { _ = sc.Close() })
+	defer stop()
+	made := map[string]bool{}
+	for _, f := range files {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if dir := path.Dir(f.Path); !made[dir] {
+			if err := sc.MkdirAll(dir); err != nil {
+				return fmt.Errorf("write %s:%s: %w", c.Addr, f.Path, err)
+			}
+			made[dir] = true
+		}
+		w, err := sc.Create(f.Path)
+		if err != nil {
+			return fmt.Errorf("write %s:%s: %w", c.Addr, f.Path, err)
+		}
+		if _, err := w.Write(f.Data); err != nil {
+			w.Close()
+			return fmt.Errorf("write %s:%s: %w", c.Addr, f.Path, err)
+		}
+		if err := w.Chmod(mode); err != nil {
+			w.Close()
+			return fmt.Errorf("write %s:%s: %w", c.Addr, f.Path, err)
+		}
+		if err := w.Close(); err != nil {
+			return fmt.Errorf("write %s:%s: %w", c.Addr, f.Path, err)
+		}
 	}
-	f, err := sc.Create(remote)
-	if err != nil {
-		return fmt.Errorf("write %s:%s: %w", c.Addr, remote, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s:%s: %w", c.Addr, remote, err)
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return nil
 }
 
 // ForwardRemote listens on remoteAddr inside the guest (e.g.

@@ -19,7 +19,7 @@ import (
 type Guest interface {
 	Output(ctx context.Context, cmd string) (string, error)
 	Split(ctx context.Context, cmd string) (stdout, combined string, err error)
-	WriteFile(ctx context.Context, path string, data []byte, mode os.FileMode) error
+	WriteFiles(ctx context.Context, files []guest.File, mode os.FileMode) error
 }
 
 // Config is what the test needs to know.
@@ -214,25 +214,23 @@ func lastLine(s string) string {
 	return l
 }
 
-func (r *runner) write(ctx context.Context, name, content string) error {
-	r.res.Artifacts[name] = content
-	return r.g.WriteFile(ctx, r.cfg.Dir+"/"+name, []byte(content), 0o644)
-}
-
 func (r *runner) run(ctx context.Context) error {
 	img, dir := r.cfg.VolumeImage, r.cfg.Dir
-	for name, content := range map[string]string{
-		"sandbox.json":           SandboxConfig("envctl-lifecycle"),
-		"sandbox-subpath.json":   SandboxConfig("envctl-subpath"),
-		"sandbox-invalid.json":   SandboxConfig("envctl-invalid"),
-		"sandbox-notpulled.json": SandboxConfig("envctl-notpulled"),
-		"container.json":         ContainerConfig(r.cfg.WorkloadImage, img, ""),
-		"container-subpath.json": ContainerConfig(r.cfg.WorkloadImage, img, "dir"),
-		"container-invalid.json": ContainerConfig(r.cfg.WorkloadImage, img, "foo-bar"),
+	var files []guest.File
+	for _, f := range []struct{ name, content string }{
+		{"sandbox.json", SandboxConfig("envctl-lifecycle")},
+		{"sandbox-subpath.json", SandboxConfig("envctl-subpath")},
+		{"sandbox-invalid.json", SandboxConfig("envctl-invalid")},
+		{"sandbox-notpulled.json", SandboxConfig("envctl-notpulled")},
+		{"container.json", ContainerConfig(r.cfg.WorkloadImage, img, "")},
+		{"container-subpath.json", ContainerConfig(r.cfg.WorkloadImage, img, "dir")},
+		{"container-invalid.json", ContainerConfig(r.cfg.WorkloadImage, img, "foo-bar")},
 	} {
-		if err := r.write(ctx, name, content); err != nil {
-			return fmt.Errorf("image-volume test: could not write its files into the guest (has it stopped answering?): %w", err)
-		}
+		r.res.Artifacts[f.name] = f.content
+		files = append(files, guest.File{Path: dir + "/" + f.name, Data: []byte(f.content)})
+	}
+	if err := r.g.WriteFiles(ctx, files, 0o644); err != nil {
+		return fmt.Errorf("image-volume test: could not write its files into the guest (has it stopped answering?): %w", err)
 	}
 	q := guest.Quote
 
@@ -257,7 +255,7 @@ func (r *runner) run(ctx context.Context) error {
 		r.step(ctx, lifecycle+"rm container", "crictl rm -f "+ctr, succeeds)
 		r.step(ctx, lifecycle+"rmi after removal", "crictl rmi "+q(img), succeeds)
 	}
-	r.cleanup(ctx)
+	r.release(ctx, "envctl-lifecycle")
 
 	// Sub path: only /dir is mounted, so /volume/file is dir/file.
 	const sub = "sub path: "
@@ -270,20 +268,22 @@ func (r *runner) run(ctx context.Context) error {
 			r.skip(sub+"/volume/file is 1", "the container did not start")
 		}
 	}
-	r.cleanup(ctx)
+	r.release(ctx, "envctl-subpath")
 
 	// Invalid sub path: CreateContainer must fail, and say why.
 	const inv = "invalid sub path: "
 	// As upstream, the reason must also be in crio's log.
 	r.step(ctx, inv+"run with image_sub_path=foo-bar fails", "crictl run "+dir+"/container-invalid.json "+dir+"/sandbox-invalid.json", failsWith("the sub path does not exist in the image", badSubPathRE))
 	r.step(ctx, inv+"crio's log says why", "journalctl -u crio --no-pager -o cat | grep -E "+q(badSubPathRE.String()), succeeds)
-	r.cleanup(ctx)
+	r.release(ctx, "envctl-invalid")
 
-	// Not pulled: without the image, the run must fail.
+	// Not pulled: without the image, the run must fail. The earlier
+	// cases' pods are gone first, whatever became of their containers.
 	const np = "not pulled: "
+	r.settle(ctx, "envctl-lifecycle", "envctl-subpath", "envctl-invalid")
 	r.step(ctx, np+"remove the volume image", "crictl rmi "+q(img)+" || ! crictl inspecti "+q(img)+" >/dev/null 2>&1", succeeds)
 	r.step(ctx, np+"run without the volume image fails", "crictl run --no-pull "+dir+"/container.json "+dir+"/sandbox-notpulled.json", failsWith("the image does not exist locally", notLocalRE))
-	r.cleanup(ctx)
+	r.release(ctx, "envctl-notpulled")
 	return nil
 }
 
@@ -341,11 +341,27 @@ func (r *runner) imageIDStep(ctx context.Context, name, img, ctr string) {
 	r.add(st)
 }
 
-// cleanup removes every pod (and its containers) between cases.
-func (r *runner) cleanup(ctx context.Context) {
+// release removes a case's pod (and its containers) in the background:
+// stopping a pod takes a second or more under software emulation, and the
+// next case need not wait for it, since every case's pod has a name of its
+// own (so nothing else is removed).
+func (r *runner) release(ctx context.Context, pod string) {
 	if r.lost != nil {
 		return
 	}
-	_, err := r.g.Output(ctx, "crictl rmp -fa >/dev/null 2>&1")
+	_, err := r.g.Output(ctx, "setsid -f sh -c "+guest.Quote(removePods(pod))+" >/dev/null 2>&1 </dev/null")
 	r.broken(ctx, "cleanup", err)
+}
+
+// settle removes pods and waits until they are gone.
+func (r *runner) settle(ctx context.Context, pods ...string) {
+	if r.lost != nil {
+		return
+	}
+	_, err := r.g.Output(ctx, removePods(pods...)+" >/dev/null 2>&1; true")
+	r.broken(ctx, "cleanup", err)
+}
+
+func removePods(pods ...string) string {
+	return "crictl pods -q --name '^(" + strings.Join(pods, "|") + ")$' | xargs -r crictl rmp -f"
 }

@@ -122,6 +122,8 @@ func Install(srv *guesttest.Server) *Stack {
 		}
 		return guesttest.Reply{Stdout: "Version:  0.1.0\nRuntimeName:  cri-o\nRuntimeVersion:  " + v + "\nRuntimeApiVersion:  v1\n"}
 	})
+	// The test removes each case's pods by name, in the background.
+	srv.Handle(`^(setsid -f sh -c ')?crictl pods -q --name '`, func(string, []string) guesttest.Reply { return guesttest.Reply{} })
 	srv.Handle(`^crictl (pull|run|exec|rmi|inspecti|inspect|rm|rmp) (.*)$`, func(cmd string, m []string) guesttest.Reply {
 		s.mu.Lock()
 		defer s.mu.Unlock()
