@@ -77,8 +77,9 @@ up: build host image
 	$(BIN) up $(PROFILE)
 
 bench: build host image
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends virtinst genisoimage bc openssh-client >/dev/null
-	ENVCTL_BIN=$(abspath $(BIN)) $(GO) test -tags e2e -run '^$$' -bench . -benchtime 1x -timeout 80m ./cmd/envctl | tee /tmp/envctl-bench.log
+	command -v virt-install >/dev/null && command -v genisoimage >/dev/null && command -v bc >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends virtinst genisoimage bc openssh-client >/dev/null; }
+	ENVCTL_BIN=$(abspath $(BIN)) $(GO) test -tags e2e -run '^$$' -bench . -benchtime 1x -timeout 120m ./cmd/envctl | tee /tmp/envctl-bench.log
 
 clean:
 	rm -rf bin
