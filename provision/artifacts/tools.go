@@ -67,3 +67,26 @@ func ReadTarFile(tarPath, name string) ([]byte, error) {
 		}
 	}
 }
+
+// TarNames lists the names in a tar that end in ext, in the tar's order.
+func TarNames(tarPath, ext string) ([]string, error) {
+	f, err := os.Open(tarPath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var names []string
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return names, nil
+		}
+		if err != nil {
+			return names, fmt.Errorf("%s: %w", tarPath, err)
+		}
+		if n := strings.TrimPrefix(h.Name, "./"); strings.HasSuffix(n, ext) {
+			names = append(names, n)
+		}
+	}
+}

@@ -550,6 +550,22 @@ func TestUpstreamSuiteNeedsItsTools(t *testing.T) {
 	}
 }
 
+// A bats file the locked CRI-O tree does not have is an input error
+// before any VM, naming the files it has.
+func TestUnknownBatsFileIsAnInputError(t *testing.T) {
+	h := newHarness(t)
+	c := cell("1.34.0")
+	c.Test = profiles.TestName("upstream:no_such.bats")
+	rep, err := cellrun.Run(context.Background(), c, h.opts)
+	if err == nil || fault.ClassOf(err) != fault.Input || !strings.Contains(err.Error(), "has no no_such.bats") ||
+		!strings.Contains(err.Error(), "oci_volumes.bats") || rep.Verdict != report.VerdictError {
+		t.Fatalf("err %v verdict %s", err, rep.Verdict)
+	}
+	if len(h.drv.DomainNames()) != 0 || rep.Phase(cellrun.PhaseBoot) != 0 {
+		t.Error("booted for a bats file that is not there")
+	}
+}
+
 // The cell's files reach the guest on one artifact disk, unpacked with one
 // tar command; a guest that cannot read it gets them over SFTP, and the
 // report says so; --upload sftp never builds a disk.
@@ -590,13 +606,9 @@ func TestArtifactDisk(t *testing.T) {
 	}
 }
 
-// A cold run saves its verified guest; the next run with the same lock
-// entry restores it (no install), a changed version boots cold, and a
-// damaged save is dropped for a cold boot that still passes.
-func TestWarmStarts(t *testing.T) {
-	h := newHarness(t)
-	h.opts.Warm = &warm.Store{Dir: t.TempDir()}
-	run := func(c lock.LockedCell) *report.Report {
+// passes runs a cell with the harness's options and requires a pass.
+func passes(t *testing.T, h *harness) func(lock.LockedCell) *report.Report {
+	return func(c lock.LockedCell) *report.Report {
 		t.Helper()
 		rep, err := cellrun.Run(context.Background(), c, h.opts)
 		if err != nil || rep.Verdict != report.VerdictPass {
@@ -604,9 +616,19 @@ func TestWarmStarts(t *testing.T) {
 		}
 		return rep
 	}
-	has := func(r *report.Report, phase string) bool {
-		return slices.ContainsFunc(r.Phases, func(p report.Phase) bool { return p.Name == phase })
-	}
+}
+
+func has(r *report.Report, phase string) bool {
+	return slices.ContainsFunc(r.Phases, func(p report.Phase) bool { return p.Name == phase })
+}
+
+// A cold run saves its verified guest; the next run with the same lock
+// entry restores it (no install), a changed version boots cold, and a
+// damaged save is dropped for a cold boot that still passes.
+func TestWarmStarts(t *testing.T) {
+	h := newHarness(t)
+	h.opts.Warm = &warm.Store{Dir: t.TempDir()}
+	run := passes(t, h)
 	first := run(cell("1.34.0"))
 	if !strings.HasPrefix(first.Start, "cold: no saved state") || !has(first, cellrun.PhaseSave) {
 		t.Fatalf("first run: start %q phases %v notes %v", first.Start, phases(first), first.Notes)
@@ -647,17 +669,7 @@ func TestSharedBoot(t *testing.T) {
 	h := newHarness(t)
 	h.opts.Warm = &warm.Store{Dir: t.TempDir()}
 	h.opts.Boot = &warm.Store{Dir: t.TempDir()}
-	run := func(c lock.LockedCell) *report.Report {
-		t.Helper()
-		rep, err := cellrun.Run(context.Background(), c, h.opts)
-		if err != nil || rep.Verdict != report.VerdictPass {
-			t.Fatalf("verdict %s err %v start %q notes %v", rep.Verdict, err, rep.Start, rep.Notes)
-		}
-		return rep
-	}
-	has := func(r *report.Report, phase string) bool {
-		return slices.ContainsFunc(r.Phases, func(p report.Phase) bool { return p.Name == phase })
-	}
+	run := passes(t, h)
 	first := run(cell("1.34.0"))
 	if !strings.Contains(first.Start, "saved a post-boot state") || !has(first, "boot.save") || !has(first, "boot.attach") {
 		t.Fatalf("first run: start %q phases %v notes %v", first.Start, phases(first), first.Notes)

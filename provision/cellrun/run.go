@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -410,6 +411,9 @@ func (r *run) fetch(ctx context.Context, img *images.Files) error {
 		}
 		r.parts, r.builds, r.tools = got.Parts, got.Builds, got.Tools
 		r.notes = append(r.notes, got.Notes...)
+		if err := r.checkUpstreamFile(); err != nil {
+			return err
+		}
 		r.warnings = compat.Predict(r.cell.Test, r.cell.Versions(), r.builds)
 		for _, w := range r.warnings {
 			r.opts.step("warning: predicted failure: %s", w)
@@ -822,6 +826,25 @@ func (r *run) runTest(ctx context.Context) error {
 		r.tested = true
 	}
 	return nil
+}
+
+// checkUpstreamFile refuses, before any VM, a bats file that the locked
+// CRI-O test tree does not have.
+func (r *run) checkUpstreamFile() error {
+	file, ok := r.cell.Test.UpstreamFile()
+	if !ok {
+		return nil
+	}
+	tree, ok := r.tools[lock.ToolCRIOTests].Binaries[artifacts.CRIOTestTar]
+	if !ok {
+		return nil
+	}
+	names, err := artifacts.TarNames(tree, ".bats")
+	if err != nil || slices.Contains(names, file) {
+		return nil // a tree that cannot be read fails in the guest, with bats' own words
+	}
+	slices.Sort(names)
+	return fault.Inputf("--test upstream:%s: CRI-O %s's test tree has no %s; its bats files are %s", file, r.cell.Versions()["cri-o"], file, strings.Join(names, ", "))
 }
 
 // upstreamNames are the image names the locked CRI-O tree's helpers

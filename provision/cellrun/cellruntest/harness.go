@@ -74,7 +74,7 @@ func (f *Fetcher) Fetch(ctx context.Context, cell lock.LockedCell, c lock.Part) 
 }
 
 // FetchTool implements cellrun.Fetcher: a fake bats package, and a CRI-O
-// test tree whose common.sh names upstream's images.
+// test tree whose common.sh names upstream's images, with two bats files.
 func (f *Fetcher) FetchTool(ctx context.Context, t lock.Artifact) (artifacts.Files, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -105,8 +105,14 @@ func (f *Fetcher) FetchTool(ctx context.Context, t lock.Artifact) (artifacts.Fil
 		var buf bytes.Buffer
 		tw := tar.NewWriter(&buf)
 		common := []byte("IMAGES=(\n    registry.k8s.io/pause:3.10\n    quay.io/crio/fedora-crio-ci:latest\n    quay.io/crio/hello-wasm:latest\n)\n")
-		_ = tw.WriteHeader(&tar.Header{Name: "common.sh", Mode: 0o644, Size: int64(len(common))})
-		_, _ = tw.Write(common)
+		bats := []byte("#!/usr/bin/env bats\n")
+		for _, f := range []struct {
+			name string
+			data []byte
+		}{{"common.sh", common}, {"oci_volumes.bats", bats}, {"image.bats", bats}} {
+			_ = tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.data))})
+			_, _ = tw.Write(f.data)
+		}
 		_ = tw.Close()
 		for name, data := range map[string][]byte{artifacts.CRIOTestTar: buf.Bytes(), artifacts.Copyimg: []byte("#!copyimg")} {
 			p, err := write(name, data)
