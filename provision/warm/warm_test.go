@@ -71,3 +71,83 @@ func TestStore(t *testing.T) {
 		t.Error("keys")
 	}
 }
+
+// Post-boot states are saved in place, found by key and domain name, held
+// by one run at a time, kept from pruning while being written, and a warm
+// state on one that is gone is incomplete.
+func TestPostBootStates(t *testing.T) {
+	boot := Store{Dir: t.TempDir()}
+	key := Key("post-boot", "image=a")
+	slot0, slot1 := SlotDomain(key, 0), SlotDomain(key, 1)
+	if slot0 == slot1 || len(slot0) > 40 {
+		t.Fatalf("slot names %q %q", slot0, slot1)
+	}
+	release, ok, err := boot.Hold(slot0)
+	if err != nil || !ok {
+		t.Fatalf("hold: %v %v", ok, err)
+	}
+	if _, again, _ := boot.Hold(slot0); again {
+		t.Error("a held name was held twice")
+	}
+	dir, commit, _, err := boot.BeginIn(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Being written: not found, and not pruned.
+	if _, found := boot.Find(key, slot0); found {
+		t.Error("an uncommitted post-boot state was found")
+	}
+	if gone, _ := boot.Prune(0); len(gone) != 0 {
+		t.Errorf("pruned a state being written: %v", gone)
+	}
+	w := vm.WarmState{Save: filepath.Join(dir, "mem.save"), Disk: filepath.Join(dir, "disk.qcow2"), Domain: slot0,
+		UserKey: filepath.Join(dir, "user_key"), HostKey: filepath.Join(dir, "host_key")}
+	for _, p := range []string{w.Save, w.Disk, w.UserKey, w.HostKey} {
+		if err := os.WriteFile(p, []byte(p), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := commit(State{WarmState: w}); err != nil {
+		t.Fatal(err)
+	}
+	st, found := boot.Find(key, slot0)
+	if !found || st.Dir != dir {
+		t.Fatalf("find: %+v %v", st, found)
+	}
+	if _, found := boot.Find(key, slot1); found {
+		t.Error("found under another slot's name")
+	}
+	release()
+	if r, ok, _ := boot.Hold(slot0); !ok {
+		t.Error("a released name could not be held")
+	} else {
+		r()
+	}
+
+	warmStore := Store{Dir: t.TempDir()}
+	ws := save(t, warmStore, "w")
+	dir2, commit2, _, _ := warmStore.Begin("w2")
+	w2 := ws.WarmState
+	w2.Needs = []string{st.Disk}
+	for _, p := range []*string{&w2.Save, &w2.Disk, &w2.UserKey, &w2.HostKey} {
+		*p = filepath.Join(dir2, filepath.Base(*p))
+		if err := os.WriteFile(*p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := commit2(State{WarmState: w2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := warmStore.Lookup("w2"); !ok {
+		t.Fatal("a warm state on an existing post-boot state was not found")
+	}
+	if err := boot.RemoveDir(st.Dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := warmStore.Lookup("w2"); ok {
+		t.Error("a warm state on a removed post-boot state was found")
+	}
+	if err := boot.RemoveDir(warmStore.Dir); err == nil {
+		t.Error("RemoveDir removed a directory outside its store")
+	}
+}
