@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestE2EWarmStart: the first run of a lock boots, saves the post-boot
@@ -118,4 +120,44 @@ func dropWarmStates(t testing.TB, profile string) {
 	for _, dir := range append(savedStates(t, "warm", profile), savedStates(t, "boot", profile)...) {
 		_ = os.RemoveAll(dir)
 	}
+}
+
+// TestE2EKilledRestoredRunIsReaped: a run restored from a warm state is not
+// AUTODESTROY (libvirt has no such restore flag), so envctl killed
+// outright leaves its VM running under the saved name. The next run with
+// that lock finds the name taken by a dead run of this state directory,
+// removes what that run left (as `envctl gc` does), restores and passes,
+// and nothing is left.
+func TestE2EKilledRestoredRunIsReaped(t *testing.T) {
+	body := strings.Replace(matrixBase, "disk: 10GiB", "disk: 15GiB", 1)
+	profile := writeProfile(t, "e2e-reap", body)
+	mustLock(t, profile)
+	dropWarmStates(t, "e2e-reap")
+	t.Cleanup(func() { dropWarmStates(t, "e2e-reap") })
+	r := newRunner(t)
+	if _, errOut, code := r.run("up", profile); code != 0 {
+		t.Fatalf("first up: exit %d\n%s", code, errOut)
+	}
+	s := r.start("running image-volume-lifecycle", "up", profile)
+	if s.domain == "" || !strings.Contains(s.stderr.String(), "warm start") {
+		t.Fatalf("the second run was not a warm start:\n%s", s.stderr)
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGKILL)
+	s.wait(t, time.Minute)
+	time.Sleep(2 * time.Second)
+	if !strings.Contains(virsh("list", "--name"), s.domain) {
+		t.Logf("note: %s did not outlive its killed envctl (libvirt may have gained an autodestroy restore)", s.domain)
+	}
+	out, errOut, code := r.run("up", profile, "-o", "json")
+	rep := parseReport(t, out)
+	if code != 0 || rep.Verdict != "pass" || !strings.HasPrefix(rep.Start, "warm: ") {
+		t.Fatalf("up after the kill: exit %d verdict %q start %q notes %v\n%s", code, rep.Verdict, rep.Start, rep.Notes, errOut)
+	}
+	if !hasNote(rep, "taken by a run that died") {
+		t.Errorf("no note of the reaped run: %v", rep.Notes)
+	}
+	if strings.Contains(virsh("list", "--all", "--name"), s.domain) {
+		t.Errorf("%s is still there: %s", s.domain, virsh("list", "--all"))
+	}
+	r.noEnvsLeft(t)
 }

@@ -681,6 +681,14 @@ func TestSharedBoot(t *testing.T) {
 	if slices.ContainsFunc(second.Notes, func(n string) bool { return strings.Contains(n, "files went in") }) {
 		t.Errorf("the hot-plugged artifact disk was not used: %v", second.Notes)
 	}
+	// A domain left running under the slot's name by a run that was
+	// killed outright (restored domains are not AUTODESTROY) is removed
+	// as gc would, and the restore goes ahead.
+	boots0, _ := h.opts.Boot.List()
+	h.drv.AddDomain(vm.DomainSpec{Name: boots0[0].Domain, Metadata: vm.OwnerOf(h.opts.VM.Store).Stamp(vm.Metadata{ID: "dead-run"}, h.opts.VM.URI)}, vm.DomainRunning)
+	if r := run(cell("1.37.0")); !strings.HasPrefix(r.Start, "post-boot: ") || !slices.ContainsFunc(r.Notes, func(n string) bool { return strings.Contains(n, "taken by a run that died") }) {
+		t.Errorf("orphan under the slot's name: start %q notes %v", r.Start, r.Notes)
+	}
 	// The warm state of a cell that started from a post-boot state
 	// restores too (its disk is backed by the post-boot state's).
 	if again := run(cell("1.36.0")); !strings.HasPrefix(again.Start, "warm: restored") {
@@ -711,6 +719,22 @@ func TestSharedBoot(t *testing.T) {
 	// A warm state whose post-boot state is gone is never used.
 	if again := run(cell("1.36.0")); strings.HasPrefix(again.Start, "warm: ") {
 		t.Errorf("a warm state on a removed post-boot state restored: %q", again.Start)
+	}
+	// A live domain of another state directory under the warm state's
+	// name makes the restore fail; the run goes on without it and leaves
+	// that domain alone.
+	held, _ := h.opts.Warm.List()
+	foreign := held[0].Domain
+	other := vm.Owner{Host: vm.HostID(), StateDir: "/elsewhere"}
+	h.drv.AddDomain(vm.DomainSpec{Name: foreign, Metadata: other.Stamp(vm.Metadata{ID: "someone-else"}, h.opts.VM.URI)}, vm.DomainRunning)
+	if r := run(cell("1.37.0")); strings.HasPrefix(r.Start, "warm: ") {
+		t.Errorf("restored under a name another run holds: %q", r.Start)
+	}
+	if !slices.Contains(h.drv.DomainNames(), foreign) {
+		t.Fatal("a failed restore removed the domain that held the name")
+	}
+	if c, err := h.drv.Connect(context.Background(), h.opts.VM.URI); err == nil {
+		_ = c.Remove(context.Background(), foreign)
 	}
 	h.opts.Cold = true
 	if cold := run(cell("1.34.0")); cold.Start != "cold: --cold" || has(cold, "boot.attach") {

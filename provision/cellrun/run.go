@@ -575,7 +575,7 @@ func (r *run) warmStart(ctx context.Context, spec vm.BootSpec) (done bool, err e
 	}
 	ws := st.WarmState
 	spec.Warm = &ws
-	m, err := vm.Boot(ctx, r.opts.VM, spec)
+	m, err := r.restore(ctx, spec)
 	if err == nil {
 		r.machine, r.env, r.accel = m, m.Env.ID, string(m.Type)
 		r.came = fmt.Sprintf("warm: restored the state saved %s (key %s)", st.Created.Format(time.RFC3339), r.warmKey[:12])
@@ -590,7 +590,7 @@ func (r *run) warmStart(ctx context.Context, spec vm.BootSpec) (done bool, err e
 	}
 	// Never a wrong environment: a state that does not restore is
 	// dropped, and this run boots cold (and saves a fresh one).
-	if strings.Contains(err.Error(), "already exists") {
+	if nameTaken(err) {
 		// Another program holds its domain name.
 		r.came = "cold: the saved state is in use by another run (" + report.FirstLine(err.Error()) + ")"
 	} else {
@@ -600,6 +600,37 @@ func (r *run) warmStart(ctx context.Context, spec vm.BootSpec) (done bool, err e
 	r.opts.step("warning: %s", r.came)
 	r.log().Warn("warm restore failed", "key", r.warmKey, "err", err)
 	return false, nil
+}
+
+// restore boots from a saved guest; see reap for a name that is taken.
+func (r *run) restore(ctx context.Context, spec vm.BootSpec) (*vm.Machine, error) {
+	m, err := vm.Boot(ctx, r.opts.VM, spec)
+	if err != nil && ctx.Err() == nil && nameTaken(err) && r.reap(ctx) {
+		return vm.Boot(ctx, r.opts.VM, spec)
+	}
+	return m, err
+}
+
+// reap removes what dead runs of this state directory left behind, as
+// `envctl gc` does (it never touches a live run's domain), and reports
+// whether a domain went. A restored domain is not AUTODESTROY, so one whose
+// envctl was killed outright keeps running under the saved name.
+func (r *run) reap(ctx context.Context) bool {
+	done, _, err := vm.GC(ctx, r.opts.VM)
+	if !slices.ContainsFunc(done, func(a vm.Action) bool { return a.Kind == vm.KindDomain }) {
+		if err != nil {
+			r.log().Warn("gc for a taken domain name", "err", err)
+		}
+		return false
+	}
+	r.notes = append(r.notes, fmt.Sprintf("the saved guest's domain name was taken by a run that died; removed what dead runs left behind first (%d domains, volumes and directories, as `envctl gc` does)", len(done)))
+	r.opts.step("removed what dead runs of this state directory left behind (%d things)", len(done))
+	return true
+}
+
+func nameTaken(err error) bool {
+	var nt *vm.NameTakenError
+	return errors.As(err, &nt)
 }
 
 // bootKey is the key of the post-boot states this run can share: what
@@ -628,7 +659,7 @@ func (r *run) sharedBoot(ctx context.Context, spec vm.BootSpec) error {
 			ws := st.WarmState
 			s := spec
 			s.FromBoot = &ws
-			m, err := vm.Boot(ctx, r.opts.VM, s)
+			m, err := r.restore(ctx, s)
 			if err == nil {
 				r.machine, r.env, r.accel = m, m.Env.ID, string(m.Type)
 				r.came = fmt.Sprintf("post-boot: %s; restored the post-boot state of this image and VM shape saved %s (key %s, slot %d)", why, st.Created.Format(time.RFC3339), key[:12], i)
@@ -638,7 +669,7 @@ func (r *run) sharedBoot(ctx context.Context, spec vm.BootSpec) error {
 			if ctx.Err() != nil {
 				return err
 			}
-			if strings.Contains(err.Error(), "already exists") {
+			if nameTaken(err) {
 				r.unhold()
 				continue // a program that does not hold the name has it
 			}
@@ -649,7 +680,15 @@ func (r *run) sharedBoot(ctx context.Context, spec vm.BootSpec) error {
 		}
 		s := spec
 		s.Domain, s.LateArtifactDisk = name, true
-		if err := r.coldBoot(ctx, s); err != nil {
+		err := r.coldBoot(ctx, s)
+		if err != nil && ctx.Err() == nil && nameTaken(err) && r.reap(ctx) {
+			err = r.coldBoot(ctx, s)
+		}
+		if err != nil {
+			if nameTaken(err) && ctx.Err() == nil {
+				r.unhold()
+				continue
+			}
 			return err
 		}
 		r.came += "; saved a post-boot state for the cells after it (slot " + strconv.Itoa(i) + ")"

@@ -139,6 +139,23 @@ type Machine struct {
 	chain    []string
 }
 
+// NameTakenError is a domain that could not start because another
+// environment's domain has its name: a saved guest restores only under its
+// own name, so a save is not damaged when this happens.
+type NameTakenError struct {
+	Domain string
+	Err    error
+}
+
+func (e *NameTakenError) Error() string {
+	return fmt.Sprintf("domain name %s is taken by another environment's domain: %v", e.Domain, e.Err)
+}
+
+func (e *NameTakenError) Unwrap() error { return e.Err }
+
+// FaultClass implements fault.Classed.
+func (e *NameTakenError) FaultClass() fault.Class { return fault.Infra }
+
 // BootError is a VM that did not come up; it carries the console's tail.
 type BootError struct {
 	Env     string
@@ -397,6 +414,9 @@ func (m *Machine) start(ctx context.Context, ds *DomainSpec) error {
 		} else {
 			err = m.drv.Start(ctx, *ds)
 		}
+		if err != nil && domainOfAnother(ctx, m.drv, m.Env) {
+			return &NameTakenError{Domain: ds.Name, Err: err}
+		}
 		if err == nil || !portTaken(err) {
 			return err
 		}
@@ -590,10 +610,15 @@ func (m *Machine) Teardown(ctx context.Context) error {
 }
 
 // removeEnv deletes an environment's domain, recorded volumes and directory.
+// A domain of that name that is another environment's is left alone: a
+// restore that failed because its saved name was taken must not remove the
+// domain that holds it.
 func removeEnv(ctx context.Context, d Driver, e *env.Env) error {
 	var errs []error
-	if err := d.Remove(ctx, e.Domain); err != nil {
-		errs = append(errs, err)
+	if !domainOfAnother(ctx, d, e) {
+		if err := d.Remove(ctx, e.Domain); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	for _, v := range e.Volumes {
 		if err := d.DeleteVolume(ctx, e.Pool, v); err != nil {
@@ -606,6 +631,22 @@ func removeEnv(ctx context.Context, d Driver, e *env.Env) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// domainOfAnother reports whether the domain named as e's carries another
+// environment's metadata. When the domains cannot be listed it says no, so
+// a teardown still removes its own domain.
+func domainOfAnother(ctx context.Context, d Driver, e *env.Env) bool {
+	doms, err := d.Domains(ctx)
+	if err != nil {
+		return false
+	}
+	for _, dom := range doms {
+		if dom.Name == e.Domain {
+			return dom.Meta.ID != e.ID
+		}
+	}
+	return false
 }
 
 // SaveConsole copies the serial console log to dst (before teardown removes it).
