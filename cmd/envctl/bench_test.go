@@ -460,16 +460,8 @@ func BenchmarkBaselineUp(b *testing.B) {
 		}
 	}
 	vol, wl := testimages.GuestRef(testimages.ArtifactRepo), testimages.GuestRef(testimages.WorkloadRepo)
-	for name, content := range map[string]string{
-		"sandbox.json":           imagevolume.SandboxConfig("baseline-lifecycle"),
-		"sandbox-subpath.json":   imagevolume.SandboxConfig("baseline-subpath"),
-		"sandbox-invalid.json":   imagevolume.SandboxConfig("baseline-invalid"),
-		"sandbox-notpulled.json": imagevolume.SandboxConfig("baseline-notpulled"),
-		"container.json":         imagevolume.ContainerConfig(wl, vol, ""),
-		"container-subpath.json": imagevolume.ContainerConfig(wl, vol, "dir"),
-		"container-invalid.json": imagevolume.ContainerConfig(wl, vol, "foo-bar"),
-	} {
-		_ = os.WriteFile(filepath.Join(filesdir, name), []byte(content), 0o644)
+	for _, f := range imagevolume.ConfigFiles(wl, vol) {
+		_ = os.WriteFile(filepath.Join(filesdir, f.Name), []byte(f.Content), 0o644)
 	}
 	ctx := b.Context()
 	workload, err := testimages.WorkloadBinary(ctx, cacheDir(), bin(b))

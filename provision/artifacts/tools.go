@@ -48,45 +48,54 @@ func (f *Fetcher) FetchTool(ctx context.Context, t lock.Artifact) (Files, error)
 // ReadTarFile returns one file of an uncompressed tar (name as in the tar,
 // without a leading "./").
 func ReadTarFile(tarPath, name string) ([]byte, error) {
-	f, err := os.Open(tarPath)
-	if err != nil {
-		return nil, err
+	var data []byte
+	found := false
+	err := walkTar(tarPath, func(n string, r io.Reader) (bool, error) {
+		if n != name {
+			return false, nil
+		}
+		found = true
+		var err error
+		data, err = io.ReadAll(io.LimitReader(r, 16<<20))
+		return true, err
+	})
+	if err == nil && !found {
+		err = fmt.Errorf("%s has no %s", tarPath, name)
 	}
-	defer f.Close()
-	tr := tar.NewReader(f)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return nil, fmt.Errorf("%s has no %s", tarPath, name)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", tarPath, err)
-		}
-		if strings.TrimPrefix(h.Name, "./") == name {
-			return io.ReadAll(io.LimitReader(tr, 16<<20))
-		}
-	}
+	return data, err
 }
 
 // TarNames lists the names in a tar that end in ext, in the tar's order.
 func TarNames(tarPath, ext string) ([]string, error) {
+	var names []string
+	err := walkTar(tarPath, func(n string, _ io.Reader) (bool, error) {
+		if strings.HasSuffix(n, ext) {
+			names = append(names, n)
+		}
+		return false, nil
+	})
+	return names, err
+}
+
+// walkTar calls fn with each entry's name (without "./") and contents
+// until fn says stop.
+func walkTar(tarPath string, fn func(name string, r io.Reader) (stop bool, err error)) error {
 	f, err := os.Open(tarPath)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer f.Close()
-	var names []string
 	tr := tar.NewReader(f)
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			return names, nil
+			return nil
 		}
 		if err != nil {
-			return names, fmt.Errorf("%s: %w", tarPath, err)
+			return fmt.Errorf("%s: %w", tarPath, err)
 		}
-		if n := strings.TrimPrefix(h.Name, "./"); strings.HasSuffix(n, ext) {
-			names = append(names, n)
+		if stop, err := fn(strings.TrimPrefix(h.Name, "./"), tr); stop || err != nil {
+			return err
 		}
 	}
 }

@@ -537,14 +537,15 @@ func (r *run) boot(ctx context.Context, img images.Files) error {
 	return r.coldBoot(ctx, spec)
 }
 
-// hold takes a domain name for as long as this run's domain lives.
+// hold takes a domain name for as long as this run's domain lives (every
+// name is free when no store keeps the names).
 func (r *run) hold(domain string) bool {
-	if r.opts.Boot == nil {
-		return true
-	}
-	release, ok, err := r.opts.Boot.Hold(domain)
-	if err != nil {
-		r.log().Warn("hold domain name", "domain", domain, "err", err)
+	release, ok := func() {}, true
+	if r.opts.Boot != nil {
+		var err error
+		if release, ok, err = r.opts.Boot.Hold(domain); err != nil {
+			r.log().Warn("hold domain name", "domain", domain, "err", err)
+		}
 	}
 	if ok {
 		r.holds = append(r.holds, release)
@@ -585,9 +586,7 @@ func (r *run) warmStart(ctx context.Context, spec vm.BootSpec) (done bool, err e
 	if ctx.Err() != nil {
 		return true, err
 	}
-	if r.opts.Boot != nil {
-		r.unhold()
-	}
+	r.unhold()
 	// Never a wrong environment: a state that does not restore is
 	// dropped, and this run boots cold (and saves a fresh one).
 	if nameTaken(err) {
@@ -605,10 +604,16 @@ func (r *run) warmStart(ctx context.Context, spec vm.BootSpec) (done bool, err e
 // restore boots from a saved guest; see reap for a name that is taken.
 func (r *run) restore(ctx context.Context, spec vm.BootSpec) (*vm.Machine, error) {
 	m, err := vm.Boot(ctx, r.opts.VM, spec)
-	if err != nil && ctx.Err() == nil && nameTaken(err) && r.reap(ctx) {
+	if r.reapedFor(ctx, err) {
 		return vm.Boot(ctx, r.opts.VM, spec)
 	}
 	return m, err
+}
+
+// reapedFor reports whether a boot that failed because its domain name
+// was taken is worth trying again: reap removed a dead run's domain.
+func (r *run) reapedFor(ctx context.Context, err error) bool {
+	return err != nil && ctx.Err() == nil && nameTaken(err) && r.reap(ctx)
 }
 
 // reap removes what dead runs of this state directory left behind, as
@@ -681,7 +686,7 @@ func (r *run) sharedBoot(ctx context.Context, spec vm.BootSpec) error {
 		s := spec
 		s.Domain, s.LateArtifactDisk = name, true
 		err := r.coldBoot(ctx, s)
-		if err != nil && ctx.Err() == nil && nameTaken(err) && r.reap(ctx) {
+		if r.reapedFor(ctx, err) {
 			err = r.coldBoot(ctx, s)
 		}
 		if err != nil {

@@ -214,20 +214,29 @@ func lastLine(s string) string {
 	return l
 }
 
-func (r *runner) run(ctx context.Context) error {
-	img, dir := r.cfg.VolumeImage, r.cfg.Dir
-	var files []guest.File
-	for _, f := range []struct{ name, content string }{
+// ConfigFile is one of the crictl JSON files the test runs with.
+type ConfigFile struct{ Name, Content string }
+
+// ConfigFiles are the pod and container configs of the test's cases, for
+// the workload image and the image mounted as a volume.
+func ConfigFiles(workload, volume string) []ConfigFile {
+	return []ConfigFile{
 		{"sandbox.json", SandboxConfig("envctl-lifecycle")},
 		{"sandbox-subpath.json", SandboxConfig("envctl-subpath")},
 		{"sandbox-invalid.json", SandboxConfig("envctl-invalid")},
 		{"sandbox-notpulled.json", SandboxConfig("envctl-notpulled")},
-		{"container.json", ContainerConfig(r.cfg.WorkloadImage, img, "")},
-		{"container-subpath.json", ContainerConfig(r.cfg.WorkloadImage, img, "dir")},
-		{"container-invalid.json", ContainerConfig(r.cfg.WorkloadImage, img, "foo-bar")},
-	} {
-		r.res.Artifacts[f.name] = f.content
-		files = append(files, guest.File{Path: dir + "/" + f.name, Data: []byte(f.content)})
+		{"container.json", ContainerConfig(workload, volume, "")},
+		{"container-subpath.json", ContainerConfig(workload, volume, "dir")},
+		{"container-invalid.json", ContainerConfig(workload, volume, "foo-bar")},
+	}
+}
+
+func (r *runner) run(ctx context.Context) error {
+	img, dir := r.cfg.VolumeImage, r.cfg.Dir
+	var files []guest.File
+	for _, f := range ConfigFiles(r.cfg.WorkloadImage, img) {
+		r.res.Artifacts[f.Name] = f.Content
+		files = append(files, guest.File{Path: dir + "/" + f.Name, Data: []byte(f.Content)})
 	}
 	if err := r.g.WriteFiles(ctx, files, 0o644); err != nil {
 		return fmt.Errorf("image-volume test: could not write its files into the guest (has it stopped answering?): %w", err)

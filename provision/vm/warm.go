@@ -118,26 +118,16 @@ func (m *Machine) save(ctx context.Context, dir string, stable bool) (saved, err
 	}
 	start := time.Now()
 	frozen := m.ds.Disks[0].Path
-	// Once the snapshot is taken nothing writes the frozen disk any more:
-	// a hard link is enough (the same file, so also before).
-	keep := func() error {
-		if err := os.Link(frozen, w.Disk); err != nil {
-			if err := copyFile(frozen, w.Disk); err != nil {
-				return fault.Infraf("saved state: keep the disk: %w", err)
-			}
-		}
-		return nil
-	}
-	backing := frozen
+	// The frozen disk is kept as a hard link (the same file: once the
+	// snapshot is taken nothing writes it any more). A stable save links
+	// it first, so that the new top layer names the kept path as its
+	// backing file; any other may fall back to a copy afterwards.
+	backing, kind := frozen, env.VolumeDiskTop
 	if stable {
 		if err := os.Link(frozen, w.Disk); err != nil {
 			return w, fault.Infraf("saved state: keep the disk: %w (it must be on the pool's file system)", err)
 		}
-		backing = w.Disk
-	}
-	kind := env.VolumeDiskTop
-	if stable {
-		kind = env.VolumeDiskBoot
+		backing, kind = w.Disk, env.VolumeDiskBoot
 	}
 	topVol, err := m.Env.AddVolume(kind)
 	if err != nil {
@@ -152,8 +142,10 @@ func (m *Machine) save(ctx context.Context, dir string, stable bool) (saved, err
 	}
 	m.ds.Disks[0].Path = top
 	if !stable {
-		if err := keep(); err != nil {
-			return w, err
+		if err := os.Link(frozen, w.Disk); err != nil {
+			if err := copyFile(frozen, w.Disk); err != nil {
+				return w, fault.Infraf("saved state: keep the disk: %w", err)
+			}
 		}
 	}
 	w.took = time.Since(start)

@@ -14,14 +14,7 @@ func save(t *testing.T, s Store, key string) State {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := vm.WarmState{Save: filepath.Join(dir, "mem.save"), Disk: filepath.Join(dir, "disk.qcow2"), Domain: "envctl-x",
-		UserKey: filepath.Join(dir, "user_key"), HostKey: filepath.Join(dir, "host_key")}
-	for _, p := range []string{w.Save, w.Disk, w.UserKey, w.HostKey} {
-		if err := os.WriteFile(p, []byte(p), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := commit(State{WarmState: w}); err != nil {
+	if err := commit(State{WarmState: writeState(t, dir, "envctl-x")}); err != nil {
 		t.Fatal(err)
 	}
 	st, ok := s.Lookup(key)
@@ -29,6 +22,19 @@ func save(t *testing.T, s Store, key string) State {
 		t.Fatalf("%s not found after commit", key)
 	}
 	return st
+}
+
+// writeState writes a state's files into dir.
+func writeState(t *testing.T, dir, domain string) vm.WarmState {
+	t.Helper()
+	w := vm.WarmState{Save: filepath.Join(dir, "mem.save"), Disk: filepath.Join(dir, "disk.qcow2"), Domain: domain,
+		UserKey: filepath.Join(dir, "user_key"), HostKey: filepath.Join(dir, "host_key")}
+	for _, p := range []string{w.Save, w.Disk, w.UserKey, w.HostKey} {
+		if err := os.WriteFile(p, []byte(p), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return w
 }
 
 func TestStore(t *testing.T) {
@@ -100,14 +106,7 @@ func TestPostBootStates(t *testing.T) {
 	if gone, _ := boot.Prune(0); len(gone) != 0 {
 		t.Errorf("pruned a state being written: %v", gone)
 	}
-	w := vm.WarmState{Save: filepath.Join(dir, "mem.save"), Disk: filepath.Join(dir, "disk.qcow2"), Domain: slot0,
-		UserKey: filepath.Join(dir, "user_key"), HostKey: filepath.Join(dir, "host_key")}
-	for _, p := range []string{w.Save, w.Disk, w.UserKey, w.HostKey} {
-		if err := os.WriteFile(p, []byte(p), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := commit(State{WarmState: w}); err != nil {
+	if err := commit(State{WarmState: writeState(t, dir, slot0)}); err != nil {
 		t.Fatal(err)
 	}
 	st, found := boot.Find(key, slot0)
@@ -127,14 +126,8 @@ func TestPostBootStates(t *testing.T) {
 	warmStore := Store{Dir: t.TempDir()}
 	ws := save(t, warmStore, "w")
 	dir2, commit2, _, _ := warmStore.Begin("w2")
-	w2 := ws.WarmState
+	w2 := writeState(t, dir2, ws.Domain)
 	w2.Needs = []string{st.Disk}
-	for _, p := range []*string{&w2.Save, &w2.Disk, &w2.UserKey, &w2.HostKey} {
-		*p = filepath.Join(dir2, filepath.Base(*p))
-		if err := os.WriteFile(*p, []byte("x"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 	if err := commit2(State{WarmState: w2}); err != nil {
 		t.Fatal(err)
 	}

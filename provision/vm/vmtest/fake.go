@@ -302,9 +302,9 @@ func (c *conn) SnapshotMemory(ctx context.Context, name, memPath, top string, di
 	}
 	c.d.mu.Lock()
 	defer c.d.mu.Unlock()
-	dom, ok := c.d.Domains[name]
-	if !ok || dom.State != vm.DomainRunning {
-		return fault.Infraf("snapshot domain %s: not running", name)
+	dom, err := c.d.runningLocked(name, "snapshot domain")
+	if err != nil {
+		return err
 	}
 	// The file names the save: it may be moved before the restore.
 	token := fmt.Sprintf("fake save %d of %s", len(c.d.saves), name)
@@ -325,6 +325,15 @@ func (c *conn) SnapshotMemory(ctx context.Context, name, memPath, top string, di
 	c.d.saves[token] = savedDomain{spec: dom.Spec, root: root}
 	dom.Spec.Disks[0].Path = top
 	return nil
+}
+
+// runningLocked is a running domain (d.mu held).
+func (d *Driver) runningLocked(name, what string) (*Domain, error) {
+	dom, ok := d.Domains[name]
+	if !ok || dom.State != vm.DomainRunning {
+		return nil, fault.Infraf("%s %s: not running", what, name)
+	}
+	return dom, nil
 }
 
 func (c *conn) RestoreDomain(ctx context.Context, path string, spec vm.DomainSpec) (string, error) {
@@ -368,9 +377,9 @@ func (c *conn) AttachDisk(ctx context.Context, name string, disk vm.Disk, i int)
 	}
 	c.d.mu.Lock()
 	defer c.d.mu.Unlock()
-	dom, ok := c.d.Domains[name]
-	if !ok || dom.State != vm.DomainRunning {
-		return fault.Infraf("attach a disk to domain %s: not running", name)
+	dom, err := c.d.runningLocked(name, "attach a disk to domain")
+	if err != nil {
+		return err
 	}
 	if i != len(dom.Spec.Disks) {
 		return fault.Infraf("attach a disk to domain %s: it has %d disks, not %d", name, len(dom.Spec.Disks), i)
