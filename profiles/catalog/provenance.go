@@ -46,6 +46,10 @@ func (c *Component) Upstream(version string) (ReleaseFacts, bool) {
 	return r, ok
 }
 
+// Repository is the component's upstream source repository, as the
+// provenance table records it ("" when unknown).
+func (c *Component) Repository() string { return Provenances()[c.Name].Repository }
+
 // SourceStatus says how a module's commit relates to upstream's release.
 type SourceStatus string
 

@@ -91,6 +91,7 @@ var imageFields = []field[Image]{
 	{"initrd", func(i Image) string { return i.Initrd }},
 	{"format", func(i Image) string { return i.Format }},
 	{"recipe", func(i Image) string { return i.Recipe }},
+	{"snapshot", func(i Image) string { return i.Snapshot }},
 }
 
 var artifactFields = []field[Artifact]{
@@ -102,6 +103,12 @@ var artifactFields = []field[Artifact]{
 			return ""
 		}
 		return a.Origin.Commit
+	}},
+	{"commit_source", func(a Artifact) string {
+		if a.Origin == nil {
+			return ""
+		}
+		return string(a.Origin.Source)
 	}},
 	{"module_sum", func(a Artifact) string { return a.ModuleSum }},
 	{"sha256", func(a Artifact) string { return a.SHA256 }},

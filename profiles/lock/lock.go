@@ -21,8 +21,10 @@ import (
 )
 
 // FormatVersion is the lock file format. 3 added the digest of every
-// binary that goes into the guest; 4 the tools of upstream test suites.
-const FormatVersion = 4
+// binary that goes into the guest; 4 the tools of upstream test suites;
+// 5 where each commit was read (origin.source) and the Debian archive
+// state a local image was built from (image.snapshot).
+const FormatVersion = 5
 
 // The tools a lock pins for upstream test suites.
 const (
@@ -59,19 +61,36 @@ type Artifact struct {
 	Origin *Origin `yaml:"origin,omitempty" json:"origin,omitempty"`
 }
 
-// Origin is a module version's source: the repository, the ref the proxy
-// resolved, the commit and its time, and, when that commit is not
-// upstream's release commit for the version (a moved tag), the release
-// commit for comparison.
+// Origin is a module version's source: the repository, the ref, the
+// commit and its time, where envctl read the commit, and, when that commit
+// is not upstream's release commit for the version (a moved tag), the
+// release commit for comparison.
 type Origin struct {
 	VCS    string    `yaml:"vcs,omitempty" json:"vcs,omitempty"`
 	URL    string    `yaml:"url,omitempty" json:"url,omitempty"`
 	Ref    string    `yaml:"ref,omitempty" json:"ref,omitempty"`
 	Commit string    `yaml:"commit" json:"commit"`
 	Time   time.Time `yaml:"time" json:"time"`
+	// Source is where the commit was read.
+	Source CommitSource `yaml:"source" json:"source"`
 	// Release is upstream's release commit when it differs from Commit.
 	Release string `yaml:"release_commit,omitempty" json:"release_commit,omitempty"`
 }
+
+// CommitSource says where a locked commit was read. envctl takes a
+// version's commit from the first source that has one, in this order:
+// the module proxy's record of the version (its .info Origin), then the
+// commit upstream's release tag points at (envctl's catalog). A profile's
+// `commit:` pin selects, and must agree with the source the commit comes
+// from; two sources that disagree are refused (a moved tag is accepted
+// only when pinned or allowed, and then both commits are recorded).
+type CommitSource string
+
+// The commit sources, in the order envctl asks them.
+const (
+	CommitFromModuleProxy CommitSource = "module-proxy"
+	CommitFromCatalog     CommitSource = "catalog"
+)
 
 // Label is the version as people should read it: the version, and for a
 // module snapshot whose tag moved upstream, what it really is.
@@ -132,7 +151,12 @@ type Image struct {
 	// Recipe is the hash of the build recipe a local image comes from, and
 	// Packages its package set (name → Debian version): a rebuild from the
 	// same recipe and packages gives the same digests.
-	Recipe   string            `json:"recipe,omitempty" yaml:"recipe,omitempty"`
+	Recipe string `json:"recipe,omitempty" yaml:"recipe,omitempty"`
+	// Snapshot is the state of the Debian archive the packages were taken
+	// from, as a snapshot.debian.org timestamp (YYYYMMDDTHHMMSSZ): the
+	// newest Release date among the suites the build read. A rebuild reads
+	// the snapshot archive at that state when it can.
+	Snapshot string            `json:"snapshot,omitempty" yaml:"snapshot,omitempty"`
 	Packages map[string]string `json:"packages,omitempty" yaml:"packages,omitempty"`
 }
 

@@ -5,11 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"time"
+
+	modfetch "golang.org/x/mod/module"
 
 	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/catalog"
@@ -35,9 +40,127 @@ type Info struct {
 	} `json:"Error"`
 }
 
-// ModuleInfo asks the module proxy about module@version (its .info, via
-// `go list -m -json`), from a private temporary directory.
+// ModuleInfo asks the module proxy about module@version: its .info (time
+// and origin), read over HTTP from the first proxy of GOPROXY that knows
+// the version (https://go.dev/ref/mod#goproxy-protocol), never from the
+// local module cache, whose copy of a .info depends on what this machine
+// downloaded before, and when. Only a GOPROXY that reaches no proxy
+// ("direct") asks the go command, which then asks the repository itself.
 func ModuleInfo(ctx context.Context, module, version string) (Info, error) {
+	proxies, direct := goProxies()
+	var errs []string
+	for _, base := range proxies {
+		info, err := proxyInfo(ctx, base, module, version)
+		if err == nil {
+			return info, nil
+		}
+		errs = append(errs, err.Error())
+		if !errors.Is(err, errNotOnProxy) {
+			return Info{}, fmt.Errorf("%s@%s: %s", module, version, strings.Join(errs, "; "))
+		}
+	}
+	if direct {
+		return goListModule(ctx, module, version)
+	}
+	if len(errs) == 0 {
+		return Info{}, fmt.Errorf("%s@%s: GOPROXY names no module proxy (it is %q)", module, version, goEnv("GOPROXY"))
+	}
+	return Info{}, fmt.Errorf("%s@%s: %s", module, version, strings.Join(errs, "; "))
+}
+
+var errNotOnProxy = errors.New("not on this proxy")
+
+// goProxies lists GOPROXY's proxy URLs in order, and whether "direct"
+// follows them (module proxies answer 404 or 410 for a version they do
+// not have, and the go command then tries the next entry).
+func goProxies() (urls []string, direct bool) {
+	for _, p := range strings.FieldsFunc(goEnv("GOPROXY"), func(r rune) bool { return r == ',' || r == '|' }) {
+		switch p = strings.TrimSpace(p); p {
+		case "direct":
+			return urls, true
+		case "off", "":
+			return urls, false
+		default:
+			urls = append(urls, strings.TrimSuffix(p, "/"))
+		}
+	}
+	return urls, false
+}
+
+// goEnv reads one go environment setting: the environment wins, then the
+// go command's own configuration (go env -w).
+func goEnv(key string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	out, err := exec.Command("go", "env", key).Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// proxyHTTP is the client for module proxy requests; every request also
+// ends with its context.
+var proxyHTTP = &http.Client{Timeout: 60 * time.Second}
+
+func proxyInfo(ctx context.Context, base, module, version string) (Info, error) {
+	escMod, err := modfetch.EscapePath(module)
+	if err != nil {
+		return Info{}, fmt.Errorf("module path %q: %w", module, err)
+	}
+	escVer, err := modfetch.EscapeVersion(version)
+	if err != nil {
+		return Info{}, fmt.Errorf("version %q: %w", version, err)
+	}
+	url := base + "/" + escMod + "/@v/" + escVer + ".info"
+	var body []byte
+	switch {
+	case strings.HasPrefix(url, "file://"):
+		body, err = os.ReadFile(strings.TrimPrefix(url, "file://"))
+		if errors.Is(err, fs.ErrNotExist) {
+			return Info{}, fmt.Errorf("%s: %w", url, errNotOnProxy)
+		}
+	default:
+		body, err = httpGet(ctx, url)
+	}
+	if err != nil {
+		return Info{}, err
+	}
+	var info Info
+	if err := json.Unmarshal(body, &info); err != nil {
+		return Info{}, fmt.Errorf("%s: not a module .info (%v)", url, err)
+	}
+	if info.Version != version {
+		return Info{}, fmt.Errorf("%s: the proxy answered for version %q", url, info.Version)
+	}
+	info.Path = module
+	return info, nil
+}
+
+func httpGet(ctx context.Context, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := proxyHTTP.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	switch {
+	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
+		return nil, fmt.Errorf("%s: %s: %w", url, resp.Status, errNotOnProxy)
+	case resp.StatusCode != http.StatusOK:
+		return nil, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return body, err
+}
+
+// goListModule asks the go command (`go list -m -json`), from a private
+// temporary directory: what GOPROXY=direct means.
+func goListModule(ctx context.Context, module, version string) (Info, error) {
 	tmp, err := os.MkdirTemp("", "envctl-golist-")
 	if err != nil {
 		return Info{}, err

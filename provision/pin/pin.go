@@ -313,11 +313,17 @@ func DownloadModule(ctx context.Context, module, version string) (Downloaded, er
 	return info, nil
 }
 
-// provenance records a gomod artifact's origin from the module proxy's
-// .info and compares its commit with upstream's release commit for the
-// version. A moved tag is refused, naming both commits, unless the profile
-// pins the module's commit or AllowMovedTags is set; the lock then records
-// both commits.
+// provenance records where a gomod artifact's code comes from. The commit
+// is read from the first source that has one, in this order (lock
+// .CommitSource): the module proxy's record of the version (its .info
+// Origin, asked over HTTP, never the local module cache), then the commit
+// of upstream's release tag in envctl's catalog. The profile's `commit:`
+// only selects: it must agree with the commit the sources give. Two
+// sources that disagree are refused: a pin the commit does not start with,
+// or a module commit that is not the release tag's (a moved tag), unless
+// the profile pins that commit or AllowMovedTags is set; the lock then
+// records both commits. Whatever this machine built or cached before, the
+// same inputs give the same lock.
 func (r *Resolver) provenance(ctx context.Context, p *profiles.Profile, comp *catalog.Component, a *lock.Artifact, pinned string) error {
 	moduleInfo := r.ModuleInfo
 	if moduleInfo == nil {
@@ -327,21 +333,31 @@ func (r *Resolver) provenance(ctx context.Context, p *profiles.Profile, comp *ca
 	if err != nil {
 		return fault.Infraf("lock %s %s: Go module %s@v%s: %w", a.Component, a.Version, a.Module, a.Version, err)
 	}
-	if info.Origin == nil || info.Origin.Hash == "" {
-		if pinned != "" {
-			return fault.Inputf("%s: components.%s.commit: the module proxy records no origin commit for %s@v%s, so commit %s cannot be checked; remove the pin or use another proxy", p.Path, a.Component, a.Module, a.Version, pinned)
-		}
+	rel, released := comp.Upstream(a.Version)
+	switch {
+	case info.Origin != nil && info.Origin.Hash != "":
+		a.Origin = &lock.Origin{VCS: info.Origin.VCS, URL: info.Origin.URL, Ref: info.Origin.Ref, Commit: info.Origin.Hash, Time: info.Time.UTC(),
+			Source: lock.CommitFromModuleProxy}
+	case released && rel.Commit != "":
+		a.Origin = &lock.Origin{VCS: "git", URL: comp.Repository(), Ref: "refs/tags/v" + a.Version, Commit: rel.Commit, Time: rel.Time.UTC(),
+			Source: lock.CommitFromCatalog}
+	case pinned != "":
+		return fault.Inputf("%s: components.%s.commit: neither the module proxy nor envctl's catalog records a commit for %s@v%s, so commit %s cannot be checked; remove the pin or use a proxy that records the origin",
+			p.Path, a.Component, a.Module, a.Version, pinned)
+	default:
 		return nil
 	}
-	a.Origin = &lock.Origin{VCS: info.Origin.VCS, URL: info.Origin.URL, Ref: info.Origin.Ref, Commit: info.Origin.Hash, Time: info.Time.UTC()}
 	if pinned != "" && !strings.HasPrefix(a.Origin.Commit, pinned) {
+		if a.Origin.Source == lock.CommitFromCatalog {
+			return fault.Inputf("%s: components.%s.commit: the module proxy records no commit for %s@v%s, and upstream's release v%s is commit %s (envctl's catalog), not the pinned %s; remove the pin or use a proxy that records the origin",
+				p.Path, a.Component, a.Module, a.Version, a.Version, a.Origin.Commit, pinned)
+		}
 		return fault.Inputf("%s: components.%s.commit: the module proxy serves %s@v%s from commit %s (%s), not the pinned %s",
 			p.Path, a.Component, a.Module, a.Version, a.Origin.Commit, a.Origin.Time.Format("2006-01-02"), pinned)
 	}
-	if comp.Status(a.Version, a.Origin.Commit) != catalog.StatusMovedTag {
+	if a.Origin.Source == lock.CommitFromCatalog || comp.Status(a.Version, a.Origin.Commit) != catalog.StatusMovedTag {
 		return nil
 	}
-	rel, _ := comp.Upstream(a.Version)
 	a.Origin.Release = rel.Commit
 	if pinned != "" || r.AllowMovedTags {
 		return nil

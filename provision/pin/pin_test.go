@@ -555,3 +555,93 @@ func TestLockPinsTheUpstreamSuiteTools(t *testing.T) {
 		t.Errorf("upstream suite without a tree: %v", err)
 	}
 }
+
+// Each commit comes from one documented order of sources: the module
+// proxy's record of the version, then the catalog's release commit; the
+// profile's pin must agree with it. What this machine's module cache holds
+// (an old .info with another origin) changes nothing: the proxy is asked
+// over HTTP.
+func TestCommitSources(t *testing.T) {
+	const crictlRelease = "ca0237b9fec5b675b0bb7bc96b7496e6d54f5ccb"
+	const other = "1111111111111111111111111111111111111111"
+	withOrigin := func(hash string) string {
+		return `{"Version":"v1.34.0","Time":"2025-08-21T07:41:07Z","Origin":{"VCS":"git","URL":"https://github.com/kubernetes-sigs/cri-tools","Hash":"` + hash + `","Ref":"refs/tags/v1.34.0"}}`
+	}
+	const noOrigin = `{"Version": "v1.34.0", "Time": "2025-08-21T07:41:07Z"}`
+	tests := []struct {
+		name       string
+		info       string // the proxy's .info of cri-tools v1.34.0
+		cached     string // an older .info in this machine's module cache
+		pin        string // the profile's commit: for cri-tools
+		wantCommit string
+		wantSource lock.CommitSource
+		wantErr    []string
+	}{
+		{"the proxy records the release commit", withOrigin(crictlRelease), "", "", crictlRelease, lock.CommitFromModuleProxy, nil},
+		{"no origin on the proxy: the catalog's release commit", noOrigin, "", "", crictlRelease, lock.CommitFromCatalog, nil},
+		{"the module cache's old .info is not read", noOrigin, withOrigin(other), "", crictlRelease, lock.CommitFromCatalog, nil},
+		{"a pin the catalog confirms", noOrigin, "", "ca0237b9", crictlRelease, lock.CommitFromCatalog, nil},
+		{"a pin the catalog contradicts", noOrigin, "", "11111111", "", "",
+			[]string{"components.cri-tools.commit", "records no commit for sigs.k8s.io/cri-tools@v1.34.0", "release v1.34.0 is commit " + crictlRelease, "not the pinned 11111111"}},
+		{"a pin the proxy contradicts", withOrigin(crictlRelease), "", "11111111", "", "",
+			[]string{"components.cri-tools.commit", "from commit " + crictlRelease, "not the pinned 11111111"}},
+		{"the proxy and the catalog disagree: a moved tag", withOrigin(other), "", "", "", "",
+			[]string{"cri-tools 1.34.0 from gomod is not the release", other, crictlRelease}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			infos := map[string]string{"sigs.k8s.io/cri-tools@v1.34.0": tt.info}
+			for _, m := range []struct{ comp, module, version string }{{"cri-o", "github.com/cri-o/cri-o", "1.34.0"}, {"runc", "github.com/opencontainers/runc", "1.3.6"}} {
+				c, _ := catalog.Default().Get(m.comp)
+				rel, _ := c.Upstream(m.version)
+				infos[m.module+"@v"+m.version] = `{"Version":"v` + m.version + `","Time":"` + rel.Time.Format(time.RFC3339) + `","Origin":{"VCS":"git","Hash":"` + rel.Commit + `"}}`
+			}
+			moduleProxy(t, infos)
+			if tt.cached != "" {
+				dir := filepath.Join(os.Getenv("GOMODCACHE"), "cache", "download", "sigs.k8s.io", "cri-tools", "@v")
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, "v1.34.0.info"), []byte(tt.cached), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := newResolver(t, catalog.Default())
+			r.ModuleInfo = ModuleInfo
+			p := loadProfile(t, "gomod", "")
+			if tt.pin != "" {
+				src := strings.Replace(string(mustRead(t, p.Path)), `cri-tools: {version: "~> 1.34.0"}`, `cri-tools: {version: "1.34.0", commit: `+tt.pin+`}`, 1)
+				var err error
+				if p, err = profiles.Parse(p.Path, []byte(src), nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r.AllowMovedTags = true // cri-o's own moved tag is not this test's business
+			if strings.Contains(tt.name, "moved tag") {
+				r.AllowMovedTags = false
+			}
+			f, err := r.Lock(context.Background(), p)
+			if len(tt.wantErr) > 0 {
+				if err == nil || !fault.Is(err, fault.Input) {
+					t.Fatalf("err %v, want an input error", err)
+				}
+				for _, w := range tt.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("%q lacks %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, _ := f.Artifact("cri-tools@1.34.0/gomod")
+			if a.Origin == nil || a.Origin.Commit != tt.wantCommit || a.Origin.Source != tt.wantSource {
+				t.Fatalf("origin %+v, want commit %s from %s", a.Origin, tt.wantCommit, tt.wantSource)
+			}
+			if a.Origin.URL != "https://github.com/kubernetes-sigs/cri-tools" || a.Origin.Ref != "refs/tags/v1.34.0" || !a.Origin.Time.Equal(time.Date(2025, 8, 21, 7, 41, 7, 0, time.UTC)) {
+				t.Errorf("origin %+v: url, ref or time", a.Origin)
+			}
+		})
+	}
+}
