@@ -11,21 +11,26 @@ import (
 	"strings"
 	"time"
 
+	"github.com/envctl/envctl/images/archive"
+	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/scripts"
 )
 
-// Build runs the image's build recipe (a script in scripts/) and records
-// the result in the local image registry. The script's output goes to log.
-func (s *Store) Build(ctx context.Context, name string, log io.Writer) (Local, error) {
-	recipe, ok := s.Catalog.Builds[name]
-	if !ok {
-		var names []string
-		for n := range s.Catalog.Builds {
-			names = append(names, n)
-		}
-		slices.Sort(names)
-		return Local{}, fault.Inputf("image %q has no local build recipe; buildable: %s", name, strings.Join(names, ", "))
+// Build runs the image's build recipe (a script in scripts/) with its
+// packages from src (the zero Source: Debian's own mirrors) and records
+// the result in the local image registry as the name's current build.
+// The script's output goes to log.
+func (s *Store) Build(ctx context.Context, name string, src archive.Source, log io.Writer) (Local, error) {
+	return s.build(ctx, name, src, log, true)
+}
+
+// build builds an image; current makes it its name's current build (a
+// rebuild of a lock's older pin is only remembered by its digest).
+func (s *Store) build(ctx context.Context, name string, src archive.Source, log io.Writer, current bool) (Local, error) {
+	recipe, err := s.recipe(name)
+	if err != nil {
+		return Local{}, err
 	}
 	unlock, err := s.Cache.Lock(ctx, "build-image-"+name)
 	if err != nil {
@@ -37,17 +42,25 @@ func (s *Store) Build(ctx context.Context, name string, log io.Writer) (Local, e
 		return Local{}, fault.Infraf("image build: %w", err)
 	}
 	defer os.RemoveAll(work)
-	script, err := scripts.Extract(filepath.Join(work, "scripts"), recipe.Script)
-	if err != nil {
-		return Local{}, fault.Infraf("image build: %w", err)
-	}
 	out := filepath.Join(work, "out")
-	cmd := exec.CommandContext(ctx, "bash", append([]string{script, out}, recipe.Args...)...)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Run(); err != nil {
+	runRecipe := s.RunRecipe
+	if runRecipe == nil {
+		runRecipe = RunScript
+	}
+	if err := runRecipe(ctx, recipe, src, work, out, log); err != nil {
 		return Local{}, fault.Infraf("image build %s: %s failed: %w (its output is above)", name, recipe.Script, err)
 	}
-	l := Local{Name: name, Format: "raw", Built: time.Now().UTC(), FastSeed: true, Recipe: s.recipeHash(name)}
+	if src.Kind == "" {
+		src.Kind = archive.Live
+	}
+	l := Local{Name: name, Format: "raw", Built: time.Now().UTC(), FastSeed: true, Recipe: s.recipeHash(name), From: "built from " + src.String()}
+	record, err := os.ReadFile(filepath.Join(out, "archive.txt"))
+	if err == nil {
+		l.Snapshot, err = archive.StateOf(record)
+	}
+	if err != nil {
+		return Local{}, fault.Infraf("image build %s: the archive state it read: %w", name, err)
+	}
 	for _, part := range []struct {
 		file string
 		dst  *string
@@ -59,10 +72,54 @@ func (s *Store) Build(ctx context.Context, name string, log io.Writer) (Local, e
 		*part.dst = d.String()
 	}
 	l.Packages = readPackages(filepath.Join(out, "packages.txt"))
-	if err := s.saveLocal(ctx, func(m map[string]Local) { m[name] = l }); err != nil {
+	if err := s.remember(ctx, l, current); err != nil {
 		return Local{}, err
 	}
 	return l, nil
+}
+
+// RecipeRunner runs an image recipe with its packages from src, leaving
+// disk.raw, vmlinuz, initrd.img, packages.txt and archive.txt in out
+// (scratch space in work).
+type RecipeRunner func(ctx context.Context, recipe *catalog.ImageRecipe, src archive.Source, work, out string, log io.Writer) error
+
+// RunScript runs the recipe's script from envctl's embedded scripts: what
+// builds images for real (mmdebstrap).
+func RunScript(ctx context.Context, recipe *catalog.ImageRecipe, src archive.Source, work, out string, log io.Writer) error {
+	script, err := scripts.Extract(filepath.Join(work, "scripts"), recipe.Script)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "bash", append([]string{script, out}, recipe.Args...)...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Env = append(os.Environ(), "ENVCTL_APT_SOURCES="+strings.Join(src.Lines, "\n"))
+	return cmd.Run()
+}
+
+// recipe is the build recipe of an image name.
+func (s *Store) recipe(name string) (*catalog.ImageRecipe, error) {
+	recipe, ok := s.Catalog.Builds[name]
+	if !ok || recipe == nil {
+		var names []string
+		for n := range s.Catalog.Builds {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		return nil, fault.Inputf("image %q has no local build recipe; buildable: %s", name, strings.Join(names, ", "))
+	}
+	return recipe, nil
+}
+
+// Suite is the Debian suite an image's recipe builds (bookworm, trixie).
+func (s *Store) Suite(name string) (string, error) {
+	r, err := s.recipe(name)
+	if err != nil {
+		return "", err
+	}
+	if len(r.Args) == 0 {
+		return "bookworm", nil
+	}
+	return r.Args[0], nil
 }
 
 func readPackages(path string) map[string]string {

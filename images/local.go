@@ -35,6 +35,18 @@ type Local struct {
 	FastSeed bool `json:"fast_seed"`
 	// Recipe is the hash of the scripts the image was built with.
 	Recipe string `json:"recipe,omitempty"`
+	// Snapshot is the Debian archive state the packages came from, as a
+	// snapshot timestamp (the newest Release date the build read).
+	Snapshot string `json:"snapshot,omitempty"`
+	// From says where this machine got the image: the archive it was
+	// built from, or the store or file it was pulled or imported from.
+	From string `json:"from,omitempty"`
+}
+
+// Pin is the build as a lock pins it.
+func (l Local) Pin() lock.Image {
+	return lock.Image{Name: l.Name, Kind: lock.ImageLocal, Digest: l.Disk, Format: l.Format, Kernel: l.Kernel, Initrd: l.Initrd,
+		Recipe: l.Recipe, Snapshot: l.Snapshot, Packages: l.Packages}
 }
 
 // recipeHash is the hash of an image's current build recipe: envctl's
@@ -62,6 +74,8 @@ type Files struct {
 type Store struct {
 	Cache   *cache.Cache
 	Catalog *catalog.ImageCatalog
+	// RunRecipe builds an image; nil runs the recipe's script (RunScript).
+	RunRecipe RecipeRunner
 }
 
 // NewStore opens the image store of a cache with the embedded catalog.
@@ -69,43 +83,66 @@ func NewStore(c *cache.Cache) *Store { return &Store{Cache: c, Catalog: catalog.
 
 func (s *Store) registryPath() string { return filepath.Join(s.Cache.Dir, "images", "local.json") }
 
-// Locals reads the registry of local builds.
-func (s *Store) Locals() (map[string]Local, error) {
+// knownPath is the record of every build this cache has had, made here,
+// pulled or imported, by disk digest: a lock may pin one that is no
+// longer its name's current build.
+func (s *Store) knownPath() string { return filepath.Join(s.Cache.Dir, "images", "known.json") }
+
+// Locals reads the registry of local builds: each name's current build.
+func (s *Store) Locals() (map[string]Local, error) { return readRegistry(s.registryPath()) }
+
+func readRegistry(path string) (map[string]Local, error) {
 	out := map[string]Local{}
-	b, err := os.ReadFile(s.registryPath())
+	b, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
 		return out, nil
 	}
 	if err != nil {
-		return nil, fault.Infraf("image registry %s: %w", s.registryPath(), err)
+		return nil, fault.Infraf("image registry %s: %w", path, err)
 	}
 	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, fault.Infraf("image registry %s is corrupt (%v); delete it and run `envctl image build` again", s.registryPath(), err)
+		return nil, fault.Infraf("image registry %s is corrupt (%v); delete it and run `envctl image build` again", path, err)
 	}
 	return out, nil
 }
 
 func (s *Store) saveLocal(ctx context.Context, mutate func(map[string]Local)) error {
+	return s.saveRegistry(ctx, s.registryPath(), mutate)
+}
+
+// remember records a build in the known builds, by its disk digest, and,
+// when current is set, as its name's current build.
+func (s *Store) remember(ctx context.Context, l Local, current bool) error {
+	if err := s.saveRegistry(ctx, s.knownPath(), func(m map[string]Local) { m[l.Disk] = l }); err != nil {
+		return err
+	}
+	if !current {
+		return nil
+	}
+	return s.saveLocal(ctx, func(m map[string]Local) { m[l.Name] = l })
+}
+
+func (s *Store) saveRegistry(ctx context.Context, path string, mutate func(map[string]Local)) error {
 	unlock, err := s.Cache.Lock(ctx, "image-registry")
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	all, err := s.Locals()
+	all, err := readRegistry(path)
 	if err != nil {
 		return err
 	}
 	mutate(all)
 	b, _ := json.MarshalIndent(all, "", "  ")
-	if err := os.MkdirAll(filepath.Dir(s.registryPath()), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fault.Infraf("image registry: %w", err)
 	}
-	tmp := s.registryPath() + ".tmp"
+	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o644); err != nil {
 		return fault.Infraf("image registry %s: %w", tmp, err)
 	}
-	if err := os.Rename(tmp, s.registryPath()); err != nil {
-		return fault.Infraf("image registry %s: %w", s.registryPath(), err)
+	if err := os.Rename(tmp, path); err != nil {
+		return fault.Infraf("image registry %s: %w", path, err)
 	}
 	return nil
 }
@@ -118,8 +155,7 @@ func (s *Store) Resolve(name string) (lock.Image, error) {
 		return lock.Image{}, err
 	}
 	if l, ok := locals[name]; ok {
-		return lock.Image{Name: name, Kind: lock.ImageLocal, Digest: l.Disk, Format: l.Format, Kernel: l.Kernel, Initrd: l.Initrd,
-			Recipe: l.Recipe, Packages: l.Packages}, nil
+		return l.Pin(), nil
 	}
 	if r, ok := s.Catalog.Images[name]; ok {
 		return lock.Image{Name: name, Kind: lock.ImageDownload, URL: r.URL, Digest: r.Digest, Format: r.Format}, nil
@@ -213,6 +249,8 @@ func PackageChanges(was, now map[string]string) []string {
 	return out
 }
 
+// local finds the build a lock pins, among the current builds and every
+// build this cache has had.
 func (s *Store) local(ref lock.Image) (Local, bool) {
 	locals, err := s.Locals()
 	if err != nil {
@@ -223,7 +261,12 @@ func (s *Store) local(ref lock.Image) (Local, bool) {
 			return l, true
 		}
 	}
-	return Local{}, false
+	known, err := readRegistry(s.knownPath())
+	if err != nil {
+		return Local{}, false
+	}
+	l, ok := known[ref.Digest]
+	return l, ok
 }
 
 // Packages returns the package manifest (name → Debian version) of a

@@ -10,6 +10,7 @@
 #   vmlinuz      kernel for direct boot
 #   initrd.img   initramfs for direct boot
 #   packages.txt "name version" of every installed package
+#   archive.txt  "LISTFILE DATE": the Date of every Release file read
 #
 # The image behaves like a cloud image: it has no SSH host keys and no users
 # with keys; cloud-init NoCloud (or the faster envctl-seed unit, when the
@@ -29,35 +30,24 @@
 #     random seed, no logs or caches, /etc/shadow's "last changed" day;
 #   - the guest's apt sources are Debian's own, whatever mirror or
 #     snapshot the packages came from.
-# ENVCTL_DEBIAN_SNAPSHOT=YYYYMMDDTHHMMSSZ builds from that day's
-# snapshot.debian.org mirror (ENVCTL_DEBIAN_SNAPSHOT_URL points elsewhere,
-# e.g. file:///srv/snapshot), so that the package set itself is fixed.
+# ENVCTL_APT_SOURCES (one "deb [opts] URL SUITE main" line each) names
+# where the packages come from: envctl sets it for a build from a mirror or
+# from the snapshot archive at a recorded state; unset, mmdebstrap reads
+# Debian's own mirrors (the suite, -updates and -security).
+# archive.txt records the Date of every Release file the build read: the
+# archive state the packages came from, which the lock records.
 # ENVCTL_IMAGE_DEBS_OUT=DIR keeps a copy of every package the image was
-# built from: enough to serve as such a snapshot later.
+# built from: enough to serve as a mirror of that state later.
 set -euo pipefail
 
 out=${1:?usage: build-debian-image.sh OUTDIR [SUITE [EXTRA-PACKAGE...]]}
 suite=${2:-bookworm}
 extra=("${@:3}")
 size=${ENVCTL_IMAGE_SIZE:-3G}
-mirror=${ENVCTL_DEBIAN_MIRROR:-}
 # The recipe's date: 2025-01-01T00:00:00Z. Changing it changes every digest.
 export SOURCE_DATE_EPOCH=1735689600
 fs_uuid=6e766374-6c00-4000-8000-000000000001
 hash_seed=6e766374-6c00-4000-8000-000000000002
-if [ -n "${ENVCTL_DEBIAN_SNAPSHOT:-}" ]; then
-  case "$ENVCTL_DEBIAN_SNAPSHOT" in
-    [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z) ;;
-    *) echo "build-debian-image: ENVCTL_DEBIAN_SNAPSHOT=$ENVCTL_DEBIAN_SNAPSHOT is not a snapshot timestamp: use YYYYMMDDTHHMMSSZ, e.g. 20251101T000000Z" >&2; exit 2;;
-  esac
-  base=${ENVCTL_DEBIAN_SNAPSHOT_URL:-https://snapshot.debian.org/archive/debian}
-  # Snapshots are old by design: apt must not refuse their Release files.
-  # A local (file://) snapshot is the user's own copy and is not signed.
-  opts="check-valid-until=no"
-  # apt's copy:// reads it without the chroot having to see the path.
-  case "$base" in file://*) opts="$opts trusted=yes"; base="copy://${base#file://}";; esac
-  mirror="deb [$opts] ${base%/}/$ENVCTL_DEBIAN_SNAPSHOT/ $suite main"
-fi
 
 for tool in mmdebstrap mkfs.ext4 debugfs; do
   command -v "$tool" >/dev/null || { echo "build-debian-image: $tool not found; install it: apt-get install -y mmdebstrap e2fsprogs" >&2; exit 2; }
@@ -83,7 +73,12 @@ mm_args=(--variant=minbase --include="$(IFS=,; echo "${packages[*]}")")
 # hooks), then the rest; and the mirror's package lists (lists/), whose
 # priorities a snapshot made from these packages needs.
 keep_debs='if [ -n "${ENVCTL_IMAGE_DEBS_OUT:-}" ]; then mkdir -p "$ENVCTL_IMAGE_DEBS_OUT/lists" && cp -n "$1"/var/cache/apt/archives/*.deb "$ENVCTL_IMAGE_DEBS_OUT"/ 2>/dev/null; cp "$1"/var/lib/apt/lists/*_Packages "$ENVCTL_IMAGE_DEBS_OUT/lists/" 2>/dev/null; true; fi'
-[ -n "${mirror}" ] && mirror_arg=("$mirror") || mirror_arg=()
+mirror_arg=()
+while IFS= read -r src; do
+  [ -n "$src" ] && mirror_arg+=("$src")
+done <<< "${ENVCTL_APT_SOURCES:-}"
+# The Release dates the build read, before the lists are dropped.
+record_archive='for f in "$1"/var/lib/apt/lists/*Release; do [ -f "$f" ] || continue; printf "%s %s\n" "${f##*/}" "$(sed -n "s/^Date: //p" "$f" | head -n 1)"; done > '"$work/archive.txt"
 
 mmdebstrap "${mm_args[@]}" \
   --customize-hook='echo envctl > "$1/etc/hostname"' \
@@ -104,6 +99,7 @@ mmdebstrap "${mm_args[@]}" \
   --customize-hook='chroot "$1" systemctl enable envctl-seed.service envctl-growfs.service' \
   --extract-hook="$keep_debs" \
   --customize-hook="$keep_debs" \
+  --customize-hook="$record_archive" \
   --customize-hook='printf "deb http://deb.debian.org/debian %s main\ndeb http://deb.debian.org/debian %s-updates main\ndeb http://security.debian.org/debian-security %s-security main\n" '"$suite $suite $suite"' > "$1/etc/apt/sources.list"' \
   --customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*' \
   --customize-hook='chroot "$1" env SOURCE_DATE_EPOCH='"$SOURCE_DATE_EPOCH"' update-initramfs -u -k all >/dev/null' \
@@ -139,5 +135,5 @@ if grep -v '^debugfs ' "$work/debugfs.err" | grep -q .; then
   echo "build-debian-image: debugfs could not set every change time:" >&2; cat "$work/debugfs.err" >&2; exit 1
 fi
 
-mv "$work/disk.raw" "$work/vmlinuz" "$work/initrd.img" "$work/packages.txt" "$out/"
-echo "built $out/disk.raw $out/vmlinuz $out/initrd.img $out/packages.txt"
+mv "$work/disk.raw" "$work/vmlinuz" "$work/initrd.img" "$work/packages.txt" "$work/archive.txt" "$out/"
+echo "built $out/disk.raw $out/vmlinuz $out/initrd.img $out/packages.txt $out/archive.txt"

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/artifacts"
 	"github.com/envctl/envctl/provision/cellrun"
 	"github.com/envctl/envctl/provision/env"
@@ -86,11 +88,12 @@ func (a *app) configure(cmd *cobra.Command) error {
 	a.config = v
 	var errs []error
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		if f.Changed || !v.IsSet(f.Name) {
+		key := configKey(v, f)
+		if f.Changed || key == "" {
 			return
 		}
-		val := v.GetString(f.Name)
-		if sl, ok := v.Get(f.Name).([]any); ok {
+		val := v.GetString(key)
+		if sl, ok := v.Get(key).([]any); ok {
 			parts := make([]string, len(sl))
 			for i, x := range sl {
 				parts[i] = fmt.Sprint(x)
@@ -98,10 +101,44 @@ func (a *app) configure(cmd *cobra.Command) error {
 			val = strings.Join(parts, ",")
 		}
 		if err := f.Value.Set(val); err != nil {
-			errs = append(errs, fault.Inputf("--%s from the configuration (ENVCTL_%s or config.yaml): %v", f.Name, strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_")), err))
+			errs = append(errs, fault.Inputf("--%s from the configuration (ENVCTL_%s or config.yaml): %v", f.Name, strings.ToUpper(strings.ReplaceAll(key, "-", "_")), err))
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// configAnnotation names, on a flag, the configuration key that gives its
+// default when that is not the flag's own name (`image build --mirror`
+// reads ENVCTL_DEBIAN_MIRROR, not ENVCTL_MIRROR, the components' mirror).
+const configAnnotation = "envctl-config-key"
+
+// configKey is the configuration key that is set for a flag, if any: the
+// flag's name (or its annotated key), as ENVCTL_NAME, `name:` or
+// `na_me:` in config.yaml.
+func configKey(v *viper.Viper, f *pflag.Flag) string {
+	name := f.Name
+	if k := f.Annotations[configAnnotation]; len(k) == 1 {
+		name = k[0]
+	}
+	for _, key := range []string{name, strings.ReplaceAll(name, "-", "_")} {
+		if v.IsSet(key) {
+			return key
+		}
+	}
+	return ""
+}
+
+// configString is a configuration value that no flag carries.
+func (a *app) configString(key string) string {
+	if a.config == nil {
+		return ""
+	}
+	for _, k := range []string{key, strings.ReplaceAll(key, "-", "_")} {
+		if a.config.IsSet(k) {
+			return a.config.GetString(k)
+		}
+	}
+	return ""
 }
 
 func (a *app) rootCmd() *cobra.Command {
@@ -231,8 +268,9 @@ func (a *app) fetcher() (*artifacts.Fetcher, error) {
 
 // locker pins profiles and records their binaries' digests: what
 // `envctl lock` and lock-on-first-use run. allowMovedTags accepts module
-// snapshots whose tag moved upstream (--allow-moved-tags).
-func (a *app) locker(allowMovedTags bool) (cellrun.Locker, error) {
+// snapshots whose tag moved upstream (--allow-moved-tags); image gives
+// the image a new lock pins.
+func (a *app) locker(allowMovedTags bool, image func(context.Context, string) (lock.Image, error)) (cellrun.Locker, error) {
 	st, err := a.images()
 	if err != nil {
 		return nil, err
@@ -243,7 +281,30 @@ func (a *app) locker(allowMovedTags bool) (cellrun.Locker, error) {
 	}
 	r := pin.New(st, a.arch())
 	r.AllowMovedTags = allowMovedTags
+	r.Image = image
 	return cellrun.LockWith(r.Lock, f), nil
+}
+
+// newImage resolves the image a new lock pins: the current local build
+// (built first when there is none), or the catalog's download.
+func (a *app) newImage(src images.Sources) func(context.Context, string) (lock.Image, error) {
+	return func(ctx context.Context, name string) (lock.Image, error) {
+		st, err := a.images()
+		if err != nil {
+			return lock.Image{}, err
+		}
+		return st.ResolveOrBuild(ctx, name, src)
+	}
+}
+
+// imageSources are where a locked image may come from besides the cache:
+// the image store (--image-store, image_store in the config,
+// ENVCTL_IMAGE_STORE), and for a rebuild the Debian mirror
+// (debian_mirror, ENVCTL_DEBIAN_MIRROR) and snapshot archive
+// (debian_snapshot_url, ENVCTL_DEBIAN_SNAPSHOT_URL).
+func (a *app) imageSources(store string) images.Sources {
+	return images.Sources{Store: store, Mirror: a.configString("debian-mirror"), SnapshotBase: a.configString("debian-snapshot-url"),
+		Log: a.stderr, Step: a.step}
 }
 
 func fixedCompletion(vals ...string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {

@@ -1,14 +1,17 @@
 package main
 
 import (
+	"context"
 	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/envctl/envctl/images"
 	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/bisect"
 	"github.com/envctl/envctl/provision/pin"
 )
@@ -135,7 +138,13 @@ func (a *app) bisect(cmd *cobra.Command, f *bisectFlags, profile string, command
 	if err != nil {
 		return err
 	}
-	locker, err := a.locker(f.run.allowMoved)
+	src := a.imageSources(f.run.imageStore)
+	img, err := a.bisectImage(ctx, p, src)
+	if err != nil {
+		return err
+	}
+	opts.Image = &img
+	locker, err := a.locker(f.run.allowMoved, func(context.Context, string) (lock.Image, error) { return img.Image, nil })
 	if err != nil {
 		return err
 	}
@@ -171,4 +180,30 @@ func versionOf(role profiles.Role, v string) string {
 		return ver
 	}
 	return v
+}
+
+// bisectImage is the image every probe boots: the one the profile's lock
+// pins, got as `up` gets it (cache, image store, a build that reproduces
+// it; re-pinned, with --locked refused, when none can), else this
+// machine's current build of the profile's image. Probes are locked
+// afresh, each with this image.
+func (a *app) bisectImage(ctx context.Context, p *profiles.Profile, src images.Sources) (images.Obtained, error) {
+	st, err := a.images()
+	if err != nil {
+		return images.Obtained{}, err
+	}
+	f, err := lock.ForProfile(p, a.arch())
+	if err != nil {
+		img, err := st.ResolveOrBuild(ctx, p.Image, src)
+		if err != nil {
+			return images.Obtained{}, err
+		}
+		return st.Obtain(ctx, img, src)
+	}
+	ob, err := st.Obtain(ctx, f.Image, src)
+	if err == nil && ob.Repin != nil {
+		a.step("the lock's image %s %s cannot be had here (%s): the probes use this machine's build %s (%d packages moved: %s)",
+			ob.Name, ob.Repin.Was, strings.Join(ob.Repin.Tried, "; "), ob.Digest, len(ob.Repin.Moved), images.MovedList(ob.Repin.Moved, 8))
+	}
+	return ob, err
 }

@@ -13,6 +13,7 @@ import (
 
 func newFetchCmd(a *app) *cobra.Command {
 	var locked bool
+	var store string
 	cmd := &cobra.Command{
 		Use:               "fetch PROFILE",
 		Short:             "Download or build every locked artifact of a profile into the cache (no VM)",
@@ -25,7 +26,7 @@ func newFetchCmd(a *app) *cobra.Command {
 			}
 			ctx, stop := a.signalContext(cmd)
 			defer stop()
-			res, err := a.resolve(ctx, p, lockMode(locked), false)
+			res, err := a.resolve(ctx, p, lockMode(locked), false, store)
 			if err != nil {
 				return err
 			}
@@ -39,11 +40,13 @@ func newFetchCmd(a *app) *cobra.Command {
 				return err
 			}
 			return a.emit(rows, func(w io.Writer) {
+				fmt.Fprintf(w, "image %s %s from %s\n", res.Image.Name, res.Image.Digest, res.Image.From)
 				cellrun.WriteFetched(w, rows)
 				fmt.Fprintf(w, "all artifacts present (%s)\n", time.Since(start).Round(time.Second))
 			})
 		},
 	}
 	cmd.Flags().BoolVar(&locked, "locked", false, "refuse a missing or stale lock instead of writing one")
+	registerImageStore(cmd, &store)
 	return cmd
 }

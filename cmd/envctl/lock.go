@@ -23,7 +23,7 @@ func newLockCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			locker, err := a.locker(allowMoved)
+			locker, err := a.locker(allowMoved, a.newImage(a.imageSources("")))
 			if err != nil {
 				return err
 			}

@@ -4,13 +4,16 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/envctl/envctl/images"
 	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/cellrun"
 	"github.com/envctl/envctl/provision/libvirt"
 	"github.com/envctl/envctl/provision/testimages"
@@ -63,6 +66,7 @@ type runFlags struct {
 	testImages cellrun.TestImages
 	timeout    time.Duration
 	allowMoved bool
+	imageStore string
 	test       profiles.TestName
 	upload     cellrun.Upload
 	cold       bool
@@ -82,6 +86,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.results, "results-dir", "", "where to keep logs of a failed run (default: a new directory under the state dir)")
 	cmd.Flags().Var(&f.testImages, "test-images", "test images: local (built in-process) or upstream (quay.io and registry.k8s.io images pulled by the host); either way the guest pulls them from the host through SSH and has no network")
 	cmd.Flags().BoolVar(&f.allowMoved, "allow-moved-tags", false, "when writing a lock on first use, accept Go module versions whose tag moved upstream (see `envctl lock --help`)")
+	registerImageStore(cmd, &f.imageStore)
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 0, "bound the whole run (e.g. 30m); on expiry the VMs are torn down and the exit is 3 (each phase also has its own limit)")
 }
 
@@ -123,6 +128,13 @@ func (a *app) runOptions(ctx context.Context, f *runFlags) (cellrun.Options, err
 	return o, nil
 }
 
+// registerImageStore adds --image-store, the registry repository that
+// holds base images by their disk digest (image_store in the config,
+// ENVCTL_IMAGE_STORE).
+func registerImageStore(cmd *cobra.Command, store *string) {
+	cmd.Flags().StringVar(store, "image-store", "", "registry repository (HOST[:PORT]/PATH) to pull the locked base image from, by its digest, when it is not in the cache (image_store in the config, ENVCTL_IMAGE_STORE)")
+}
+
 func lockMode(locked bool) cellrun.LockMode {
 	if locked {
 		return cellrun.Locked
@@ -132,14 +144,31 @@ func lockMode(locked bool) cellrun.LockMode {
 
 // resolve turns a profile into locked cells, writing the lock on first
 // use and saying so.
-func (a *app) resolve(ctx context.Context, p *profiles.Profile, mode cellrun.LockMode, allowMoved bool, cells ...string) (*cellrun.Resolution, error) {
-	locker, err := a.locker(allowMoved)
+func (a *app) resolve(ctx context.Context, p *profiles.Profile, mode cellrun.LockMode, allowMoved bool, store string, cells ...string) (*cellrun.Resolution, error) {
+	src := a.imageSources(store)
+	locker, err := a.locker(allowMoved, a.newImage(src))
 	if err != nil {
 		return nil, err
 	}
 	res, err := cellrun.Resolve(ctx, p, a.arch(), mode, locker, cells...)
-	if err == nil && res.Wrote {
+	if err != nil {
+		return nil, err
+	}
+	if res.Wrote {
 		a.step("wrote %s on first use; commit it so every machine runs the same artifacts", p.LockPath())
 	}
-	return res, err
+	st, err := a.images()
+	if err != nil {
+		return nil, err
+	}
+	err = res.ObtainImage(ctx, p, mode, func(ctx context.Context, want lock.Image) (images.Obtained, error) {
+		return st.Obtain(ctx, want, src)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if notice := res.RepinNotice(p.LockPath()); notice != nil {
+		a.step("%s", strings.Join(notice, "\n    "))
+	}
+	return res, nil
 }

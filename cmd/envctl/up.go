@@ -77,10 +77,11 @@ func (a *app) runCells(cmd *cobra.Command, f *runFlags, profile string, pick fun
 		ctx, cancel = context.WithTimeoutCause(ctx, f.timeout, fmt.Errorf("--timeout %s reached", f.timeout))
 		defer cancel()
 	}
-	res, err := a.resolve(ctx, p, lockMode(f.locked), f.allowMoved, names...)
+	res, err := a.resolve(ctx, p, lockMode(f.locked), f.allowMoved, f.imageStore, names...)
 	if err != nil {
 		return err
 	}
+	opts.Image = res.Image
 	for i := range res.Cells {
 		res.Cells[i] = res.Cells[i].WithTest(test)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envctl/envctl/images"
 	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/profiles/lock"
@@ -741,4 +742,84 @@ func TestSharedBoot(t *testing.T) {
 		t.Errorf("--cold: start %q", cold.Start)
 	}
 	h.assertClean(t)
+}
+
+// A lock whose image cannot be had and a build here with other packages
+// takes its place: plain runs re-pin the image in the lock (the stack
+// stays as it was) and say so; --locked refuses with the packages.
+func TestObtainImageRepins(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "p.yaml")
+	src := "source: gomod\ncomponents:\n  cri-o: {version: \"1.34.0\"}\n  cri-tools: {version: \"1.34.0\"}\n  runtime: {name: runc, version: \"1.3.6\"}\n"
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := profiles.LoadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cell("1.34.0")
+	c.Image.Packages = map[string]string{"zlib1g": "1:1.2.13.dfsg-1"}
+	l := &fakeLocker{file: func(p *profiles.Profile) *lock.File {
+		f := &lock.File{LockVersion: lock.FormatVersion, Profile: p.Name, ProfileHash: p.Hash(), Inputs: p.Inputs(), Arch: "amd64", Image: c.Image}
+		lc := lock.Cell{Name: p.Name, Components: map[profiles.Role]string{}}
+		for _, part := range c.Components[:3] {
+			f.Artifacts = append(f.Artifacts, part.Artifact)
+			lc.Components[part.Role] = part.Key()
+		}
+		f.Cells = []lock.Cell{lc}
+		return f
+	}}
+	ctx := context.Background()
+	if _, err := cellrun.Resolve(ctx, p, "amd64", cellrun.LockOnFirstUse, l.lock); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := lock.Read(p.LockPath())
+	rebuilt := c.Image
+	rebuilt.Digest, rebuilt.Snapshot = "sha256:"+strings.Repeat("b", 64), "20261204T081651Z"
+	rebuilt.Packages = map[string]string{"zlib1g": "1:1.2.13.dfsg-1+deb12u1"}
+	moved := func(_ context.Context, want lock.Image) (images.Obtained, error) {
+		return images.Obtained{Image: rebuilt, Name: rebuilt.Name, Digest: rebuilt.Digest, Snapshot: rebuilt.Snapshot, From: images.FromBuild, Detail: "built from Debian's mirrors",
+			Repin: &images.Repin{Was: want.Digest, Moved: images.PackageChanges(want.Packages, rebuilt.Packages), Tried: []string{"it is not in the cache"}}}, nil
+	}
+
+	res, err := cellrun.Resolve(ctx, p, "amd64", cellrun.Locked, l.lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = res.ObtainImage(ctx, p, cellrun.Locked, moved)
+	var me *images.MovedError
+	if !errors.As(err, &me) || !fault.Is(err, fault.Input) || !strings.Contains(err.Error(), "zlib1g 1:1.2.13.dfsg-1 → 1:1.2.13.dfsg-1+deb12u1") ||
+		!strings.Contains(err.Error(), "envctl image import") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("--locked: %v", err)
+	}
+	if after, _ := lock.Read(p.LockPath()); after.Image.Digest != before.Image.Digest {
+		t.Fatal("--locked changed the lock")
+	}
+
+	res, err = cellrun.Resolve(ctx, p, "amd64", cellrun.LockOnFirstUse, l.lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldHash := res.Cells[0].Hash
+	if err := res.ObtainImage(ctx, p, cellrun.LockOnFirstUse, moved); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := lock.Read(p.LockPath())
+	if after.Image.Digest != rebuilt.Digest || after.Image.Snapshot != rebuilt.Snapshot || res.Cells[0].Image.Digest != rebuilt.Digest || res.Cells[0].Hash == oldHash {
+		t.Errorf("re-pin: lock image %s, cell image %s", after.Image.Digest, res.Cells[0].Image.Digest)
+	}
+	if d := lock.Diff(before, after); len(d) == 0 || slices.ContainsFunc(d, func(x lock.Difference) bool { return x.Part != "image" }) {
+		t.Errorf("the re-pin changed more than the image: %+v", d)
+	}
+	notice := strings.Join(res.RepinNotice(p.LockPath()), "\n")
+	for _, want := range []string{"zlib1g 1:1.2.13.dfsg-1 → 1:1.2.13.dfsg-1+deb12u1", "the runtime stack is unchanged", "lock updated: review and commit it", rebuilt.Digest} {
+		if !strings.Contains(notice, want) {
+			t.Errorf("notice lacks %q:\n%s", want, notice)
+		}
+	}
+	// The lock now matches its profile: the next run takes it as it is.
+	if _, err := cellrun.Resolve(ctx, p, "amd64", cellrun.Locked, l.lock); err != nil {
+		t.Errorf("the re-pinned lock: %v", err)
+	}
 }

@@ -3,8 +3,11 @@ package cellrun
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
+	"github.com/envctl/envctl/images"
 	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/lock"
 )
@@ -30,6 +33,82 @@ type Resolution struct {
 	// Wrote is set when Resolve wrote the lock file.
 	Wrote bool
 	Took  time.Duration
+	// Image is the image the cells use and where it came from, once
+	// ObtainImage has run.
+	Image *images.Obtained
+	names []string
+}
+
+// ImageObtainer makes the image a lock pins present: images.Store's
+// Obtain with this machine's sources (cache, image store, build).
+type ImageObtainer func(ctx context.Context, want lock.Image) (images.Obtained, error)
+
+// ObtainImage makes the lock's image present before anything else runs.
+// When the pinned image cannot be had and a build here with other
+// packages takes its place, the lock is re-pinned to that build and
+// written, as a missing lock is written on first use (the caller says so
+// with RepinNotice), and the cells are resolved again; with Locked, it is
+// refused instead (*images.MovedError, exit 2), naming the packages that
+// moved and the ways to get the pinned image.
+func (res *Resolution) ObtainImage(ctx context.Context, p *profiles.Profile, mode LockMode, obtain ImageObtainer) error {
+	ob, err := obtain(ctx, res.File.Image)
+	if err != nil {
+		return err
+	}
+	res.Image = &ob
+	if ob.Repin == nil {
+		return nil
+	}
+	if mode == Locked {
+		return &images.MovedError{Lock: p.LockPath(), Obtained: ob}
+	}
+	res.File.Image = ob.Image
+	if err := lock.Write(p.LockPath(), res.File); err != nil {
+		return err
+	}
+	res.Cells = res.Cells[:0]
+	for _, n := range res.names {
+		c, err := res.File.Cell(p, n)
+		if err != nil {
+			return err
+		}
+		res.Cells = append(res.Cells, c)
+	}
+	return nil
+}
+
+// RepinNotice is the block that says a lock's image was re-pinned: the
+// packages that moved, that the runtime stack is unchanged, and that the
+// lock needs a review and a commit.
+func (res *Resolution) RepinNotice(lockPath string) []string {
+	if res.Image == nil || res.Image.Repin == nil {
+		return nil
+	}
+	ob, r := res.Image, res.Image.Repin
+	out := []string{fmt.Sprintf("the lock's image %s %s cannot be had here: %s", ob.Name, r.Was, strings.Join(r.Tried, "; "))}
+	if r.RecipeChanged {
+		out = append(out, "this envctl's image recipe is not the one the lock was made with")
+	}
+	if len(r.Moved) > 0 {
+		out = append(out, fmt.Sprintf("%d packages moved since the lock was written:", len(r.Moved)))
+		for _, m := range r.Moved {
+			out = append(out, "  "+m)
+		}
+	}
+	out = append(out,
+		fmt.Sprintf("re-pinned image %s to %s (%s, archive state %s)", ob.Name, ob.Digest, ob.Detail, ob.Snapshot),
+		"the runtime stack is unchanged: "+res.stack(),
+		"lock updated: review and commit it ("+lockPath+")")
+	return out
+}
+
+// stack lists every locked component and tool with its pin.
+func (res *Resolution) stack() string {
+	var parts []string
+	for _, a := range res.File.Artifacts {
+		parts = append(parts, a.Component+" "+a.Version+" ("+a.Pin()+")")
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Resolve loads the profile's lock, or writes one on first use, and
@@ -56,6 +135,7 @@ func Resolve(ctx context.Context, p *profiles.Profile, arch string, mode LockMod
 	if len(names) == 0 {
 		names = f.CellNames()
 	}
+	res.names = names
 	for _, n := range names {
 		c, err := f.Cell(p, n)
 		if err != nil {

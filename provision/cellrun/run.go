@@ -165,6 +165,9 @@ type Options struct {
 	Log    *slog.Logger
 	// Step prints a progress line for humans; may be nil.
 	Step func(format string, args ...any)
+	// Image says where the cell's image came from, for the report
+	// (Resolution.Image); may be nil.
+	Image *images.Obtained
 }
 
 func (o Options) step(format string, args ...any) {
@@ -1024,7 +1027,7 @@ func (r *run) report() *report.Report {
 	rep := &report.Report{
 		Profile: r.cell.Profile, Cell: r.cell.Name, Test: r.cell.Test, Env: r.env, Accel: r.accel, Host: r.opts.VM.URI,
 		Started: r.start.UTC(), Warnings: r.warnings, Phases: r.phases, Results: r.results, Kept: r.kept,
-		Steps: r.test.Steps, Notes: r.notes, Start: r.came,
+		Steps: r.test.Steps, Notes: r.notes, Start: r.came, Image: r.opts.Image,
 	}
 	for _, c := range r.cell.Components {
 		rc := report.Component{Role: c.Role, Name: c.Component, Locked: c.Version, Source: c.Source, Label: c.Label()}

@@ -42,6 +42,10 @@ type Resolver struct {
 	// KnownDigests pins a release artifact from the digest the catalog
 	// records for it, when it has one, without fetching the checksum file.
 	KnownDigests bool
+	// Image resolves a profile's image name to the image a new lock pins;
+	// nil means Images.Resolve (the current local build or the catalog's
+	// download).
+	Image func(ctx context.Context, name string) (lock.Image, error)
 	// AllowMovedTags accepts a gomod version whose module commit is not
 	// upstream's release commit (the tag moved after the proxy cached it);
 	// the lock then records both commits.
@@ -61,7 +65,11 @@ func (r *Resolver) Lock(ctx context.Context, p *profiles.Profile) (*lock.File, e
 	if err != nil {
 		return nil, err
 	}
-	img, err := r.Images.Resolve(p.Image)
+	resolveImage := r.Image
+	if resolveImage == nil {
+		resolveImage = func(_ context.Context, name string) (lock.Image, error) { return r.Images.Resolve(name) }
+	}
+	img, err := resolveImage(ctx, p.Image)
 	if err != nil {
 		return nil, fmt.Errorf("%s: image: %w", p.Path, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/envctl/envctl/images"
 	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/compat"
 	"github.com/envctl/envctl/profiles/fault"
@@ -171,8 +172,12 @@ type Report struct {
 	// state), "post-boot: …" (restored from the state just after boot
 	// that the cells of one image and VM shape share, then installed) or
 	// "cold: …", with the reason.
-	Start   string    `json:"start,omitempty"`
-	Kept    bool      `json:"kept,omitempty"`
+	Start string `json:"start,omitempty"`
+	// Image is the base image the run booted and where this machine got
+	// it: the cache, the image store, a build (reproducing the lock's pin,
+	// or re-pinning it, with the packages that moved), or a download.
+	Image   *images.Obtained `json:"image,omitempty"`
+	Kept    bool             `json:"kept,omitempty"`
 	Started time.Time `json:"started"`
 	Seconds float64   `json:"seconds"`
 }
@@ -228,6 +233,16 @@ func Trim(s string, n int) string {
 
 // Table writes the human step table and the one-line verdict.
 func (r *Report) Table(w io.Writer) {
+	if im := r.Image; im != nil {
+		line := fmt.Sprintf("IMAGE %s %s from %s", im.Name, im.Digest, im.From)
+		if im.Detail != "" {
+			line += " (" + im.Detail + ")"
+		}
+		if im.Repin != nil {
+			line += fmt.Sprintf("; re-pinned from %s, %d packages moved", im.Repin.Was, len(im.Repin.Moved))
+		}
+		fmt.Fprintln(w, line)
+	}
 	if len(r.Components) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "COMPONENT\tLOCKED\tINSTALLED\tCOMMIT\tSOURCE\tCRI-API")
