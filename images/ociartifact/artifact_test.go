@@ -243,7 +243,6 @@ func TestParseRepository(t *testing.T) {
 	}
 }
 
-
 // tampering serves one blob with a byte changed, as a registry whose
 // storage was changed after the push would.
 type tampering struct {

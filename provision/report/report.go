@@ -178,8 +178,8 @@ type Report struct {
 	// or re-pinning it, with the packages that moved), or a download.
 	Image   *images.Obtained `json:"image,omitempty"`
 	Kept    bool             `json:"kept,omitempty"`
-	Started time.Time `json:"started"`
-	Seconds float64   `json:"seconds"`
+	Started time.Time        `json:"started"`
+	Seconds float64          `json:"seconds"`
 }
 
 // Phase returns a phase's seconds (0 when it did not run).
