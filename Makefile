@@ -73,8 +73,11 @@ check-locks:
 # Everything CI runs.
 test: lint unit cover fuzz e2e soak-short check-locks
 
-# The main job: the default profile, end to end (the lock is written on first use).
-up: build host image
+# The main job: the default profile, end to end. up gets the locked image
+# itself (cache, image store, or a build here: re-pinned, saying which
+# packages moved, when Debian's mirror moved since the lock was written),
+# and writes a lock on first use.
+up: build host
 	$(BIN) up $(PROFILE)
 
 bench: build host image

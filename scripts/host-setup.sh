@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # host-setup.sh: make this host able to run envctl VMs, idempotently.
 # Installs the Debian packages envctl needs (libvirt, QEMU, mmdebstrap, and
-# what the gomod builds, the crun example and the snapshot test use), lets QEMU run as root, and
+# what the gomod builds, the crun example, the snapshot test and the image store test (a real registry on 127.0.0.1) use), lets QEMU run as root, and
 # starts virtlogd and libvirtd when no init system does (containers and CI
 # machines without systemd). Never starts libvirt's `default` network.
 set -euo pipefail
 
 packages=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients
   mmdebstrap e2fsprogs dpkg-dev libseccomp-dev gcc make pkg-config crun
-  openssh-server)
+  openssh-server docker-registry)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

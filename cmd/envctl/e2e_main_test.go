@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -29,17 +30,64 @@ func TestMain(m *testing.M) {
 		state = dir
 		_ = os.Setenv("ENVCTL_STATE_DIR", state)
 	}
+	// The shipped profiles run from a copy, locks included: a run that
+	// re-pins a lock whose image the world moved past (README,
+	// Reproducibility) rewrites the copy, never the committed lock.
+	profilesCopy := ""
+	if os.Getenv("ENVCTL_BIN") != "" && os.Getenv("ENVCTL_PROFILES_DIR") == "" {
+		dir, err := copyProfiles()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: profiles:", err)
+			os.Exit(2)
+		}
+		profilesCopy = dir
+		_ = os.Setenv("ENVCTL_PROFILES_DIR", dir)
+	}
 	preexisting = map[string]bool{}
 	for _, l := range witness() {
 		preexisting[l] = true
 	}
 	code := m.Run()
+	for _, f := range suiteCleanup {
+		f()
+	}
+	if profilesCopy != "" {
+		_ = os.RemoveAll(profilesCopy)
+	}
 	if state != "" {
 		removeTestPools(state)
 		_ = os.RemoveAll(state)
 	}
 	os.Exit(code)
 }
+
+// suiteCleanup removes what tests made for the whole suite.
+var suiteCleanup []func()
+
+// copyProfiles copies the shipped profiles and their locks into a new
+// temporary directory.
+func copyProfiles() (string, error) {
+	dir, err := os.MkdirTemp("", "envctl-e2e-profiles-")
+	if err != nil {
+		return "", err
+	}
+	for _, pattern := range []string{"*.yaml", "*.lock"} {
+		files, _ := filepath.Glob(filepath.Join("..", "..", "profiles", pattern))
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return "", err
+			}
+			if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o644); err != nil {
+				return "", err
+			}
+		}
+	}
+	return dir, nil
+}
+
+// shippedLock is the committed lock of a shipped profile.
+func shippedLock(profile string) string { return filepath.Join("..", "..", "profiles", profile+".lock") }
 
 // witness lists the envctl domains and the disk and seed volumes that
 // this suite's runs own, one "domain NAME" or "volume POOL LINE" entry
