@@ -380,7 +380,10 @@ func (s *Store) List() ([]Listing, error) {
 	}
 	for _, n := range slices.Sorted(maps.Keys(locals)) {
 		l := locals[n]
-		src := "built " + l.Built.Format(time.RFC3339)
+		src := cmp.Or(l.From, "built") + ", " + l.Built.Format(time.RFC3339)
+		if l.Snapshot != "" {
+			src += ", archive state " + l.Snapshot
+		}
 		if s.stale(l) {
 			src += " (stale: rebuild with `envctl image build " + n + "`)"
 		}

@@ -145,3 +145,40 @@ func TestConfigurationGivesFlagDefaults(t *testing.T) {
 		t.Errorf("broken config: %d %s", code, errb.String())
 	}
 }
+
+// image_store (or image-store) in config.yaml and ENVCTL_IMAGE_STORE give
+// --image-store; debian_mirror gives `image build --mirror`, never the
+// components' ENVCTL_MIRROR. A bad value names where it came from.
+func TestImageSettingsFromTheConfiguration(t *testing.T) {
+	tests := []struct {
+		name, config string
+		env          map[string]string
+		args         []string
+		want         string
+	}{
+		{"config underscore", "image_store: 127.0.0.1:1/a@b\n", nil, []string{"image", "pull", "crio-1.34-runc"}, "image store \"127.0.0.1:1/a@b\" is not a registry repository"},
+		{"config dash", "image-store: 127.0.0.1:1/a@b\n", nil, []string{"image", "pull", "crio-1.34-runc"}, "is not a registry repository"},
+		{"environment", "", map[string]string{"ENVCTL_IMAGE_STORE": "127.0.0.1:1/a@b"}, []string{"image", "pull", "crio-1.34-runc"}, "is not a registry repository"},
+		{"debian mirror", "debian_mirror: ftp://example.invalid\n", map[string]string{"ENVCTL_MIRROR": "file:///components"}, []string{"image", "build", "debian-12"}, "--mirror: Debian mirror ftp://example.invalid"},
+		{"debian mirror from the environment", "", map[string]string{"ENVCTL_DEBIAN_MIRROR": "ftp://example.invalid"}, []string{"image", "build", "debian-12"}, "Debian mirror ftp://example.invalid"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			t.Chdir("../..")
+			t.Setenv("XDG_CONFIG_HOME", dir)
+			t.Setenv("ENVCTL_CACHE_DIR", filepath.Join(dir, "cache"))
+			t.Setenv("ENVCTL_STATE_DIR", filepath.Join(dir, "state"))
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			_ = os.MkdirAll(filepath.Join(dir, "envctl"), 0o755)
+			_ = os.WriteFile(filepath.Join(dir, "envctl", "config.yaml"), []byte(tt.config), 0o644)
+			var out, errb bytes.Buffer
+			code := run(tt.args, &out, &errb)
+			if code != 2 || !strings.Contains(errb.String(), tt.want) {
+				t.Errorf("exit %d, stderr %q, want exit 2 with %q", code, errb.String(), tt.want)
+			}
+		})
+	}
+}
