@@ -359,13 +359,19 @@ type Listing struct {
 	Kind   string `json:"kind"`
 	Digest string `json:"digest"`
 	Cached bool   `json:"cached"`
-	Source string `json:"source"`
+	// Current marks the build a new lock of the name pins.
+	Current bool   `json:"current,omitempty"`
+	Source  string `json:"source"`
 }
 
 // List describes every local build and catalog download, and whether its
 // disk is cached.
 func (s *Store) List() ([]Listing, error) {
 	locals, err := s.Locals()
+	if err != nil {
+		return nil, err
+	}
+	known, err := readRegistry(s.knownPath())
 	if err != nil {
 		return nil, err
 	}
@@ -378,20 +384,33 @@ func (s *Store) List() ([]Listing, error) {
 		_, ok := s.Cache.Has(pd)
 		return ok
 	}
-	for _, n := range slices.Sorted(maps.Keys(locals)) {
-		l := locals[n]
+	describe := func(l Local) string {
 		src := cmp.Or(l.From, "built") + ", " + l.Built.Format(time.RFC3339)
 		if l.Snapshot != "" {
 			src += ", archive state " + l.Snapshot
 		}
+		return src
+	}
+	for _, n := range slices.Sorted(maps.Keys(locals)) {
+		l := locals[n]
+		src := describe(l)
 		if s.stale(l) {
 			src += " (stale: rebuild with `envctl image build " + n + "`)"
 		}
-		rows = append(rows, Listing{n, string(lock.ImageLocal), l.Disk, cached(l.Disk), src})
+		rows = append(rows, Listing{Name: n, Kind: string(lock.ImageLocal), Digest: l.Disk, Cached: cached(l.Disk), Current: true, Source: src})
+	}
+	// Other builds this cache holds: older builds, and images pulled or
+	// imported for a lock, which a lock may still pin by digest.
+	for _, d := range slices.Sorted(maps.Keys(known)) {
+		l := known[d]
+		if cur, ok := locals[l.Name]; (ok && cur.Disk == d) || !cached(d) {
+			continue
+		}
+		rows = append(rows, Listing{Name: l.Name, Kind: string(lock.ImageLocal), Digest: d, Cached: true, Source: describe(l)})
 	}
 	for _, n := range slices.Sorted(maps.Keys(s.Catalog.Images)) {
 		im := s.Catalog.Images[n]
-		rows = append(rows, Listing{n, string(lock.ImageDownload), im.Digest, cached(im.Digest), im.URL})
+		rows = append(rows, Listing{Name: n, Kind: string(lock.ImageDownload), Digest: im.Digest, Cached: cached(im.Digest), Source: im.URL})
 	}
 	return rows, nil
 }
@@ -412,13 +431,17 @@ func (s *Store) Pull(ctx context.Context, name string) (string, error) {
 // WriteListings prints `envctl image ls` for humans.
 func WriteListings(w io.Writer, rows []Listing) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tKIND\tCACHED\tDIGEST\tSOURCE")
+	fmt.Fprintln(tw, "NAME\tKIND\tCURRENT\tCACHED\tDIGEST\tSOURCE")
 	for _, r := range rows {
 		d := r.Digest
 		if len(d) > 19 {
 			d = d[:19]
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\n", r.Name, r.Kind, r.Cached, d, r.Source)
+		cur := "-"
+		if r.Kind == string(lock.ImageLocal) {
+			cur = fmt.Sprint(r.Current)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\n", r.Name, r.Kind, cur, r.Cached, d, r.Source)
 	}
 	_ = tw.Flush()
 }

@@ -121,7 +121,7 @@ func (s *Store) Obtain(ctx context.Context, want lock.Image, src Sources) (Obtai
 		tried = append(tried, "no image store is set (image_store in the config, ENVCTL_IMAGE_STORE)")
 	} else {
 		src.step("pulling image %s %s from the image store %s", want.Name, short(want.Digest), src.Store)
-		ref, err := s.PullLocked(ctx, src.Store, want)
+		ref, err := s.PullLocked(ctx, src.Store, want, false)
 		var nf *ociartifact.NotFoundError
 		var corrupt *ociartifact.CorruptError
 		switch {
@@ -258,7 +258,7 @@ func (e *MovedError) Error() string {
 		why = append(why, "this envctl's image recipe is not the lock's")
 	}
 	if len(r.Moved) > 0 {
-		why = append(why, fmt.Sprintf("%d packages moved: %s", len(r.Moved), MovedList(r.Moved, 12)))
+		why = append(why, fmt.Sprintf("packages moved: %s", MovedList(r.Moved, 12)))
 	}
 	return fmt.Sprintf("%s: image %s: the lock pins %s, and %s; a build here (%s) differs: %s; get the pinned image with `envctl image pull` (from an image store that has it: image_store, ENVCTL_IMAGE_STORE) or `envctl image import FILE` (made by `envctl image export`), or re-pin it with `envctl lock` (or `envctl up` without --locked)",
 		e.Lock, e.Name, r.Was, strings.Join(r.Tried, ", "), e.Detail, strings.Join(why, "; "))

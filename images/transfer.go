@@ -86,8 +86,9 @@ func (s *Store) Push(ctx context.Context, store string, img lock.Image, extra ..
 
 // PullLocked fetches the image a lock pins from the image store, by its
 // disk digest, checking every blob against the lock before anything
-// enters the cache. It returns the reference it pulled.
-func (s *Store) PullLocked(ctx context.Context, store string, want lock.Image) (string, error) {
+// enters the cache; current makes it its name's current build. It
+// returns the reference it pulled.
+func (s *Store) PullLocked(ctx context.Context, store string, want lock.Image, current bool) (string, error) {
 	repo, err := ociartifact.ParseRepository(store)
 	if err != nil {
 		return "", err
@@ -97,7 +98,7 @@ func (s *Store) PullLocked(ctx context.Context, store string, want lock.Image) (
 	if err != nil {
 		return "", err
 	}
-	if _, err := s.adopt(ctx, art, ref.String(), pinsOf(want), "pulled from "+ref.String(), false); err != nil {
+	if _, err := s.adopt(ctx, art, ref.String(), pinsOf(want), "pulled from "+ref.String(), current); err != nil {
 		return "", err
 	}
 	return ref.String(), nil

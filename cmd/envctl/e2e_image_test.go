@@ -92,7 +92,10 @@ func suiteTemp(t *testing.T, pattern string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	suiteCleanup = append(suiteCleanup, func() { _ = os.RemoveAll(dir) })
+	suiteCleanup = append(suiteCleanup, func() {
+		_ = exec.Command("chmod", "-R", "u+w", dir).Run() // a Go module cache is read-only
+		_ = os.RemoveAll(dir)
+	})
 	return dir
 }
 
@@ -257,7 +260,7 @@ func TestE2ELockIsTheSameOnAColdCache(t *testing.T) {
 	_ = os.WriteFile(b, src, 0o644)
 	gomod := suiteTemp(t, "envctl-e2e-gomodcache-")
 	start := time.Now()
-	if out, errOut, code := envctlWith(t, append(cacheEnv(cold), "GOMODCACHE="+gomod, "GOFLAGS=-modcacherw"), "lock", a); code != 0 {
+	if out, errOut, code := envctlWith(t, append(cacheEnv(cold), "GOMODCACHE="+gomod), "lock", a); code != 0 {
 		t.Fatalf("lock on a cold cache: exit %d\n%s%s", code, out, tail(errOut, 30))
 	}
 	t.Logf("locked on a cold cache (and an empty Go module cache) in %s", time.Since(start).Round(time.Second))

@@ -87,7 +87,9 @@ func copyProfiles() (string, error) {
 }
 
 // shippedLock is the committed lock of a shipped profile.
-func shippedLock(profile string) string { return filepath.Join("..", "..", "profiles", profile+".lock") }
+func shippedLock(profile string) string {
+	return filepath.Join("..", "..", "profiles", profile+".lock")
+}
 
 // witness lists the envctl domains and the disk and seed volumes that
 // this suite's runs own, one "domain NAME" or "volume POOL LINE" entry

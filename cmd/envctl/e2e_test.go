@@ -121,7 +121,7 @@ type upReport struct {
 			Moved []string
 		} `json:"repinned"`
 	} `json:"image"`
-	Env          string                        `json:"env"`
+	Env string `json:"env"`
 }
 
 type phase struct {
@@ -266,9 +266,10 @@ func TestE2ELifecyclePasses(t *testing.T) {
 		}
 	}
 	// The drift check read each Go build's commit from the binary itself,
-	// `crio --version` included, where the module proxy records one (its
-	// runc v1.3.6 has no origin: nothing is linked or compared).
-	for _, want := range []struct{ name, commit string }{{"cri-o", "5dd0877c91adb0d2b253f8009d12bb6531ca0104"}, {"cri-tools", "ca0237b9fec5"}} {
+	// `crio --version` included: the module proxy's for cri-o, the
+	// catalog's release commit for cri-tools and runc (their proxy
+	// records none).
+	for _, want := range []struct{ name, commit string }{{"cri-o", "5dd0877c91adb0d2b253f8009d12bb6531ca0104"}, {"cri-tools", "ca0237b9fec5"}, {"runc", "491b69bab9fa206b984fb26ba07d3110d62e671f"}} {
 		for _, c := range r.Components {
 			if c.Name == want.name && c.Commit != want.commit {
 				t.Errorf("%s reports commit %q in the guest, want %q", c.Name, c.Commit, want.commit)

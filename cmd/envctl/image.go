@@ -266,7 +266,7 @@ func (a *app) pullImage(ctx context.Context, st *images.Store, store, arg string
 		if store == "" {
 			return fault.Inputf("image pull %s needs an image store to pull its lock's image from: --image-store HOST[:PORT]/PATH, image_store in the config, or ENVCTL_IMAGE_STORE", arg)
 		}
-		ref, err := st.PullLocked(ctx, store, f.Image)
+		ref, err := st.PullLocked(ctx, store, f.Image, true)
 		if err != nil {
 			return err
 		}

@@ -159,8 +159,8 @@ func TestImageSettingsFromTheConfiguration(t *testing.T) {
 		{"config underscore", "image_store: 127.0.0.1:1/a@b\n", nil, []string{"image", "pull", "crio-1.34-runc"}, "image store \"127.0.0.1:1/a@b\" is not a registry repository"},
 		{"config dash", "image-store: 127.0.0.1:1/a@b\n", nil, []string{"image", "pull", "crio-1.34-runc"}, "is not a registry repository"},
 		{"environment", "", map[string]string{"ENVCTL_IMAGE_STORE": "127.0.0.1:1/a@b"}, []string{"image", "pull", "crio-1.34-runc"}, "is not a registry repository"},
-		{"debian mirror", "debian_mirror: ftp://example.invalid\n", map[string]string{"ENVCTL_MIRROR": "file:///components"}, []string{"image", "build", "debian-12"}, "--mirror: Debian mirror ftp://example.invalid"},
-		{"debian mirror from the environment", "", map[string]string{"ENVCTL_DEBIAN_MIRROR": "ftp://example.invalid"}, []string{"image", "build", "debian-12"}, "Debian mirror ftp://example.invalid"},
+		{"debian mirror", "debian_mirror: ftp://example.invalid\n", map[string]string{"ENVCTL_MIRROR": "file:///components"}, []string{"image", "build", "debian-12"}, "--mirror: mirror ftp://example.invalid"},
+		{"debian mirror from the environment", "", map[string]string{"ENVCTL_DEBIAN_MIRROR": "ftp://example.invalid"}, []string{"image", "build", "debian-12"}, "mirror ftp://example.invalid"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

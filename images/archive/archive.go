@@ -92,7 +92,7 @@ func LiveSource(suiteName string) Source {
 func MirrorSource(ctx context.Context, url, suiteName string) (Source, error) {
 	url = strings.TrimSuffix(url, "/")
 	if err := checkURL(url); err != nil {
-		return Source{}, fmt.Errorf("Debian mirror %s: %w", url, err)
+		return Source{}, fmt.Errorf("mirror %s: %w", url, err)
 	}
 	s := Source{Kind: Mirror, URL: url}
 	for i, su := range suitesOf(suiteName) {
@@ -101,7 +101,7 @@ func MirrorSource(ctx context.Context, url, suiteName string) (Source, error) {
 		case err == nil:
 			s.Lines = append(s.Lines, line(url, su.name))
 		case i == 0:
-			return Source{}, fmt.Errorf("Debian mirror %s has no suite %s (%w); give the root of a Debian mirror, where dists/%s/Release is", url, su.name, err, su.name)
+			return Source{}, fmt.Errorf("mirror %s has no suite %s (%w); give the root of a Debian mirror, where dists/%s/Release is", url, su.name, err, su.name)
 		}
 	}
 	return s, nil
@@ -270,11 +270,13 @@ func snapshotRoot(ctx context.Context, base, archiveName, at string) (string, er
 	case resp.StatusCode != http.StatusOK:
 		return "", fmt.Errorf("%s: %s", url, resp.Status)
 	}
+	// The archive redirects to the exact snapshot; one that answers in
+	// place serves the time asked for.
 	final := strings.TrimSuffix(resp.Request.URL.String(), "/")
-	if _, err := ParseStamp(filepath.Base(final)); err != nil {
-		return strings.TrimSuffix(url, "/"), nil
+	if _, perr := ParseStamp(filepath.Base(final)); perr == nil {
+		return final, nil
 	}
-	return final, nil
+	return strings.TrimSuffix(url, "/"), nil
 }
 
 // errNoArchive is a snapshot archive copy without one of the archives

@@ -90,7 +90,7 @@ func (res *Resolution) RepinNotice(lockPath string) []string {
 		out = append(out, "this envctl's image recipe is not the one the lock was made with")
 	}
 	if len(r.Moved) > 0 {
-		out = append(out, fmt.Sprintf("%d packages moved since the lock was written:", len(r.Moved)))
+		out = append(out, fmt.Sprintf("%s moved since the lock was written:", plural(len(r.Moved), "package")))
 		for _, m := range r.Moved {
 			out = append(out, "  "+m)
 		}
@@ -145,4 +145,11 @@ func Resolve(ctx context.Context, p *profiles.Profile, arch string, mode LockMod
 	}
 	res.Took = time.Since(start)
 	return res, nil
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
