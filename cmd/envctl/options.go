@@ -74,17 +74,15 @@ type runFlags struct {
 
 func (f *runFlags) register(cmd *cobra.Command) {
 	f.vm.register(cmd, true)
-	f.testImages = cellrun.LocalImages
-	f.upload = cellrun.UploadDisk
 	cmd.Flags().BoolVar(&f.cold, "cold", false, "boot and install from scratch even when a warm state (a saved guest with this lock's stack installed) exists")
-	cmd.Flags().Var(&f.upload, "upload", "how the locked files reach the guest: disk (one read-only artifact disk, built once per set of files and cached) or sftp (file by file over SSH)")
+	cmd.Flags().Var(newEnum(&f.upload, cellrun.UploadDisk, cellrun.Uploads, "an upload method"), "upload", "how the locked files reach the guest: disk (one read-only artifact disk, built once per set of files and cached) or sftp (file by file over SSH)")
 	cmd.Flags().BoolVar(&f.noTest, "no-test", false, "boot and install, but skip the test")
 	cmd.Flags().Var(&f.test, "test", "the test suites to run instead of the profile's test: image-volume-lifecycle (envctl's own), upstream (CRI-O's own test/oci_volumes.bats from the locked CRI-O tree), upstream:FILE.bats, both, or none")
 	cmd.Flags().BoolVar(&f.noInstall, "no-install", false, "only boot the VM (no components, no test)")
 	cmd.Flags().BoolVar(&f.locked, "locked", false, "refuse a missing or stale lock instead of writing one (CI mode)")
 	cmd.Flags().StringVar(&f.junit, "junit", "", "write a JUnit XML report to this file")
 	cmd.Flags().StringVar(&f.results, "results-dir", "", "where to keep logs of a failed run (default: a new directory under the state dir)")
-	cmd.Flags().Var(&f.testImages, "test-images", "test images: local (built in-process) or upstream (quay.io and registry.k8s.io images pulled by the host); either way the guest pulls them from the host through SSH and has no network")
+	cmd.Flags().Var(newEnum(&f.testImages, cellrun.LocalImages, cellrun.TestImageSources, "a test image source"), "test-images", "test images: local (built in-process) or upstream (quay.io and registry.k8s.io images pulled by the host); either way the guest pulls them from the host through SSH and has no network")
 	cmd.Flags().BoolVar(&f.allowMoved, "allow-moved-tags", false, "when writing a lock on first use, accept Go module versions whose tag moved upstream (see `envctl lock --help`)")
 	registerImageStore(cmd, &f.imageStore)
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 0, "bound the whole run (e.g. 30m); on expiry the VMs are torn down and the exit is 3 (each phase also has its own limit)")

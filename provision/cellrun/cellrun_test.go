@@ -357,31 +357,6 @@ func TestRecordBinaries(t *testing.T) {
 	}
 }
 
-// TestRunAll: every cell's report survives a failure; --fail-fast stops
-// after the first cell that does not pass, keeping the ones before.
-func TestRunAll(t *testing.T) {
-	h := newHarness(t)
-	good := cellruntest.Cell("good", "1.34.0")
-	bad := cellruntest.Cell("bad", "1.30.0") // crictl 1.30 drops Mount.image: the test fails
-	var seen []string
-	reps := cellrun.RunAll(context.Background(), []lock.LockedCell{good, bad, good}, h.opts, true, func(r *report.Report) { seen = append(seen, r.Cell+":"+string(r.Verdict)) })
-	if strings.Join(seen, " ") != "good:pass bad:fail" || len(reps) != 2 {
-		t.Errorf("fail-fast: %v", seen)
-	}
-	reps = cellrun.RunAll(context.Background(), []lock.LockedCell{good, bad, good}, h.opts, false, nil)
-	if len(reps) != 3 || reps[2].Verdict != report.VerdictPass {
-		t.Errorf("without fail-fast: %d reports", len(reps))
-	}
-	if v, class := report.Worst(reps); v != report.VerdictFail || class != fault.Unclassified {
-		t.Errorf("aggregate %s %v", v, class)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if reps := cellrun.RunAll(ctx, []lock.LockedCell{good}, h.opts, false, nil); len(reps) != 0 {
-		t.Errorf("a cancelled matrix ran %d cells", len(reps))
-	}
-	h.assertClean(t)
-}
 
 // A phase that overruns its limit ends the run as "could not test", says
 // which phase and limit, and the VM is torn down.

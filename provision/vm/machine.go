@@ -86,25 +86,69 @@ type BootSpec struct {
 	// ArtifactSerial (the artifact disk); "" attaches none.
 	ArtifactDisk   string
 	ArtifactSerial string
-	// Warm, when set, restores a saved running guest instead of booting:
-	// its disk, memory and keys (see SaveWarm).
-	Warm *WarmState
-	// FromBoot, when set, restores a post-boot state (see SaveBoot)
-	// instead of booting: the guest as it was when SSH first answered,
-	// before any artifact disk. AttachArtifactDisk then hot-plugs it.
-	FromBoot *WarmState
-	// LateArtifactDisk boots without the artifact disk, so that the
-	// guest can be saved as a post-boot state (SaveBoot) first; it is
-	// hot-plugged by AttachArtifactDisk.
-	LateArtifactDisk bool
-	// Domain names the domain of a boot ("" is envctl-ID): a post-boot
-	// state saved from it restores only under this name.
-	Domain string
+	// From is where the guest comes from: the base image, or a saved
+	// guest (the zero value boots the image).
+	From Source
 	// Keep makes a persistent domain that outlives this process; any other
 	// is destroyed by libvirt as soon as this process's connection ends,
 	// even when the process is killed.
 	Keep bool
 }
+
+// SourceKind is where a guest comes from.
+type SourceKind string
+
+// The kinds of source.
+const (
+	// FromImage boots the base image with the artifact disk attached.
+	FromImage SourceKind = "image"
+	// FromImageToShare boots the base image without the artifact disk,
+	// under a slot's domain name, so that it can be saved as a post-boot
+	// state first (SaveBoot); AttachArtifactDisk then hot-plugs the disk.
+	FromImageToShare SourceKind = "image-to-share"
+	// FromWarm restores a warm state: disk, memory and the keys of a guest
+	// with the stack installed and CRI-O running.
+	FromWarm SourceKind = "warm"
+	// FromPostBoot restores a post-boot state: the guest as it was when
+	// SSH first answered, before any artifact disk; AttachArtifactDisk
+	// then hot-plugs it.
+	FromPostBoot SourceKind = "post-boot"
+)
+
+// Source is where a guest comes from, as one value: the kind, the saved
+// guest a restore starts from, and the domain name of a boot to share.
+type Source struct {
+	Kind   SourceKind
+	Saved  WarmState // FromWarm, FromPostBoot
+	Domain string    // FromImageToShare
+}
+
+// ImageSource boots the base image.
+func ImageSource() Source { return Source{Kind: FromImage} }
+
+// ShareSource boots the base image under domain, to be saved as a
+// post-boot state.
+func ShareSource(domain string) Source { return Source{Kind: FromImageToShare, Domain: domain} }
+
+// WarmSource restores a warm state.
+func WarmSource(ws WarmState) Source { return Source{Kind: FromWarm, Saved: ws} }
+
+// PostBootSource restores a post-boot state.
+func PostBootSource(ws WarmState) Source { return Source{Kind: FromPostBoot, Saved: ws} }
+
+// restores reports whether the guest comes from a saved state.
+func (s Source) restores() bool { return s.Kind == FromWarm || s.Kind == FromPostBoot }
+
+// saved is the saved guest a restore starts from (nil for a boot).
+func (s Source) saved() *WarmState {
+	if !s.restores() {
+		return nil
+	}
+	return &s.Saved
+}
+
+// lateDisk reports whether the artifact disk is hot-plugged after start.
+func (s Source) lateDisk() bool { return s.Kind == FromImageToShare || s.Kind == FromPostBoot }
 
 // Machine is a booted (or booting) environment, held by this process.
 type Machine struct {
@@ -125,18 +169,16 @@ type Machine struct {
 	unlock   func()
 	signer   ssh.Signer
 	hostKey  ssh.PublicKey
-	// ds is the domain as started; user and host the guest's keys; warm
-	// the saved state it was restored from, if any.
+	// ds is the domain as started; user and host the guest's keys; from
+	// where the guest came from.
 	ds         DomainSpec
 	diskSize   uint64
 	user, host cidata.KeyPair
-	warm       *WarmState
-	// fromBoot is the post-boot state the guest was restored from; late
-	// the artifact disk still to hot-plug; chain the saved disks the
-	// guest's disk is backed by (beyond the base image).
-	fromBoot *WarmState
-	late     *Disk
-	chain    []string
+	from       Source
+	// late is the artifact disk still to hot-plug; chain the saved disks
+	// the guest's disk is backed by (beyond the base image).
+	late  *Disk
+	chain []string
 }
 
 // NameTakenError is a domain that could not start because another
@@ -173,18 +215,22 @@ func (e *BootError) Error() string {
 // FaultClass implements fault.Classed.
 func (e *BootError) FaultClass() fault.Class { return fault.Infra }
 
-// Boot creates and starts a VM and waits until SSH answers with the pinned
-// host key. On any error everything it created is removed again.
+// Boot creates and starts a VM (or restores a saved guest, as spec.From
+// says) and waits until SSH answers with the pinned host key. On any
+// error everything it created is removed again.
 func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
+	}
+	if spec.From.Kind == "" {
+		spec.From.Kind = FromImage
 	}
 	e, unlock, err := opts.Store.New(spec.Profile)
 	if err != nil {
 		return nil, err
 	}
 	e.Cell = spec.Cell
-	m = &Machine{Env: e, opts: opts, Timings: map[string]time.Duration{}, unlock: unlock, keepable: spec.Keep}
+	m = &Machine{Env: e, opts: opts, Timings: map[string]time.Duration{}, unlock: unlock, keepable: spec.Keep, from: spec.From, diskSize: spec.Disk}
 	defer func() {
 		// A panic while booting is torn down like any failure.
 		if p := recover(); p != nil {
@@ -200,138 +246,196 @@ func Boot(ctx context.Context, opts Options, spec BootSpec) (m *Machine, err err
 		}
 	}()
 	start := time.Now()
-	if m.drv, err = opts.Connect(ctx, opts.URI); err != nil {
+	if err := m.connect(ctx); err != nil {
 		return m, err
+	}
+	if err := m.identity(spec.From); err != nil {
+		return m, err
+	}
+	ds, err := m.prepare(ctx, spec)
+	if err != nil {
+		return m, err
+	}
+	m.Timings["prepare"] = time.Since(start)
+	return m, m.run(ctx, ds, spec)
+}
+
+// connect opens the hypervisor and decides the accelerator.
+func (m *Machine) connect(ctx context.Context) error {
+	var err error
+	if m.drv, err = m.opts.Connect(ctx, m.opts.URI); err != nil {
+		return err
 	}
 	var warning string
-	if m.Type, warning, err = m.drv.DomainType(ctx, cmp.Or(opts.Accel, AccelAuto)); err != nil {
-		return m, err
+	if m.Type, warning, err = m.drv.DomainType(ctx, cmp.Or(m.opts.Accel, AccelAuto)); err != nil {
+		return err
 	}
 	if warning != "" {
-		opts.step("warning: %s", warning)
+		m.opts.step("warning: %s", warning)
 	}
-	saved := cmp.Or(spec.Warm, spec.FromBoot)
-	user, host, err := keys(e.ID, saved)
+	return nil
+}
+
+// identity gives the guest its keys (fresh, or those a saved guest
+// trusts) and its domain name (a save restores only under its own), and
+// records them.
+func (m *Machine) identity(from Source) error {
+	e := m.Env
+	user, host, err := keys(e.ID, from.saved())
 	if err != nil {
-		return m, fault.AsInfra(err)
+		return fault.AsInfra(err)
 	}
 	m.user, m.host = user, host
 	switch {
-	case saved != nil:
-		e.Domain = saved.Domain // a save restores only under its own name
-	case spec.Domain != "":
-		e.Domain = spec.Domain
+	case from.restores():
+		e.Domain = from.Saved.Domain
+	case from.Domain != "":
+		e.Domain = from.Domain
 	}
 	if err := os.WriteFile(e.KeyPath(), user.PrivatePEM, 0o600); err != nil {
-		return m, fault.Infraf("write %s: %w", e.KeyPath(), err)
+		return fault.Infraf("write %s: %w", e.KeyPath(), err)
 	}
 	if m.signer, err = ssh.ParsePrivateKey(user.PrivatePEM); err != nil {
-		return m, fault.AsInfra(err)
+		return fault.AsInfra(err)
 	}
 	m.hostKey = host.Public
-	network := cmp.Or(opts.Network, NetworkUser)
-	e.HostKey, e.Accel, e.URI, e.Pool = host.Authorized, string(m.Type), m.drv.URI(), PoolName(opts.Store, m.drv.Local())
-	if err := e.Save(); err != nil {
-		return m, err
-	}
+	e.HostKey, e.Accel, e.URI, e.Pool = host.Authorized, string(m.Type), m.drv.URI(), PoolName(m.opts.Store, m.drv.Local())
+	return e.Save()
+}
 
+// prepare makes the guest's volumes (the overlay on the base image or the
+// saved disk, the seed, the artifact disk on a remote host) and returns
+// the domain to start.
+func (m *Machine) prepare(ctx context.Context, spec BootSpec) (DomainSpec, error) {
+	e := m.Env
+	var err error
 	if m.poolPath, err = m.drv.EnsurePool(ctx, e.Pool, m.poolDir()); err != nil {
-		return m, err
+		return DomainSpec{}, err
 	}
 	img, err := m.baseImage(ctx, spec.Image)
 	if err != nil {
-		return m, err
+		return DomainSpec{}, err
 	}
-	disks := []Disk{}
-	if spec.ArtifactDisk != "" {
-		p, err := m.hostFile(ctx, "artifacts", spec.ArtifactDisk, "raw")
-		if err != nil {
-			return m, err
-		}
-		d := Disk{Path: p, Format: "raw", ReadOnly: true, Serial: spec.ArtifactSerial}
-		if spec.FromBoot != nil || spec.LateArtifactDisk {
-			m.late = &d
-		} else {
-			disks = append(disks, d)
-		}
-	}
-	diskVol, err := e.AddVolume(env.VolumeDisk)
+	disks, err := m.artifactDisk(ctx, spec)
 	if err != nil {
-		return m, err
+		return DomainSpec{}, err
 	}
-	base, baseFormat := img.Disk, img.Format
-	if saved != nil {
-		// On top of the disk as it was when the guest was saved.
-		base, baseFormat = saved.Disk, "qcow2"
-		m.chain = append(slices.Clone(saved.Needs), saved.Disk)
-	}
-	diskPath, err := m.drv.CreateOverlay(ctx, e.Pool, diskVol, base, baseFormat, spec.Disk)
+	diskPath, err := m.overlay(ctx, img, spec)
 	if err != nil {
-		return m, err
+		return DomainSpec{}, err
 	}
-	seed, err := cidata.ISO(cidata.Config{InstanceID: e.ID, Hostname: "envctl-" + shortID(e.ID), UserKey: user.Authorized, HostKey: host})
+	seed, err := cidata.ISO(cidata.Config{InstanceID: e.ID, Hostname: "envctl-" + shortID(e.ID), UserKey: m.user.Authorized, HostKey: m.host})
 	if err != nil {
-		return m, fault.AsInfra(err)
+		return DomainSpec{}, fault.AsInfra(err)
 	}
 	seedVol, err := e.AddVolume(env.VolumeSeed)
 	if err != nil {
-		return m, err
+		return DomainSpec{}, err
 	}
 	seedPath, err := m.drv.CreateVolume(ctx, e.Pool, seedVol, seed)
 	if err != nil {
-		return m, err
+		return DomainSpec{}, err
 	}
-
-	seedMode := cmp.Or(opts.Seed, SeedAuto)
-	fast := seedMode == SeedFast || (seedMode == SeedAuto && spec.Image.FastSeed)
-	cmdline := "root=/dev/vda rw console=ttyS0 net.ifnames=0"
-	if fast {
-		cmdline += " cloud-init=disabled"
+	console, err := m.consolePath()
+	if err != nil {
+		return DomainSpec{}, err
 	}
-	if opts.KernelArgs != "" {
-		cmdline += " " + opts.KernelArgs
-	}
-	console := e.ConsoleLog()
-	if !m.drv.Local() {
-		name, err := e.AddVolume(env.VolumeConsole)
-		if err != nil {
-			return m, err
-		}
-		console = m.poolPath + "/" + name
-	}
-	ds := DomainSpec{
+	return DomainSpec{
 		Name: e.Domain, Type: m.Type, CPUs: spec.CPUs, MemoryMiB: spec.Memory >> 20,
 		Disks:  append([]Disk{{Path: diskPath, Format: "qcow2"}, {Path: seedPath, Format: "raw", ReadOnly: true}}, disks...),
-		Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: cmdline,
-		ConsoleLog: console, Network: network, Online: opts.Online, AutoDestroy: !spec.Keep,
-		Metadata: OwnerOf(opts.Store).Stamp(Metadata{ID: e.ID, Profile: spec.Profile, PID: os.Getpid(), Created: time.Now().UTC().Format(time.RFC3339)}, m.drv.URI()),
+		Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: m.cmdline(spec.Image),
+		ConsoleLog: console, Network: cmp.Or(m.opts.Network, NetworkUser), Online: m.opts.Online, AutoDestroy: !spec.Keep,
+		Metadata: OwnerOf(m.opts.Store).Stamp(Metadata{ID: e.ID, Profile: spec.Profile, PID: os.Getpid(), Created: time.Now().UTC().Format(time.RFC3339)}, m.drv.URI()),
+	}, nil
+}
+
+// artifactDisk is the artifact disk to attach at start (none when it is
+// hot-plugged later: m.late).
+func (m *Machine) artifactDisk(ctx context.Context, spec BootSpec) ([]Disk, error) {
+	if spec.ArtifactDisk == "" {
+		return nil, nil
 	}
-	m.Timings["prepare"] = time.Since(start)
+	p, err := m.hostFile(ctx, "artifacts", spec.ArtifactDisk, "raw")
+	if err != nil {
+		return nil, err
+	}
+	d := Disk{Path: p, Format: "raw", ReadOnly: true, Serial: spec.ArtifactSerial}
+	if spec.From.lateDisk() {
+		m.late = &d
+		return nil, nil
+	}
+	return []Disk{d}, nil
+}
+
+// overlay is the guest's disk: a qcow2 on the base image, or on the disk
+// of the saved guest it restores.
+func (m *Machine) overlay(ctx context.Context, img images.Files, spec BootSpec) (string, error) {
+	diskVol, err := m.Env.AddVolume(env.VolumeDisk)
+	if err != nil {
+		return "", err
+	}
+	base, baseFormat := img.Disk, img.Format
+	if saved := spec.From.saved(); saved != nil {
+		base, baseFormat = saved.Disk, "qcow2"
+		m.chain = append(slices.Clone(saved.Needs), saved.Disk)
+	}
+	return m.drv.CreateOverlay(ctx, m.Env.Pool, diskVol, base, baseFormat, spec.Disk)
+}
+
+// cmdline is the kernel command line of a directly booted image.
+func (m *Machine) cmdline(img images.Files) string {
+	seedMode := cmp.Or(m.opts.Seed, SeedAuto)
+	cmdline := "root=/dev/vda rw console=ttyS0 net.ifnames=0"
+	if seedMode == SeedFast || (seedMode == SeedAuto && img.FastSeed) {
+		cmdline += " cloud-init=disabled"
+	}
+	if m.opts.KernelArgs != "" {
+		cmdline += " " + m.opts.KernelArgs
+	}
+	return cmdline
+}
+
+// consolePath is where the serial console goes: the environment's
+// directory, or a volume on a remote host.
+func (m *Machine) consolePath() (string, error) {
+	if m.drv.Local() {
+		return m.Env.ConsoleLog(), nil
+	}
+	name, err := m.Env.AddVolume(env.VolumeConsole)
+	if err != nil {
+		return "", err
+	}
+	return m.poolPath + "/" + name, nil
+}
+
+// run starts the domain and waits until the guest answers SSH.
+func (m *Machine) run(ctx context.Context, ds DomainSpec, spec BootSpec) error {
+	e := m.Env
 	bootStart := time.Now()
-	opts.step("booting %s (%s, %d vCPU, %d MiB) on %s from %s", e.Domain, m.Type.Label(), spec.CPUs, spec.Memory>>20, m.drv.URI(), shortPath(spec.Image.Disk))
+	m.opts.step("booting %s (%s, %d vCPU, %d MiB) on %s from %s", e.Domain, m.Type.Label(), spec.CPUs, spec.Memory>>20, m.drv.URI(), shortPath(spec.Image.Disk))
 	e.State = env.StateBooting
 	if err := e.Save(); err != nil {
-		return m, err
+		return err
 	}
-	m.ds, m.warm, m.fromBoot, m.diskSize = ds, spec.Warm, spec.FromBoot, spec.Disk
+	m.ds = ds
 	if err := m.start(ctx, &m.ds); err != nil {
-		return m, err
+		return err
 	}
-	if network == NetworkNAT {
+	if m.ds.Network == NetworkNAT {
 		if err := m.waitLease(ctx); err != nil {
-			return m, err
+			return err
 		}
 	}
 	if err := m.waitSSH(ctx); err != nil {
-		return m, err
+		return err
 	}
 	m.Timings["boot"] = time.Since(bootStart)
 	e.State = env.StateReady
 	if err := e.Save(); err != nil {
-		return m, err
+		return err
 	}
-	opts.step("%s answers on ssh %s:%d (host key %s) after %s", e.Domain, e.SSHHost, e.SSHPort, ssh.FingerprintSHA256(m.hostKey), m.Timings["boot"].Round(100*time.Millisecond))
-	return m, nil
+	m.opts.step("%s answers on ssh %s:%d (host key %s) after %s", e.Domain, e.SSHHost, e.SSHPort, ssh.FingerprintSHA256(m.hostKey), m.Timings["boot"].Round(100*time.Millisecond))
+	return nil
 }
 
 func (m *Machine) bootTimeout() time.Duration { return cmp.Or(m.opts.BootTimeout, 5*time.Minute) }
@@ -409,7 +513,7 @@ func (m *Machine) start(ctx context.Context, ds *DomainSpec) error {
 		if err := m.Env.Save(); err != nil {
 			return err
 		}
-		if saved := cmp.Or(m.warm, m.fromBoot); saved != nil {
+		if saved := m.from.saved(); saved != nil {
 			_, err = m.drv.RestoreDomain(ctx, saved.Save, *ds)
 		} else {
 			err = m.drv.Start(ctx, *ds)

@@ -76,11 +76,11 @@ func (m *Machine) SaveWarm(ctx context.Context, dir string) (WarmState, error) {
 }
 
 // SaveBoot keeps the guest as a post-boot state in dir, as SaveWarm does,
-// before the artifact disk is attached (see BootSpec.LateArtifactDisk).
+// before the artifact disk is attached (see FromImageToShare).
 // dir must stay where it is: the disk the guest goes on writing to (and
 // any warm state saved later) is backed by the disk kept there.
 func (m *Machine) SaveBoot(ctx context.Context, dir string) (WarmState, error) {
-	if m.late == nil && m.fromBoot == nil && len(m.ds.Disks) > 2 {
+	if m.late == nil && m.from.Kind != FromPostBoot && len(m.ds.Disks) > 2 {
 		return WarmState{}, fault.Infraf("post-boot state: the artifact disk is already attached")
 	}
 	w, err := m.save(ctx, dir, true)
@@ -153,7 +153,7 @@ func (m *Machine) save(ctx context.Context, dir string, stable bool) (saved, err
 }
 
 // AttachArtifactDisk hot-plugs the artifact disk that a post-boot state
-// was saved without (see BootSpec.LateArtifactDisk and FromBoot) and
+// was saved without (see FromImageToShare and FromPostBoot) and
 // waits until the guest has its device. It does nothing when the disk
 // was attached at boot.
 func (m *Machine) AttachArtifactDisk(ctx context.Context) error {
@@ -206,8 +206,8 @@ func copyFile(src, dst string) error {
 	return out.Close()
 }
 
-// Warm reports whether the machine was restored from a saved state.
-func (m *Machine) Warm() bool { return m.warm != nil }
+// Warm reports whether the machine was restored from a warm state.
+func (m *Machine) Warm() bool { return m.from.Kind == FromWarm }
 
-// FromBoot reports whether the machine was restored from a post-boot state.
-func (m *Machine) FromBoot() bool { return m.fromBoot != nil }
+// From is where the guest came from.
+func (m *Machine) From() SourceKind { return m.from.Kind }
