@@ -357,7 +357,6 @@ func TestRecordBinaries(t *testing.T) {
 	}
 }
 
-
 // A phase that overruns its limit ends the run as "could not test", says
 // which phase and limit, and the VM is torn down.
 func TestPhaseTimeout(t *testing.T) {
