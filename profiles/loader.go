@@ -5,16 +5,13 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 
-	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/envctl/envctl/profiles/catalog"
@@ -50,19 +47,23 @@ func (e *Error) Error() string {
 // FaultClass implements fault.Classed: a profile error is bad input.
 func (e *Error) FaultClass() fault.Class { return fault.Input }
 
-// SearchDirs lists the directories searched for profiles by name, in order:
-// $ENVCTL_PROFILES_DIR (a list), ./profiles, and $XDG_CONFIG_HOME/envctl/profiles.
-func SearchDirs() []string {
-	var dirs []string
-	if env := os.Getenv("ENVCTL_PROFILES_DIR"); env != "" {
-		dirs = append(dirs, filepath.SplitList(env)...)
-	}
-	dirs = append(dirs, "profiles")
-	if cfg, err := os.UserConfigDir(); err == nil {
-		dirs = append(dirs, filepath.Join(cfg, "envctl", "profiles"))
-	}
-	return dirs
+// Loader finds and loads profiles. Its inputs are explicit: the
+// directories a profile name is looked up in, in order, and the overrides
+// laid over every profile it loads. The CLI reads both from the
+// environment and the configuration; the loader reads neither.
+type Loader struct {
+	Dirs      []string
+	Overrides Overrides
 }
+
+// Override is a value laid over a profile key, and where it came from
+// (ENVCTL_VM_MEMORY, say), for error messages.
+type Override struct {
+	Value, From string
+}
+
+// Overrides are override values by profile key (OverrideKeys).
+type Overrides map[string]Override
 
 // Entry is one profile found on disk.
 type Entry struct {
@@ -77,10 +78,10 @@ func profileName(path string) string {
 
 // List finds every profile in the search path. A name found twice is listed
 // once, from the first directory (that is the one Load picks).
-func List() []Entry {
+func (l Loader) List() []Entry {
 	seen := map[string]bool{}
 	var out []Entry
-	for _, dir := range SearchDirs() {
+	for _, dir := range l.Dirs {
 		matches, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
 		more, _ := filepath.Glob(filepath.Join(dir, "*.yml"))
 		matches = append(matches, more...)
@@ -92,7 +93,7 @@ func List() []Entry {
 			}
 			seen[name] = true
 			e := Entry{Name: name, Path: m}
-			if _, err := LoadFile(m); err != nil {
+			if _, err := l.LoadFile(m); err != nil {
 				e.Err = err.Error()
 			}
 			out = append(out, e)
@@ -102,14 +103,14 @@ func List() []Entry {
 }
 
 // Find turns a profile name or path into a file path.
-func Find(nameOrPath string) (string, error) {
+func (l Loader) Find(nameOrPath string) (string, error) {
 	if strings.ContainsRune(nameOrPath, os.PathSeparator) || strings.HasSuffix(nameOrPath, ".yaml") || strings.HasSuffix(nameOrPath, ".yml") {
 		if _, err := os.Stat(nameOrPath); err != nil {
 			return "", fault.Inputf("profile %s: file not found; pass a profile name or an existing YAML path (`envctl profiles` lists them)", nameOrPath)
 		}
 		return nameOrPath, nil
 	}
-	dirs := SearchDirs()
+	dirs := l.Dirs
 	for _, dir := range dirs {
 		for _, ext := range []string{".yaml", ".yml"} {
 			p := filepath.Join(dir, nameOrPath+ext)
@@ -119,7 +120,7 @@ func Find(nameOrPath string) (string, error) {
 		}
 	}
 	var names []string
-	for _, e := range List() {
+	for _, e := range l.List() {
 		names = append(names, e.Name)
 	}
 	hint := ""
@@ -130,16 +131,19 @@ func Find(nameOrPath string) (string, error) {
 }
 
 // Load finds and loads a profile by name or path.
-func Load(nameOrPath string) (*Profile, error) {
-	path, err := Find(nameOrPath)
+func (l Loader) Load(nameOrPath string) (*Profile, error) {
+	path, err := l.Find(nameOrPath)
 	if err != nil {
 		return nil, err
 	}
-	return LoadFile(path)
+	return l.LoadFile(path)
 }
 
-// LoadFile reads and validates one profile file, applying ENVCTL_* overrides.
-func LoadFile(path string) (*Profile, error) {
+// LoadFile reads and validates one profile file, with no overrides.
+func LoadFile(path string) (*Profile, error) { return Loader{}.LoadFile(path) }
+
+// LoadFile reads and validates one profile file, with the overrides.
+func (l Loader) LoadFile(path string) (*Profile, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fault.Inputf("profile %s: %v", path, err)
@@ -151,40 +155,20 @@ func LoadFile(path string) (*Profile, error) {
 	if err != nil {
 		return nil, fault.Inputf("profile %s: %v", path, err)
 	}
-	return Parse(path, data, EnvOverrides())
+	return Parse(path, data, l.Overrides)
 }
 
-// overridable lists the keys ENVCTL_* variables may set, e.g.
-// ENVCTL_VM_MEMORY=4GiB or ENVCTL_COMPONENTS_CRI_TOOLS_VERSION=1.34.0.
-func overridable() []string {
-	keys := []string{"image", "source", "test", "vm.cpus", "vm.memory", "vm.disk"}
+// OverrideKeys lists the profile keys an override may set, e.g. vm.memory
+// or components.cri-tools.version. (The test a run takes is not one: it
+// is the --test flag's.)
+func OverrideKeys() []string {
+	keys := []string{"image", "source", "vm.cpus", "vm.memory", "vm.disk"}
 	for _, r := range Roles {
 		for _, f := range []string{"name", "version", "source", "commit"} {
 			keys = append(keys, "components."+string(r)+"."+f)
 		}
 	}
 	return keys
-}
-
-// EnvName is the variable that overrides a profile key.
-func EnvName(key string) string {
-	return "ENVCTL_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(key))
-}
-
-// EnvOverrides reads the ENVCTL_* variables that override profile keys,
-// through viper, keyed by profile key.
-func EnvOverrides() map[string]string {
-	v := viper.New()
-	v.SetEnvPrefix("ENVCTL")
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_", "-", "_"))
-	out := map[string]string{}
-	for _, key := range overridable() {
-		_ = v.BindEnv(key)
-		if v.IsSet(key) {
-			out[key] = v.GetString(key)
-		}
-	}
-	return out
 }
 
 // The YAML shape of a profile. Scalars are read as their literal text, so
@@ -309,9 +293,8 @@ var componentKeys = map[string]any{"name": nil, "version": nil, "source": nil, "
 
 var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]*$`)
 
-// Parse validates a profile's bytes. overrides are ENVCTL_* values by
-// profile key (EnvOverrides in the product, a map in tests).
-func Parse(path string, data []byte, overrides map[string]string) (*Profile, error) {
+// Parse validates a profile's bytes, with overrides laid over its keys.
+func Parse(path string, data []byte, overrides Overrides) (*Profile, error) {
 	if len(data) > MaxFileSize {
 		return nil, &Error{File: path, Msg: fmt.Sprintf("%d bytes is too large for a profile (the limit is %d KiB)", len(data), MaxFileSize>>10)}
 	}
@@ -348,24 +331,23 @@ func Parse(path string, data []byte, overrides map[string]string) (*Profile, err
 	}
 	field := func(key, msg string) error {
 		e := &Error{File: path, Line: lines[key], Field: key, Msg: msg}
-		if _, ok := overrides[key]; ok {
-			e.Msg += " (set by " + EnvName(key) + ")"
+		if o, ok := overrides[key]; ok {
+			e.Msg += " (set by " + cmp.Or(o.From, "an override") + ")"
 		}
 		return e
 	}
 	return raw.validate(path, field)
 }
 
-// apply lays ENVCTL_* overrides over the file's values.
-func (r *rawProfile) apply(overrides map[string]string) error {
-	for key, val := range overrides {
+// apply lays overrides over the file's values.
+func (r *rawProfile) apply(overrides Overrides) error {
+	for key, o := range overrides {
+		val := o.Value
 		switch key {
 		case "image":
 			r.Image = val
 		case "source":
 			r.Source = val
-		case "test":
-			r.Test = val
 		case "vm.cpus":
 			r.VM.CPUs = val
 		case "vm.memory":
@@ -375,7 +357,7 @@ func (r *rawProfile) apply(overrides map[string]string) error {
 		default:
 			role, f, ok := strings.Cut(strings.TrimPrefix(key, "components."), ".")
 			if !ok || !strings.HasPrefix(key, "components.") {
-				return fmt.Errorf("%s: not an overridable key", EnvName(key))
+				return fmt.Errorf("%s: %s is not a key an override may set", cmp.Or(o.From, "an override"), key)
 			}
 			if r.Components == nil {
 				r.Components = map[string]rawComponent{}
@@ -743,24 +725,4 @@ func levenshtein(a, b string) int {
 		prev = cur
 	}
 	return prev[len(b)]
-}
-
-// WriteList prints the profiles found, with their state, for humans.
-func WriteList(w io.Writer, list []Entry) {
-	if len(list) == 0 {
-		fmt.Fprintf(w, "no profiles found in %s\n", strings.Join(SearchDirs(), ", "))
-		return
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tPATH\tSTATUS")
-	for _, e := range list {
-		status := "ok"
-		if e.Err != "" {
-			status = "invalid: " + e.Err
-		} else if _, err := os.Stat(strings.TrimSuffix(strings.TrimSuffix(e.Path, ".yaml"), ".yml") + ".lock"); err == nil {
-			status = "ok, locked"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Name, e.Path, status)
-	}
-	_ = tw.Flush()
 }

@@ -17,7 +17,7 @@ components:
 test: image-volume-lifecycle
 `
 
-var noEnv map[string]string
+var noEnv Overrides
 
 func TestParseGood(t *testing.T) {
 	p, err := Parse("t.yaml", []byte(good), noEnv)
@@ -117,10 +117,14 @@ func TestParseBadInput(t *testing.T) {
 	}
 }
 
-func TestEnvOverrides(t *testing.T) {
-	t.Setenv("ENVCTL_VM_MEMORY", "4GiB")
-	t.Setenv("ENVCTL_COMPONENTS_CRI_TOOLS_VERSION", "1.30.0")
-	p, err := Parse("t.yaml", []byte(good), EnvOverrides())
+// Overrides lay values over a profile's keys; a bad one names where it
+// came from. The loader reads no environment: the CLI builds overrides.
+func TestOverrides(t *testing.T) {
+	t.Setenv("ENVCTL_VM_MEMORY", "8GiB") // never read here
+	p, err := Parse("t.yaml", []byte(good), Overrides{
+		"vm.memory":                    {Value: "4GiB", From: "ENVCTL_VM_MEMORY"},
+		"components.cri-tools.version": {Value: "1.30.0", From: "ENVCTL_COMPONENTS_CRI_TOOLS_VERSION"},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,10 +134,15 @@ func TestEnvOverrides(t *testing.T) {
 	if p.Components[RoleCRITools].Version != "1.30.0" {
 		t.Errorf("cri-tools %+v", p.Components[RoleCRITools])
 	}
-	t.Setenv("ENVCTL_VM_MEMORY", "lots")
-	_, err = Parse("t.yaml", []byte(good), EnvOverrides())
+	_, err = Parse("t.yaml", []byte(good), Overrides{"vm.memory": {Value: "lots", From: "ENVCTL_VM_MEMORY"}})
 	if err == nil || !strings.Contains(err.Error(), "ENVCTL_VM_MEMORY") {
 		t.Errorf("bad override error %v does not name the variable", err)
+	}
+	if _, err := Parse("t.yaml", []byte(good), Overrides{"test": {Value: "none", From: "ENVCTL_TEST"}}); err == nil || !strings.Contains(err.Error(), "not a key an override may set") {
+		t.Errorf("test is not a profile override: %v", err)
+	}
+	if p, err := (Loader{}).LoadFile("crio-1.34-runc.yaml"); err != nil || p.VM.Memory != 2<<30 {
+		t.Errorf("a loader without overrides read the environment: %v %v", p, err)
 	}
 }
 

@@ -2,10 +2,8 @@ package profiles
 
 import (
 	"fmt"
-	"io"
 	"slices"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/envctl/envctl/profiles/catalog"
 )
@@ -107,25 +105,4 @@ func Resolve(cat *catalog.Catalog, p *Profile) ([]ResolvedCell, error) {
 		out = append(out, rc)
 	}
 	return out, nil
-}
-
-// WriteTable prints a profile and its resolved cells for humans.
-func WriteTable(w io.Writer, p *Profile, cells []ResolvedCell) {
-	fmt.Fprintf(w, "profile %s (%s)\n", p.Name, p.Path)
-	if p.Description != "" {
-		fmt.Fprintf(w, "  %s\n", p.Description)
-	}
-	fmt.Fprintf(w, "image %s, vm %d cpus %s memory %s disk, test %s\n\n", p.Image, p.VM.CPUs, p.VM.Memory, p.VM.Disk, p.Test)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CELL\tROLE\tCOMPONENT\tSPEC\tVERSION\tSOURCE")
-	for _, c := range cells {
-		for _, r := range c.Components {
-			v := r.Version
-			if r.Label != "" {
-				v = r.Label
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, r.Role, r.Name, r.Spec, v, r.Source)
-		}
-	}
-	_ = tw.Flush()
 }

@@ -20,7 +20,6 @@ import (
 
 	"github.com/envctl/envctl/images"
 	"github.com/envctl/envctl/images/cache"
-	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/profiles/lock"
@@ -313,9 +312,9 @@ func fixedCompletion(vals ...string) func(*cobra.Command, []string, string) ([]s
 	}
 }
 
-func completeProfiles(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+func (a *app) completeProfiles(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 	var names []string
-	for _, e := range profiles.List() {
+	for _, e := range a.profiles().List() {
 		names = append(names, e.Name)
 	}
 	return names, cobra.ShellCompDirectiveNoFileComp

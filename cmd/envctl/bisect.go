@@ -43,7 +43,7 @@ the profile gives every other one. --axis cri-tools --good 1.37.0 --bad
 Exit status: 0 when the culprit was found, 2 when the ends are wrong
 (good fails, bad passes), 3 when runs that could not test hide it.`,
 		Args:              exactlyOneProfile,
-		ValidArgsFunction: completeProfiles,
+		ValidArgsFunction: a.completeProfiles,
 		RunE:              func(cmd *cobra.Command, args []string) error { return a.bisect(cmd, &f, args[0], nil) },
 	}
 	f.register(cmd)
@@ -100,7 +100,7 @@ func (f *bisectFlags) specs() (good, bad bisect.Spec, order []profiles.Role, err
 }
 
 func (a *app) bisect(cmd *cobra.Command, f *bisectFlags, profile string, command []string) error {
-	p, err := profiles.Load(profile)
+	p, err := a.profiles().Load(profile)
 	if err != nil {
 		return err
 	}

@@ -87,7 +87,7 @@ blobs of registered local images are kept too.`,
 			if err != nil {
 				return err
 			}
-			locks, err := locksOf(args)
+			locks, err := a.locksOf(args)
 			if err != nil {
 				return err
 			}
@@ -153,8 +153,8 @@ func mapWith(m map[string]bool, k string) map[string]bool {
 
 // locksOf reads the lock files of the named profiles, or of every profile
 // in the search path. A profile without a lock references nothing.
-func locksOf(names []string) ([]*lock.File, error) {
-	paths, err := lockPathsOf(names)
+func (a *app) locksOf(names []string) ([]*lock.File, error) {
+	paths, err := a.lockPathsOf(names)
 	if err != nil {
 		return nil, err
 	}
@@ -169,15 +169,15 @@ func locksOf(names []string) ([]*lock.File, error) {
 
 // lockPathsOf lists the lock paths of the named profiles, or of every
 // profile in the search path.
-func lockPathsOf(names []string) ([]string, error) {
+func (a *app) lockPathsOf(names []string) ([]string, error) {
 	var paths []string
 	if len(names) == 0 {
-		for _, e := range profiles.List() {
+		for _, e := range a.profiles().List() {
 			paths = append(paths, profiles.LockPathOf(e.Path))
 		}
 	}
 	for _, n := range names {
-		p, err := profiles.Find(n)
+		p, err := a.profiles().Find(n)
 		if err != nil {
 			return nil, err
 		}

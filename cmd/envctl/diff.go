@@ -28,7 +28,7 @@ With --exit-code it exits 1 when the locks differ, like ` + "`git diff --exit-co
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var files [2]*lock.File
 			for i, arg := range args {
-				f, err := readLockArg(arg)
+				f, err := a.readLockArg(arg)
 				if err != nil {
 					return err
 				}
@@ -49,10 +49,10 @@ With --exit-code it exits 1 when the locks differ, like ` + "`git diff --exit-co
 }
 
 // readLockArg reads a lock file, or the lock of a profile (name or path).
-func readLockArg(arg string) (*lock.File, error) {
+func (a *app) readLockArg(arg string) (*lock.File, error) {
 	path := arg
 	if !strings.HasSuffix(arg, ".lock") {
-		p, err := profiles.Find(arg)
+		p, err := a.profiles().Find(arg)
 		if err != nil {
 			return nil, err
 		}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/provision/cellrun"
 )
 
@@ -18,9 +17,9 @@ func newFetchCmd(a *app) *cobra.Command {
 		Use:               "fetch PROFILE",
 		Short:             "Download or build every locked artifact of a profile into the cache (no VM)",
 		Args:              exactlyOneProfile,
-		ValidArgsFunction: completeProfiles,
+		ValidArgsFunction: a.completeProfiles,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := profiles.Load(args[0])
+			p, err := a.profiles().Load(args[0])
 			if err != nil {
 				return err
 			}

@@ -109,7 +109,7 @@ ENVCTL_IMAGE_STORE.`
 			return err
 		}),
 		verb("prune", "Delete cached blobs that no local build and no profile's lock references (downloads, old builds)", cobra.NoArgs, func(ctx context.Context, st *images.Store, _ []string) error {
-			locks, err := locksOf(nil)
+			locks, err := a.locksOf(nil)
 			if err != nil {
 				return err
 			}
@@ -170,7 +170,7 @@ func (f buildFlags) source(ctx context.Context, st *images.Store, name, snapshot
 
 // selectImages are the images named on the command line (local builds by
 // name, or the image a profile's lock pins), or every lock's image.
-func selectImages(st *images.Store, names []string) ([]lock.Image, error) {
+func (a *app) selectImages(st *images.Store, names []string) ([]lock.Image, error) {
 	var out []lock.Image
 	seen := map[string]bool{}
 	add := func(img lock.Image) {
@@ -180,7 +180,7 @@ func selectImages(st *images.Store, names []string) ([]lock.Image, error) {
 		}
 	}
 	if len(names) == 0 {
-		locks, err := locksOf(nil)
+		locks, err := a.locksOf(nil)
 		if err != nil {
 			return nil, err
 		}
@@ -197,7 +197,7 @@ func selectImages(st *images.Store, names []string) ([]lock.Image, error) {
 			add(l.Pin())
 			continue
 		}
-		f, err := lockOfProfile(n)
+		f, err := a.lockOfProfile(n)
 		if err != nil {
 			return nil, fault.Inputf("%s is neither a local build (`envctl image ls`) nor a profile with a lock: %v", n, err)
 		}
@@ -221,8 +221,8 @@ func isRepository(arg string) bool {
 	return true
 }
 
-func lockOfProfile(name string) (*lock.File, error) {
-	path, err := profiles.Find(name)
+func (a *app) lockOfProfile(name string) (*lock.File, error) {
+	path, err := a.profiles().Find(name)
 	if err != nil {
 		return nil, err
 	}
@@ -233,7 +233,7 @@ func (a *app) pushImages(ctx context.Context, st *images.Store, store string, na
 	if store == "" {
 		return fault.Inputf("image push needs an image store: --image-store HOST[:PORT]/PATH, image_store in the config, or ENVCTL_IMAGE_STORE")
 	}
-	imgs, err := selectImages(st, names)
+	imgs, err := a.selectImages(st, names)
 	if err != nil {
 		return err
 	}
@@ -262,7 +262,7 @@ func (a *app) pullImage(ctx context.Context, st *images.Store, store, arg string
 		}
 		return err
 	}
-	if f, err := lockOfProfile(arg); err == nil {
+	if f, err := a.lockOfProfile(arg); err == nil {
 		if store == "" {
 			return fault.Inputf("image pull %s needs an image store to pull its lock's image from: --image-store HOST[:PORT]/PATH, image_store in the config, or ENVCTL_IMAGE_STORE", arg)
 		}
@@ -287,7 +287,7 @@ func (a *app) pullImage(ctx context.Context, st *images.Store, store, arg string
 }
 
 func (a *app) exportImages(ctx context.Context, st *images.Store, file string, names []string) error {
-	imgs, err := selectImages(st, names)
+	imgs, err := a.selectImages(st, names)
 	if err != nil {
 		return err
 	}
@@ -309,7 +309,7 @@ func (a *app) updateImageLocks(st *images.Store, name string, profileNames []str
 	if err != nil {
 		return nil, err
 	}
-	paths, err := lockPathsOf(profileNames)
+	paths, err := a.lockPathsOf(profileNames)
 	if err != nil {
 		return nil, err
 	}

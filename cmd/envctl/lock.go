@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/lock"
 )
 
@@ -17,9 +16,9 @@ func newLockCmd(a *app) *cobra.Command {
 		Use:               "lock PROFILE",
 		Short:             "Pin every artifact of a profile (URL and sha256, module sum, image digest) in PROFILE.lock",
 		Args:              exactlyOneProfile,
-		ValidArgsFunction: completeProfiles,
+		ValidArgsFunction: a.completeProfiles,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := profiles.Load(args[0])
+			p, err := a.profiles().Load(args[0])
 			if err != nil {
 				return err
 			}

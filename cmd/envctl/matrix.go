@@ -38,7 +38,7 @@ Exit status: 0 when every cell passed, 1 when a test failed or every test
 of a cell was skipped ("not tested"), 3 when a cell
 could not be tested; finished cells are always reported.`,
 		Args:              exactlyOneProfile,
-		ValidArgsFunction: completeProfiles,
+		ValidArgsFunction: a.completeProfiles,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if emit != "" {
 				return a.emitMatrix(args[0], emit, only)
@@ -98,7 +98,7 @@ func (a *app) emitMatrix(profile, system string, only []string) error {
 	if system != "github" {
 		return fault.Inputf("--emit %q: envctl emits github (a GitHub Actions strategy.matrix)", system)
 	}
-	p, err := profiles.Load(profile)
+	p, err := a.profiles().Load(profile)
 	if err != nil {
 		return err
 	}

@@ -14,9 +14,9 @@ func newPlanCmd(a *app) *cobra.Command {
 		Use:               "plan PROFILE",
 		Short:             "Dry run: print what `envctl up` would do, and predicted incompatibilities",
 		Args:              exactlyOneProfile,
-		ValidArgsFunction: completeProfiles,
+		ValidArgsFunction: a.completeProfiles,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, cells, err := loadResolved(args[0])
+			p, cells, err := a.loadResolved(args[0])
 			if err != nil {
 				return err
 			}

@@ -4,8 +4,6 @@ import (
 	"io"
 
 	"github.com/spf13/cobra"
-
-	"github.com/envctl/envctl/profiles"
 )
 
 func newProfilesCmd(a *app) *cobra.Command {
@@ -15,8 +13,9 @@ func newProfilesCmd(a *app) *cobra.Command {
 		Short:   "List the profiles envctl can find",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			list := profiles.List()
-			return a.emit(list, func(w io.Writer) { profiles.WriteList(w, list) })
+			l := a.profiles()
+			list := l.List()
+			return a.emit(list, func(w io.Writer) { writeProfileList(w, l, list) })
 		},
 	}
 }

@@ -11,8 +11,8 @@ import (
 )
 
 // loadResolved loads a profile and resolves every cell's versions.
-func loadResolved(nameOrPath string) (*profiles.Profile, []profiles.ResolvedCell, error) {
-	p, err := profiles.Load(nameOrPath)
+func (a *app) loadResolved(nameOrPath string) (*profiles.Profile, []profiles.ResolvedCell, error) {
+	p, err := a.profiles().Load(nameOrPath)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -25,9 +25,9 @@ func newShowCmd(a *app) *cobra.Command {
 		Use:               "show PROFILE",
 		Short:             "Show a profile with every version resolved (one entry per matrix cell)",
 		Args:              exactlyOneProfile,
-		ValidArgsFunction: completeProfiles,
+		ValidArgsFunction: a.completeProfiles,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, cells, err := loadResolved(args[0])
+			p, cells, err := a.loadResolved(args[0])
 			if err != nil {
 				return err
 			}
@@ -51,7 +51,7 @@ func newShowCmd(a *app) *cobra.Command {
 				Hash    string                  `json:"profile_sha256" yaml:"profile_sha256"`
 				Cells   []profiles.ResolvedCell `json:"cells" yaml:"cells"`
 			}{p.Name, p.Path, p.Hash(), cells}
-			return a.emit(out, func(w io.Writer) { profiles.WriteTable(w, p, cells) })
+			return a.emit(out, func(w io.Writer) { writeResolved(w, p, cells) })
 		},
 	}
 }

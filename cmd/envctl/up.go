@@ -28,7 +28,7 @@ unless --keep is given.
 A profile without a lock file gets one on first use (and up says so);
 --locked refuses that, and a stale lock is always refused.`,
 		Args:              exactlyOneProfile,
-		ValidArgsFunction: completeProfiles,
+		ValidArgsFunction: a.completeProfiles,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pick := func(p *profiles.Profile) ([]string, error) {
 				name, err := p.CellNamed(cell)
@@ -54,7 +54,7 @@ A profile without a lock file gets one on first use (and up says so);
 // write JUnit, and turn the verdicts into the outcome.
 func (a *app) runCells(cmd *cobra.Command, f *runFlags, profile string, pick func(*profiles.Profile) ([]string, error),
 	run func(context.Context, *cellrun.Resolution, cellrun.Options) ([]*report.Report, error)) error {
-	p, err := profiles.Load(profile)
+	p, err := a.profiles().Load(profile)
 	if err != nil {
 		return err
 	}
