@@ -13,7 +13,7 @@ import (
 
 	"github.com/envctl/envctl/images/archive"
 	"github.com/envctl/envctl/profiles/catalog"
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/scripts"
 )
 

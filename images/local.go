@@ -15,8 +15,9 @@ import (
 	"time"
 
 	"github.com/envctl/envctl/images/cache"
+	"github.com/envctl/envctl/profiles/base/atomicfile"
+	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/profiles/catalog"
-	"github.com/envctl/envctl/profiles/fault"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/scripts"
 )
@@ -137,11 +138,7 @@ func (s *Store) saveRegistry(ctx context.Context, path string, mutate func(map[s
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fault.Infraf("image registry: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return fault.Infraf("image registry %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.Write(path, b, 0o644); err != nil {
 		return fault.Infraf("image registry %s: %w", path, err)
 	}
 	return nil

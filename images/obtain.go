@@ -12,7 +12,7 @@ import (
 	"github.com/envctl/envctl/images/archive"
 	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/images/ociartifact"
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/profiles/lock"
 )
 

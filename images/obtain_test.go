@@ -22,7 +22,7 @@ import (
 	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/images/ociartifact"
 	"github.com/envctl/envctl/profiles/catalog"
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/profiles/lock"
 )
 

@@ -15,7 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/envctl/envctl/profiles/catalog"
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 )
 
 // Limits that keep a hostile or mistaken profile from exhausting memory.

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 )
 
 // TestExitCodes runs the CLI in-process on bad input: each case must exit

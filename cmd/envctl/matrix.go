@@ -11,7 +11,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/envctl/envctl/profiles"
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/provision/cellrun"
 	"github.com/envctl/envctl/provision/matrix"
 	"github.com/envctl/envctl/provision/report"

@@ -19,7 +19,7 @@ import (
 	"github.com/gofrs/flock"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 )
 
 // Cache is a content-addressed store of verified files.

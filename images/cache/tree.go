@@ -11,7 +11,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/atomicfile"
+	"github.com/envctl/envctl/profiles/base/fault"
 )
 
 // ManifestName is the file in an unpacked or built directory that records
@@ -85,7 +86,7 @@ func SealTree(dir string) (Manifest, error) {
 
 func (m Manifest) write(dir string) error {
 	b, _ := json.MarshalIndent(m, "", "  ")
-	if err := writeFileSync(filepath.Join(dir, ManifestName), b, 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, ManifestName), b, 0o644); err != nil {
 		return fault.Infraf("seal %s: %w", dir, err)
 	}
 	return nil

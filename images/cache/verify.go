@@ -14,7 +14,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/atomicfile"
+	"github.com/envctl/envctl/profiles/base/fault"
 )
 
 // Stamp is what cheaply proves a file unchanged since it was hashed: its
@@ -71,7 +72,7 @@ func (c *Cache) writeStamp(d digest.Digest, p string) {
 	b, _ := json.Marshal(StampOf(fi))
 	sp := c.stampPath(d)
 	if err := os.MkdirAll(filepath.Dir(sp), 0o755); err == nil {
-		err = writeFileSync(sp, b, 0o644)
+		err = atomicfile.Write(sp, b, 0o644)
 		if err != nil {
 			c.log().Debug("cache stamp", "blob", p, "err", err)
 		}
@@ -124,32 +125,6 @@ func (c *Cache) Has(d digest.Digest) (string, bool) {
 		c.log().Warn(corrupt.Error() + "; removed it: it is fetched again")
 	}
 	return p, err == nil
-}
-
-// writeFileSync writes a file through a temporary name, syncing it before
-// the rename.
-func writeFileSync(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // CleanTemp removes temporary files (partial downloads, unfinished

@@ -19,7 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 )
 
 // testImage writes a small image: a sparse disk with data at both ends,

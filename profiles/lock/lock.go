@@ -16,8 +16,9 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/envctl/envctl/profiles"
+	"github.com/envctl/envctl/profiles/base/atomicfile"
+	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/profiles/catalog"
-	"github.com/envctl/envctl/profiles/fault"
 )
 
 // FormatVersion is the lock file format. 3 added the digest of every
@@ -324,7 +325,7 @@ func Write(path string, f *File) error {
 	if err := enc.Encode(f); err != nil {
 		return fault.Infraf("lock %s: %w", path, err)
 	}
-	if err := writeSynced(path, buf.Bytes()); err != nil {
+	if err := atomicfile.Write(path, buf.Bytes(), 0o644); err != nil {
 		return fault.Infraf("lock %s: %w", path, err)
 	}
 	return nil
@@ -513,26 +514,3 @@ func (f *File) WriteTable(w io.Writer, path string) {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
-
-// writeSynced writes through a temporary file, synced before the rename.
-func writeSynced(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
-}

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/envctl/envctl/profiles"
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 )
 
 const profileYAML = `name: p

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/envctl/envctl/images/cache"
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/pin"
 )

@@ -8,7 +8,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/profiles/lock"
 )
 

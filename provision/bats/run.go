@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/provision/guest"
 	"github.com/envctl/envctl/provision/report"
 )

@@ -7,7 +7,7 @@ import (
 
 	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/catalog"
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 )
 
 // Spec pins a version for some roles, written as a cell name:

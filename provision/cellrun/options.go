@@ -9,7 +9,7 @@ import (
 	"github.com/envctl/envctl/images"
 	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/profiles"
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/artifacts"
 	"github.com/envctl/envctl/provision/testimages"

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/provision/report"
 )
 

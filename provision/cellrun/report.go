@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/envctl/envctl/profiles/compat"
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/report"
 )

@@ -5,7 +5,8 @@ import (
 	"encoding/json"
 	"os"
 
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/atomicfile"
+	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/provision/crio"
 	"github.com/envctl/envctl/provision/env"
 	"github.com/envctl/envctl/provision/vm"
@@ -20,7 +21,7 @@ func saveStack(e *env.Env, parts []crio.Part) error {
 	if err != nil {
 		return err
 	}
-	return env.WriteFileSync(e.Path(stackFile), b, 0o600)
+	return atomicfile.Write(e.Path(stackFile), b, 0o600)
 }
 
 // VerifyEnv runs the drift check again on a kept environment: the sha256

@@ -18,7 +18,8 @@ import (
 
 	"github.com/gofrs/flock"
 
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/atomicfile"
+	"github.com/envctl/envctl/profiles/base/fault"
 )
 
 // State is where an environment is in its life.
@@ -254,36 +255,10 @@ func (e *Env) Save() error { return e.saveIn(e.Dir) }
 
 func (e *Env) saveIn(dir string) error {
 	b, _ := json.MarshalIndent(e, "", "  ")
-	if err := WriteFileSync(filepath.Join(dir, "env.json"), b, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, "env.json"), b, 0o600); err != nil {
 		return fault.Infraf("save environment %s: %w", e.ID, err)
 	}
 	return nil
-}
-
-// WriteFileSync writes a file through a temporary name, syncing it before
-// the rename, so a crash leaves either the old content or the new.
-func WriteFileSync(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // BusyError is an environment another envctl holds.

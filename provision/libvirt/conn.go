@@ -20,7 +20,7 @@ import (
 	"github.com/digitalocean/go-libvirt/socket/dialers"
 	"libvirt.org/go/libvirtxml"
 
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/provision/vm"
 )
 

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/envctl/envctl/profiles"
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/cellrun"
 	"github.com/envctl/envctl/provision/cellrun/cellruntest"

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/cellrun"
 	"github.com/envctl/envctl/provision/report"

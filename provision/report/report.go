@@ -15,7 +15,7 @@ import (
 	"github.com/envctl/envctl/images"
 	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/compat"
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 )
 
 // Status is a step's outcome.

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/envctl/envctl/profiles/compat"
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 )
 
 func TestReportRendering(t *testing.T) {

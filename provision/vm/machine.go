@@ -22,7 +22,7 @@ import (
 
 	"github.com/envctl/envctl/images"
 	"github.com/envctl/envctl/images/cidata"
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/provision/env"
 	"github.com/envctl/envctl/provision/guest"
 )

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/envctl/envctl/images"
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/provision/env"
 	"github.com/envctl/envctl/provision/guest/guesttest"
 	"github.com/envctl/envctl/provision/vm"

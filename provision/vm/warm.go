@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/envctl/envctl/images/cidata"
-	"github.com/envctl/envctl/profiles/fault"
+	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/provision/env"
 )
 
