@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/envctl/envctl/images/archive"
-	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/scripts"
 )
 

@@ -21,8 +21,8 @@ import (
 	"github.com/envctl/envctl/images/archive"
 	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/images/ociartifact"
-	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/lock"
 )
 

@@ -14,8 +14,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/catalog"
 )
 
 // Limits that keep a hostile or mistaken profile from exhausting memory.
@@ -379,11 +379,24 @@ func (r *rawProfile) apply(overrides Overrides) error {
 	return nil
 }
 
+// validate turns the file's values into a Profile, naming the first
+// field that is wrong: the head (name, image, source, test), the VM shape,
+// the components, the matrix, and every cell resolved against the catalog.
 func (r *rawProfile) validate(path string, field func(key, msg string) error) (*Profile, error) {
 	p := &Profile{Path: path, Components: map[Role]ComponentSpec{}, Description: r.Description}
-	p.Name = cmp.Or(r.Name, profileName(path))
+	for _, step := range []func(*Profile, func(key, msg string) error) error{r.head, r.vm, r.components, r.matrix, resolvesAll} {
+		if err := step(p, field); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// head reads the name, image, default source and test.
+func (r *rawProfile) head(p *Profile, field func(key, msg string) error) error {
+	p.Name = cmp.Or(r.Name, profileName(p.Path))
 	if !nameRE.MatchString(p.Name) {
-		return nil, field("name", fmt.Sprintf("%q is not a valid name: use letters, digits, '.', '_' and '-'", p.Name))
+		return field("name", fmt.Sprintf("%q is not a valid name: use letters, digits, '.', '_' and '-'", p.Name))
 	}
 	p.Image = cmp.Or(r.Image, DefaultImage)
 	if known := catalog.Images().Names(); !slices.Contains(known, p.Image) {
@@ -391,26 +404,30 @@ func (r *rawProfile) validate(path string, field func(key, msg string) error) (*
 		if s := suggest(p.Image, known); s != "" {
 			msg = fmt.Sprintf("unknown image %q; did you mean %q?", p.Image, s)
 		}
-		return nil, field("image", msg)
+		return field("image", msg)
 	}
 	if r.Source != "" {
 		s, err := ParseSource(r.Source)
 		if err != nil {
-			return nil, field("source", err.Error())
+			return field("source", err.Error())
 		}
 		p.Source = s
 	}
 	test, err := ParseTestName(cmp.Or(r.Test, string(DefaultTest)))
 	if err != nil {
-		return nil, field("test", err.Error())
+		return field("test", err.Error())
 	}
 	p.Test = test
+	return nil
+}
 
+// vm reads the VM shape, with the defaults and the least a guest needs.
+func (r *rawProfile) vm(p *Profile, field func(key, msg string) error) error {
 	p.VM = VM{CPUs: DefaultCPUs, Memory: DefaultMemory, Disk: DefaultDisk}
 	if r.VM.CPUs != "" {
 		n, err := strconv.Atoi(strings.TrimSpace(r.VM.CPUs))
 		if err != nil || n < 1 || n > 256 {
-			return nil, field("vm.cpus", fmt.Sprintf("%q is not a CPU count: use a whole number from 1 to 256", r.VM.CPUs))
+			return field("vm.cpus", fmt.Sprintf("%q is not a CPU count: use a whole number from 1 to 256", r.VM.CPUs))
 		}
 		p.VM.CPUs = n
 	}
@@ -423,48 +440,59 @@ func (r *rawProfile) validate(path string, field func(key, msg string) error) (*
 		}
 		s, err := ParseSize(sz.text)
 		if err != nil {
-			return nil, field(sz.key, err.Error())
+			return field(sz.key, err.Error())
 		}
 		*sz.dst = s
 	}
 	if p.VM.Memory < 512<<20 {
-		return nil, field("vm.memory", fmt.Sprintf("%s is too little memory to boot; use at least 512MiB", p.VM.Memory))
+		return field("vm.memory", fmt.Sprintf("%s is too little memory to boot; use at least 512MiB", p.VM.Memory))
 	}
 	if p.VM.Disk < 4<<30 {
-		return nil, field("vm.disk", fmt.Sprintf("%s is too small; use at least 4GiB", p.VM.Disk))
+		return field("vm.disk", fmt.Sprintf("%s is too small; use at least 4GiB", p.VM.Disk))
 	}
+	return nil
+}
 
+// components reads every role's spec; the required roles must be there.
+func (r *rawProfile) components(p *Profile, field func(key, msg string) error) error {
 	for _, role := range Roles {
 		rc, ok := r.Components[string(role)]
 		if !ok {
 			continue
 		}
-		key := "components." + string(role)
 		spec, err := rc.spec(role)
 		if err != nil {
-			return nil, field(key+err.field, err.msg)
+			return field("components."+string(role)+err.field, err.msg)
 		}
 		p.Components[role] = spec
 	}
 	for _, required := range RequiredRoles {
 		if _, ok := p.Components[required]; !ok {
-			return nil, field("components", fmt.Sprintf("%s is required: pin it with `%s: {version: \"X.Y.Z\"}`", required, required))
+			return field("components", fmt.Sprintf("%s is required: pin it with `%s: {version: \"X.Y.Z\"}`", required, required))
 		}
 	}
+	return nil
+}
 
-	if r.Matrix != nil {
-		m, err := r.Matrix.validate(field)
-		if err != nil {
-			return nil, err
-		}
-		p.Matrix = m
-		if n := p.CellCount(); n > MaxCells {
-			return nil, field("matrix", fmt.Sprintf("expands to %d cells, more than the limit of %d; split it into several profiles, or use exclude", n, MaxCells))
-		}
+// matrix reads the matrix, within the cell limit.
+func (r *rawProfile) matrix(p *Profile, field func(key, msg string) error) error {
+	if r.Matrix == nil {
+		return nil
 	}
+	m, err := r.Matrix.validate(field)
+	if err != nil {
+		return err
+	}
+	p.Matrix = m
+	if n := p.CellCount(); n > MaxCells {
+		return field("matrix", fmt.Sprintf("expands to %d cells, more than the limit of %d; split it into several profiles, or use exclude", n, MaxCells))
+	}
+	return nil
+}
 
-	// Resolve every cell against the catalog now, so a bad version or a
-	// source that cannot work is a load error.
+// resolvesAll resolves every cell against the catalog now, so that a bad
+// version or a source that cannot work is a load error.
+func resolvesAll(p *Profile, field func(key, msg string) error) error {
 	cat := catalog.Default()
 	for _, cell := range p.Cells() {
 		for role, spec := range cell.Components {
@@ -476,11 +504,11 @@ func (r *rawProfile) validate(path string, field func(key, msg string) error) (*
 				if cell.Values[role] != "" {
 					key = "matrix." + string(role)
 				}
-				return nil, field(key, err.Error())
+				return field(key, err.Error())
 			}
 		}
 	}
-	return p, nil
+	return nil
 }
 
 type specError struct{ field, msg string }

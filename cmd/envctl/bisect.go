@@ -9,8 +9,8 @@ import (
 
 	"github.com/envctl/envctl/images"
 	"github.com/envctl/envctl/profiles"
-	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/bisect"
 	"github.com/envctl/envctl/provision/pin"

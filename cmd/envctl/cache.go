@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -18,7 +19,12 @@ import (
 
 func newCacheCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "cache", Short: "Inspect and keep the artifact cache: ls, verify, gc"}
-	ls := &cobra.Command{
+	cmd.AddCommand(newCacheLsCmd(a), newCacheVerifyCmd(a), newCacheGCCmd(a))
+	return cmd
+}
+
+func newCacheLsCmd(a *app) *cobra.Command {
+	return &cobra.Command{
 		Use: "ls", Short: "List the cache's blobs, unpacked archives and builds", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			_, entries, err := a.cacheEntries()
@@ -28,7 +34,10 @@ func newCacheCmd(a *app) *cobra.Command {
 			return a.emit(entries, func(w io.Writer) { writeEntries(w, entries, nil) })
 		},
 	}
-	verify := &cobra.Command{
+}
+
+func newCacheVerifyCmd(a *app) *cobra.Command {
+	return &cobra.Command{
 		Use:   "verify",
 		Short: "Rehash every blob, unpacked archive and build; remove what is corrupt",
 		Long: `verify rehashes everything in the cache against the digests recorded when
@@ -73,6 +82,9 @@ again, and the exit status is 3.`,
 			return nil
 		},
 	}
+}
+
+func newCacheGCCmd(a *app) *cobra.Command {
 	var dryRun bool
 	gc := &cobra.Command{
 		Use:   "gc [PROFILE...]",
@@ -83,60 +95,70 @@ saves them again), and temporary files older than a day. The locks are those of 
 given, or of every profile in the search path (see ` + "`envctl profiles`" + `);
 blobs of registered local images are kept too.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.cache()
-			if err != nil {
+			gone, err := a.cacheGC(cmd.Context(), args, dryRun)
+			if gone == nil && err != nil {
 				return err
-			}
-			locks, err := a.locksOf(args)
-			if err != nil {
-				return err
-			}
-			st, err := a.images()
-			if err != nil {
-				return err
-			}
-			refs := artifacts.Referenced(locks...)
-			for d := range st.InUse() {
-				refs[cache.EntryBlob] = mapWith(refs[cache.EntryBlob], d)
-			}
-			entries, err := c.Entries()
-			if err != nil {
-				return err
-			}
-			var gone []cache.Entry
-			var errs []error
-			for _, e := range entries {
-				if refs.Has(e) {
-					continue
-				}
-				if !dryRun {
-					if err := c.RemoveEntry(cmd.Context(), e); err != nil {
-						errs = append(errs, err)
-						continue
-					}
-				}
-				gone = append(gone, e)
-			}
-			if !dryRun {
-				tmp, err := c.CleanTemp(tempAge)
-				errs = append(errs, err)
-				for _, p := range tmp {
-					gone = append(gone, cache.Entry{Kind: "temporary", Name: p, Path: p})
-				}
 			}
 			verb := "removed"
 			if dryRun {
 				verb = "would remove"
 			}
-			if err := a.emit(gone, func(w io.Writer) { writeEntries(w, gone, &verb) }); err != nil {
-				return err
+			if eerr := a.emit(gone, func(w io.Writer) { writeEntries(w, gone, &verb) }); eerr != nil {
+				return eerr
 			}
-			return errors.Join(errs...)
+			return err
 		},
 	}
 	gc.Flags().BoolVar(&dryRun, "dry-run", false, "only list what would be removed")
-	cmd.AddCommand(ls, verify, gc)
-	return cmd
+	return gc
+}
+
+// cacheGC removes (or lists, with dryRun) the cache entries no lock of
+// the named profiles (or of any profile) references, and old temporary
+// files.
+func (a *app) cacheGC(ctx context.Context, profileNames []string, dryRun bool) ([]cache.Entry, error) {
+	c, err := a.cache()
+	if err != nil {
+		return nil, err
+	}
+	locks, err := a.locksOf(profileNames)
+	if err != nil {
+		return nil, err
+	}
+	st, err := a.images()
+	if err != nil {
+		return nil, err
+	}
+	refs := artifacts.Referenced(locks...)
+	for d := range st.InUse() {
+		refs[cache.EntryBlob] = mapWith(refs[cache.EntryBlob], d)
+	}
+	entries, err := c.Entries()
+	if err != nil {
+		return nil, err
+	}
+	var gone []cache.Entry
+	var errs []error
+	for _, e := range entries {
+		if refs.Has(e) {
+			continue
+		}
+		if !dryRun {
+			if err := c.RemoveEntry(ctx, e); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		gone = append(gone, e)
+	}
+	if !dryRun {
+		tmp, err := c.CleanTemp(tempAge)
+		errs = append(errs, err)
+		for _, p := range tmp {
+			gone = append(gone, cache.Entry{Kind: "temporary", Name: p, Path: p})
+		}
+	}
+	return gone, errors.Join(errs...)
 }
 
 // tempAge is how old a temporary file in the cache must be before gc

@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/provision/pin"
 )
 

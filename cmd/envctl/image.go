@@ -15,23 +15,56 @@ import (
 	"github.com/envctl/envctl/images/archive"
 	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/profiles"
-	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/artifacts"
 )
 
 func newImageCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "image", Short: "Manage base images: ls, build, push, pull, export, import, rm, prune"}
-	verb := func(use, short string, args cobra.PositionalArgs, run func(ctx context.Context, st *images.Store, args []string) error) *cobra.Command {
-		return &cobra.Command{Use: use, Short: short, Args: args,
-			ValidArgsFunction: func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-				return catalog.Images().Names(), cobra.ShellCompDirectiveNoFileComp
-			},
-			RunE: func(cmd *cobra.Command, args []string) error {
-				return a.withImages(cmd, func(ctx context.Context, st *images.Store) error { return run(ctx, st, args) })
-			}}
-	}
+	cmd.AddCommand(
+		a.imageVerb("ls", "List catalog images and local builds, and whether they are cached", cobra.NoArgs, func(_ context.Context, st *images.Store, _ []string) error {
+			rows, err := st.List()
+			if err != nil {
+				return err
+			}
+			return a.emit(rows, func(w io.Writer) { images.WriteListings(w, rows) })
+		}),
+		newImageBuildCmd(a), newImagePushCmd(a), newImagePullCmd(a),
+		a.imageVerb("export FILE [NAME|PROFILE...]", "Write local images (by name, or the ones the profiles' locks pin; default: every lock's) as one OCI image layout tarball", cobra.MinimumNArgs(1),
+			func(ctx context.Context, st *images.Store, args []string) error {
+				return a.exportImages(ctx, st, args[0], args[1:])
+			}),
+		a.imageVerb("import FILE", "Read images from an OCI image layout tarball (from `envctl image export`), checking every blob", cobra.ExactArgs(1),
+			func(ctx context.Context, st *images.Store, args []string) error {
+				return a.importImages(ctx, st, args[0])
+			}),
+		a.imageVerb("rm NAME", "Forget a local build (its files go with `image prune`)", cobra.ExactArgs(1), func(ctx context.Context, st *images.Store, args []string) error {
+			err := st.RemoveLocal(ctx, args[0])
+			if err == nil {
+				fmt.Fprintf(a.stdout, "removed local image %s\n", args[0])
+			}
+			return err
+		}),
+		a.imageVerb("prune", "Delete cached blobs that no local build and no profile's lock references (downloads, old builds)", cobra.NoArgs, a.pruneImages),
+	)
+	return cmd
+}
+
+// imageVerb is an image subcommand that runs with the image store and a
+// context that ends on Ctrl-C or SIGTERM.
+func (a *app) imageVerb(use, short string, args cobra.PositionalArgs, run func(ctx context.Context, st *images.Store, args []string) error) *cobra.Command {
+	return &cobra.Command{Use: use, Short: short, Args: args,
+		ValidArgsFunction: func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+			return catalog.Images().Names(), cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withImages(cmd, func(ctx context.Context, st *images.Store) error { return run(ctx, st, args) })
+		}}
+}
+
+func newImageBuildCmd(a *app) *cobra.Command {
 	var bf buildFlags
 	build := &cobra.Command{Use: "build NAME [PROFILE...]", Short: "Build an image locally (mmdebstrap, reproducibly) and register it under NAME", Args: cobra.MinimumNArgs(1),
 		Long: `build makes the image with its recipe, bit-reproducibly: the same recipe and
@@ -56,8 +89,12 @@ the pinned build cannot be had.`,
 			})
 		}}
 	bf.register(build)
+	return build
+}
+
+func newImagePushCmd(a *app) *cobra.Command {
 	var store string
-	push := verb("push [REPO] [NAME|PROFILE...]", "Push local images (by name, or the ones the profiles' locks pin; default: every lock's) to the image store REPO, tagged by disk digest", cobra.ArbitraryArgs,
+	push := a.imageVerb("push [REPO] [NAME|PROFILE...]", "Push local images (by name, or the ones the profiles' locks pin; default: every lock's) to the image store REPO, tagged by disk digest", cobra.ArbitraryArgs,
 		func(ctx context.Context, st *images.Store, args []string) error {
 			if len(args) > 0 && isRepository(args[0]) {
 				store, args = args[0], args[1:]
@@ -71,58 +108,43 @@ without the image pulls it by the digest its lock pins. The store is any
 OCI registry repository: --image-store, image_store in the config, or
 ENVCTL_IMAGE_STORE.`
 	registerImageStore(push, &store)
-	pull := verb("pull NAME|PROFILE|REF", "Get an image: a catalog download (NAME), the image a profile's lock pins from the image store (PROFILE), or an artifact by reference (REF)", cobra.ExactArgs(1),
+	return push
+}
+
+func newImagePullCmd(a *app) *cobra.Command {
+	var store string
+	pull := a.imageVerb("pull NAME|PROFILE|REF", "Get an image: a catalog download (NAME), the image a profile's lock pins from the image store (PROFILE), or an artifact by reference (REF)", cobra.ExactArgs(1),
 		func(ctx context.Context, st *images.Store, args []string) error {
 			return a.pullImage(ctx, st, store, args[0])
 		})
 	registerImageStore(pull, &store)
-	cmd.AddCommand(
-		verb("ls", "List catalog images and local builds, and whether they are cached", cobra.NoArgs, func(_ context.Context, st *images.Store, _ []string) error {
-			rows, err := st.List()
-			if err != nil {
-				return err
-			}
-			return a.emit(rows, func(w io.Writer) { images.WriteListings(w, rows) })
-		}),
-		build, push, pull,
-		verb("export FILE [NAME|PROFILE...]", "Write local images (by name, or the ones the profiles' locks pin; default: every lock's) as one OCI image layout tarball", cobra.MinimumNArgs(1),
-			func(ctx context.Context, st *images.Store, args []string) error {
-				return a.exportImages(ctx, st, args[0], args[1:])
-			}),
-		verb("import FILE", "Read images from an OCI image layout tarball (from `envctl image export`), checking every blob", cobra.ExactArgs(1),
-			func(ctx context.Context, st *images.Store, args []string) error {
-				ls, err := st.Import(ctx, args[0])
-				if err != nil {
-					return err
-				}
-				return a.emit(ls, func(w io.Writer) {
-					for _, l := range ls {
-						fmt.Fprintf(w, "imported %s %s (archive state %s, %d packages) from %s\n", l.Name, l.Disk, l.Snapshot, len(l.Packages), args[0])
-					}
-				})
-			}),
-		verb("rm NAME", "Forget a local build (its files go with `image prune`)", cobra.ExactArgs(1), func(ctx context.Context, st *images.Store, args []string) error {
-			err := st.RemoveLocal(ctx, args[0])
-			if err == nil {
-				fmt.Fprintf(a.stdout, "removed local image %s\n", args[0])
-			}
-			return err
-		}),
-		verb("prune", "Delete cached blobs that no local build and no profile's lock references (downloads, old builds)", cobra.NoArgs, func(ctx context.Context, st *images.Store, _ []string) error {
-			locks, err := a.locksOf(nil)
-			if err != nil {
-				return err
-			}
-			p, err := st.Prune(ctx, artifacts.Referenced(locks...)[cache.EntryBlob])
-			if err != nil {
-				return err
-			}
-			return a.emit(p, func(w io.Writer) {
-				fmt.Fprintf(w, "removed %d blobs, freed %.1f MiB\n", len(p.Removed), float64(p.Freed)/(1<<20))
-			})
-		}),
-	)
-	return cmd
+	return pull
+}
+
+func (a *app) importImages(ctx context.Context, st *images.Store, file string) error {
+	ls, err := st.Import(ctx, file)
+	if err != nil {
+		return err
+	}
+	return a.emit(ls, func(w io.Writer) {
+		for _, l := range ls {
+			fmt.Fprintf(w, "imported %s %s (archive state %s, %d packages) from %s\n", l.Name, l.Disk, l.Snapshot, len(l.Packages), file)
+		}
+	})
+}
+
+func (a *app) pruneImages(ctx context.Context, st *images.Store, _ []string) error {
+	locks, err := a.locksOf(nil)
+	if err != nil {
+		return err
+	}
+	p, err := st.Prune(ctx, artifacts.Referenced(locks...)[cache.EntryBlob])
+	if err != nil {
+		return err
+	}
+	return a.emit(p, func(w io.Writer) {
+		fmt.Fprintf(w, "removed %d blobs, freed %.1f MiB\n", len(p.Removed), float64(p.Freed)/(1<<20))
+	})
 }
 
 // buildFlags are `image build`'s flags.

@@ -6,8 +6,8 @@ import (
 	"strings"
 
 	"github.com/envctl/envctl/profiles"
-	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/catalog"
 )
 
 // Spec pins a version for some roles, written as a cell name:

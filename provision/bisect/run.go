@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/envctl/envctl/profiles"
-	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/cellrun"
 	"github.com/envctl/envctl/provision/guest"

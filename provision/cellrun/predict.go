@@ -7,8 +7,8 @@ import (
 	"slices"
 
 	"github.com/envctl/envctl/profiles"
-	"github.com/envctl/envctl/profiles/compat"
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/compat"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/artifacts"
 	"github.com/envctl/envctl/provision/crio"

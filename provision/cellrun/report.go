@@ -4,8 +4,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/envctl/envctl/profiles/compat"
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/compat"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/report"
 )

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/envctl/envctl/images"
-	"github.com/envctl/envctl/profiles/compat"
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/compat"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/artdisk"
 	"github.com/envctl/envctl/provision/artifacts"

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/cellrun"
@@ -68,117 +69,147 @@ func Run(ctx context.Context, cells []lock.LockedCell, o Options) Result {
 	if len(cells) == 0 {
 		return Result{}
 	}
-	log := cmp.Or(o.Log, slog.Default())
+	s := &scheduler{o: o, log: cmp.Or(o.Log, slog.Default()), reports: make([]*report.Report, len(cells))}
+	s.cond = sync.NewCond(&s.mu)
+	s.hosts = openHosts(ctx, o, cells[0].VM, s.log)
+	s.res.Jobs = jobs(o.Jobs, s.hosts, len(cells))
+	if o.Run.Stop != cellrun.AfterBoot {
+		s.res.Prefetched = prefetch(ctx, cells, o.Run.Fetch, s.log)
+	}
+	for i, c := range cells {
+		s.schedule(ctx, i, c)
+	}
+	s.wg.Wait()
+	for _, r := range s.reports {
+		if r != nil {
+			s.res.Reports = append(s.res.Reports, r)
+		}
+	}
+	for _, h := range s.hosts {
+		s.res.Hosts = append(s.res.Hosts, h.HostUse)
+	}
+	s.res.Seconds = time.Since(start).Round(100 * time.Millisecond).Seconds()
+	return s.res
+}
+
+// openHosts asks every host what it holds for the cells' VM shape; one
+// that does not answer is dead from the start.
+func openHosts(ctx context.Context, o Options, shape profiles.VM, log *slog.Logger) []*host {
 	uris := o.Hosts
 	if len(uris) == 0 {
 		uris = []string{o.Run.VM.URI}
 	}
-	res := Result{}
 	var hosts []*host
-	vmShape := cells[0].VM
 	for _, uri := range uris {
 		h := &host{HostUse: HostUse{URI: uri}}
 		if cp, err := capacity(ctx, o.Run, uri); err != nil {
 			h.dead, h.Failed = true, oneLine(err.Error())
 			log.Warn("host unreachable; its cells go elsewhere", "host", uri, "err", err)
 		} else {
-			h.Slots = cp.Slots(vmShape.CPUs, uint64(vmShape.Memory))
+			h.Slots = cp.Slots(shape.CPUs, uint64(shape.Memory))
 		}
 		hosts = append(hosts, h)
 	}
+	return hosts
+}
+
+// jobs is how many cells run at once: -j, else what the hosts hold. An
+// explicit -j beyond what the hosts seem to hold wins: their slots grow
+// in proportion.
+func jobs(asked int, hosts []*host, cells int) int {
 	slots := 0
 	for _, h := range hosts {
 		slots += h.Slots
 	}
-	res.Jobs = o.Jobs
-	if res.Jobs <= 0 {
-		res.Jobs = slots
-	} else if res.Jobs > slots && slots > 0 {
-		// An explicit -j beyond what the hosts seem to hold wins: their
-		// slots grow in proportion.
+	n := asked
+	if n <= 0 {
+		n = slots
+	} else if n > slots && slots > 0 {
 		for _, h := range hosts {
-			h.Slots = (h.Slots*res.Jobs + slots - 1) / slots
+			h.Slots = (h.Slots*n + slots - 1) / slots
 		}
 	}
-	res.Jobs = max(1, min(res.Jobs, len(cells)))
-	if o.Run.Stop != cellrun.AfterBoot {
-		res.Prefetched = prefetch(ctx, cells, o.Run.Fetch, log)
-	}
+	return max(1, min(n, cells))
+}
 
-	reports := make([]*report.Report, len(cells))
-	var mu sync.Mutex
-	cond := sync.NewCond(&mu)
-	running, stopped := 0, false
-	var wg sync.WaitGroup
-	for i, c := range cells {
-		mu.Lock()
-		var h *host
-		for ctx.Err() == nil && !stopped {
-			h = pick(hosts)
-			if running < res.Jobs && h != nil {
-				break
-			}
-			if h == nil && !anyAlive(hosts) {
-				break
-			}
-			cond.Wait()
+// scheduler runs cells on hosts, at most res.Jobs at once.
+type scheduler struct {
+	o       Options
+	log     *slog.Logger
+	hosts   []*host
+	res     Result
+	reports []*report.Report
+	mu      sync.Mutex
+	cond    *sync.Cond
+	running int
+	stopped bool // --fail-fast saw a cell that did not pass
+	wg      sync.WaitGroup
+}
+
+// schedule waits for a free slot on a live host and starts cell i there;
+// a cell that cannot start is recorded as not run, or as could not test
+// when every host failed.
+func (s *scheduler) schedule(ctx context.Context, i int, c lock.LockedCell) {
+	s.mu.Lock()
+	var h *host
+	for ctx.Err() == nil && !s.stopped {
+		h = pick(s.hosts)
+		if s.running < s.res.Jobs && h != nil {
+			break
 		}
-		if ctx.Err() != nil || stopped {
-			mu.Unlock()
-			res.NotRun = append(res.NotRun, c.Name)
-			continue
+		if h == nil && !anyAlive(s.hosts) {
+			break
 		}
-		if h == nil { // every host failed: the rest could not be tested
-			mu.Unlock()
-			reports[i] = cellrun.ErrorReport(c, fault.Infraf("no host can run it: %s", deadReasons(hosts)))
-			if o.Done != nil {
-				o.Done(reports[i])
-			}
-			continue
-		}
-		h.busy++
-		h.Cells++
-		running++
-		mu.Unlock()
-		wg.Add(1)
-		go func(i int, c lock.LockedCell, h *host) {
-			defer wg.Done()
-			opts := o.Run
-			opts.VM.URI = h.URI
-			if opts.ResultsDir != "" {
-				opts.ResultsDir = filepath.Join(opts.ResultsDir, sanitize(c.Name))
-			}
-			rep, err := cellrun.Run(ctx, c, opts)
-			reachable := err == nil || !fault.Is(err, fault.Infra) || ctx.Err() != nil || healthy(ctx, o.Run, h.URI)
-			mu.Lock()
-			reports[i] = rep
-			h.busy--
-			running--
-			if !reachable && !h.dead {
-				h.dead, h.Failed = true, oneLine(err.Error())
-				log.Warn("host failed; its remaining cells go elsewhere", "host", h.URI, "err", err)
-			}
-			if o.FailFast && rep.Verdict != report.VerdictPass && rep.Verdict != report.VerdictReady {
-				stopped = true
-			}
-			cond.Broadcast()
-			mu.Unlock()
-			if o.Done != nil {
-				o.Done(rep)
-			}
-		}(i, c, h)
+		s.cond.Wait()
 	}
-	wg.Wait()
-	for _, r := range reports {
-		if r != nil {
-			res.Reports = append(res.Reports, r)
+	switch {
+	case ctx.Err() != nil || s.stopped:
+		s.mu.Unlock()
+		s.res.NotRun = append(s.res.NotRun, c.Name)
+		return
+	case h == nil: // every host failed: the rest could not be tested
+		s.mu.Unlock()
+		s.reports[i] = cellrun.ErrorReport(c, fault.Infraf("no host can run it: %s", deadReasons(s.hosts)))
+		if s.o.Done != nil {
+			s.o.Done(s.reports[i])
 		}
+		return
 	}
-	for _, h := range hosts {
-		res.Hosts = append(res.Hosts, h.HostUse)
+	h.busy++
+	h.Cells++
+	s.running++
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go s.run(ctx, i, c, h)
+}
+
+// run runs one cell on its host and gives the slot back; a host that no
+// longer answers after an infrastructure error takes no more cells.
+func (s *scheduler) run(ctx context.Context, i int, c lock.LockedCell, h *host) {
+	defer s.wg.Done()
+	opts := s.o.Run
+	opts.VM.URI = h.URI
+	if opts.ResultsDir != "" {
+		opts.ResultsDir = filepath.Join(opts.ResultsDir, sanitize(c.Name))
 	}
-	res.Seconds = time.Since(start).Round(100 * time.Millisecond).Seconds()
-	return res
+	rep, err := cellrun.Run(ctx, c, opts)
+	reachable := err == nil || !fault.Is(err, fault.Infra) || ctx.Err() != nil || healthy(ctx, s.o.Run, h.URI)
+	s.mu.Lock()
+	s.reports[i] = rep
+	h.busy--
+	s.running--
+	if !reachable && !h.dead {
+		h.dead, h.Failed = true, oneLine(err.Error())
+		s.log.Warn("host failed; its remaining cells go elsewhere", "host", h.URI, "err", err)
+	}
+	if s.o.FailFast && rep.Verdict != report.VerdictPass && rep.Verdict != report.VerdictReady {
+		s.stopped = true
+	}
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	if s.o.Done != nil {
+		s.o.Done(rep)
+	}
 }
 
 // pick is the live host with the most free slots (ties: the first given).

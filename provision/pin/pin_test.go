@@ -18,8 +18,8 @@ import (
 	"github.com/envctl/envctl/images"
 	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/profiles"
-	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/lock"
 )
 

@@ -14,8 +14,8 @@ import (
 
 	"github.com/envctl/envctl/images"
 	"github.com/envctl/envctl/profiles"
-	"github.com/envctl/envctl/profiles/compat"
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/compat"
 )
 
 // Status is a step's outcome.

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/envctl/envctl/profiles/compat"
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/compat"
 )
 
 func TestReportRendering(t *testing.T) {
