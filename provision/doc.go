@@ -1,7 +1,8 @@
-// Package provision owns the life of one envctl VM: booting it under libvirt
-// from a cached image with a fresh cloud-init seed, waiting for SSH with the
-// pinned host key, attaching to a kept VM, and tearing everything down
-// (domain, volumes, directory) on success, failure, Ctrl-C or `envctl gc`.
-// Sub-packages: libvirt (the daemon), guest (SSH), env (state on the host),
-// fault (exit codes).
+// Package provision holds no code: its subpackages make and drive VMs,
+// the layer between images (base images on this machine) and cmd (the
+// command line). cellrun is the pipeline of one cell; start, vm, libvirt,
+// guest and env bring a guest up and down; artifacts, pin, artdisk and
+// crio get the locked stack into it; imagevolume, bats and testimages test
+// it; report says what happened; matrix and bisect run many cells. See
+// docs/architecture.md.
 package provision
