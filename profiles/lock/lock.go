@@ -370,6 +370,9 @@ func Read(path string) (*File, error) {
 	if err := dec.Decode(&f); err != nil {
 		return nil, &StaleError{Lock: path, Msg: fmt.Sprintf("it is not a valid lock file (%v)", oneLine(err.Error()))}
 	}
+	if err := f.Validate(path); err != nil {
+		return nil, err
+	}
 	return &f, nil
 }
 

@@ -101,7 +101,7 @@ func TestStaleLocksNameTheField(t *testing.T) {
 		}, []string{"added components.cni-plugins."}},
 		{"other arch", func(p *profiles.Profile, f *File) *profiles.Profile { f.Arch = "arm64"; return p }, []string{"locked for arm64"}},
 		{"old format", func(p *profiles.Profile, f *File) *profiles.Profile { f.LockVersion = 1; return p }, []string{"lock format 1"}},
-		{"hand-edited hash", func(p *profiles.Profile, f *File) *profiles.Profile { f.ProfileHash = "sha256:00"; return p }, []string{"edited by hand"}},
+		{"hand-edited hash", func(p *profiles.Profile, f *File) *profiles.Profile { f.ProfileHash = "sha256:" + strings.Repeat("0", 64); return p }, []string{"edited by hand"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -145,7 +145,9 @@ func TestTamperedLocks(t *testing.T) {
 			f.Cells[0].Components[profiles.RoleRuntime] = f.Artifacts[2].Key()
 		}, "cells[p].components.runtime: the lock pins runc@1.3.6/release", &TamperedError{}},
 		{"role dropped", func(f *File) { delete(f.Cells[0].Components, profiles.RoleConmon) }, "cells[p].components.conmon: missing", &TamperedError{}},
-		{"extra cell from a bad merge", func(f *File) { f.Cells = append(f.Cells, Cell{Name: "other"}) }, "cells: the lock has p, other", &TamperedError{}},
+		{"extra cell from a bad merge", func(f *File) {
+			f.Cells = append(f.Cells, Cell{Name: "other", Components: f.Cells[0].Components})
+		}, "cells: the lock has p, other", &TamperedError{}},
 		{"binary digests missing", func(f *File) { f.Artifacts[0].Binaries = nil }, "records no binary digests", &StaleError{}},
 	}
 	for _, tt := range tests {
@@ -204,5 +206,73 @@ func TestDiffInputs(t *testing.T) {
 	}
 	if d := DiffInputs(map[string]string{"a": "1", "b": "2"}, map[string]string{"a": "1"}); !strings.Contains(d, "dropped b") {
 		t.Errorf("dropped: %s", d)
+	}
+}
+
+// A lock is input: every field is checked for its form when it is read,
+// and a truncated or garbled lock gets one line naming the field, before
+// anything uses a value as a path, a URL, an argument or a flag.
+func TestGarbledFieldsAreRefused(t *testing.T) {
+	dir := t.TempDir()
+	p := load(t, dir, profileYAML)
+	valid := sample(p)
+	valid.Artifacts[0].ModuleSum = "h1:ux2URwAyENy5e5hD9Z95tshdfy98eqatZk0fxx3rhuk="
+	tests := []struct {
+		name  string
+		edit  func(f *File)
+		field string
+	}{
+		{"a sha256 that is a path", func(f *File) { f.Artifacts[3].SHA256 = "../../zz" }, "artifacts[3].sha256"},
+		{"an image digest that is a path", func(f *File) { f.Image.Digest = "sha256:../../../../etc" }, "image.digest"},
+		{"a short digest", func(f *File) { f.Image.Kernel = "sha256:abc" }, "image.kernel"},
+		{"a tool URL on the local disk", func(f *File) {
+			f.Tools = []Artifact{{Component: ToolBats, Version: "1.11.1-1", Source: profiles.SourceRelease, URL: "file:///etc/shadow", SHA256: strings.Repeat("c", 64)}}
+		}, "tools[0].url"},
+		{"a recipe that climbs out", func(f *File) { f.Artifacts[0].Recipe = "../../x" }, "artifacts[0].recipe"},
+		{"a binary named outside its directory", func(f *File) { f.Artifacts[1].Binaries = map[string]string{"../../../etc/evil": strings.Repeat("b", 64)} }, "artifacts[1].binaries"},
+		{"a commit that is linker flags", func(f *File) {
+			f.Artifacts[0].Origin = &Origin{Commit: "abc -X main.evil=1"}
+		}, "artifacts[0].origin.commit"},
+		{"a module sum that is not one", func(f *File) { f.Artifacts[0].ModuleSum = "h1:fake-@v" }, "artifacts[0].module_sum"},
+		{"an image recipe that climbs out", func(f *File) { f.Image.Recipe = "../../x" }, "image.recipe"},
+		{"a truncated lock", func(f *File) { f.Cells = nil }, "cells"},
+		{"an empty lock", func(f *File) { *f = File{} }, "lock_version"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := *valid
+			f.Image = valid.Image
+			f.Artifacts = append([]Artifact(nil), valid.Artifacts...)
+			tt.edit(&f)
+			path := filepath.Join(t.TempDir(), "p.lock")
+			if err := Write(path, &f); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Read(path)
+			var te *TamperedError
+			if !errors.As(err, &te) || te.Field != tt.field || !fault.Is(err, fault.Input) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("err %v, want a one-line input error naming %s", err, tt.field)
+			}
+		})
+	}
+	path := filepath.Join(dir, "p.lock")
+	if err := Write(path, valid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Read(path); err != nil {
+		t.Errorf("a valid lock: %v", err)
+	}
+	// The committed locks are valid.
+	shipped, _ := filepath.Glob("../*.lock")
+	for _, l := range shipped {
+		if _, err := Read(l); err != nil {
+			t.Errorf("%s: %v", l, err)
+		}
+	}
+	// A lock cut off in the middle is refused in one line.
+	b, _ := os.ReadFile(path)
+	_ = os.WriteFile(path, b[:len(b)/3], 0o644)
+	if _, err := Read(path); err == nil || strings.Contains(err.Error(), "\n") || !fault.Is(err, fault.Input) {
+		t.Errorf("a truncated lock: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package pin
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -105,13 +106,19 @@ func newResolver(t *testing.T, cat *catalog.Catalog) *Resolver {
 		t.Fatal(err)
 	}
 	return &Resolver{Catalog: cat, Images: images.NewStore(c), Arch: "amd64",
-		ModuleSum: func(_ context.Context, m, v string) (string, error) { return "h1:fake-" + m + "@" + v, nil },
+		ModuleSum: func(_ context.Context, m, v string) (string, error) { return fakeSum(m, v), nil },
 		// Every module is its release commit, unless a test says otherwise.
 		ModuleInfo: func(_ context.Context, m, v string) (Info, error) {
 			comp := componentOfModule(cat, m)
 			rel, _ := comp.Upstream(v)
 			return Info{Path: m, Version: v, Time: rel.Time, Origin: &Origin{VCS: "git", Hash: rel.Commit}}, nil
 		}}
+}
+
+// fakeSum is a module sum of the right form for module@version.
+func fakeSum(m, v string) string {
+	h := sha256.Sum256([]byte(m + "@" + v))
+	return "h1:" + base64.StdEncoding.EncodeToString(h[:])
 }
 
 func componentOfModule(cat *catalog.Catalog, module string) *catalog.Component {
@@ -276,7 +283,7 @@ func TestLockGoModAndFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	crio, _ := f.Artifact("cri-o@1.34.0/gomod")
-	if crio.Module != "github.com/cri-o/cri-o" || crio.ModuleSum != "h1:fake-github.com/cri-o/cri-o@v1.34.0" || crio.Recipe != "crio" {
+	if crio.Module != "github.com/cri-o/cri-o" || crio.ModuleSum != fakeSum("github.com/cri-o/cri-o", "v1.34.0") || crio.Recipe != "crio" {
 		t.Errorf("gomod artifact %+v", crio)
 	}
 	crun, ok := f.Artifact("crun@1.8.1/file://" + bin)
