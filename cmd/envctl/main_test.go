@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -20,6 +21,10 @@ func TestExitCodes(t *testing.T) {
 	unlocked := filepath.Join(dir, "unlocked.yaml")
 	src, _ := os.ReadFile("../../profiles/crio-1.34-runc.yaml")
 	_ = os.WriteFile(unlocked, src, 0o644)
+	garbled := filepath.Join(dir, "garbled.yaml")
+	_ = os.WriteFile(garbled, src, 0o644)
+	committed, _ := os.ReadFile("../../profiles/crio-1.34-runc.lock")
+	_ = os.WriteFile(filepath.Join(dir, "garbled.lock"), []byte(regexp.MustCompile(`(?m)^  digest: sha256:[0-9a-f]+$`).ReplaceAllString(string(committed), "  digest: sha256:../../../../etc")), 0o644)
 	t.Chdir("../..")
 	t.Setenv("ENVCTL_STATE_DIR", filepath.Join(dir, "state"))
 	t.Setenv("ENVCTL_CACHE_DIR", filepath.Join(dir, "cache"))
@@ -53,6 +58,8 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"up", "crio-1.34-runc", "--test-images", "docker"}, 2, "", "test image source"},
 		{[]string{"up", "crio-1.34-runc", "--boot-timeout", "-1s"}, 2, "", "--boot-timeout"},
 		{[]string{"up", unlocked, "--locked"}, 2, "", "has no lock file"},
+		{[]string{"plan", garbled}, 2, "", `image.digest: "sha256:../../../../etc" is not a digest`},
+		{[]string{"up", garbled}, 2, "", `image.digest: "sha256:../../../../etc" is not a digest`},
 		{[]string{"down", "no-such-env"}, 2, "", "no environment"},
 		{[]string{"ssh", "no-such-env", "--", "true"}, 2, "", "no environment"},
 		{[]string{"image", "pull", "plan9"}, 2, "", "not a catalog image"},

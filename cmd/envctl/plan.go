@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+
 	"github.com/spf13/cobra"
 
 	"github.com/envctl/envctl/profiles"
@@ -25,6 +27,11 @@ func newPlanCmd(a *app) *cobra.Command {
 				return err
 			}
 			lf, lockErr := lock.ForProfile(p, a.arch())
+			var missing *lock.MissingError
+			if lockErr != nil && !errors.As(lockErr, &missing) {
+				// up would refuse this lock: so does its dry run.
+				return lockErr
+			}
 			if test != "" {
 				p.Test = test // after the lock check: the lock pins the same artifacts for every test
 			}
