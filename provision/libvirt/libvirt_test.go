@@ -2,8 +2,10 @@ package libvirt
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -13,6 +15,8 @@ import (
 	"time"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/envctl/envctl/profiles/base/fault"
@@ -468,5 +472,63 @@ func TestSSHTargets(t *testing.T) {
 	}
 	if !vm.IsRemote("qemu+ssh://h/system") || vm.IsRemote("qemu:///system") {
 		t.Error("IsRemote")
+	}
+}
+
+// A host that accepts the TCP connection and says nothing (sshd at
+// MaxStartups, a half-dead link) must not hang the run: the whole SSH
+// handshake is bounded by the context.
+func TestSSHHandshakeIsBounded(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // accepted, never answered
+		}
+	}()
+	kh := filepath.Join(t.TempDir(), "known_hosts")
+	_ = os.WriteFile(kh, nil, 0o600)
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	h := &hostSSH{target: sshTarget{host: "127.0.0.1", port: port, user: "root", knownHosts: kh, keyFile: "/nonexistent"}}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { _, err := h.dial(ctx, "tcp", "127.0.0.1:22"); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !fault.Is(err, fault.Infra) {
+			t.Errorf("err %v, want an infrastructure error", err)
+		}
+		if took := time.Since(start); took > 4*time.Second {
+			t.Errorf("returned after %s, the context allowed 2s", took)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the SSH handshake with a silent host did not end with its context")
+	}
+}
+
+// known_hosts names an IPv6 host as [addr]:port; the lookup must too.
+func TestKnownHostsIPv6(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(nil)
+	signer, _ := ssh.NewSignerFromKey(priv)
+	kh := filepath.Join(t.TempDir(), "known_hosts")
+	line := knownhosts.Line([]string{knownhosts.Normalize("[fd00::1]:2222")}, signer.PublicKey())
+	_ = os.WriteFile(kh, []byte(line+"\n"), 0o600)
+	h := &hostSSH{target: sshTarget{host: "fd00::1", port: "2222", knownHosts: kh, keyFile: "/nonexistent"}}
+	cfg, err := h.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := &net.TCPAddr{IP: net.ParseIP("fd00::1"), Port: 2222}
+	if err := cfg.HostKeyCallback(h.target.addr(), remote, signer.PublicKey()); err != nil {
+		t.Errorf("the host key of [fd00::1]:2222 is in known_hosts, yet: %v", err)
 	}
 }

@@ -29,6 +29,9 @@ type sshTarget struct {
 	host, port, user, keyFile, knownHosts string
 }
 
+// addr is host:port, an IPv6 host in brackets, as known_hosts has it.
+func (t sshTarget) addr() string { return net.JoinHostPort(t.host, t.port) }
+
 func parseSSHTarget(u *url.URL) (sshTarget, error) {
 	t := sshTarget{host: u.Hostname(), port: cmp.Or(u.Port(), "22"), user: u.User.Username(),
 		keyFile: u.Query().Get("keyfile"), knownHosts: u.Query().Get("known_hosts")}
@@ -121,25 +124,10 @@ func (h *hostSSH) dial(ctx context.Context, network, addr string) (net.Conn, err
 	c := h.client
 	h.mu.Unlock()
 	if c == nil {
-		cfg, err := h.config()
-		if err != nil {
-			return nil, fault.Infraf("ssh to %s: %w", h.target.host, err)
+		var err error
+		if c, err = h.connect(ctx); err != nil {
+			return nil, err
 		}
-		d := net.Dialer{Timeout: 20 * time.Second}
-		conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(h.target.host, h.target.port))
-		if err != nil {
-			return nil, fault.Infraf("ssh to %s: %w", h.target.host, err)
-		}
-		sc, chans, reqs, err := ssh.NewClientConn(conn, h.target.host+":"+h.target.port, cfg)
-		if err != nil {
-			_ = conn.Close()
-			var ke *knownhosts.KeyError
-			if errors.As(err, &ke) {
-				return nil, fault.Inputf("ssh to %s: the host key is not the one in %s: %v", h.target.host, h.target.knownHosts, err)
-			}
-			return nil, fault.Infraf("ssh to %s: %w", h.target.host, err)
-		}
-		c = ssh.NewClient(sc, chans, reqs)
 		h.mu.Lock()
 		if h.client == nil {
 			h.client = c
@@ -150,6 +138,49 @@ func (h *hostSSH) dial(ctx context.Context, network, addr string) (net.Conn, err
 		h.mu.Unlock()
 	}
 	return c.DialContext(ctx, network, addr)
+}
+
+// handshakeTimeout bounds the SSH handshake when ctx has no deadline.
+const handshakeTimeout = 20 * time.Second
+
+// connect opens the SSH connection to the host. Every wait is bounded by
+// ctx: the TCP dial, and the whole handshake, through a deadline on the
+// raw connection (cleared once it is done) and its closing when ctx ends
+// (a host that accepts and says nothing would otherwise hang the run).
+func (h *hostSSH) connect(ctx context.Context) (*ssh.Client, error) {
+	cfg, err := h.config()
+	if err != nil {
+		return nil, fault.Infraf("ssh to %s: %w", h.target.host, err)
+	}
+	hostport := h.target.addr()
+	d := net.Dialer{Timeout: handshakeTimeout}
+	conn, err := d.DialContext(ctx, "tcp", hostport)
+	if err != nil {
+		return nil, fault.Infraf("ssh to %s: %w", h.target.host, err)
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(handshakeTimeout)
+	}
+	_ = conn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	sc, chans, reqs, err := ssh.NewClientConn(conn, hostport, cfg)
+	if !stop() && err == nil {
+		err = context.Cause(ctx)
+	}
+	if err != nil {
+		_ = conn.Close()
+		var ke *knownhosts.KeyError
+		if errors.As(err, &ke) {
+			return nil, fault.Inputf("ssh to %s: the host key is not the one in %s: %v", h.target.host, h.target.knownHosts, err)
+		}
+		if ctx.Err() != nil {
+			return nil, fault.Infraf("ssh to %s: no SSH handshake before %v: %w", h.target.host, context.Cause(ctx), err)
+		}
+		return nil, fault.Infraf("ssh to %s: %w", h.target.host, err)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return ssh.NewClient(sc, chans, reqs), nil
 }
 
 func (h *hostSSH) close() {
