@@ -103,7 +103,10 @@ func (a *app) configure(cmd *cobra.Command) error {
 			errs = append(errs, fault.Inputf("--%s from the configuration (ENVCTL_%s or config.yaml): %v", f.Name, strings.ToUpper(strings.ReplaceAll(key, "-", "_")), err))
 		}
 	})
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return a.defaultDirs()
 }
 
 // configAnnotation names, on a flag, the configuration key that gives its
@@ -216,11 +219,7 @@ func (a *app) step(format string, args ...any) {
 func (a *app) arch() string { return runtime.GOARCH }
 
 func (a *app) cache() (*cache.Cache, error) {
-	dir := a.cacheDir
-	if dir == "" {
-		dir = cache.DefaultDir()
-	}
-	c, err := cache.New(dir)
+	c, err := cache.New(a.cacheDir)
 	if err != nil {
 		return nil, err
 	}
@@ -238,11 +237,21 @@ func (a *app) ledger() *cellrun.Ledger {
 	return &cellrun.Ledger{Path: filepath.Join(a.store().Dir, "verdicts.json"), MaxAge: 24 * time.Hour}
 }
 
-func (a *app) store() env.Store {
-	if a.stateDir != "" {
-		return env.Store{Dir: a.stateDir}
+func (a *app) store() env.Store { return env.Store{Dir: a.stateDir} }
+
+// defaultDirs fills in the cache and state directories the flags and the
+// configuration left unset.
+func (a *app) defaultDirs() error {
+	var err error
+	if a.cacheDir == "" {
+		if a.cacheDir, err = cache.DefaultDir(); err != nil {
+			return err
+		}
 	}
-	return env.DefaultStore()
+	if a.stateDir == "" {
+		a.stateDir, err = env.DefaultDir()
+	}
+	return err
 }
 
 func (a *app) images() (*images.Store, error) {

@@ -20,6 +20,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/base/privatedir"
 )
 
 // Cache is a content-addressed store of verified files.
@@ -30,15 +31,21 @@ type Cache struct {
 	Log      *slog.Logger
 }
 
-// DefaultDir is $ENVCTL_CACHE_DIR, else $XDG_CACHE_HOME/envctl, else ~/.cache/envctl.
-func DefaultDir() string {
+// DefaultDir is $ENVCTL_CACHE_DIR, else $XDG_CACHE_HOME/envctl, else
+// ~/.cache/envctl, else (no home) a private per-user directory under the
+// temporary directory (privatedir).
+func DefaultDir() (string, error) {
 	if d := os.Getenv("ENVCTL_CACHE_DIR"); d != "" {
-		return d
+		return d, nil
 	}
 	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "envctl")
+		return filepath.Join(d, "envctl"), nil
 	}
-	return filepath.Join(os.TempDir(), "envctl-cache")
+	d, err := privatedir.Fallback("cache")
+	if err != nil {
+		return "", fault.Infraf("cache directory: %w", err)
+	}
+	return d, nil
 }
 
 // New opens (and creates) a cache directory.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/envctl/envctl/profiles/base/atomicfile"
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/base/privatedir"
 )
 
 // State is where an environment is in its life.
@@ -105,19 +106,24 @@ type Env struct {
 // the libvirt pool's directory, and kept results.
 type Store struct{ Dir string }
 
-// DefaultStore is $ENVCTL_STATE_DIR, else $XDG_STATE_HOME/envctl, else
-// ~/.local/state/envctl.
-func DefaultStore() Store {
+// DefaultDir is $ENVCTL_STATE_DIR, else $XDG_STATE_HOME/envctl, else
+// ~/.local/state/envctl, else (no home) a private per-user directory
+// under the temporary directory (privatedir).
+func DefaultDir() (string, error) {
 	if d := os.Getenv("ENVCTL_STATE_DIR"); d != "" {
-		return Store{Dir: d}
+		return d, nil
 	}
 	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
-		return Store{Dir: filepath.Join(d, "envctl")}
+		return filepath.Join(d, "envctl"), nil
 	}
 	if home, err := os.UserHomeDir(); err == nil {
-		return Store{Dir: filepath.Join(home, ".local", "state", "envctl")}
+		return filepath.Join(home, ".local", "state", "envctl"), nil
 	}
-	return Store{Dir: filepath.Join(os.TempDir(), "envctl-state")}
+	d, err := privatedir.Fallback("state")
+	if err != nil {
+		return "", fault.Infraf("state directory: %w", err)
+	}
+	return d, nil
 }
 
 // EnvsDir holds one directory per environment.
@@ -135,9 +141,19 @@ func (s Store) ResultsDir() string { return filepath.Join(s.Dir, "results") }
 // renamed into place, so no other envctl ever sees an environment without
 // a record or an unlocked one that is still being made.
 func (s Store) New(profile string) (*Env, func(), error) {
-	if err := os.MkdirAll(s.EnvsDir(), 0o755); err != nil {
+	// envs/ holds keys and consoles: this user's only.
+	if err := os.MkdirAll(s.EnvsDir(), 0o700); err != nil {
 		return nil, nil, fault.Infraf("state directory %s: %w; set ENVCTL_STATE_DIR", s.EnvsDir(), err)
 	}
+	_ = os.Chmod(s.EnvsDir(), 0o700)
+	// Making holds the store's making lock (shared) until the new
+	// directory is locked: RemoveUnfinished (exclusive) never sees one
+	// between its creation and its lock.
+	making := flock.New(s.makingLockPath())
+	if err := making.RLock(); err != nil {
+		return nil, nil, fault.Infraf("state directory %s: %w", s.EnvsDir(), err)
+	}
+	defer func() { _ = making.Unlock() }()
 	base := sanitize(profile)
 	if len(base) > 40 {
 		base = base[:40]
@@ -154,6 +170,9 @@ func (s Store) New(profile string) (*Env, func(), error) {
 		tmp, err := os.MkdirTemp(s.EnvsDir(), NewPrefix+id+"-")
 		if err != nil {
 			return nil, nil, fault.Infraf("environment directory under %s: %w", s.EnvsDir(), err)
+		}
+		if afterMkdir != nil {
+			afterMkdir()
 		}
 		e := &Env{ID: id, Profile: profile, Domain: "envctl-" + id, Dir: tmp, PID: os.Getpid(), Created: time.Now().UTC(), State: StateCreating, User: "root", SSHHost: "127.0.0.1"}
 		unlock, err := e.Lock(context.Background(), 0)
@@ -186,8 +205,15 @@ func (s Store) New(profile string) (*Env, func(), error) {
 // being made; `envctl gc` removes stale ones.
 const NewPrefix = ".new-"
 
+// afterMkdir runs between making a new directory and locking it (tests).
+var afterMkdir func()
+
+func (s Store) makingLockPath() string { return filepath.Join(s.Dir, "envs.lock") }
+
 // RemoveUnfinished removes the hidden directories of environments whose
-// maker died before it finished making them (their lock is free).
+// maker died before it finished making them (their lock is free). It
+// holds the store's making lock, so no directory is seen between its
+// creation and its lock.
 func (s Store) RemoveUnfinished() ([]string, error) {
 	entries, err := os.ReadDir(s.EnvsDir())
 	if errors.Is(err, fs.ErrNotExist) {
@@ -196,6 +222,13 @@ func (s Store) RemoveUnfinished() ([]string, error) {
 	if err != nil {
 		return nil, fault.Infraf("read %s: %w", s.EnvsDir(), err)
 	}
+	making := flock.New(s.makingLockPath())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if ok, err := making.TryLockContext(ctx, 50*time.Millisecond); err != nil || !ok {
+		return nil, fault.Infraf("state directory %s: environments are being made for 30s: %v", s.EnvsDir(), err)
+	}
+	defer func() { _ = making.Unlock() }()
 	var removed []string
 	var errs []error
 	for _, ent := range entries {

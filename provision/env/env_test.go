@@ -3,6 +3,7 @@ package env
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -110,15 +111,42 @@ func TestLock(t *testing.T) {
 	again()
 }
 
-func TestDefaultStore(t *testing.T) {
-	t.Setenv("ENVCTL_STATE_DIR", "/x/state")
-	if DefaultStore().Dir != "/x/state" {
-		t.Error("ENVCTL_STATE_DIR ignored")
+func TestDefaultDir(t *testing.T) {
+	tmp := t.TempDir()
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"ENVCTL_STATE_DIR", map[string]string{"ENVCTL_STATE_DIR": "/x/state"}, "/x/state"},
+		{"XDG_STATE_HOME", map[string]string{"ENVCTL_STATE_DIR": "", "XDG_STATE_HOME": "/x/xdg"}, "/x/xdg/envctl"},
+		// No home: a private directory of this user's, never a shared one.
+		{"no home", map[string]string{"ENVCTL_STATE_DIR": "", "XDG_STATE_HOME": "", "HOME": "", "TMPDIR": tmp}, filepath.Join(tmp, fmt.Sprintf("envctl-%d", os.Geteuid()), "state")},
 	}
-	t.Setenv("ENVCTL_STATE_DIR", "")
-	t.Setenv("XDG_STATE_HOME", "/x/xdg")
-	if DefaultStore().Dir != "/x/xdg/envctl" {
-		t.Error("XDG_STATE_HOME ignored")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			got, err := DefaultDir()
+			if err != nil || got != tt.want {
+				t.Errorf("%q %v, want %q", got, err, tt.want)
+			}
+		})
+	}
+	// Another user's directory (or a link) where the private one goes is refused.
+	if os.Geteuid() == 0 {
+		t.Setenv("ENVCTL_STATE_DIR", "")
+		t.Setenv("XDG_STATE_HOME", "")
+		t.Setenv("HOME", "")
+		other := t.TempDir()
+		t.Setenv("TMPDIR", other)
+		root := filepath.Join(other, fmt.Sprintf("envctl-%d", os.Geteuid()))
+		_ = os.Mkdir(root, 0o777)
+		_ = os.Chown(root, 4242, 4242)
+		if _, err := DefaultDir(); err == nil || !strings.Contains(err.Error(), "belongs to user 4242") {
+			t.Errorf("another user's directory: %v", err)
+		}
 	}
 }
 
@@ -175,5 +203,34 @@ func TestRemoveUnfinished(t *testing.T) {
 	}
 	if _, err := os.Stat(busy); err != nil {
 		t.Error("removed a directory still being made")
+	}
+}
+
+// gc's RemoveUnfinished never removes a directory New has made but not
+// yet locked: the store's making lock closes that window.
+func TestRemoveUnfinishedWaitsForNew(t *testing.T) {
+	s := Store{Dir: t.TempDir()}
+	removed := make(chan []string, 1)
+	afterMkdir = func() {
+		go func() {
+			r, _ := s.RemoveUnfinished()
+			removed <- r
+		}()
+		time.Sleep(200 * time.Millisecond) // gc runs in the window
+	}
+	defer func() { afterMkdir = nil }()
+	e, unlock, err := s.New("p")
+	if err != nil {
+		t.Fatalf("New lost its directory to gc: %v", err)
+	}
+	defer unlock()
+	if r := <-removed; len(r) != 0 {
+		t.Errorf("gc removed %v", r)
+	}
+	if _, err := os.Stat(filepath.Join(s.EnvsDir(), e.ID, "env.json")); err != nil {
+		t.Errorf("the new environment is gone: %v", err)
+	}
+	if fi, _ := os.Stat(s.EnvsDir()); fi.Mode().Perm() != 0o700 {
+		t.Errorf("envs/ is %v, want 0700", fi.Mode().Perm())
 	}
 }
