@@ -21,8 +21,11 @@ const ManifestName = ".envctl-manifest.json"
 
 // TreeFile is one file of a sealed directory.
 type TreeFile struct {
-	Digest digest.Digest `json:"digest"`
+	Digest digest.Digest `json:"digest,omitempty"`
 	Stamp  Stamp         `json:"stamp"`
+	// Link is a symbolic link's target (an unpacked archive may hold
+	// links inside it); Digest is then empty.
+	Link string `json:"link,omitempty"`
 }
 
 // Manifest maps each regular file of a sealed directory (slash-separated,
@@ -39,33 +42,45 @@ func (m Manifest) Digest(dir, path string) (digest.Digest, bool) {
 	return f.Digest, ok
 }
 
-// walk lists the regular files under dir, except the manifest.
-func walk(dir string) ([]string, error) {
-	var files []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+// walk lists the regular files under dir, except the manifest, and
+// whatever else is there that is neither a file nor a directory (a
+// symbolic link, a device, a socket).
+func walk(dir string) (files, odd []string, err error) {
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if d.Type().IsRegular() {
-			rel, _ := filepath.Rel(dir, p)
+		rel, _ := filepath.Rel(dir, p)
+		switch {
+		case d.Type().IsRegular():
 			if rel != ManifestName {
 				files = append(files, filepath.ToSlash(rel))
 			}
+		case !d.IsDir():
+			odd = append(odd, filepath.ToSlash(rel))
 		}
 		return nil
 	})
-	return files, err
+	return files, odd, err
 }
 
 // SealTree hashes every regular file under dir and records the digests in
 // dir's manifest, synced to disk. It is called once, when the directory
 // is made, before it is renamed into place.
 func SealTree(dir string) (Manifest, error) {
-	files, err := walk(dir)
+	files, odd, err := walk(dir)
 	if err != nil {
 		return nil, fault.Infraf("seal %s: %w", dir, err)
 	}
 	m := Manifest{}
+	for _, rel := range odd {
+		p := filepath.Join(dir, filepath.FromSlash(rel))
+		target, err := os.Readlink(p)
+		if err != nil {
+			return nil, fault.Infraf("seal %s: %s is neither a file, a directory nor a symbolic link", dir, rel)
+		}
+		m[rel] = TreeFile{Link: target}
+	}
 	for _, rel := range files {
 		p := filepath.Join(dir, filepath.FromSlash(rel))
 		if err := syncFile(p); err != nil {
@@ -110,9 +125,14 @@ func checkTree(dir string, full bool) (Manifest, error) {
 	if err := json.Unmarshal(b, &m); err != nil || m == nil {
 		return nil, &CorruptError{Path: filepath.Join(dir, ManifestName), Why: "unreadable manifest"}
 	}
-	files, err := walk(dir)
+	files, odd, err := walk(dir)
 	if err != nil {
 		return nil, fault.Infraf("check %s: %w", dir, err)
+	}
+	for _, rel := range odd {
+		if m[rel].Link == "" {
+			return nil, &CorruptError{Path: filepath.Join(dir, filepath.FromSlash(rel)), Why: "not a regular file the manifest records (a symbolic link or a device was added)"}
+		}
 	}
 	for _, rel := range files {
 		if _, ok := m[rel]; !ok {
@@ -123,9 +143,18 @@ func checkTree(dir string, full bool) (Manifest, error) {
 	for _, rel := range slices.Sorted(maps.Keys(m)) {
 		want := m[rel]
 		p := filepath.Join(dir, filepath.FromSlash(rel))
-		fi, err := os.Stat(p)
+		fi, err := os.Lstat(p)
 		if err != nil {
 			return nil, &CorruptError{Path: p, Expected: want.Digest, Why: "missing"}
+		}
+		if want.Link != "" {
+			if target, err := os.Readlink(p); err != nil || target != want.Link {
+				return nil, &CorruptError{Path: p, Why: "the symbolic link to " + want.Link + " was changed"}
+			}
+			continue
+		}
+		if !fi.Mode().IsRegular() {
+			return nil, &CorruptError{Path: p, Expected: want.Digest, Why: "not a regular file (replaced by a symbolic link?)"}
 		}
 		if !full && StampOf(fi) == want.Stamp {
 			continue

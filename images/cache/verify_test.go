@@ -90,6 +90,18 @@ func TestSealAndCheckTree(t *testing.T) {
 		{"flipped byte", func(t *testing.T, dir string) { flip(t, filepath.Join(dir, "bin/crictl"), 10) }, "bin/crictl is corrupt: expected sha256:"},
 		{"file removed", func(t *testing.T, dir string) { _ = os.Remove(filepath.Join(dir, "bin/crictl")) }, "bin/crictl is corrupt: missing"},
 		{"file added", func(t *testing.T, dir string) { _ = os.WriteFile(filepath.Join(dir, "bin/extra"), []byte("x"), 0o755) }, "bin/extra is corrupt: not in the manifest"},
+		{"symbolic link added", func(t *testing.T, dir string) { _ = os.Symlink("/etc/passwd", filepath.Join(dir, "bin/runc")) }, "bin/runc is corrupt: not a regular file the manifest records"},
+		{"file replaced by a link to the same bytes", func(t *testing.T, dir string) {
+			p := filepath.Join(dir, "LICENSE")
+			copyTo := filepath.Join(t.TempDir(), "LICENSE")
+			_ = os.WriteFile(copyTo, []byte("Apache"), 0o644)
+			_ = os.Remove(p)
+			_ = os.Symlink(copyTo, p)
+		}, "LICENSE is corrupt: not a regular file"},
+		{"a recorded link retargeted", func(t *testing.T, dir string) {
+			_ = os.Remove(filepath.Join(dir, "bin/ctl"))
+			_ = os.Symlink("/etc/shadow", filepath.Join(dir, "bin/ctl"))
+		}, "bin/ctl is corrupt: the symbolic link to crictl was changed"},
 		{"manifest removed", func(t *testing.T, dir string) { _ = os.Remove(filepath.Join(dir, ManifestName)) }, "no manifest"},
 		{"manifest garbled", func(t *testing.T, dir string) { _ = os.WriteFile(filepath.Join(dir, ManifestName), []byte("{"), 0o644) }, "unreadable manifest"},
 	}
@@ -99,8 +111,9 @@ func TestSealAndCheckTree(t *testing.T) {
 			_ = os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
 			_ = os.WriteFile(filepath.Join(dir, "bin/crictl"), []byte(strings.Repeat("crictl", 1000)), 0o755)
 			_ = os.WriteFile(filepath.Join(dir, "LICENSE"), []byte("Apache"), 0o644)
+			_ = os.Symlink("crictl", filepath.Join(dir, "bin/ctl")) // an archive's own link
 			sealed, err := SealTree(dir)
-			if err != nil || len(sealed) != 2 {
+			if err != nil || len(sealed) != 3 {
 				t.Fatalf("seal: %v %v", sealed, err)
 			}
 			tt.damage(t, dir)

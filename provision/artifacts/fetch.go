@@ -85,7 +85,9 @@ func (fl Files) Hashed() (Files, error) {
 func (fl Files) withDigests(dir string, m cache.Manifest) Files {
 	fl.Digests = map[string]string{}
 	for rel, tf := range m {
-		fl.Digests[filepath.Join(dir, filepath.FromSlash(rel))] = tf.Digest.Encoded()
+		if tf.Link == "" {
+			fl.Digests[filepath.Join(dir, filepath.FromSlash(rel))] = tf.Digest.Encoded()
+		}
 	}
 	return fl
 }

@@ -310,8 +310,10 @@ func (f *Fetcher) built(dir string) (Files, bool) {
 		return Files{}, false
 	}
 	files := Files{Binaries: map[string]string{}}.withDigests(dir, m)
-	for rel := range m {
-		files.Binaries[rel] = filepath.Join(dir, filepath.FromSlash(rel))
+	for rel, tf := range m {
+		if tf.Link == "" {
+			files.Binaries[rel] = filepath.Join(dir, filepath.FromSlash(rel))
+		}
 	}
 	return files, true
 }
