@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -323,6 +324,8 @@ func (s *Store) Current(name string) (Local, bool) {
 type Pruned struct {
 	Removed []string `json:"removed"`
 	Freed   int64    `json:"freed_bytes"`
+	// InUse are blobs a running envctl holds: kept.
+	InUse []string `json:"in_use,omitempty"`
 }
 
 // Prune deletes cached blobs that no local build references and keep
@@ -342,6 +345,11 @@ func (s *Store) Prune(ctx context.Context, keep map[string]bool) (Pruned, error)
 			continue
 		}
 		if err := s.Cache.Remove(ctx, b.Digest); err != nil {
+			var inUse *cache.InUseError
+			if errors.As(err, &inUse) {
+				out.InUse = append(out.InUse, b.Digest.String())
+				continue
+			}
 			return out, err
 		}
 		out.Freed += b.Size

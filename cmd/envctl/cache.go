@@ -95,15 +95,25 @@ saves them again), and temporary files older than a day. The locks are those of 
 given, or of every profile in the search path (see ` + "`envctl profiles`" + `);
 blobs of registered local images are kept too.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			gone, err := a.cacheGC(cmd.Context(), args, dryRun)
-			if gone == nil && err != nil {
+			gone, kept, err := a.cacheGC(cmd.Context(), args, dryRun)
+			if gone == nil && kept == nil && err != nil {
 				return err
 			}
 			verb := "removed"
 			if dryRun {
 				verb = "would remove"
 			}
-			if eerr := a.emit(gone, func(w io.Writer) { writeEntries(w, gone, &verb) }); eerr != nil {
+			out := struct {
+				Removed []cache.Entry `json:"removed"`
+				InUse   []cache.Entry `json:"in_use,omitempty"`
+			}{gone, kept}
+			if eerr := a.emit(out, func(w io.Writer) {
+				writeEntries(w, gone, &verb)
+				if len(kept) > 0 {
+					inUse := "kept, in use by a running envctl:"
+					writeEntries(w, kept, &inUse)
+				}
+			}); eerr != nil {
 				return eerr
 			}
 			return err
@@ -116,18 +126,18 @@ blobs of registered local images are kept too.`,
 // cacheGC removes (or lists, with dryRun) the cache entries no lock of
 // the named profiles (or of any profile) references, and old temporary
 // files.
-func (a *app) cacheGC(ctx context.Context, profileNames []string, dryRun bool) ([]cache.Entry, error) {
+func (a *app) cacheGC(ctx context.Context, profileNames []string, dryRun bool) (gone, kept []cache.Entry, err error) {
 	c, err := a.cache()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	locks, err := a.locksOf(profileNames)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	st, err := a.images()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	refs := artifacts.Referenced(locks...)
 	for d := range st.InUse() {
@@ -135,9 +145,8 @@ func (a *app) cacheGC(ctx context.Context, profileNames []string, dryRun bool) (
 	}
 	entries, err := c.Entries()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var gone []cache.Entry
 	var errs []error
 	for _, e := range entries {
 		if refs.Has(e) {
@@ -145,6 +154,11 @@ func (a *app) cacheGC(ctx context.Context, profileNames []string, dryRun bool) (
 		}
 		if !dryRun {
 			if err := c.RemoveEntry(ctx, e); err != nil {
+				var inUse *cache.InUseError
+				if errors.As(err, &inUse) {
+					kept = append(kept, e)
+					continue
+				}
 				errs = append(errs, err)
 				continue
 			}
@@ -158,7 +172,7 @@ func (a *app) cacheGC(ctx context.Context, profileNames []string, dryRun bool) (
 			gone = append(gone, cache.Entry{Kind: "temporary", Name: p, Path: p})
 		}
 	}
-	return gone, errors.Join(errs...)
+	return gone, kept, errors.Join(errs...)
 }
 
 // tempAge is how old a temporary file in the cache must be before gc

@@ -104,8 +104,8 @@ func (a *app) runOptions(ctx context.Context, f *runFlags) (cellrun.Options, err
 		return cellrun.Options{}, err
 	}
 	o := cellrun.Options{
-		Cache: c, Warm: &warm.Store{Dir: filepath.Join(c.Dir, cache.TreeDirs[cache.EntryWarm])},
-		Boot: &warm.Store{Dir: filepath.Join(c.Dir, cache.TreeDirs[cache.EntryBoot])}, Cold: f.cold,
+		Cache: c, Warm: &warm.Store{Dir: filepath.Join(c.Dir, cache.TreeDirs[cache.EntryWarm]), Cache: c},
+		Boot: &warm.Store{Dir: filepath.Join(c.Dir, cache.TreeDirs[cache.EntryBoot]), Cache: c}, Cold: f.cold,
 		VM: a.vmOptions(&f.vm), Fetch: fetch, Images: imgs, TestImages: f.testImages, Upload: f.upload,
 		Keep: f.keep, ResultsDir: f.results, Log: a.log, Step: a.step, Ledger: a.ledger(),
 	}

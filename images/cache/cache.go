@@ -248,6 +248,11 @@ func (c *Cache) Remove(ctx context.Context, d digest.Digest) error {
 		return err
 	}
 	defer unlock()
+	unclaim, err := c.claim(c.Path(d))
+	if err != nil {
+		return err
+	}
+	defer unclaim()
 	if err := os.Remove(c.Path(d)); err != nil && !os.IsNotExist(err) {
 		return fault.Infraf("remove %s: %w", c.Path(d), err)
 	}

@@ -164,8 +164,9 @@ const (
 	EntryBlob     EntryKind = "blob"
 	EntryUnpacked EntryKind = "unpacked"
 	EntryBuild    EntryKind = "build"
-	// EntryWarm is a saved running guest (provision/warm): checked when it
-	// is restored, where a failure means a cold boot.
+	// EntryWarm is a saved running guest (provision/warm), sealed like a
+	// build: checked before it is restored (a failure means another way
+	// to start) and by cache verify.
 	EntryWarm EntryKind = "warm"
 	// EntryBoot is a saved guest just after boot, shared by the cells of
 	// one image and VM shape (provision/warm), checked like EntryWarm.
@@ -235,11 +236,16 @@ func (c *Cache) VerifyEntry(e Entry) error {
 		_, err = c.VerifyFull(d)
 		return err
 	}
-	if e.Kind == EntryWarm || e.Kind == EntryBoot {
-		return nil
+	if beingWritten(e) {
+		return nil // a saved guest still being written has no manifest yet
 	}
 	if _, err := VerifyTree(e.Path); err != nil {
 		if IsCorrupt(err) {
+			unclaim, cerr := c.claim(e.Path)
+			if cerr != nil {
+				return fmt.Errorf("%w (%v)", err, cerr)
+			}
+			defer unclaim()
 			_ = os.RemoveAll(e.Path)
 		}
 		return err
@@ -256,6 +262,14 @@ func (c *Cache) RemoveEntry(ctx context.Context, e Entry) error {
 		}
 		return c.Remove(ctx, d)
 	}
+	if beingWritten(e) {
+		return &InUseError{Path: e.Path}
+	}
+	unclaim, err := c.claim(e.Path)
+	if err != nil {
+		return err
+	}
+	defer unclaim()
 	if err := os.RemoveAll(e.Path); err != nil {
 		return fault.Infraf("remove %s: %w", e.Path, err)
 	}

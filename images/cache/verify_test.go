@@ -179,3 +179,55 @@ func TestDownloadIdleTimeout(t *testing.T) {
 		t.Error("a stalled download entered the cache")
 	}
 }
+
+// What a running envctl holds is never removed by gc or verify: a build,
+// a blob, a saved guest; a saved guest still being written neither.
+func TestHeldEntriesAreLeftAlone(t *testing.T) {
+	c, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	build := filepath.Join(c.Dir, "builds", "crictl-1.34.0-abc")
+	_ = os.MkdirAll(build, 0o755)
+	_ = os.WriteFile(filepath.Join(build, "crictl"), []byte("crictl"), 0o755)
+	if _, err := SealTree(build); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(t.TempDir(), "blob")
+	_ = os.WriteFile(src, []byte("image"), 0o644)
+	d, blob, err := c.Import(ctx, src, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writing := filepath.Join(c.Dir, "boot", "0123-456")
+	_ = os.MkdirAll(writing, 0o700)
+
+	release, err := c.Hold(filepath.Join(build, "crictl"), blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := c.Entries()
+	var inUse int
+	for _, e := range entries {
+		err := c.RemoveEntry(ctx, e)
+		var iu *InUseError
+		if !errors.As(err, &iu) {
+			t.Errorf("%s %s: %v, want in use", e.Kind, e.Name, err)
+		}
+		inUse++
+	}
+	if inUse != 3 {
+		t.Errorf("%d entries, want the build, the blob and the state being written", inUse)
+	}
+	release()
+	if err := c.Remove(ctx, d); err != nil {
+		t.Errorf("released blob: %v", err)
+	}
+	if err := c.RemoveEntry(ctx, Entry{Kind: EntryBuild, Name: "crictl-1.34.0-abc", Path: build}); err != nil {
+		t.Errorf("released build: %v", err)
+	}
+	if _, err := os.Stat(build); !os.IsNotExist(err) {
+		t.Error("the released build is still there")
+	}
+}

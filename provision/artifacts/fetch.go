@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -45,6 +46,16 @@ type Binary struct {
 	Name   string // the file name in the guest's bin directory
 	Path   string // on the host
 	SHA256 string
+}
+
+// Paths are every host path the files are at: binaries and the plugin
+// directory.
+func (fl Files) Paths() []string {
+	out := slices.Collect(maps.Values(fl.Binaries))
+	if fl.Dir != "" {
+		out = append(out, fl.Dir)
+	}
+	return out
 }
 
 // List returns the component's files to install by guest file name: its

@@ -293,7 +293,7 @@ func TestPredictReadsOnlyWhatIsCached(t *testing.T) {
 	if len(got) != 1 || !strings.Contains(got[0].Cause, "crictl v1.30.0") {
 		t.Errorf("predict %+v", got)
 	}
-	fetched, err := cellrun.Fetch(context.Background(), cell("1.34.0"), f)
+	fetched, err := cellrun.Fetch(context.Background(), cell("1.34.0"), f, nil)
 	if err != nil || len(fetched.Parts) != 5 || !fetched.Parts[3].Files.InGuest {
 		t.Errorf("fetch %+v %v", fetched, err)
 	}
@@ -325,7 +325,7 @@ func TestFetchChecksTheLocksDigests(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := cell("1.34.0")
 			tt.tweak(&c)
-			got, err := cellrun.Fetch(context.Background(), c, f)
+			got, err := cellrun.Fetch(context.Background(), c, f, nil)
 			if tt.err == "" && err != nil || tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err) || !fault.Is(err, fault.Input)) {
 				t.Fatalf("err %v, want %q", err, tt.err)
 			}

@@ -117,7 +117,7 @@ type Fetched struct {
 func FetchAll(ctx context.Context, cells []lock.LockedCell, f Fetcher) ([]Fetched, error) {
 	var out []Fetched
 	for _, c := range cells {
-		got, err := Fetch(ctx, c, f)
+		got, err := Fetch(ctx, c, f, nil)
 		if err != nil {
 			return nil, err
 		}

@@ -46,14 +46,20 @@ type OnHost struct {
 // Fetch gets every component of a cell onto the host, checks each file
 // against the digest the lock records for it, and reads what its binaries
 // say about how they were built. A file whose digest is not the lock's is
-// never installed.
-func Fetch(ctx context.Context, cell lock.LockedCell, f Fetcher) (OnHost, error) {
+// never installed. hold, when given, is handed each artifact's files as
+// soon as they are there, so that the run holds them (cache gc leaves
+// them alone) for as long as it lives.
+func Fetch(ctx context.Context, cell lock.LockedCell, f Fetcher, hold func(paths ...string)) (OnHost, error) {
+	if hold == nil {
+		hold = func(...string) {}
+	}
 	var out OnHost
 	for _, c := range cell.Components {
 		files, err := f.Fetch(ctx, cell, c)
 		if err != nil {
 			return out, err
 		}
+		hold(files.Paths()...)
 		if note, err := checkBinaries(&c, files); err != nil {
 			return out, err
 		} else if note != "" {
@@ -73,6 +79,7 @@ func Fetch(ctx context.Context, cell lock.LockedCell, f Fetcher) (OnHost, error)
 			if err != nil {
 				return out, err
 			}
+			hold(files.Paths()...)
 			out.Tools[name] = files
 		}
 	}

@@ -34,6 +34,7 @@ type run struct {
 	tools    map[string]artifacts.Files
 	disk     artdisk.Disk
 	started  *start.Started    // how the guest came up (nil before boot)
+	releases []func()          // cache entries held while the run lives
 	names    *testimages.Names // upstream's image names, read once
 	warnings []compat.Finding
 	machine  *vm.Machine
@@ -74,6 +75,9 @@ func Run(ctx context.Context, cell lock.LockedCell, opts Options) (*report.Repor
 	}()
 	if r.started != nil {
 		r.started.Release()
+	}
+	for _, release := range r.releases {
+		release()
 	}
 	rep := r.report()
 	if r.tested {
@@ -147,7 +151,7 @@ func (r *run) log() *slog.Logger { return cmp.Or(r.opts.Log, slog.Default()) }
 
 func (r *run) fetch(ctx context.Context, img *images.Files) error {
 	if r.opts.Stop != AfterBoot {
-		got, err := Fetch(ctx, r.cell, r.opts.Fetch)
+		got, err := Fetch(ctx, r.cell, r.opts.Fetch, r.hold)
 		if err != nil {
 			return err
 		}
@@ -166,7 +170,22 @@ func (r *run) fetch(ctx context.Context, img *images.Files) error {
 	}
 	f, err := r.opts.Images.Ensure(ctx, r.cell.Image)
 	*img = f
+	r.hold(f.Disk, f.Kernel, f.Initrd)
 	return err
+}
+
+// hold keeps what the run uses from cache gc for as long as the run
+// lives (images/cache holds); Run gives them back at its end.
+func (r *run) hold(paths ...string) {
+	if r.opts.Cache == nil {
+		return
+	}
+	release, err := r.opts.Cache.Hold(paths...)
+	if err != nil {
+		r.log().Warn("hold cache entries", "err", err)
+		return
+	}
+	r.releases = append(r.releases, release)
 }
 
 // artifactDisk builds (or finds in the cache) the disk that carries the
@@ -188,6 +207,7 @@ func (r *run) artifactDisk(ctx context.Context) error {
 		return err
 	}
 	r.disk = d
+	r.hold(d.Path)
 	r.sub("fetch.artifact-disk", time.Since(start))
 	r.log().Debug("artifact disk", "path", d.Path, "bytes", d.Size, "built", d.Built, "files", len(uploads))
 	return nil

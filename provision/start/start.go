@@ -181,7 +181,7 @@ func (s *starter) warmStart(ctx context.Context) (done bool, err error) {
 		s.step("warning: %s", s.st.Why)
 		return false, nil
 	}
-	err = s.restore(ctx, vm.WarmSource(st.WarmState))
+	err = s.restoreFrom(ctx, s.sp.Warm, st, vm.WarmSource(st.WarmState))
 	if err == nil {
 		s.st.How = Warm
 		s.st.Why = fmt.Sprintf("warm: restored the state saved %s (key %s)", st.Created.Format(time.RFC3339), key[:12])
@@ -213,6 +213,27 @@ func (s *starter) restoreFailed(what string, err error, remove func() error) (ta
 	}
 	s.log().Warn("restore failed", "what", what, "err", err)
 	return false, what + " did not restore (" + first + "); it was removed"
+}
+
+// restoreFrom starts from a saved state: checked against the digests
+// sealed when it was saved (a state that fails is handled as one that did
+// not restore), and held, with the states it needs, for as long as the
+// guest runs on them.
+func (s *starter) restoreFrom(ctx context.Context, store *warm.Store, st warm.State, from vm.Source) error {
+	if err := store.Check(st); err != nil {
+		return err
+	}
+	release, err := store.Use(st.Dir, st.Needs...)
+	if err != nil {
+		return err
+	}
+	if err := s.restore(ctx, from); err != nil {
+		release()
+		return err
+	}
+	// After the domain name's hold: restoreFailed gives that one back.
+	s.st.holds = append(s.st.holds, release)
+	return nil
 }
 
 // restore starts from a saved guest; a name that a dead run of this
@@ -271,7 +292,7 @@ func (s *starter) sharedStart(ctx context.Context) error {
 			continue
 		}
 		if st, ok := s.sp.Shared.Find(key, name); ok {
-			err := s.restore(ctx, vm.PostBootSource(st.WarmState))
+			err := s.restoreFrom(ctx, s.sp.Shared, st, vm.PostBootSource(st.WarmState))
 			if err == nil {
 				s.st.How = PostBoot
 				s.st.Why = fmt.Sprintf("post-boot: %s; restored the post-boot state of this image and VM shape saved %s (key %s, slot %d)", why, st.Created.Format(time.RFC3339), key[:12], i)
@@ -328,6 +349,13 @@ func (s *starter) saveShared(ctx context.Context, key string) {
 		if err != nil {
 			return err
 		}
+		// The guest's disk is backed by the disk kept there from now on.
+		release, err := s.sp.Shared.Use(dir)
+		if err != nil {
+			abort()
+			return err
+		}
+		s.st.holds = append(s.st.holds, release)
 		ws, err := m.SaveBoot(ctx, dir)
 		if err == nil {
 			err = commit(warm.State{WarmState: ws, Profile: s.sp.Boot.Profile, Cell: s.sp.Boot.Cell})

@@ -193,6 +193,19 @@ func TestStartChoosesTheWay(t *testing.T) {
 					t.Error("a warm state that did not restore is still there")
 				}
 			}},
+		{name: "a bit-flipped saved memory image is caught before the restore and removed",
+			prepare: func(t *testing.T, f *fixture) {
+				st := f.run(t, f.spec("c1"), true)
+				s, _ := f.warm.Lookup(st.WarmKey)
+				b, _ := os.ReadFile(s.Save)
+				b[len(b)/2] ^= 1
+				_ = os.WriteFile(s.Save, b, 0o600)
+			}, how: start.PostBoot, why: "is corrupt: expected sha256:", attach: true,
+			after: func(t *testing.T, f *fixture, st *start.Started) {
+				if _, ok := f.warm.Lookup(st.WarmKey); ok {
+					t.Error("the corrupt warm state is still there")
+				}
+			}},
 		{name: "a post-boot state that does not restore is removed and saved anew",
 			prepare: func(t *testing.T, f *fixture) {
 				f.run(t, f.spec("c1"), false)

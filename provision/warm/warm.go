@@ -15,6 +15,7 @@ import (
 
 	"github.com/gofrs/flock"
 
+	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/provision/vm"
 )
@@ -41,8 +42,23 @@ type State struct {
 	Size    int64     `json:"-"`
 }
 
-// Store keeps warm states in a directory (under the user's cache).
-type Store struct{ Dir string }
+// Store keeps warm states in a directory of the user's cache: Dir is
+// cache/warm or cache/boot. With Cache set, a state in use is held
+// (cache gc leaves it alone).
+type Store struct {
+	Dir   string
+	Cache *cache.Cache
+}
+
+// root is the cache the stores live in: every disk a state needs is in
+// one of its stores.
+func (s Store) root() string { return filepath.Dir(filepath.Clean(s.Dir)) }
+
+// inside reports whether path lies in a store of the cache (no "..").
+func (s Store) inside(path string) bool {
+	rel, err := filepath.Rel(s.root(), filepath.Clean(path))
+	return err == nil && filepath.IsAbs(path) && !strings.HasPrefix(rel, "..") && strings.Count(filepath.ToSlash(rel), "/") == 2
+}
 
 const metaFile = "warm.json"
 
@@ -69,13 +85,58 @@ func (s Store) read(dir string) (State, error) {
 		}
 		st.Size += fi.Size()
 	}
-	// A state on a post-boot state that is gone is of no use.
+	// A state on a post-boot state that is gone is of no use; one that
+	// names a disk outside the stores is not envctl's.
 	for _, p := range st.Needs {
+		if !s.inside(p) {
+			return st, fmt.Errorf("%s: it needs %s, which is not in a store of %s", dir, p, s.root())
+		}
 		if _, err := os.Stat(p); err != nil {
 			return st, fmt.Errorf("%s: the post-boot state it is based on is gone (%v)", dir, err)
 		}
 	}
 	return st, nil
+}
+
+// Check proves, before a restore, that the state and every state it needs
+// are as they were saved: each is sealed when saved (a manifest of the
+// sha256 of its memory image, disk, keys and record), and checked here as
+// every cache entry is on use (cache verify rehashes them all). A state
+// that fails is not to be restored.
+func (s Store) Check(st State) error {
+	if _, err := cache.CheckTree(st.Dir); err != nil {
+		return fmt.Errorf("saved state %s: %w", filepath.Base(st.Dir), err)
+	}
+	for _, p := range st.Needs {
+		if !s.inside(p) {
+			return fault.Infraf("saved state %s needs %s, outside the stores", filepath.Base(st.Dir), p)
+		}
+		if _, err := cache.CheckTree(filepath.Dir(p)); err != nil {
+			return fmt.Errorf("saved state %s: the post-boot state it needs: %w", filepath.Base(st.Dir), err)
+		}
+	}
+	return nil
+}
+
+// Use holds a state and the states it needs for as long as a guest runs
+// on them: cache gc and verify leave them alone.
+func (s Store) Use(dir string, needs ...string) (release func(), err error) {
+	if s.Cache == nil {
+		return func() {}, nil
+	}
+	paths := []string{dir}
+	for _, p := range needs {
+		paths = append(paths, filepath.Dir(p))
+	}
+	return s.Cache.Hold(paths...)
+}
+
+// seal records the sha256 of every file of a state being committed.
+func seal(dir string) error {
+	if _, err := cache.SealTree(dir); err != nil {
+		return fault.Infraf("saved states: %w", err)
+	}
+	return nil
 }
 
 // Begin makes a directory to save a state into; commit records it under
@@ -101,6 +162,9 @@ func (s Store) Begin(key string) (dir string, commit func(State) error, abort fu
 		}
 		if err := os.WriteFile(filepath.Join(tmp, metaFile), b, 0o600); err != nil {
 			return fault.Infraf("warm states: %w", err)
+		}
+		if err := seal(tmp); err != nil {
+			return err
 		}
 		_ = os.RemoveAll(final)
 		if err := os.Rename(tmp, final); err != nil {
@@ -226,7 +290,7 @@ func (s Store) BeginIn(key string) (dir string, commit func(State) error, abort 
 		if err := os.WriteFile(filepath.Join(dir, metaFile), b, 0o600); err != nil {
 			return fault.Infraf("saved states: %w", err)
 		}
-		return nil
+		return seal(dir)
 	}
 	abort = func() { _ = os.RemoveAll(dir) }
 	return dir, commit, abort, nil

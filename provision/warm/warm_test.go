@@ -1,10 +1,13 @@
 package warm
 
 import (
+	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/provision/vm"
 )
 
@@ -142,5 +145,89 @@ func TestPostBootStates(t *testing.T) {
 	}
 	if err := boot.RemoveDir(warmStore.Dir); err == nil {
 		t.Error("RemoveDir removed a directory outside its store")
+	}
+}
+
+// A state is sealed when it is saved: before a restore, Check finds a
+// flipped byte in its memory image or disk, or in a post-boot state it
+// needs; a state that names a disk outside the stores is not read; Use
+// holds it from cache gc.
+func TestSealedStates(t *testing.T) {
+	root := t.TempDir()
+	c, err := cache.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot := Store{Dir: filepath.Join(root, "boot"), Cache: c}
+	warmS := Store{Dir: filepath.Join(root, "warm"), Cache: c}
+	dir, commit, _, err := boot.BeginIn("pb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := commit(State{WarmState: writeState(t, dir, "envctl-boot-pb-0")}); err != nil {
+		t.Fatal(err)
+	}
+	pb, ok := boot.Find("pb", "envctl-boot-pb-0")
+	if !ok {
+		t.Fatal("no post-boot state")
+	}
+	tmp, commitW, _, err := warmS.Begin("k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := writeState(t, tmp, "envctl-boot-pb-0")
+	ws.Needs = []string{pb.Disk}
+	if err := commitW(State{WarmState: ws}); err != nil {
+		t.Fatal(err)
+	}
+	st, ok := warmS.Lookup("k")
+	if !ok {
+		t.Fatal("no warm state")
+	}
+	if err := warmS.Check(st); err != nil {
+		t.Fatalf("an intact state: %v", err)
+	}
+	tests := []struct {
+		name  string
+		path  string
+		store Store
+		state State
+	}{
+		{"the warm disk", st.Disk, warmS, st},
+		{"the warm memory image", st.Save, warmS, st},
+		{"the post-boot disk it needs", pb.Disk, warmS, st},
+		{"a post-boot state's own memory image", pb.Save, boot, pb},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, _ := os.ReadFile(tt.path)
+			flipped := append([]byte(nil), b...)
+			flipped[len(flipped)/2] ^= 1
+			_ = os.WriteFile(tt.path, flipped, 0o600)
+			defer os.WriteFile(tt.path, b, 0o600)
+			if err := tt.store.Check(tt.state); err == nil || !cache.IsCorrupt(err) {
+				t.Errorf("a flipped byte in %s: %v", tt.name, err)
+			}
+		})
+	}
+	// Needs outside the stores are refused when the state is read.
+	meta := filepath.Join(st.Dir, "warm.json")
+	b, _ := os.ReadFile(meta)
+	_ = os.WriteFile(meta, bytes.Replace(b, []byte(pb.Disk), []byte("/etc/passwd"), 1), 0o600)
+	if _, ok := warmS.Lookup("k"); ok {
+		t.Error("a state that needs /etc/passwd was found")
+	}
+	// Held: cache gc leaves it alone.
+	release, err := boot.Use(pb.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var iu *cache.InUseError
+	if err := c.RemoveEntry(t.Context(), cache.Entry{Kind: cache.EntryBoot, Path: pb.Dir}); !errors.As(err, &iu) {
+		t.Errorf("removing a held state: %v", err)
+	}
+	release()
+	if err := c.RemoveEntry(t.Context(), cache.Entry{Kind: cache.EntryBoot, Path: pb.Dir}); err != nil {
+		t.Errorf("removing a released state: %v", err)
 	}
 }
