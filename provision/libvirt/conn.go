@@ -171,6 +171,34 @@ func (c *Conn) Capacity(ctx context.Context) (vm.Capacity, error) {
 }
 
 // call runs one libvirt call with a deadline: the context's, or callTimeout.
+// settleGrace is how long a save or restore that overran its limit is
+// waited for before envctl gives up on it (and leaves its files alone).
+var settleGrace = 2 * time.Minute
+
+// callSettled is call for a save or a restore: libvirtd reads or writes
+// files the caller removes when the call fails, so after the limit it is
+// waited for (settleGrace more) before this returns. A call that comes
+// back late is reported as having overrun its limit, with what it said
+// (its side effects have happened: the caller tears them down); one that
+// does not come back at all is an *vm.UnsettledError.
+func (c *Conn) callSettled(ctx context.Context, what string, limit time.Duration, f func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	tctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	select {
+	case err := <-done:
+		return err
+	case <-tctx.Done():
+	}
+	select {
+	case err := <-done:
+		return fault.Infraf("libvirt at %s: %s did not end within %s (it came back after it: %v)", c.uri, what, limit, err)
+	case <-time.After(settleGrace):
+		return &vm.UnsettledError{What: "libvirt at " + c.uri + ": " + what, Limit: limit}
+	}
+}
+
 func (c *Conn) call(ctx context.Context, what string, timeout time.Duration, f func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, cmp.Or(timeout, callTimeout))
 	defer cancel()

@@ -45,7 +45,7 @@ func (c *Conn) Start(ctx context.Context, spec vm.DomainSpec) error {
 // whose backing file is that disk, which is left as it was), and the
 // other disks are not snapshotted. The domain keeps running as it was
 // started (AUTODESTROY included).
-func (c *Conn) SnapshotMemory(ctx context.Context, name, memPath, top string, disks int) error {
+func (c *Conn) SnapshotMemory(ctx context.Context, name, memPath, top string, disks int, memoryMiB uint64) error {
 	snap := libvirtxml.DomainSnapshot{
 		Memory: &libvirtxml.DomainSnapshotMemory{Snapshot: "external", File: memPath},
 		Disks:  &libvirtxml.DomainSnapshotDisks{},
@@ -63,7 +63,7 @@ func (c *Conn) SnapshotMemory(ctx context.Context, name, memPath, top string, di
 	if err != nil {
 		return fault.AsInfra(err)
 	}
-	return c.call(ctx, "snapshot domain "+name, 0, func() error {
+	return c.callSettled(ctx, "snapshot domain "+name, vm.SaveLimit(memoryMiB), func() error {
 		d, err := c.l.DomainLookupByName(name)
 		if err != nil {
 			return fault.Infraf("snapshot domain %s: %w", name, err)
@@ -82,7 +82,7 @@ func (c *Conn) SnapshotMemory(ctx context.Context, name, memPath, top string, di
 // console log. It returns the domain's name.
 func (c *Conn) RestoreDomain(ctx context.Context, path string, spec vm.DomainSpec) (string, error) {
 	var name string
-	err := c.call(ctx, "restore domain from "+path, 0, func() error {
+	err := c.callSettled(ctx, "restore domain from "+path, vm.SaveLimit(spec.MemoryMiB), func() error {
 		saved, err := c.l.DomainSaveImageGetXMLDesc(path, 0)
 		if err != nil {
 			return fault.Infraf("read saved domain %s: %w", path, err)

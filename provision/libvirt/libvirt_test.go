@@ -236,7 +236,7 @@ func TestSaveAndRestore(t *testing.T) {
 	if err := c.Start(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SnapshotMemory(ctx, "envctl-a", "/w/mem.save", "/p/a-top.qcow2", 2); err != nil {
+	if err := c.SnapshotMemory(ctx, "envctl-a", "/w/mem.save", "/p/a-top.qcow2", 2, 2048); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := f.domains["envctl-a"]; !ok {
@@ -530,5 +530,62 @@ func TestKnownHostsIPv6(t *testing.T) {
 	remote := &net.TCPAddr{IP: net.ParseIP("fd00::1"), Port: 2222}
 	if err := cfg.HostKeyCallback(h.target.addr(), remote, signer.PublicKey()); err != nil {
 		t.Errorf("the host key of [fd00::1]:2222 is in known_hosts, yet: %v", err)
+	}
+}
+
+// Saves and restores get more time for more memory; one that overruns is
+// waited for before it is reported, so that nothing is deleted while
+// libvirtd still reads or writes the files; one that never comes back is
+// an UnsettledError, and its files are left alone.
+func TestSettledCalls(t *testing.T) {
+	if a, b := vm.SaveLimit(1024), vm.SaveLimit(16<<10); a >= b || a < time.Minute {
+		t.Errorf("limits %s for 1 GiB, %s for 16 GiB", a, b)
+	}
+	c := &Conn{uri: "qemu:///system"}
+	defer func(g time.Duration) { settleGrace = g }(settleGrace)
+	settleGrace = 300 * time.Millisecond
+	tests := []struct {
+		name      string
+		takes     time.Duration
+		unsettled bool
+		returns   time.Duration // at least
+	}{
+		{"in time", 10 * time.Millisecond, false, 0},
+		{"late, within the grace time", 200 * time.Millisecond, false, 200 * time.Millisecond},
+		{"never back", time.Hour, true, 400 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ended := make(chan struct{})
+			start := time.Now()
+			err := c.callSettled(context.Background(), "restore domain", 100*time.Millisecond, func() error {
+				select {
+				case <-time.After(tt.takes):
+					close(ended)
+				case <-time.After(5 * time.Second):
+				}
+				return nil
+			})
+			took := time.Since(start)
+			var ue *vm.UnsettledError
+			switch {
+			case tt.takes < 100*time.Millisecond && err != nil:
+				t.Errorf("in time: %v", err)
+			case tt.takes >= 100*time.Millisecond && !tt.unsettled:
+				if err == nil || errors.As(err, &ue) {
+					t.Errorf("late: %v, want an overrun that came back", err)
+				}
+				select {
+				case <-ended:
+				default:
+					t.Error("returned before the call came back")
+				}
+			case tt.unsettled && !errors.As(err, &ue):
+				t.Errorf("never back: %v, want an UnsettledError", err)
+			}
+			if took < tt.returns {
+				t.Errorf("returned after %s, want at least %s", took, tt.returns)
+			}
+		})
 	}
 }

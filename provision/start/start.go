@@ -208,6 +208,10 @@ func (s *starter) restoreFailed(what string, err error, remove func() error) (ta
 	if nameTaken(err) {
 		return true, what + " is in use by another run (" + first + ")"
 	}
+	if unsettled(err) {
+		// libvirtd may still be reading it: left as it is.
+		return false, what + " did not restore in time (" + first + "); it was left alone"
+	}
 	if rerr := remove(); rerr != nil {
 		s.log().Warn("remove a saved guest that did not restore", "err", rerr)
 	}
@@ -272,6 +276,11 @@ func (s *starter) reap(ctx context.Context) bool {
 	s.note("the saved guest's domain name was taken by a run that died; removed what dead runs left behind first (%d domains, volumes and directories, as `envctl gc` does)", len(done))
 	s.step("removed what dead runs of this state directory left behind (%d things)", len(done))
 	return true
+}
+
+func unsettled(err error) bool {
+	var ue *vm.UnsettledError
+	return errors.As(err, &ue)
 }
 
 func nameTaken(err error) bool {
@@ -361,7 +370,9 @@ func (s *starter) saveShared(ctx context.Context, key string) {
 			err = commit(warm.State{WarmState: ws, Profile: s.sp.Boot.Profile, Cell: s.sp.Boot.Cell})
 		}
 		if err != nil {
-			abort()
+			if !unsettled(err) { // libvirtd may still be writing there
+				abort()
+			}
 			return err
 		}
 		if gone, err := s.sp.Shared.Prune(warm.MaxBootStates); err != nil || len(gone) > 0 {
@@ -433,7 +444,9 @@ func (s *Started) SaveWarm(ctx context.Context, store *warm.Store, profile, cell
 			err = commit(warm.State{WarmState: ws, Profile: profile, Cell: cell})
 		}
 		if err != nil {
-			abort()
+			if !unsettled(err) { // libvirtd may still be writing there
+				abort()
+			}
 			return err
 		}
 		if gone, err := store.Prune(warm.MaxStates); err != nil || len(gone) > 0 {

@@ -206,6 +206,16 @@ func TestStartChoosesTheWay(t *testing.T) {
 					t.Error("the corrupt warm state is still there")
 				}
 			}},
+		{name: "a restore that never came back leaves the state alone",
+			prepare: func(t *testing.T, f *fixture) {
+				f.run(t, f.spec("c1"), true)
+				f.drv.Fail["RestoreDomain"] = &vm.UnsettledError{What: "restore domain", Limit: time.Minute}
+			}, how: start.Cold, why: "did not restore in time", attach: true,
+			after: func(t *testing.T, f *fixture, st *start.Started) {
+				if _, ok := f.warm.Lookup(st.WarmKey); !ok {
+					t.Error("a state libvirtd may still be reading was removed")
+				}
+			}},
 		{name: "a post-boot state that does not restore is removed and saved anew",
 			prepare: func(t *testing.T, f *fixture) {
 				f.run(t, f.spec("c1"), false)

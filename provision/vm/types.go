@@ -7,6 +7,9 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"time"
+
+	"github.com/envctl/envctl/profiles/base/fault"
 )
 
 // enum is a typed string that doubles as a pflag.Value.
@@ -222,14 +225,16 @@ type Driver interface {
 	Volumes(ctx context.Context, pool string) ([]string, error)
 	// Start defines and starts a domain.
 	Start(ctx context.Context, spec DomainSpec) error
-	// SnapshotMemory takes a live external snapshot of a running domain:
-	// its memory to memPath (what RestoreDomain reads), its first disk
-	// going on in top (an existing qcow2 on that disk, which stays as it
-	// was); the domain keeps running as it was started.
-	SnapshotMemory(ctx context.Context, name, memPath, top string, disks int) error
+	// SnapshotMemory takes a live external snapshot of a running domain
+	// of memoryMiB: its memory to memPath (what RestoreDomain reads), its
+	// first disk going on in top (an existing qcow2 on that disk, which
+	// stays as it was); the domain keeps running as it was started. Its
+	// limit grows with the memory; after it, the call is waited for (an
+	// *UnsettledError when it does not come back) before returning.
+	SnapshotMemory(ctx context.Context, name, memPath, top string, disks int, memoryMiB uint64) error
 	// RestoreDomain starts a saved domain again under its saved name and
 	// UUID, with spec's disks, metadata, SSH port and console, and returns
-	// the name.
+	// the name; limits as SnapshotMemory's, by spec's memory.
 	RestoreDomain(ctx context.Context, path string, spec DomainSpec) (string, error)
 	// AttachDisk hot-plugs a disk into a running domain as disk number i.
 	AttachDisk(ctx context.Context, name string, disk Disk, i int) error
@@ -246,3 +251,25 @@ type Driver interface {
 
 // Connector opens a Driver for a libvirt URI.
 type Connector func(ctx context.Context, uri string) (Driver, error)
+
+// SaveLimit bounds a snapshot or restore of a guest of memoryMiB: a
+// minute, and a minute more per GiB written or read.
+func SaveLimit(memoryMiB uint64) time.Duration {
+	return time.Minute + time.Duration(memoryMiB/1024+1)*time.Minute
+}
+
+// UnsettledError is a save or restore that did not end within its limit,
+// nor within the grace time after it: the hypervisor may still be writing
+// or reading the saved files, so nothing of them may be deleted, and a
+// restored domain may yet appear.
+type UnsettledError struct {
+	What  string
+	Limit time.Duration
+}
+
+func (e *UnsettledError) Error() string {
+	return fmt.Sprintf("%s did not end within %s, nor in the grace time after it: its files are left as they are", e.What, e.Limit)
+}
+
+// FaultClass implements fault.Classed.
+func (e *UnsettledError) FaultClass() fault.Class { return fault.Infra }

@@ -137,7 +137,7 @@ func (m *Machine) save(ctx context.Context, dir string, stable bool) (saved, err
 	if err != nil {
 		return w, err
 	}
-	if err := m.drv.SnapshotMemory(ctx, m.Env.Domain, w.Save, top, len(m.ds.Disks)); err != nil {
+	if err := m.drv.SnapshotMemory(ctx, m.Env.Domain, w.Save, top, len(m.ds.Disks), m.ds.MemoryMiB); err != nil {
 		return w, err
 	}
 	m.ds.Disks[0].Path = top

@@ -296,7 +296,7 @@ func (c *conn) Start(ctx context.Context, spec vm.DomainSpec) error {
 	return nil
 }
 
-func (c *conn) SnapshotMemory(ctx context.Context, name, memPath, top string, disks int) error {
+func (c *conn) SnapshotMemory(ctx context.Context, name, memPath, top string, disks int, memoryMiB uint64) error {
 	if err := c.call("SnapshotMemory", name); err != nil {
 		return err
 	}
