@@ -101,7 +101,10 @@ func TestStaleLocksNameTheField(t *testing.T) {
 		}, []string{"added components.cni-plugins."}},
 		{"other arch", func(p *profiles.Profile, f *File) *profiles.Profile { f.Arch = "arm64"; return p }, []string{"locked for arm64"}},
 		{"old format", func(p *profiles.Profile, f *File) *profiles.Profile { f.LockVersion = 1; return p }, []string{"lock format 1"}},
-		{"hand-edited hash", func(p *profiles.Profile, f *File) *profiles.Profile { f.ProfileHash = "sha256:" + strings.Repeat("0", 64); return p }, []string{"edited by hand"}},
+		{"hand-edited hash", func(p *profiles.Profile, f *File) *profiles.Profile {
+			f.ProfileHash = "sha256:" + strings.Repeat("0", 64)
+			return p
+		}, []string{"edited by hand"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -229,7 +232,9 @@ func TestGarbledFieldsAreRefused(t *testing.T) {
 			f.Tools = []Artifact{{Component: ToolBats, Version: "1.11.1-1", Source: profiles.SourceRelease, URL: "file:///etc/shadow", SHA256: strings.Repeat("c", 64)}}
 		}, "tools[0].url"},
 		{"a recipe that climbs out", func(f *File) { f.Artifacts[0].Recipe = "../../x" }, "artifacts[0].recipe"},
-		{"a binary named outside its directory", func(f *File) { f.Artifacts[1].Binaries = map[string]string{"../../../etc/evil": strings.Repeat("b", 64)} }, "artifacts[1].binaries"},
+		{"a binary named outside its directory", func(f *File) {
+			f.Artifacts[1].Binaries = map[string]string{"../../../etc/evil": strings.Repeat("b", 64)}
+		}, "artifacts[1].binaries"},
 		{"a commit that is linker flags", func(f *File) {
 			f.Artifacts[0].Origin = &Origin{Commit: "abc -X main.evil=1"}
 		}, "artifacts[0].origin.commit"},
