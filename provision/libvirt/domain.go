@@ -3,7 +3,6 @@ package libvirt
 import (
 	"encoding/xml"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -92,13 +91,8 @@ func DomainXML(s vm.DomainSpec) (string, error) {
 		if s.SSHPort <= 0 {
 			return "", fmt.Errorf("domain %s: user-mode networking needs an SSH port", s.Name)
 		}
-		// restrict=on: the guest reaches nothing outside; the forward works.
-		restrict := "restrict=on,"
-		if s.Online {
-			restrict = ""
-		}
 		d.QEMUCommandline = &libvirtxml.DomainQEMUCommandline{Args: []libvirtxml.DomainQEMUCommandlineArg{
-			{Value: "-netdev"}, {Value: "user,id=n0," + restrict + "hostfwd=tcp:127.0.0.1:" + strconv.Itoa(s.SSHPort) + "-:22"},
+			{Value: "-netdev"}, {Value: userNetdev(s)},
 			{Value: "-device"}, {Value: "virtio-net-pci,netdev=n0,bus=pci.0,addr=0x10"},
 		}}
 	case vm.NetworkNAT:
@@ -163,9 +157,11 @@ func RestoreXML(saved string, spec vm.DomainSpec) (string, string, error) {
 		d.Devices.Serials[0].Source.File.Path = spec.ConsoleLog
 	}
 	if d.QEMUCommandline != nil {
+		// The user-mode network as this run asks for it: its SSH port, and
+		// restrict=on unless it is online (never the saved run's).
 		for i, a := range d.QEMUCommandline.Args {
-			if strings.Contains(a.Value, "hostfwd=tcp:127.0.0.1:") {
-				d.QEMUCommandline.Args[i].Value = hostfwdRE.ReplaceAllString(a.Value, "hostfwd=tcp:127.0.0.1:"+strconv.Itoa(spec.SSHPort)+"-:22")
+			if strings.HasPrefix(a.Value, "user,id=n0,") {
+				d.QEMUCommandline.Args[i].Value = userNetdev(spec)
 			}
 		}
 	}
@@ -173,4 +169,13 @@ func RestoreXML(saved string, spec vm.DomainSpec) (string, string, error) {
 	return x, d.Name, err
 }
 
-var hostfwdRE = regexp.MustCompile(`hostfwd=tcp:127\.0\.0\.1:\d+-:22`)
+// userNetdev is the -netdev of QEMU's user-mode network: SSH forwarded
+// from the host's loopback, and restrict=on (the guest reaches nothing
+// outside; the forward still works) unless the run is online.
+func userNetdev(s vm.DomainSpec) string {
+	restrict := "restrict=on,"
+	if s.Online {
+		restrict = ""
+	}
+	return "user,id=n0," + restrict + "hostfwd=tcp:127.0.0.1:" + strconv.Itoa(s.SSHPort) + "-:22"
+}

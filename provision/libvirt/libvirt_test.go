@@ -589,3 +589,37 @@ func TestSettledCalls(t *testing.T) {
 		})
 	}
 }
+
+// A restore runs the network as the restoring run asks for it: its SSH
+// port, and restrict=on unless it is online, whatever the saved run had.
+func TestRestoreXMLTakesTheNetworkOfThisRun(t *testing.T) {
+	base := vm.DomainSpec{Name: "envctl-a", Type: vm.DomainQEMU, CPUs: 2, MemoryMiB: 2048, SSHPort: 40001, Network: vm.NetworkUser,
+		Disks: []vm.Disk{{Path: "/p/a.qcow2", Format: "qcow2"}}, ConsoleLog: "/s/a/console.log", Metadata: vm.Metadata{ID: "a"}}
+	tests := []struct {
+		name          string
+		saved, now    bool // online
+		want, notWant string
+	}{
+		{"offline saved, online now", false, true, "user,id=n0,hostfwd=tcp:127.0.0.1:40777-:22", "restrict=on"},
+		{"online saved, offline now", true, false, "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:40777-:22", "40001"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			saved := base
+			saved.Online = tt.saved
+			x, err := DomainXML(saved)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next := base
+			next.Online, next.SSHPort = tt.now, 40777
+			got, _, err := RestoreXML(x, next)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(got, tt.want) || strings.Contains(got, tt.notWant) {
+				t.Errorf("restored netdev: want %q and no %q in\n%s", tt.want, tt.notWant, got)
+			}
+		})
+	}
+}

@@ -32,7 +32,7 @@ func (g Guest) shape() []string {
 	return []string{
 		fmt.Sprintf("vm=%d cpus %d memory %d disk", g.CPUs, g.Memory, g.Disk),
 		"uri=" + v.URI, "accel=" + string(v.Accel), "network=" + string(v.Network), "kernel-args=" + v.KernelArgs,
-		"seed=" + string(v.Seed),
+		"seed=" + string(v.Seed), fmt.Sprintf("online=%t", v.Online),
 	}
 }
 

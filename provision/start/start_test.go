@@ -62,6 +62,8 @@ func TestKeys(t *testing.T) {
 		{"accel", func(g *start.Guest) { g.VM.Accel = vm.AccelKVM }, true, true},
 		{"kernel args", func(g *start.Guest) { g.VM.KernelArgs = "quiet" }, true, true},
 		{"seed mode", func(g *start.Guest) { g.VM.Seed = vm.SeedFull }, true, true},
+		{"online (the network a guest can reach)", func(g *start.Guest) { g.VM.Online = true }, true, true},
+		{"network mode", func(g *start.Guest) { g.VM.Network = vm.NetworkNAT }, true, true},
 		{"the cell's lock", func(g *start.Guest) { g.Cell = "c2" }, true, false},
 		{"the artifact disk", func(g *start.Guest) { g.Artifacts = "sha256:e" }, true, false},
 		{"the pause image", func(g *start.Guest) { g.Pause = "q" }, true, false},
@@ -81,6 +83,10 @@ func TestKeys(t *testing.T) {
 	// The image's own digests only enter through the warm key's cell hash.
 	if g.WarmKey() == g.PostBootKey() {
 		t.Error("the two keys are the same")
+	}
+	// Another build of envctl never restores this one's states.
+	if warm.BuildIdentity() == "unknown" || len(warm.BuildIdentity()) != 16 {
+		t.Errorf("build identity %q", warm.BuildIdentity())
 	}
 }
 

@@ -1,6 +1,8 @@
 package warm
 
 import (
+	"sync"
+
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -12,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/gofrs/flock"
 
@@ -25,9 +29,26 @@ import (
 // then never used.
 const GuestSetupVersion = "1"
 
+// BuildIdentity is the identity of this envctl build: the sha256 of its
+// own executable. Every key includes it, so that a state saved by one
+// build (whose guest setup may differ in ways no version number was
+// bumped for) is never restored by another.
+var BuildIdentity = sync.OnceValue(func() string {
+	self, err := os.Executable()
+	if err == nil {
+		if d, err := cache.FileDigest(self, digest.SHA256); err == nil {
+			return d.Encoded()[:16]
+		}
+	}
+	return "unknown"
+})
+
+// buildIdentity is BuildIdentity (another in tests).
+var buildIdentity = BuildIdentity
+
 // Key hashes what determines a warm state; parts are "name=value" lines.
 func Key(parts ...string) string {
-	h := sha256.Sum256([]byte("warm " + GuestSetupVersion + "\n" + strings.Join(parts, "\n")))
+	h := sha256.Sum256([]byte("warm " + GuestSetupVersion + " build " + buildIdentity() + "\n" + strings.Join(parts, "\n")))
 	return hex.EncodeToString(h[:])[:32]
 }
 

@@ -231,3 +231,13 @@ func TestSealedStates(t *testing.T) {
 		t.Errorf("removing a released state: %v", err)
 	}
 }
+
+// Another build of envctl gives other keys: its states are never mixed.
+func TestKeysHoldTheBuildIdentity(t *testing.T) {
+	k := Key("cell=c")
+	defer func(f func() string) { buildIdentity = f }(buildIdentity)
+	buildIdentity = func() string { return "another-build" }
+	if Key("cell=c") == k {
+		t.Error("a key does not change with envctl's build")
+	}
+}
