@@ -161,3 +161,39 @@ func TestE2EKilledRestoredRunIsReaped(t *testing.T) {
 	}
 	r.noEnvsLeft(t)
 }
+
+// TestE2EKilledRestoredGuestPowersOff: a restored domain cannot be
+// AUTODESTROY, so envctl sets a dead-man timer in the guest: with its
+// envctl SIGKILLed, the restored guest powers itself off within the run's
+// --timeout, and its domain is gone without any gc.
+func TestE2EKilledRestoredGuestPowersOff(t *testing.T) {
+	body := strings.Replace(matrixBase, "disk: 10GiB", "disk: 16GiB", 1)
+	profile := writeProfile(t, "e2e-deadman", body)
+	mustLock(t, profile)
+	dropWarmStates(t, "e2e-deadman")
+	t.Cleanup(func() { dropWarmStates(t, "e2e-deadman") })
+	r := newRunner(t)
+	if _, errOut, code := r.run("up", profile); code != 0 {
+		t.Fatalf("first up: exit %d\n%s", code, errOut)
+	}
+	const timeout = 2 * time.Minute
+	s := r.start("running image-volume-lifecycle", "up", profile, "--timeout", timeout.String())
+	if s.domain == "" || !strings.Contains(s.stderr.String(), "warm start") {
+		t.Fatalf("the second run was not a warm start:\n%s", s.stderr)
+	}
+	killed := time.Now()
+	_ = s.cmd.Process.Signal(syscall.SIGKILL)
+	s.wait(t, time.Minute)
+	deadline := killed.Add(timeout + time.Minute)
+	for strings.Contains(virsh("list", "--all", "--name"), s.domain) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still runs %s after its envctl was killed (--timeout %s): %s", s.domain, time.Since(killed).Round(time.Second), timeout, virsh("list", "--all"))
+		}
+		time.Sleep(5 * time.Second)
+	}
+	t.Logf("%s powered itself off %s after its envctl was killed (--timeout %s)", s.domain, time.Since(killed).Round(time.Second), timeout)
+	if _, errOut, code := r.run("gc"); code != 0 {
+		t.Errorf("gc: exit %d\n%s", code, errOut)
+	}
+	r.noEnvsLeft(t)
+}

@@ -107,7 +107,7 @@ func (a *app) runOptions(ctx context.Context, f *runFlags) (cellrun.Options, err
 		Cache: c, Warm: &warm.Store{Dir: filepath.Join(c.Dir, cache.TreeDirs[cache.EntryWarm]), Cache: c},
 		Boot: &warm.Store{Dir: filepath.Join(c.Dir, cache.TreeDirs[cache.EntryBoot]), Cache: c}, Cold: f.cold,
 		VM: a.vmOptions(&f.vm), Fetch: fetch, Images: imgs, TestImages: f.testImages, Upload: f.upload,
-		Keep: f.keep, ResultsDir: f.results, Log: a.log, Step: a.step, Ledger: a.ledger(),
+		Keep: f.keep, ResultsDir: f.results, Log: a.log, Step: a.step, Ledger: a.ledger(), Deadman: f.timeout,
 	}
 	switch {
 	case f.noInstall:

@@ -797,3 +797,52 @@ func TestObtainImageRepins(t *testing.T) {
 		t.Errorf("the re-pinned lock: %v", err)
 	}
 }
+
+// A restored guest (not AUTODESTROY) gets a dead-man timer of the run's
+// --timeout right after the restore; a booted one (AUTODESTROY) none; a
+// guest restored from a post-boot state stops its timer before its warm
+// state is saved (no saved guest carries one) and sets it again after.
+func TestDeadmanTimer(t *testing.T) {
+	h := newHarness(t)
+	h.opts.Warm = &warm.Store{Dir: t.TempDir()}
+	h.opts.Boot = &warm.Store{Dir: t.TempDir()}
+	h.opts.Deadman = 3 * time.Minute
+	var mu sync.Mutex
+	var stacks []*criotest.Stack
+	h.Tweak = func(s *criotest.Stack, _ *guesttest.Server) {
+		mu.Lock()
+		defer mu.Unlock()
+		stacks = append(stacks, s)
+	}
+	run := passes(t, h)
+	timers := func() [][]string {
+		mu.Lock()
+		defer mu.Unlock()
+		var out [][]string
+		for _, s := range stacks {
+			out = append(out, s.Deadman)
+		}
+		stacks = nil
+		return out
+	}
+	tests := []struct {
+		name, crictl string
+		start        string
+		want         []string // the timer of the run's guest
+	}{
+		{"a cold boot: AUTODESTROY, no timer", "1.34.0", "cold: ", nil},
+		{"from the post-boot state: set, stopped for the warm save, set again", "1.36.0", "post-boot: ", []string{"180s", "stopped", "180s"}},
+		{"a warm start: set at once", "1.36.0", "warm: ", []string{"180s"}},
+	}
+	for _, tt := range tests {
+		rep := run(cell(tt.crictl))
+		if !strings.HasPrefix(rep.Start, tt.start) {
+			t.Fatalf("%s: start %q", tt.name, rep.Start)
+		}
+		got := timers()
+		if len(got) != 1 || !slices.Equal(got[0], tt.want) {
+			t.Errorf("%s: dead-man timer %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	h.assertClean(t)
+}

@@ -109,6 +109,9 @@ type Options struct {
 	Progress func(Event)
 	// Timeouts override DefaultTimeouts by phase name.
 	Timeouts map[string]time.Duration
+	// Deadman is how long a restored guest lives without envctl renewing
+	// its dead-man timer (the run's --timeout; 0: DefaultDeadman).
+	Deadman time.Duration
 	// Ledger records each tested cell's verdict by lock hash; may be nil.
 	Ledger *Ledger
 	Log    *slog.Logger

@@ -32,6 +32,10 @@ var DefaultTimeouts = map[string]time.Duration{
 	PhaseTest:    15 * time.Minute,
 }
 
+// DefaultDeadman is a restored guest's dead-man period without --timeout:
+// longer than any phase after boot, so a live run always renews in time.
+const DefaultDeadman = 20 * time.Minute
+
 // PhaseTimeoutError is a phase that did not end within its limit.
 type PhaseTimeoutError struct {
 	Phase string
@@ -58,6 +62,7 @@ func (r *run) phase(ctx context.Context, name string, f func(context.Context) er
 	if r.opts.Progress != nil {
 		r.opts.Progress(Event{Cell: r.cell.Name, Phase: name})
 	}
+	r.renewDeadman(ctx)
 	start := time.Now()
 	pctx, cancel := ctx, context.CancelFunc(func() {})
 	limit := r.timeout(name)

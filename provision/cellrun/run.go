@@ -35,6 +35,7 @@ type run struct {
 	disk     artdisk.Disk
 	started  *start.Started    // how the guest came up (nil before boot)
 	releases []func()          // cache entries held while the run lives
+	deadman  time.Time         // when the restored guest's dead-man timer was last set
 	names    *testimages.Names // upstream's image names, read once
 	warnings []compat.Finding
 	machine  *vm.Machine
@@ -234,13 +235,51 @@ func (r *run) boot(ctx context.Context, img images.Files) error {
 	for _, t := range st.Timings {
 		r.sub(t.Name, t.Took)
 	}
-	return err
+	if err != nil || st.How == start.Cold {
+		return err // a booted domain is AUTODESTROY: it dies with this process
+	}
+	return r.armDeadman(ctx)
+}
+
+// deadmanPeriod is how long a restored guest lives without a renewal.
+func (r *run) deadmanPeriod() time.Duration { return cmp.Or(r.opts.Deadman, DefaultDeadman) }
+
+// armDeadman sets a restored guest's dead-man timer (vm.Machine): killed
+// outright, this envctl leaves the guest running for at most the period.
+func (r *run) armDeadman(ctx context.Context) error {
+	if err := r.machine.ArmDeadman(ctx, r.deadmanPeriod()); err != nil {
+		return err
+	}
+	r.deadman = time.Now()
+	return nil
+}
+
+// renewDeadman sets the timer again once a third of its period has gone:
+// a live run renews it long before it expires.
+func (r *run) renewDeadman(ctx context.Context) {
+	if r.deadman.IsZero() || time.Since(r.deadman) < r.deadmanPeriod()/3 {
+		return
+	}
+	if err := r.armDeadman(ctx); err != nil {
+		r.log().Warn("renew the dead-man timer", "err", err)
+	}
 }
 
 // saveWarm keeps the verified guest for the next run with the same key;
 // a failed save is a note: the run still tests, and the next run starts
 // another way.
 func (r *run) saveWarm(ctx context.Context) error {
+	if !r.deadman.IsZero() {
+		// No saved guest carries a timer: the next run sets its own.
+		if err := r.machine.DisarmDeadman(ctx); err != nil {
+			return err
+		}
+		defer func() {
+			if err := r.armDeadman(ctx); err != nil {
+				r.log().Warn("set the dead-man timer again", "err", err)
+			}
+		}()
+	}
 	note, took := r.started.SaveWarm(ctx, r.opts.Warm, r.cell.Profile, r.cell.Name)
 	if note != "" {
 		r.notes = append(r.notes, note)

@@ -291,3 +291,38 @@ func tailLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// The dead-man timer. A restored domain cannot be AUTODESTROY, so an
+// envctl killed outright (SIGKILL, a host crash) would leave it running
+// for good. A restored guest therefore powers itself off after a while
+// unless envctl renews the timer: a transient systemd timer, set right
+// after the restore and set again at every phase.
+const deadmanUnit = "envctl-deadman"
+
+// ArmDeadman sets (or sets again) the guest's dead-man timer: without a
+// renewal within after, the guest powers off at once (poweroff -ff, as
+// pulling the plug), and its transient domain ends with QEMU.
+func (m *Machine) ArmDeadman(ctx context.Context, after time.Duration) error {
+	if m.SSH == nil {
+		return nil
+	}
+	cmd := fmt.Sprintf("systemctl stop %[1]s.timer %[1]s.service 2>/dev/null; systemctl reset-failed %[1]s.timer %[1]s.service 2>/dev/null; "+
+		"systemd-run --quiet --collect --unit=%[1]s --on-active=%[2]ds --timer-property=AccuracySec=1s /bin/systemctl poweroff --force --force",
+		deadmanUnit, int(after.Seconds()))
+	if _, err := m.SSH.Output(ctx, cmd); err != nil {
+		return fault.Infraf("VM %s: set the dead-man timer: %w", m.Env.ID, err)
+	}
+	return nil
+}
+
+// DisarmDeadman stops the guest's dead-man timer (before a save, so that
+// no saved guest carries one, and for a guest that is kept).
+func (m *Machine) DisarmDeadman(ctx context.Context) error {
+	if m.SSH == nil {
+		return nil
+	}
+	if _, err := m.SSH.Output(ctx, fmt.Sprintf("systemctl stop %[1]s.timer %[1]s.service 2>/dev/null; true", deadmanUnit)); err != nil {
+		return fault.Infraf("VM %s: stop the dead-man timer: %w", m.Env.ID, err)
+	}
+	return nil
+}

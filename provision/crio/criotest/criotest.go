@@ -35,6 +35,9 @@ type Stack struct {
 	// WrongReasons makes every refusal the test expects happen for another
 	// reason than CRI-O's (a failing step must then fail).
 	WrongReasons bool
+	// Deadman records the dead-man timer as envctl set it ("1200s") and
+	// stopped it ("stopped"), in order.
+	Deadman []string
 	// log is what the fake crio logged (its journal).
 	log []string
 }
@@ -64,6 +67,20 @@ func Install(srv *guesttest.Server) *Stack {
 	s := &Stack{images: map[string]bool{}, containers: map[string]string{}, VolumeFile: "2"}
 	srv.Reply(`^udevadm control`, guesttest.Reply{})
 	srv.Reply(`^systemctl start crio$`, guesttest.Reply{})
+	// The dead-man timer of a restored guest (vm.Machine.ArmDeadman): its
+	// period is recorded; the fake never powers off.
+	srv.Handle(`systemd-run --quiet --collect --unit=envctl-deadman --on-active=(\d+)s `, func(_ string, m []string) guesttest.Reply {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.Deadman = append(s.Deadman, m[1]+"s")
+		return guesttest.Reply{}
+	})
+	srv.Handle(`^systemctl stop envctl-deadman.timer envctl-deadman.service 2>/dev/null; true$`, func(string, []string) guesttest.Reply {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.Deadman = append(s.Deadman, "stopped")
+		return guesttest.Reply{}
+	})
 	srv.Reply(`^journalctl`, guesttest.Reply{Stdout: "-- journal of crio --\n"})
 	// crio's journal: what the fake CRI-O logged; grep over it as the
 	// test's log checks do.
