@@ -54,8 +54,10 @@ e2e: build host image
 
 # Fault-injection soak: N runs of `up` on the default profile, each with
 # one fault (SIGINT, SIGTERM, SIGKILL, kill -STOP of QEMU, a paused domain)
-# at a random phase, beside a gc loop from a second state directory; records
-# the table in docs/reliability.md. SEED=... repeats a run.
+# at a random phase, or on saved guests (cache gc during a warm save, every
+# saved guest corrupted before a run), beside a gc loop from a second state
+# directory; records the table in docs/reliability.md. SEED=... repeats a
+# run. The short soak (N=3) always meets the two saved-guest faults.
 N ?= 20
 SEED ?= 0
 soak: build host image

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -30,17 +31,28 @@ const (
 	faultSIGKILL soakFault = "SIGKILL"
 	faultSTOP    soakFault = "kill -STOP qemu"
 	faultPause   soakFault = "paused domain"
+	// faultCacheGC runs `envctl cache gc` over and over while the run
+	// saves its warm state and tests: nothing the run holds may go.
+	faultCacheGC soakFault = "cache gc during a save"
+	// faultCorrupt flips a byte in every saved guest before the run: none
+	// may be restored.
+	faultCorrupt soakFault = "corrupt saved states"
 )
 
 var (
-	soakFaults = []soakFault{faultSIGINT, faultSIGTERM, faultSIGKILL, faultSTOP, faultPause}
+	soakFaults = []soakFault{faultSIGINT, faultSIGTERM, faultSIGKILL, faultSTOP, faultPause, faultCacheGC, faultCorrupt}
 	// Each phase is recognised by the progress line that starts it.
 	soakPhases = []soakPhase{
 		{"boot", "booting envctl-"},
 		{"install", "installing "},
+		{"save", "versions verified against the lock"},
 		{"test", "running image-volume-lifecycle"},
 		{"teardown", "tearing down "},
 	}
+	// saveFaults are the faults on saved guests, each at its one phase;
+	// the signal and stop faults meet every other phase (runs are --cold:
+	// nothing is saved).
+	saveFaults = map[soakFault]string{faultCacheGC: "save", faultCorrupt: "boot"}
 )
 
 type soakRun struct {
@@ -51,6 +63,10 @@ type soakRun struct {
 	seconds float64
 	leaks   []string
 	foreign []string
+	// inUse lists what was removed while a run held it; corrupt says a
+	// corrupted saved guest was restored.
+	inUse   []string
+	corrupt bool
 	note    string
 	why     string // envctl's last error line
 }
@@ -139,12 +155,16 @@ func TestSoak(t *testing.T) {
 		t.Errorf("the other state directory's gc removed something: %s", k)
 		return true
 	})
-	leaks, foreign := 0, 0
+	leaks, foreign, inUse, corrupt := 0, 0, 0, 0
 	for _, run := range runs {
 		leaks += len(run.leaks)
 		foreign += len(run.foreign)
-		if len(run.leaks) > 0 || len(run.foreign) > 0 {
-			t.Errorf("run %d (%s during %s): leaks %v, foreign removals %v", run.n, run.fault, run.phase, run.leaks, run.foreign)
+		inUse += len(run.inUse)
+		if run.corrupt {
+			corrupt++
+		}
+		if len(run.leaks) > 0 || len(run.foreign) > 0 || len(run.inUse) > 0 || run.corrupt {
+			t.Errorf("run %d (%s during %s): leaks %v, foreign removals %v, removed in use %v, corrupt restore %v", run.n, run.fault, run.phase, run.leaks, run.foreign, run.inUse, run.corrupt)
 		}
 	}
 	table := soakTable(runs)
@@ -152,31 +172,43 @@ func TestSoak(t *testing.T) {
 	if os.Getenv("ENVCTL_SOAK_RECORD") != "" {
 		recordSection(t, "../../docs/reliability.md", "soak", fmt.Sprintf("## Fault-injection soak: %d runs of `envctl up crio-1.34-runc` (seed %d)\n\n"+
 			"A gc loop ran from a second state directory throughout (%d gc runs), next to that directory's kept VM.\n"+
-			"**Leaks: %d. Foreign removals: %d.**\n\n%s", n, seed, gcRuns.Load(), leaks, foreign, table), fmt.Sprintf("make soak N=%d", n))
+			"**Leaks: %d. Foreign removals: %d. Removals of what a run held: %d. Corrupt restores: %d.**\n\n%s", n, seed, gcRuns.Load(), leaks, foreign, inUse, corrupt, table), fmt.Sprintf("make soak N=%d", n))
 	}
 }
 
-// soakPlan is every fault × phase pair in a random order, so that a long
-// enough soak meets each one. A kill -STOP or a pause during teardown
-// would hit a domain that is being destroyed anyway: signals are what
-// matter there.
+// soakPlan is every fault × phase pair, so that a long enough soak meets
+// each one: the faults on saved guests first (the short soak CI runs
+// meets them too), then the others in a random order. A kill -STOP or a
+// pause during teardown would hit a domain that is being destroyed
+// anyway: signals are what matter there.
 func soakPlan(rng *rand.Rand) []soakRun {
 	var plan []soakRun
 	for _, f := range soakFaults {
+		if _, ok := saveFaults[f]; ok {
+			continue
+		}
 		for _, p := range soakPhases {
-			if p.name == "teardown" && (f == faultSTOP || f == faultPause) {
+			if p.name == "save" || p.name == "teardown" && (f == faultSTOP || f == faultPause) {
 				continue
 			}
 			plan = append(plan, soakRun{fault: f, phase: p.name})
 		}
 	}
 	rng.Shuffle(len(plan), func(i, j int) { plan[i], plan[j] = plan[j], plan[i] })
-	return plan
+	return append([]soakRun{{fault: faultCacheGC, phase: saveFaults[faultCacheGC]}, {fault: faultCorrupt, phase: saveFaults[faultCorrupt]}}, plan...)
 }
 
 // soakOnce runs one faulted `up` and records how it ended.
 func soakOnce(t *testing.T, r *runner, run *soakRun) {
 	t.Helper()
+	switch run.fault {
+	case faultCacheGC:
+		soakCacheGC(t, r, run)
+		return
+	case faultCorrupt:
+		soakCorrupt(t, r, run)
+		return
+	}
 	marker := ""
 	for _, p := range soakPhases {
 		if p.name == run.phase {
@@ -233,6 +265,86 @@ func soakOnce(t *testing.T, r *runner, run *soakRun) {
 	if len(run.why) > 140 {
 		run.why = run.why[:140] + "…"
 	}
+}
+
+// soakCacheGC runs `up` that saves a warm state (its own are dropped
+// first) while `cache gc` runs over and over: the run must pass, and gc
+// must have left what it held alone.
+func soakCacheGC(t *testing.T, r *runner, run *soakRun) {
+	dropWarmStates(t, "crio-1.34-runc")
+	start := time.Now()
+	s := r.startMaybe("versions verified against the lock", "up", "crio-1.34-runc", "--boot-timeout", "90s", "--timeout", "8m")
+	kept := 0
+	for i := 0; i < 10 && !s.ended; i++ {
+		out, _ := r.cmd("cache", "gc", "-o", "json").Output()
+		var res struct {
+			InUse []struct{ Kind, Path string } `json:"in_use"`
+		}
+		_ = json.Unmarshal(out, &res)
+		kept += len(res.InUse)
+		time.Sleep(500 * time.Millisecond)
+	}
+	run.exit, run.seconds = s.wait(t, 10*time.Minute), time.Since(start).Seconds()
+	run.note = fmt.Sprintf("(gc kept %d entries in use)", kept)
+	if run.exit != 0 {
+		run.inUse = append(run.inUse, "the run failed while cache gc ran: "+lastError(s.stderr.String()))
+	}
+	if !strings.Contains(s.stderr.String(), "saved a warm state") {
+		run.note += " (no warm state was saved)"
+	}
+}
+
+// soakCorrupt flips a byte in every saved guest, then runs `up`: it must
+// restore none of them, remove them, and pass.
+func soakCorrupt(t *testing.T, r *runner, run *soakRun) {
+	n := 0
+	for _, kind := range []string{"warm", "boot"} {
+		saves, _ := filepath.Glob(filepath.Join(suiteCache(), kind, "*", "mem.save"))
+		for _, p := range saves {
+			f, err := os.OpenFile(p, os.O_RDWR, 0)
+			if err != nil {
+				continue
+			}
+			b := make([]byte, 1)
+			fi, _ := f.Stat()
+			if _, err := f.ReadAt(b, fi.Size()/2); err == nil {
+				b[0] ^= 0xff
+				_, _ = f.WriteAt(b, fi.Size()/2)
+				n++
+			}
+			f.Close()
+		}
+	}
+	start := time.Now()
+	out, errOut, code := r.run("up", "crio-1.34-runc", "--boot-timeout", "90s", "--timeout", "8m", "-o", "json")
+	run.exit, run.seconds = code, time.Since(start).Seconds()
+	var rep struct{ Start string }
+	_ = json.Unmarshal([]byte(out), &rep)
+	run.note = fmt.Sprintf("(%d saved guests corrupted; start: %s)", n, firstWords(rep.Start, 12))
+	if strings.HasPrefix(rep.Start, "warm: ") || strings.HasPrefix(rep.Start, "post-boot: ") && !strings.Contains(rep.Start, "saved a post-boot state") && n > 0 {
+		run.corrupt = true
+	}
+	if code != 0 {
+		run.why = lastError(errOut)
+	}
+}
+
+func lastError(stderr string) string {
+	why := ""
+	for _, l := range strings.Split(stderr, "\n") {
+		if strings.HasPrefix(l, "envctl: ") && !strings.HasPrefix(l, "envctl: note") {
+			why = strings.TrimPrefix(l, "envctl: ")
+		}
+	}
+	return why
+}
+
+func firstWords(s string, n int) string {
+	f := strings.Fields(s)
+	if len(f) > n {
+		f = append(f[:n], "…")
+	}
+	return strings.Join(f, " ")
 }
 
 func qemuPIDs(domain string) []int {
@@ -302,7 +414,7 @@ func soakTable(runs []soakRun) string {
 			for _, r := range runs {
 				if r.fault == f && r.phase == p.name {
 					outcome := exitText(r.exit)
-					if len(r.leaks)+len(r.foreign) == 0 {
+					if len(r.leaks)+len(r.foreign)+len(r.inUse) == 0 && !r.corrupt {
 						outcome += ", clean"
 					} else {
 						outcome += ", **LEAK**"
@@ -322,6 +434,12 @@ func soakTable(runs []soakRun) string {
 		left, foreign := "nothing", "untouched"
 		if len(r.leaks) > 0 {
 			left = strings.Join(r.leaks, ", ")
+		}
+		if len(r.inUse) > 0 {
+			left += "; removed in use: " + strings.Join(r.inUse, ", ")
+		}
+		if r.corrupt {
+			left += "; **restored a corrupt saved guest**"
 		}
 		if len(r.foreign) > 0 {
 			foreign = strings.Join(r.foreign, ", ")
