@@ -176,7 +176,7 @@ func TestE2EKilledRestoredGuestPowersOff(t *testing.T) {
 	if _, errOut, code := r.run("up", profile); code != 0 {
 		t.Fatalf("first up: exit %d\n%s", code, errOut)
 	}
-	const timeout = 2 * time.Minute
+	const timeout = 100 * time.Second
 	s := r.start("running image-volume-lifecycle", "up", profile, "--timeout", timeout.String())
 	if s.domain == "" || !strings.Contains(s.stderr.String(), "warm start") {
 		t.Fatalf("the second run was not a warm start:\n%s", s.stderr)
