@@ -109,6 +109,16 @@ func (img Image) validate(bad badField) error {
 }
 
 func (a Artifact) validate(field string, bad badField) error {
+	for _, check := range []func(string, badField) error{a.validateNames, a.validatePins, a.validateOrigin} {
+		if err := check(field, bad); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateNames checks what becomes a path or an argument.
+func (a Artifact) validateNames(field string, bad badField) error {
 	switch {
 	case !plainRE.MatchString(a.Component):
 		return bad(field+".component", "%q is not a component name", a.Component)
@@ -118,10 +128,6 @@ func (a Artifact) validate(field string, bad badField) error {
 		return bad(field+".recipe", "%q is not a recipe name", a.Recipe)
 	case a.Package != "" && !plainRE.MatchString(a.Package):
 		return bad(field+".package", "%q is not a package name", a.Package)
-	case a.SHA256 != "" && !hex64RE.MatchString(a.SHA256):
-		return bad(field+".sha256", "%q is not 64 hex digits", a.SHA256)
-	case a.ModuleSum != "" && !sumRE.MatchString(a.ModuleSum):
-		return bad(field+".module_sum", "%q is not a Go module sum (h1:<base64>)", a.ModuleSum)
 	case a.Toolchain != "" && !toolchainRE.MatchString(a.Toolchain):
 		return bad(field+".toolchain", "%q is not a Go toolchain", a.Toolchain)
 	case a.Bundle != "" && strings.ContainsAny(a.Bundle, "/\\ \n"):
@@ -134,6 +140,17 @@ func (a Artifact) validate(field string, bad badField) error {
 		if err := modfetch.CheckPath(a.Module); err != nil {
 			return bad(field+".module", "%q is not a Go module path (%v)", a.Module, err)
 		}
+	}
+	return nil
+}
+
+// validatePins checks the digests, sums and where the artifact comes from.
+func (a Artifact) validatePins(field string, bad badField) error {
+	switch {
+	case a.SHA256 != "" && !hex64RE.MatchString(a.SHA256):
+		return bad(field+".sha256", "%q is not 64 hex digits", a.SHA256)
+	case a.ModuleSum != "" && !sumRE.MatchString(a.ModuleSum):
+		return bad(field+".module_sum", "%q is not a Go module sum (h1:<base64>)", a.ModuleSum)
 	}
 	if a.URL != "" {
 		if err := checkURL(a.URL, a.Source.Kind() == profiles.KindMirror); err != nil {
@@ -148,19 +165,26 @@ func (a Artifact) validate(field string, bad badField) error {
 			return bad(field+".binaries."+name, "%q is not 64 hex digits", sum)
 		}
 	}
-	if o := a.Origin; o != nil {
-		switch {
-		case !commitRE.MatchString(o.Commit):
-			return bad(field+".origin.commit", "%q is not a commit (40 hex digits)", o.Commit)
-		case o.Release != "" && !commitRE.MatchString(o.Release):
-			return bad(field+".origin.release_commit", "%q is not a commit (40 hex digits)", o.Release)
-		case o.Source != "" && o.Source != CommitFromModuleProxy && o.Source != CommitFromCatalog:
-			return bad(field+".origin.source", "%q is not a commit source: module-proxy or catalog", o.Source)
-		}
-		if o.URL != "" {
-			if err := checkURL(o.URL, false); err != nil {
-				return bad(field+".origin.url", "%v", err)
-			}
+	return nil
+}
+
+// validateOrigin checks the commit, which is linked into the binaries.
+func (a Artifact) validateOrigin(field string, bad badField) error {
+	o := a.Origin
+	if o == nil {
+		return nil
+	}
+	switch {
+	case !commitRE.MatchString(o.Commit):
+		return bad(field+".origin.commit", "%q is not a commit (40 hex digits)", o.Commit)
+	case o.Release != "" && !commitRE.MatchString(o.Release):
+		return bad(field+".origin.release_commit", "%q is not a commit (40 hex digits)", o.Release)
+	case o.Source != "" && o.Source != CommitFromModuleProxy && o.Source != CommitFromCatalog:
+		return bad(field+".origin.source", "%q is not a commit source: module-proxy or catalog", o.Source)
+	}
+	if o.URL != "" {
+		if err := checkURL(o.URL, false); err != nil {
+			return bad(field+".origin.url", "%v", err)
 		}
 	}
 	return nil
