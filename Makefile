@@ -44,13 +44,19 @@ fuzz:
 host:
 	bash scripts/host-setup.sh
 
-# Build the local Debian image once; later runs reuse the cached one.
+# Build the local Debian images once, side by side; later runs reuse the
+# cached ones. debian-12 keeps the packages it was built from
+# (bin/image-debs): the e2e suite lays out mirrors and snapshots from them.
+IMAGE_DEBS := $(abspath bin/image-debs/debian-12)
 image: build host
-	$(BIN) image build debian-12 --if-needed
-	$(BIN) image build debian-13 --if-needed
+	@mkdir -p bin
+	@ENVCTL_IMAGE_DEBS_OUT=$(IMAGE_DEBS) $(BIN) image build debian-12 --if-needed > bin/image-debian-12.log 2>&1 & pid=$$!; \
+	  $(BIN) image build debian-13 --if-needed > bin/image-debian-13.log 2>&1; s13=$$?; wait $$pid; s12=$$?; \
+	  tail -n 1 bin/image-debian-12.log bin/image-debian-13.log; \
+	  if [ $$s12 -ne 0 ] || [ $$s13 -ne 0 ]; then tail -n 30 bin/image-debian-12.log bin/image-debian-13.log; exit 1; fi
 
 e2e: build host image
-	ENVCTL_BIN=$(abspath $(BIN)) $(GO) test -count=1 -tags e2e -timeout 80m -v -run 'E2E' ./cmd/envctl
+	ENVCTL_BIN=$(abspath $(BIN)) ENVCTL_E2E_DEBS=$(IMAGE_DEBS) $(GO) test -count=1 -tags e2e -timeout 80m -v -run 'E2E' ./cmd/envctl
 
 # Fault-injection soak: N runs of `up` on the default profile, each with
 # one fault (SIGINT, SIGTERM, SIGKILL, kill -STOP of QEMU, a paused domain)

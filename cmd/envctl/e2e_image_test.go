@@ -99,25 +99,91 @@ func suiteTemp(t *testing.T, pattern string) string {
 	return dir
 }
 
-// fresh is one build of debian-12 from Debian's mirrors into a cache of
-// its own, keeping every package it was built from: made once, used by
-// the tests that need a cold cache or a mirror of the archive state.
-var fresh struct {
-	once        sync.Once
-	cache, debs string
-	img         built
+// suite is the suite's own build of debian-12 (`make image` keeps the
+// packages it was built from in $ENVCTL_E2E_DEBS), or, when those are not
+// there or not of this build, a build into a cache of its own that keeps
+// them: made once, used by the tests that need the archive state.
+var suite struct {
+	once  sync.Once
+	debs  string
+	cache string // where the build is
+	img   built
 }
 
-func freshBuild(t *testing.T) (cache, debs string, img built) {
+func suiteBuild(t *testing.T) (debs string, img built) {
 	t.Helper()
-	fresh.once.Do(func() {
-		fresh.cache, fresh.debs = suiteTemp(t, "envctl-e2e-cold-cache-"), suiteTemp(t, "envctl-e2e-debs-")
-		fresh.img = buildImage(t, fresh.cache, []string{"ENVCTL_IMAGE_DEBS_OUT=" + fresh.debs})
+	suite.once.Do(func() {
+		if cur, ok := currentBuild(t, suiteCache()); ok && debsOf(os.Getenv("ENVCTL_E2E_DEBS"), cur.Packages) {
+			suite.debs, suite.img, suite.cache = os.Getenv("ENVCTL_E2E_DEBS"), cur, suiteCache()
+			t.Logf("the suite's build of debian-12 %s, with its packages from `make image`", cur.Disk)
+			return
+		}
+		suite.debs, suite.cache = suiteTemp(t, "envctl-e2e-debs-"), suiteTemp(t, "envctl-e2e-build-cache-")
+		suite.img = buildImage(t, suite.cache, []string{"ENVCTL_IMAGE_DEBS_OUT=" + suite.debs})
 	})
-	if fresh.img.Disk == "" {
-		t.Fatal("the fresh build failed (see the first test that asked for it)")
+	if suite.img.Disk == "" {
+		t.Fatal("no build of debian-12 (see the first test that asked for it)")
 	}
-	return fresh.cache, fresh.debs, fresh.img
+	return suite.debs, suite.img
+}
+
+// currentBuild is a cache's current build of debian-12, as `image ls`
+// and the registry describe it.
+func currentBuild(t *testing.T, cache string) (built, bool) {
+	b, err := os.ReadFile(filepath.Join(cache, "images", "local.json"))
+	if err != nil {
+		return built{}, false
+	}
+	var locals map[string]built
+	if json.Unmarshal(b, &locals) != nil {
+		return built{}, false
+	}
+	l, ok := locals["debian-12"]
+	return l, ok && l.Disk != "" && l.Snapshot != ""
+}
+
+// debsOf reports whether dir holds a .deb of every package of the set.
+func debsOf(dir string, pkgs map[string]string) bool {
+	if dir == "" || len(pkgs) == 0 {
+		return false
+	}
+	have := debIndex(dir)
+	for name, v := range pkgs {
+		if _, ok := have[name+" "+v]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// debIndex maps "name version" to each .deb in dir (the file name is
+// name_version_arch.deb, with the epoch's colon escaped as %3a).
+func debIndex(dir string) map[string]string {
+	out := map[string]string{}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.deb"))
+	for _, f := range files {
+		parts := strings.SplitN(strings.TrimSuffix(filepath.Base(f), ".deb"), "_", 3)
+		if len(parts) == 3 {
+			out[parts[0]+" "+strings.ReplaceAll(parts[1], "%3a", ":")] = f
+		}
+	}
+	return out
+}
+
+// coldCache is a new cache that holds nothing but the suite's image,
+// exported from the suite's cache and imported.
+func coldCache(t *testing.T) string {
+	t.Helper()
+	suiteBuild(t)
+	tarball := filepath.Join(t.TempDir(), "debian-12.tar")
+	if out, errOut, code := envctlWith(t, cacheEnv(suite.cache), "image", "export", tarball, "debian-12"); code != 0 {
+		t.Fatalf("export: exit %d\n%s%s", code, out, errOut)
+	}
+	cold := suiteTemp(t, "envctl-e2e-cold-cache-")
+	if out, errOut, code := envctlWith(t, cacheEnv(cold), "image", "import", tarball); code != 0 {
+		t.Fatalf("import: exit %d\n%s%s", code, out, errOut)
+	}
+	return cold
 }
 
 // TestE2EImageBuildIsReproducible: a build records the archive state it
@@ -128,12 +194,12 @@ func freshBuild(t *testing.T) (cache, debs string, img built) {
 // digests; other packages mean Debian's mirror moved since the lock was
 // written, which `envctl up` re-pins (TestE2EImageMovedSinceTheLock).
 func TestE2EImageBuildIsReproducible(t *testing.T) {
-	_, debs, first := freshBuild(t)
+	debs, first := suiteBuild(t)
 	if _, err := archive.ParseStamp(first.Snapshot); err != nil {
 		t.Fatalf("the build recorded no archive state: %v", err)
 	}
 	snapshots := t.TempDir()
-	makeArchive(t, debs, filepath.Join(snapshots, "debian", first.Snapshot), first.Snapshot, nil)
+	makeArchive(t, debs, filepath.Join(snapshots, "debian", first.Snapshot), first.Snapshot, first.Packages, nil)
 	second := buildImage(t, t.TempDir(), []string{"ENVCTL_DEBIAN_SNAPSHOT_URL=file://" + snapshots}, "--snapshot", first.Snapshot)
 	if first.Disk != second.Disk || first.Kernel != second.Kernel || first.Initrd != second.Initrd || first.Snapshot != second.Snapshot {
 		t.Errorf("two builds of one archive state differ:\n%+v\n%+v", first, second)
@@ -153,12 +219,12 @@ func TestE2EImageBuildIsReproducible(t *testing.T) {
 }
 
 // makeArchive lays out a Debian archive of one suite (bookworm) at dir
-// from a directory of .deb files, as a mirror and snapshot.debian.org
+// from the .deb files of the package set pkgs, as a mirror and snapshot.debian.org
 // serve it: pool/, dists/bookworm/main/binary-amd64/Packages and a
 // Release dated stamp (unsigned: a local copy is trusted). moved gives
 // packages a new version (repacked with dpkg-deb): the archive then
 // serves a state the mirror never had.
-func makeArchive(t *testing.T, debs, dir, stamp string, moved map[string]string) {
+func makeArchive(t *testing.T, debs, dir, stamp string, pkgs, moved map[string]string) {
 	t.Helper()
 	date, err := archive.ParseStamp(stamp)
 	if err != nil {
@@ -168,9 +234,15 @@ func makeArchive(t *testing.T, debs, dir, stamp string, moved map[string]string)
 	if err := os.MkdirAll(pool, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	entries, _ := filepath.Glob(filepath.Join(debs, "*.deb"))
-	if len(entries) < 100 {
-		t.Fatalf("the build kept %d packages", len(entries))
+	index := debIndex(debs)
+	var entries []string
+	for name, v := range pkgs {
+		if e, ok := index[name+" "+v]; ok {
+			entries = append(entries, e)
+		}
+	}
+	if len(entries) != len(pkgs) {
+		t.Fatalf("the build kept %d of its %d packages", len(entries), len(pkgs))
 	}
 	for _, e := range entries {
 		name := strings.SplitN(filepath.Base(e), "_", 2)[0]
@@ -248,12 +320,12 @@ func repack(t *testing.T, deb, version, pool string) {
 }
 
 // TestE2ELockIsTheSameOnAColdCache: locking one profile in a cache that
-// holds nothing but a fresh image build, with a Go module cache of its
+// holds nothing but the image (imported), with a Go module cache of its
 // own, and in the suite's warm cache gives the same lock: every commit,
 // where it came from, every module sum and every binary digest, crictl's
 // included (its proxy records no origin: the commit is the catalog's).
 func TestE2ELockIsTheSameOnAColdCache(t *testing.T) {
-	cold, _, _ := freshBuild(t)
+	cold := coldCache(t)
 	src, _ := os.ReadFile("../../profiles/crio-1.34-runc.yaml")
 	a, b := filepath.Join(t.TempDir(), "p.yaml"), filepath.Join(t.TempDir(), "p.yaml")
 	_ = os.WriteFile(a, src, 0o644)
@@ -483,9 +555,9 @@ func TestE2EImageStore(t *testing.T) {
 // another cache, `up --locked` passes with no build.
 func TestE2EImageMovedSinceTheLock(t *testing.T) {
 	f := suiteLock(t)
-	_, debs, base := freshBuild(t)
+	debs, base := suiteBuild(t)
 	mirror := t.TempDir()
-	makeArchive(t, debs, mirror, base.Snapshot, map[string]string{"netbase": "6.4+envctl1"})
+	makeArchive(t, debs, mirror, base.Snapshot, base.Packages, map[string]string{"netbase": "6.4+envctl1"})
 	other := t.TempDir()
 	moved := buildImage(t, other, nil, "--mirror", "file://"+mirror)
 	if moved.Packages["netbase"] != "6.4+envctl1" || moved.Disk == base.Disk {
