@@ -222,6 +222,13 @@ func TestStartChoosesTheWay(t *testing.T) {
 					t.Error("a state libvirtd may still be reading was removed")
 				}
 			}},
+		{name: "a restored guest that never answers is given up on before --boot-timeout",
+			prepare: func(t *testing.T, f *fixture) {
+				f.run(t, f.spec("c1"), true)
+				f.drv.RestorePaused = true
+			},
+			edit: func(sp *start.Spec) { sp.VM.BootTimeout = 2 * time.Second; sp.Shared = nil },
+			how:  start.Cold, why: "within 2s (--boot-timeout); the domain was still paused"},
 		{name: "a post-boot state that does not restore is removed and saved anew",
 			prepare: func(t *testing.T, f *fixture) {
 				f.run(t, f.spec("c1"), false)

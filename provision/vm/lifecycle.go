@@ -57,8 +57,23 @@ func portTaken(err error) bool {
 	return strings.Contains(s, "host forwarding rule") || strings.Contains(s, "Address already in use")
 }
 
+// RestoreAnswer bounds the wait for SSH after a restore: a restored guest
+// answers within seconds (it is not booting), so one that has not after
+// this long will not, and the start goes on another way sooner than
+// --boot-timeout would let it.
+const RestoreAnswer = 2 * time.Minute
+
+// answerTimeout is how long SSH is waited for: --boot-timeout, and at
+// most RestoreAnswer for a restored guest.
+func (m *Machine) answerTimeout() time.Duration {
+	if m.from.restores() {
+		return min(m.bootTimeout(), RestoreAnswer)
+	}
+	return m.bootTimeout()
+}
+
 func (m *Machine) waitSSH(ctx context.Context) error {
-	timeout := m.bootTimeout()
+	timeout := m.answerTimeout()
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// Fail fast when the domain dies instead of waiting out the timeout.
@@ -91,13 +106,24 @@ func (m *Machine) waitSSH(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return fault.Infraf("VM %s: boot interrupted: %w", m.Env.ID, ctx.Err())
 	}
-	reason, hung := fmt.Sprintf("SSH did not answer on %s:%d within %s (--boot-timeout)", m.Env.SSHHost, m.Env.SSHPort, timeout), true
+	reason, hung := fmt.Sprintf("SSH did not answer on %s:%d within %s (%s)", m.Env.SSHHost, m.Env.SSHPort, timeout, m.answerLimit()), true
 	select {
 	case <-dead:
 		reason, hung = "the domain stopped before SSH answered", false
 	default:
+		if st, err := m.drv.State(ctx, m.Env.Domain); err == nil && st == DomainPaused {
+			reason += "; the domain was still paused"
+		}
 	}
 	return &BootError{Env: m.Env.ID, Reason: reason, Tail: m.consoleTail(ctx, 30), LogPath: m.keepConsole(ctx), Hung: hung}
+}
+
+// answerLimit names what set the wait for SSH.
+func (m *Machine) answerLimit() string {
+	if m.answerTimeout() < m.bootTimeout() {
+		return "a restored guest answers within seconds"
+	}
+	return "--boot-timeout"
 }
 
 // waitLease finds the guest's address on libvirt's default NAT network.
