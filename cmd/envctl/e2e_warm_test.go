@@ -60,6 +60,14 @@ func TestE2EWarmStart(t *testing.T) {
 	other := writeProfile(t, "e2e-warm-other", strings.Replace(body, `cri-tools: {version: "1.34.0"}`, `cri-tools: {version: "1.36.0"}`, 1))
 	mustLock(t, other)
 	r := up(other)
+	if hasNote(r, "the post-boot state did not restore") && hasNote(r, "SSH did not answer") {
+		// Seen once in about 25 restores under TCG here: a restored guest
+		// that never answers. The run fell back to a boot that saved the
+		// post-boot state anew; the claim is tried once more on that one.
+		t.Logf("the post-boot restore did not answer (%v); once more from the state the fallback saved", r.Notes)
+		dropSaved(t, "warm", "e2e-warm-other")
+		r = up(other)
+	}
 	if !strings.HasPrefix(r.Start, "post-boot: no saved state") || phaseSeconds(r.Phases, "install.upload") == 0 ||
 		phaseSeconds(r.Phases, "boot.attach") == 0 || hasNote(r, "files went in") {
 		t.Errorf("changed version: start %q, phases %+v, notes %v", r.Start, r.Phases, r.Notes)
@@ -70,7 +78,7 @@ func TestE2EWarmStart(t *testing.T) {
 	// Damage the saved memory images of this test's keys (the warm state
 	// and the post-boot state): both restores fail, both states are
 	// dropped, and the run boots cold and passes.
-	states := append(savedStates(t, "warm", "e2e-warm"), savedStates(t, "boot", "e2e-warm")...)
+	states := append(savedStates(t, "warm", "e2e-warm"), append(savedStates(t, "boot", "e2e-warm"), savedStates(t, "boot", "e2e-warm-other")...)...)
 	if len(states) < 2 {
 		t.Fatalf("saved states of e2e-warm in the cache: %v", states)
 	}
@@ -117,7 +125,13 @@ func savedStates(t testing.TB, kind, profile string) []string {
 
 // dropWarmStates removes a profile's saved guests, warm and post-boot.
 func dropWarmStates(t testing.TB, profile string) {
-	for _, dir := range append(savedStates(t, "warm", profile), savedStates(t, "boot", profile)...) {
+	dropSaved(t, "warm", profile)
+	dropSaved(t, "boot", profile)
+}
+
+// dropSaved removes a profile's saved guests of one kind.
+func dropSaved(t testing.TB, kind, profile string) {
+	for _, dir := range savedStates(t, kind, profile) {
 		_ = os.RemoveAll(dir)
 	}
 }
