@@ -200,4 +200,3 @@ func TestE2EKilledRestoredRunIsReaped(t *testing.T) {
 	}
 	r.noEnvsLeft(t)
 }
-
