@@ -72,10 +72,7 @@ func (s *Store) build(ctx context.Context, name string, src archive.Source, log 
 		*part.dst = d.String()
 	}
 	l.Packages = readPackages(filepath.Join(out, "packages.txt"))
-	if err := s.remember(ctx, l, current); err != nil {
-		return Local{}, err
-	}
-	return l, nil
+	return s.remember(ctx, l, current)
 }
 
 // RecipeRunner runs an image recipe with its packages from src, leaving

@@ -113,15 +113,58 @@ func (s *Store) saveLocal(ctx context.Context, mutate func(map[string]Local)) er
 }
 
 // remember records a build in the known builds, by its disk digest, and,
-// when current is set, as its name's current build.
-func (s *Store) remember(ctx context.Context, l Local, current bool) error {
-	if err := s.saveRegistry(ctx, s.knownPath(), func(m map[string]Local) { m[l.Disk] = l }); err != nil {
-		return err
+// when current is set, as its name's current build. A build of a disk
+// this cache already knows keeps the earliest archive state known to
+// give it (lock.EarliestState): the same image read on a later day is
+// the same image. It returns the build as recorded.
+func (s *Store) remember(ctx context.Context, l Local, current bool) (Local, error) {
+	err := s.saveRegistry(ctx, s.knownPath(), func(m map[string]Local) {
+		if prev, ok := m[l.Disk]; ok {
+			l.Snapshot = lock.EarliestState(prev.Snapshot, l.Snapshot)
+		}
+		m[l.Disk] = l
+	})
+	if err != nil || !current {
+		return l, err
 	}
-	if !current {
+	return l, s.saveLocal(ctx, func(m map[string]Local) { m[l.Name] = l })
+}
+
+// learnState records that the archive state a lock pins gives the disk it
+// pins, when that is earlier than what this cache knew: the lock's image
+// was just found here with the same content (cached, or built again).
+func (s *Store) learnState(ctx context.Context, img lock.Image) error {
+	if img.Snapshot == "" {
 		return nil
 	}
-	return s.saveLocal(ctx, func(m map[string]Local) { m[l.Name] = l })
+	earlier := func(l Local) bool {
+		return l.Disk == img.Digest && lock.EarliestState(l.Snapshot, img.Snapshot) != l.Snapshot
+	}
+	locals, err := s.Locals()
+	if err != nil {
+		return err
+	}
+	known, err := readRegistry(s.knownPath())
+	if err != nil {
+		return err
+	}
+	cur, isCurrent := locals[img.Name]
+	k, isKnown := known[img.Digest]
+	if learns := isKnown && earlier(k) || isCurrent && earlier(cur); !learns {
+		return nil
+	}
+	update := func(key string) func(map[string]Local) {
+		return func(m map[string]Local) {
+			if l, ok := m[key]; ok && earlier(l) {
+				l.Snapshot = img.Snapshot
+				m[key] = l
+			}
+		}
+	}
+	if err := s.saveRegistry(ctx, s.knownPath(), update(img.Digest)); err != nil {
+		return err
+	}
+	return s.saveLocal(ctx, update(img.Name))
 }
 
 func (s *Store) saveRegistry(ctx context.Context, path string, mutate func(map[string]Local)) error {

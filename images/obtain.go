@@ -114,7 +114,7 @@ func (s *Store) Obtain(ctx context.Context, want lock.Image, src Sources) (Obtai
 		return Obtained{}, err
 	}
 	if s.cached(want) {
-		return obtained(want, FromCache, ""), nil
+		return obtained(want, FromCache, ""), s.learnState(ctx, want)
 	}
 	tried := []string{"it is not in the cache"}
 	if src.Store == "" {
@@ -142,7 +142,16 @@ func (s *Store) Obtain(ctx context.Context, want lock.Image, src Sources) (Obtai
 	tried = append(tried, notes...)
 	got := built.Pin()
 	if got.Digest == want.Digest && got.Kernel == want.Kernel && got.Initrd == want.Initrd {
-		return obtained(want, FromBuild, "rebuilt "+strings.TrimPrefix(built.From, "built ")), nil
+		// The same image, whatever archive state this build read: the
+		// lock is left as it is, and this cache learns the lock's state.
+		// Where the name has no current build, this one becomes it (it
+		// never demotes another).
+		if _, ok := s.Current(want.Name); !ok {
+			if _, err := s.remember(ctx, built, true); err != nil {
+				return Obtained{}, err
+			}
+		}
+		return obtained(want, FromBuild, "rebuilt "+strings.TrimPrefix(built.From, "built ")), s.learnState(ctx, want)
 	}
 	moved := PackageChanges(want.Packages, got.Packages)
 	recipeChanged := want.Recipe != "" && want.Recipe != got.Recipe

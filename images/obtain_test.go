@@ -336,3 +336,61 @@ func (b *flipping) Stat(ctx context.Context, repo string, h v1.Hash) (int64, err
 func (b *flipping) Put(ctx context.Context, repo string, h v1.Hash, rc io.ReadCloser) error {
 	return b.BlobHandler.(registry.BlobPutHandler).Put(ctx, repo, h, rc)
 }
+
+// TestSecondDay: Debian re-dates its Release files every day, whether or
+// not a package changed. A build on a later day from the same packages is
+// the lock's image: Obtain takes it without a re-pin, the lock's archive
+// state stands, and this cache learns it (the earliest state known to
+// give that disk), so a lock made here later records the same state.
+func TestSecondDay(t *testing.T) {
+	ctx := context.Background()
+	snapDir := snapshotArchive(t)
+	_, want := lockedStore(t, snapDir) // day one: oldPkgs, read at oldDate
+	fake := newFake(snapDir)
+	// Day two: the live mirror has the very same packages, dated later.
+	fake.states["http://deb.debian.org/debian"] = oldPkgs
+	s := emptyStore(t, fake)
+	ob, err := s.Obtain(ctx, want, Sources{SnapshotBase: "http://127.0.0.1:1/archive"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ob.Repin != nil || ob.From != FromBuild || ob.Digest != want.Digest || ob.Snapshot != want.Snapshot || fake.builds != 1 {
+		t.Fatalf("a second day's build: %+v (%d builds), want the lock's image and state %s", ob, fake.builds, want.Snapshot)
+	}
+	cur, ok := s.Current("debian-12")
+	if !ok || cur.Snapshot != want.Snapshot {
+		t.Errorf("the current build records archive state %q, want the earliest known %q", cur.Snapshot, want.Snapshot)
+	}
+	if img, err := s.Resolve("debian-12"); err != nil || !img.SameContent(want) || img.Snapshot != want.Snapshot {
+		t.Errorf("a new lock here would pin %+v (%v)", img, err)
+	}
+	// From the cache now: nothing built, nothing changed.
+	if ob, err := s.Obtain(ctx, want, Sources{}); err != nil || ob.From != FromCache || ob.Snapshot != want.Snapshot || fake.builds != 1 {
+		t.Errorf("second obtain: %+v %v", ob, err)
+	}
+}
+
+// TestRememberKeepsTheEarliestState: builds of one disk on several days,
+// in any order, record the earliest archive state that gave it.
+func TestRememberKeepsTheEarliestState(t *testing.T) {
+	for _, order := range [][]string{{oldDate, newDate}, {newDate, oldDate}} {
+		fake := newFake(snapshotArchive(t))
+		fake.states["http://deb.debian.org/debian"] = oldPkgs
+		s := emptyStore(t, fake)
+		var last Local
+		for _, date := range order {
+			fake.dates["http://deb.debian.org/debian"] = date
+			l, err := s.Build(context.Background(), "debian-12", archive.LiveSource("bookworm"), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = l
+		}
+		if last.Snapshot != "20261108T100000Z" {
+			t.Errorf("built on %v: the build records %s, want the earliest 20261108T100000Z", order, last.Snapshot)
+		}
+		if cur, _ := s.Current("debian-12"); cur.Snapshot != last.Snapshot {
+			t.Errorf("the registry records %s", cur.Snapshot)
+		}
+	}
+}

@@ -185,10 +185,7 @@ func (s *Store) adopt(ctx context.Context, art v1.Image, where string, want map[
 		}
 		*dst = d.String()
 	}
-	if err := s.remember(ctx, l, current); err != nil {
-		return Local{}, err
-	}
-	return l, nil
+	return s.remember(ctx, l, current)
 }
 
 func (s *Store) buildNames() []string { return slices.Sorted(maps.Keys(s.Catalog.Builds)) }

@@ -341,7 +341,7 @@ func TestE2ELockIsTheSameOnAColdCache(t *testing.T) {
 	}
 	la, _ := lock.Read(strings.TrimSuffix(a, ".yaml") + ".lock")
 	lb, _ := lock.Read(strings.TrimSuffix(b, ".yaml") + ".lock")
-	for _, d := range lock.Diff(la, lb) {
+	for _, d := range lock.Content(lock.Diff(la, lb)) {
 		if d.Part == "image" && len(images.PackageChanges(la.Image.Packages, lb.Image.Packages)) > 0 {
 			continue // the mirror moved between the two image builds: not this test's business
 		}
@@ -627,6 +627,55 @@ func TestE2EImageMovedSinceTheLock(t *testing.T) {
 	assertClean(t)
 }
 
+// TestE2EImageOnASecondDay: Debian re-dates its Release files every day,
+// whether or not a package changed. A machine without the locked image,
+// on a later day, builds it from a mirror that serves the very same
+// packages with Release files dated a day after the lock's archive state:
+// the build is the lock's image, `fetch --locked` takes it, and neither
+// that nor `envctl lock` rewrites the lock; the cache learns the lock's
+// archive state for that disk.
+func TestE2EImageOnASecondDay(t *testing.T) {
+	f := suiteLock(t)
+	debs, base := suiteBuild(t)
+	if base.Disk != f.Image.Digest {
+		t.Fatalf("the suite's lock pins %s, the suite's build is %s", f.Image.Digest, base.Disk)
+	}
+	day, _ := archive.ParseStamp(lock.EarliestState(f.Image.Snapshot, base.Snapshot))
+	later := day.Add(36 * time.Hour).Format(archive.StampLayout)
+	mirror := t.TempDir()
+	makeArchive(t, debs, mirror, later, base.Packages, nil)
+
+	dir := t.TempDir()
+	src, _ := os.ReadFile(filepath.Join(os.Getenv("ENVCTL_PROFILES_DIR"), "crio-1.34-runc.yaml"))
+	profile, lockPath := filepath.Join(dir, "day2.yaml"), filepath.Join(dir, "day2.lock")
+	_ = os.WriteFile(profile, src, 0o644)
+	pinned, _ := os.ReadFile(filepath.Join(os.Getenv("ENVCTL_PROFILES_DIR"), "crio-1.34-runc.lock"))
+	_ = os.WriteFile(lockPath, pinned, 0o644)
+
+	machine := linkedCache(t, f.Image)
+	env := append(cacheEnv(machine), "ENVCTL_DEBIAN_MIRROR=file://"+mirror, "ENVCTL_DEBIAN_SNAPSHOT_URL=file://"+t.TempDir())
+	out, errOut, code := envctlWith(t, env, "fetch", profile, "--locked")
+	if code != 0 || !strings.Contains(out, "image debian-12 "+f.Image.Digest+" from build") || !strings.Contains(errOut, "building image debian-12 from the mirror") {
+		t.Fatalf("fetch --locked on a second day: exit %d\n%s%s", code, out, tail(errOut, 30))
+	}
+	if now, _ := os.ReadFile(lockPath); !bytes.Equal(now, pinned) {
+		t.Errorf("fetch rewrote the lock on a second day:\n%s", now)
+	}
+	known, _ := os.ReadFile(filepath.Join(machine, "images", "known.json"))
+	var builds map[string]built
+	_ = json.Unmarshal(known, &builds)
+	if b := builds[f.Image.Digest]; b.Snapshot != f.Image.Snapshot {
+		t.Errorf("the second day's build of %s records archive state %q; it read %s, the lock knows the earlier %s", f.Image.Digest, b.Snapshot, later, f.Image.Snapshot)
+	}
+	out, errOut, code = envctlWith(t, env, "lock", profile)
+	if code != 0 || !strings.Contains(out, "is unchanged") {
+		t.Errorf("lock on a second day: exit %d\n%s%s", code, out, errOut)
+	}
+	if now, _ := os.ReadFile(lockPath); !bytes.Equal(now, pinned) {
+		t.Errorf("envctl lock rewrote the lock on a second day:\n%s", now)
+	}
+}
+
 // TestE2EExampleProfiles: every shipped profile has a committed lock that
 // is current, and locking a copy of it on this machine (a cold cache in
 // CI) reproduces its runtime stack exactly: every version, commit, source
@@ -654,7 +703,10 @@ func TestE2EExampleProfiles(t *testing.T) {
 		}
 		here, _ := lock.Read(filepath.Join(dir, p+".lock"))
 		moved := images.PackageChanges(committed.Image.Packages, here.Image.Packages)
-		for _, d := range lock.Diff(committed, here) {
+		// What must be equal: the runtime stack, the image's digests and
+		// packages. The archive state is provenance (a later day reads a
+		// later Release date for the same packages): not compared.
+		for _, d := range lock.Content(lock.Diff(committed, here)) {
 			switch {
 			case d.Part != "image":
 				t.Errorf("%s: the runtime stack differs from the committed lock: cell %s %s %s: %s here, %s committed", p, d.Cell, d.Part, d.Field, d.B, d.A)

@@ -342,10 +342,13 @@ func (a *app) updateImageLocks(st *images.Store, name string, profileNames []str
 			continue
 		}
 		f.Image = img
-		if err := lock.Write(p, f); err != nil {
+		changed, err := lock.Update(p, f)
+		if err != nil {
 			return out, err
 		}
-		out = append(out, p)
+		if changed {
+			out = append(out, p)
+		}
 	}
 	return out, nil
 }

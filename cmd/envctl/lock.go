@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"time"
 
@@ -32,13 +33,20 @@ func newLockCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := lock.Write(p.LockPath(), f); err != nil {
+			changed, err := lock.Update(p.LockPath(), f)
+			if err != nil {
 				return err
 			}
 			return a.emit(struct {
-				Lock string     `json:"lock"`
-				File *lock.File `json:"content"`
-			}{p.LockPath(), f}, func(w io.Writer) { f.WriteTable(w, p.LockPath()) })
+				Lock    string     `json:"lock"`
+				Changed bool       `json:"changed"`
+				File    *lock.File `json:"content"`
+			}{p.LockPath(), changed, f}, func(w io.Writer) {
+				f.WriteTable(w, p.LockPath())
+				if !changed {
+					fmt.Fprintf(w, "%s is unchanged: it already pins exactly this\n", p.LockPath())
+				}
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&allowMoved, "allow-moved-tags", false, "accept a Go module version whose commit is not upstream's release commit (the tag moved after the proxy cached it); the lock records both commits. Pinning `commit:` in the profile is the explicit alternative")

@@ -18,6 +18,22 @@ type Difference struct {
 	Field string `json:"field"`
 	A     string `json:"a"`
 	B     string `json:"b"`
+	// Provenance marks a field that says how something was made, not what
+	// it is (the Debian archive state an image was read from): two locks
+	// that differ only there pin the same things.
+	Provenance bool `json:"provenance,omitempty"`
+}
+
+// Content is the differences that are not provenance: what two locks
+// really pin differently.
+func Content(diffs []Difference) []Difference {
+	var out []Difference
+	for _, d := range diffs {
+		if !d.Provenance {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // Diff lists what differs between two locks: the image (digests, recipe,
@@ -28,7 +44,7 @@ func Diff(a, b *File) []Difference {
 	var out []Difference
 	add := func(cell, part, field, x, y string) {
 		if x != y {
-			out = append(out, Difference{Cell: cell, Part: part, Field: field, A: orNone(x), B: orNone(y)})
+			out = append(out, Difference{Cell: cell, Part: part, Field: field, A: orNone(x), B: orNone(y), Provenance: part == "image" && field == "snapshot"})
 		}
 	}
 	add("", "lock", "profile", a.Profile, b.Profile)
@@ -174,10 +190,18 @@ func WriteDiff(w io.Writer, nameA, nameB string, diffs []Difference) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "CELL\tPART\tFIELD\t%s\t%s\n", strings.ToUpper(nameA), strings.ToUpper(nameB))
 	for _, d := range diffs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", orDash(d.Cell), d.Part, d.Field, d.A, d.B)
+		field := d.Field
+		if d.Provenance {
+			field += " (provenance)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", orDash(d.Cell), d.Part, field, d.A, d.B)
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(w, "%d differences\n", len(diffs))
+	if n := len(Content(diffs)); n == 0 {
+		fmt.Fprintf(w, "%s and %s pin the same environment; only provenance differs\n", nameA, nameB)
+	} else {
+		fmt.Fprintf(w, "%d differences\n", n)
+	}
 }
 
 func orDash(s string) string {

@@ -318,17 +318,48 @@ func cellHash(c LockedCell) string {
 
 // Write saves the lock atomically.
 func Write(path string, f *File) error {
+	b, err := encode(f)
+	if err != nil {
+		return fault.Infraf("lock %s: %w", path, err)
+	}
+	if err := atomicfile.Write(path, b, 0o644); err != nil {
+		return fault.Infraf("lock %s: %w", path, err)
+	}
+	return nil
+}
+
+func encode(f *File) ([]byte, error) {
 	var buf bytes.Buffer
 	buf.WriteString("# Written by envctl. Do not edit: run `envctl lock PROFILE` again instead.\n")
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
 	if err := enc.Encode(f); err != nil {
-		return fault.Infraf("lock %s: %w", path, err)
+		return nil, err
 	}
-	if err := atomicfile.Write(path, buf.Bytes(), 0o644); err != nil {
-		return fault.Infraf("lock %s: %w", path, err)
+	return buf.Bytes(), nil
+}
+
+// Update writes f to path as a lock made again: when path already holds
+// a lock of the same image, f keeps that lock's archive state (or the
+// earlier of the two: see EarliestState), and when nothing but the time
+// it was generated would change, the file is left as it is and changed
+// is false. A lock that is not there, or not readable as one, is
+// replaced.
+func Update(path string, f *File) (changed bool, err error) {
+	prev, err := Read(path)
+	if err != nil {
+		return true, Write(path, f)
 	}
-	return nil
+	f.Image = f.Image.WithStateOf(prev.Image)
+	same := *f
+	same.Generated = prev.Generated
+	a, errA := encode(&same)
+	b, errB := encode(prev)
+	if errA == nil && errB == nil && bytes.Equal(a, b) {
+		*f = same
+		return false, nil
+	}
+	return true, Write(path, f)
 }
 
 // MissingError is a profile that has no lock file yet.
