@@ -26,6 +26,7 @@ import (
 	"github.com/envctl/envctl/provision/artifacts"
 	"github.com/envctl/envctl/provision/cellrun"
 	"github.com/envctl/envctl/provision/env"
+	"github.com/envctl/envctl/provision/libvirt"
 	"github.com/envctl/envctl/provision/pin"
 )
 
@@ -106,7 +107,31 @@ func (a *app) configure(cmd *cobra.Command) error {
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
+	a.chooseConnection(cmd)
 	return a.defaultDirs()
+}
+
+// chooseConnection gives --connect, when neither the command line nor the
+// configuration set it, libvirt's choice for this user, and says which and
+// why: on stderr for a normal user (the choice depends on who they are and
+// what the host lets them use), in the log for root (always the system
+// daemon).
+func (a *app) chooseConnection(cmd *cobra.Command) {
+	f := cmd.Flags().Lookup("connect")
+	if f == nil {
+		return
+	}
+	sv, ok := f.Value.(pflag.SliceValue)
+	if !ok || len(sv.GetSlice()) > 0 {
+		return
+	}
+	uri, why := libvirt.ChooseURI(cmd.Context())
+	_ = sv.Replace([]string{uri})
+	if os.Geteuid() == 0 && os.Getenv("LIBVIRT_DEFAULT_URI") == "" {
+		a.log.Info("libvirt connection", "uri", uri, "why", why)
+		return
+	}
+	fmt.Fprintf(a.stderr, "envctl: using %s: %s\n", uri, why)
 }
 
 // configAnnotation names, on a flag, the configuration key that gives its

@@ -33,7 +33,7 @@ type vmFlags struct {
 
 func (f *vmFlags) register(cmd *cobra.Command, boots bool) {
 	f.accel, f.network, f.seed = vm.AccelAuto, vm.NetworkUser, vm.SeedAuto
-	cmd.Flags().StringSliceVar(&f.connect, "connect", []string{libvirt.DefaultURI}, "libvirt URI: qemu:///system, qemu:///session or qemu+ssh://user@host[:port]/system[?keyfile=F&known_hosts=F]; repeat it to spread matrix cells over hosts")
+	cmd.Flags().StringSliceVar(&f.connect, "connect", nil, "libvirt URI: qemu:///system, qemu:///session or qemu+ssh://user@host[:port]/system[?keyfile=F&known_hosts=F]; repeat it to spread matrix cells over hosts (default: qemu:///system as root or for a user it accepts, else qemu:///session, started when it does not run)")
 	if !boots {
 		return
 	}

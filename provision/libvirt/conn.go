@@ -4,12 +4,10 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
@@ -21,9 +19,6 @@ import (
 	"github.com/envctl/envctl/provision/vm"
 )
 
-// DefaultURI is the libvirt URI used without --connect.
-const DefaultURI = "qemu:///system"
-
 // callTimeout bounds every libvirt call that has no tighter deadline.
 const callTimeout = 60 * time.Second
 
@@ -33,6 +28,11 @@ type Conn struct {
 	uri string
 	// host reaches the remote hypervisor's own addresses; nil when local.
 	host *hostSSH
+	// QEMU's user under a local system daemon, read once (reach.go).
+	reachOnce sync.Once
+	qemu      qemuIdentity
+	reaches   bool
+	reachErr  error
 }
 
 var _ vm.Driver = (*Conn)(nil)
@@ -40,8 +40,11 @@ var _ vm.Driver = (*Conn)(nil)
 // Connect dials a libvirt URI (qemu:///system, qemu:///session,
 // qemu+ssh://host/system and the other go-libvirt transports) through
 // go-libvirt's dialers. It is a vm.Connector.
+// An empty uri is ChooseURI's choice.
 func Connect(ctx context.Context, uri string) (vm.Driver, error) {
-	uri = cmp.Or(uri, DefaultURI)
+	if uri == "" {
+		uri, _ = ChooseURI(ctx)
+	}
 	u, err := url.Parse(uri)
 	if err != nil || u.Scheme == "" {
 		return nil, fault.Inputf("--connect %q is not a libvirt URI; use qemu:///system, qemu:///session or qemu+ssh://user@host/system", uri)
@@ -65,16 +68,16 @@ func Connect(ctx context.Context, uri string) (vm.Driver, error) {
 		if host != nil {
 			l, err = dialSSH(u)
 		} else {
-			l, err = dial(u)
+			l, err = dial(ctx, u)
 		}
 		ch <- result{l, err}
 	}()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second+sessionStartLimit)
 	defer cancel()
 	select {
 	case r := <-ch:
 		if r.err != nil {
-			return nil, fault.Infraf("cannot reach libvirt at %s (%v); start the daemon (`make host` runs scripts/host-setup.sh) or pass --connect", uri, r.err)
+			return nil, connectError(uri, local(u), r.err)
 		}
 		return &Conn{l: r.l, uri: uri, host: host}, nil
 	case <-ctx.Done():
@@ -87,31 +90,41 @@ func Connect(ctx context.Context, uri string) (vm.Driver, error) {
 	}
 }
 
-// dial connects with the dialer the URI asks for. A local URI without a
-// socket tries the monolithic daemon's socket, then the modular one's.
-func dial(u *url.URL) (*golibvirt.Libvirt, error) {
-	local := !strings.Contains(u.Scheme, "+") && u.Host == "" && u.Query().Get("socket") == ""
-	if !local {
+// local reports whether a URI names a daemon on this machine through its
+// default socket.
+func local(u *url.URL) bool {
+	return !strings.Contains(u.Scheme, "+") && u.Host == "" && u.Query().Get("socket") == ""
+}
+
+// dial connects with the dialer the URI asks for. A local URI tries the
+// monolithic daemon's socket, then the modular one's; the session daemon
+// is started when it does not run.
+func dial(ctx context.Context, u *url.URL) (*golibvirt.Libvirt, error) {
+	switch {
+	case !local(u):
 		return golibvirt.ConnectToURI(u)
+	case u.Path == "/session":
+		return dialSession(ctx, u)
+	default:
+		return dialLocal(systemSocketDir, u)
 	}
-	dir := "/var/run/libvirt"
-	if u.Path == "/session" {
-		rt := os.Getenv("XDG_RUNTIME_DIR")
-		if rt == "" {
-			rt = fmt.Sprintf("/run/user/%d", os.Getuid())
-		}
-		dir = filepath.Join(rt, "libvirt")
+}
+
+// connectError says why a connection failed and what to do: start the
+// daemon only when none listens; join the group or use the session when a
+// running daemon refused this user.
+func connectError(uri string, isLocal bool, err error) error {
+	var fe *fault.Error
+	switch {
+	case errors.As(err, &fe):
+		return err
+	case !isLocal:
+		return fault.Infraf("cannot reach libvirt at %s (%v); check the host's daemon and the URI, or pass another --connect", uri, firstLine(err))
+	case daemonAbsent(err):
+		return fault.Infraf("cannot reach libvirt at %s: no daemon listens (%v); start it (`sudo make host` runs scripts/host-setup.sh) or use --connect %s", uri, firstLine(err), SessionURI)
+	default:
+		return fault.Infraf("%s (%v)", accessAdvice(uri), firstLine(err))
 	}
-	var errs []error
-	for _, sock := range []string{"libvirt-sock", "virtqemud-sock"} {
-		l := golibvirt.NewWithDialer(dialers.NewLocal(dialers.WithSocket(filepath.Join(dir, sock)), dialers.WithLocalTimeout(10*time.Second)))
-		err := l.ConnectToURI(golibvirt.RemoteURI(u))
-		if err == nil {
-			return l, nil
-		}
-		errs = append(errs, err)
-	}
-	return nil, errors.Join(errs...)
 }
 
 var _ socket.Dialer = (*dialers.Local)(nil)

@@ -17,6 +17,9 @@ func (c *Conn) Start(ctx context.Context, spec vm.DomainSpec) error {
 	if err != nil {
 		return fault.AsInfra(err)
 	}
+	if err := c.letQEMUReach(ctx, specFiles(spec)...); err != nil {
+		return err
+	}
 	return c.call(ctx, "start domain "+spec.Name, 0, func() error {
 		if spec.AutoDestroy {
 			// Transient, and destroyed by libvirtd when this connection
@@ -63,6 +66,9 @@ func (c *Conn) SnapshotMemory(ctx context.Context, name, memPath, top string, di
 	if err != nil {
 		return fault.AsInfra(err)
 	}
+	if err := c.letQEMUReach(ctx, memPath, top); err != nil {
+		return err
+	}
 	return c.callSettled(ctx, "snapshot domain "+name, vm.SaveLimit(memoryMiB), func() error {
 		d, err := c.l.DomainLookupByName(name)
 		if err != nil {
@@ -82,6 +88,9 @@ func (c *Conn) SnapshotMemory(ctx context.Context, name, memPath, top string, di
 // console log. It returns the domain's name.
 func (c *Conn) RestoreDomain(ctx context.Context, path string, spec vm.DomainSpec) (string, error) {
 	var name string
+	if err := c.letQEMUReach(ctx, append(specFiles(spec), path)...); err != nil {
+		return "", err
+	}
 	err := c.callSettled(ctx, "restore domain from "+path, vm.SaveLimit(spec.MemoryMiB), func() error {
 		saved, err := c.l.DomainSaveImageGetXMLDesc(path, 0)
 		if err != nil {
@@ -106,6 +115,9 @@ func (c *Conn) AttachDisk(ctx context.Context, name string, disk vm.Disk, i int)
 	x, err := DiskXML(disk, i)
 	if err != nil {
 		return fault.AsInfra(err)
+	}
+	if err := c.letQEMUReach(ctx, append([]string{disk.Path}, disk.Backing...)...); err != nil {
+		return err
 	}
 	return c.call(ctx, "attach a disk to domain "+name, 0, func() error {
 		d, err := c.l.DomainLookupByName(name)

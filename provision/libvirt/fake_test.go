@@ -53,7 +53,7 @@ type fakeDomain struct {
 }
 
 func newFakeRPC() *fakeRPC {
-	return &fakeRPC{pools: map[string]*fakePool{}, domains: map[string]*fakeDomain{}, leases: map[string]string{}, fail: map[string]error{}}
+	return &fakeRPC{hostCaps: "<capabilities><host></host></capabilities>", pools: map[string]*fakePool{}, domains: map[string]*fakeDomain{}, leases: map[string]string{}, fail: map[string]error{}}
 }
 
 func lverr(code golibvirt.ErrorNumber, msg string) error {

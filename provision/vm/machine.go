@@ -318,7 +318,7 @@ func (m *Machine) prepare(ctx context.Context, spec BootSpec) (DomainSpec, error
 	if err != nil {
 		return DomainSpec{}, err
 	}
-	diskPath, err := m.overlay(ctx, img, spec)
+	diskPath, backing, err := m.overlay(ctx, img, spec)
 	if err != nil {
 		return DomainSpec{}, err
 	}
@@ -340,7 +340,7 @@ func (m *Machine) prepare(ctx context.Context, spec BootSpec) (DomainSpec, error
 	}
 	return DomainSpec{
 		Name: e.Domain, Type: m.Type, CPUs: spec.CPUs, MemoryMiB: spec.Memory >> 20,
-		Disks:  append([]Disk{{Path: diskPath, Format: "qcow2"}, {Path: seedPath, Format: "raw", ReadOnly: true}}, disks...),
+		Disks:  append([]Disk{{Path: diskPath, Format: "qcow2", Backing: backing}, {Path: seedPath, Format: "raw", ReadOnly: true}}, disks...),
 		Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: m.cmdline(spec.Image),
 		ConsoleLog: console, Network: cmp.Or(m.opts.Network, NetworkUser), Online: m.opts.Online, AutoDestroy: !spec.Keep,
 		Metadata: OwnerOf(m.opts.Store).Stamp(Metadata{ID: e.ID, Profile: spec.Profile, PID: os.Getpid(), Created: time.Now().UTC().Format(time.RFC3339)}, m.drv.URI()),
@@ -367,17 +367,21 @@ func (m *Machine) artifactDisk(ctx context.Context, spec BootSpec) ([]Disk, erro
 
 // overlay is the guest's disk: a qcow2 on the base image, or on the disk
 // of the saved guest it restores.
-func (m *Machine) overlay(ctx context.Context, img images.Files, spec BootSpec) (string, error) {
+// It returns the overlay and its backing chain.
+func (m *Machine) overlay(ctx context.Context, img images.Files, spec BootSpec) (string, []string, error) {
 	diskVol, err := m.Env.AddVolume(env.VolumeDisk)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	base, baseFormat := img.Disk, img.Format
+	backing := []string{img.Disk}
 	if saved := spec.From.saved(); saved != nil {
 		base, baseFormat = saved.Disk, "qcow2"
 		m.chain = append(slices.Clone(saved.Needs), saved.Disk)
+		backing = m.chain
 	}
-	return m.drv.CreateOverlay(ctx, m.Env.Pool, diskVol, base, baseFormat, spec.Disk)
+	p, err := m.drv.CreateOverlay(ctx, m.Env.Pool, diskVol, base, baseFormat, spec.Disk)
+	return p, backing, err
 }
 
 // cmdline is the kernel command line of a directly booted image.

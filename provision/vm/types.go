@@ -127,6 +127,9 @@ type Disk struct {
 	ReadOnly bool
 	// Serial names the disk for the guest (/dev/disk/by-id/virtio-SERIAL).
 	Serial string
+	// Backing are the files under a qcow2 disk (its backing chain), which
+	// QEMU opens too.
+	Backing []string
 }
 
 // DomainSpec is everything a domain needs.
