@@ -47,7 +47,19 @@ func TestMain(m *testing.M) {
 	for _, l := range witness() {
 		preexisting[l] = true
 	}
+	// QEMU never runs as root, for any test: a system daemon runs it as
+	// its own user, a session daemon as the user who asked.
+	var watch *rootQEMU
+	if os.Getenv("ENVCTL_BIN") != "" {
+		watch = watchRootQEMU()
+	}
 	code := m.Run()
+	if watch != nil {
+		if seen := watch.Stop(); len(seen) > 0 {
+			fmt.Fprintf(os.Stderr, "e2e: QEMU ran as root during the suite:\n%s\n", strings.Join(seen, "\n"))
+			code = 1
+		}
+	}
 	for _, f := range suiteCleanup {
 		f()
 	}
