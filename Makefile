@@ -23,6 +23,7 @@ $(GOLANGCI_LINT):
 
 lint: $(GOLANGCI_LINT)
 	bash scripts/lint/tracked-binaries.sh
+	bash scripts/lint/ci-workflows.sh
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./...
