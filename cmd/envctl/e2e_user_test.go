@@ -32,8 +32,9 @@ type unprivileged struct {
 	bin      string
 }
 
-// newUser adds a user with useradd and gives it what `sudo make host`
-// gives the invoking user (scripts/host-setup.sh with SUDO_USER). It needs
+// newUser adds a user with useradd, without subordinate ids, and gives it
+// what `sudo make host` gives the invoking user (scripts/host-setup.sh
+// with SUDO_USER: subordinate ids, the kvm group). It needs
 // root: it is the one step of the suite that does.
 func newUser(t *testing.T) *unprivileged {
 	t.Helper()
@@ -41,7 +42,7 @@ func newUser(t *testing.T) *unprivileged {
 		t.Skip("useradd needs root: this test makes a user and runs envctl as that user")
 	}
 	name := fmt.Sprintf("envctl-e2e-%d", os.Getpid()%100000)
-	if out, err := exec.Command("useradd", "-m", "-s", "/bin/bash", name).CombinedOutput(); err != nil {
+	if out, err := exec.Command("useradd", "-m", "-s", "/bin/bash", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", name).CombinedOutput(); err != nil {
 		t.Fatalf("useradd %s: %v\n%s", name, err, out)
 	}
 	t.Cleanup(func() {
