@@ -16,7 +16,7 @@ set -euo pipefail
 
 packages=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients
   mmdebstrap e2fsprogs dpkg-dev libseccomp-dev gcc make pkg-config crun
-  openssh-server docker-registry uidmap)
+  openssh-server docker-registry uidmap sudo)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

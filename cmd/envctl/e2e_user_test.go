@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -32,6 +33,8 @@ type unprivileged struct {
 	bin      string
 }
 
+var userSeq atomic.Int32
+
 // newUser adds a user with useradd, without subordinate ids, and gives it
 // what `sudo make host` gives the invoking user (scripts/host-setup.sh
 // with SUDO_USER: subordinate ids, the kvm group). It needs
@@ -41,7 +44,7 @@ func newUser(t *testing.T) *unprivileged {
 	if os.Geteuid() != 0 {
 		t.Skip("useradd needs root: this test makes a user and runs envctl as that user")
 	}
-	name := fmt.Sprintf("envctl-e2e-%d", os.Getpid()%100000)
+	name := fmt.Sprintf("envctl-e2e-%d-%d", os.Getpid()%100000, userSeq.Add(1))
 	if out, err := exec.Command("useradd", "-m", "-s", "/bin/bash", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", name).CombinedOutput(); err != nil {
 		t.Fatalf("useradd %s: %v\n%s", name, err, out)
 	}

@@ -1,0 +1,314 @@
+//go:build e2e
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// The workflows of docs/ci.md, executed as a hosted runner would: a
+// non-root user with passwordless sudo under Ubuntu's sudoers defaults
+// (env_reset, secure_path), a fresh home, the `run:` steps in order with
+// `${{ … }}` substituted from a fixture, actions/cache simulated by
+// copying the saved path from one job's home to the next, and the image
+// store pointed at a local registry. What matters is that the documented
+// commands are the ones that run.
+
+type ciWorkflow struct {
+	Jobs map[string]ciJob `yaml:"jobs"`
+}
+
+type ciJob struct {
+	Steps []ciStep `yaml:"steps"`
+}
+
+type ciStep struct {
+	ID   string            `yaml:"id"`
+	Uses string            `yaml:"uses"`
+	With map[string]string `yaml:"with"`
+	Run  string            `yaml:"run"`
+	Env  map[string]string `yaml:"env"`
+	If   string            `yaml:"if"`
+}
+
+// ciBlocks are docs/ci.md's workflows and step lists, in order. A block
+// of steps becomes a one-job workflow (job "snippet").
+func ciBlocks(t *testing.T) []ciWorkflow {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/ci.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []ciWorkflow
+	for _, m := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(doc), -1) {
+		body := m[1]
+		switch {
+		case strings.Contains(body, "\njobs:"):
+		case strings.HasPrefix(body, "      - "):
+			body = "jobs:\n  snippet:\n    steps:\n" + body
+		default:
+			continue
+		}
+		var w ciWorkflow
+		if err := yaml.Unmarshal([]byte(body), &w); err != nil {
+			t.Fatalf("docs/ci.md: a workflow block does not parse: %v\n%s", err, body)
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+// hostedRunner is one job's machine: a new user (a fresh home), sudo as
+// on Ubuntu's runners, and the caches actions/cache saved before.
+type hostedRunner struct {
+	t       *testing.T
+	u       *unprivileged
+	caches  map[string]string // key → saved copy
+	fixture map[string]string // `${{ expression }}` → value
+	env     map[string]string // the job's environment, beyond the runner's
+	log     strings.Builder
+}
+
+// ubuntuSudoers is Ubuntu's default sudoers policy, for one user with
+// passwordless sudo as on GitHub's runners.
+const ubuntuSudoers = `Defaults:%[1]s env_reset
+Defaults:%[1]s mail_badpass
+Defaults:%[1]s secure_path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin"
+%[1]s ALL=(ALL) NOPASSWD:ALL
+`
+
+func newHostedRunner(t *testing.T, caches map[string]string, fixture map[string]string) *hostedRunner {
+	t.Helper()
+	if _, err := exec.LookPath("sudo"); err != nil {
+		t.Fatal("sudo is not installed (`make host` installs it)")
+	}
+	u := newUser(t)
+	sudoers := filepath.Join("/etc/sudoers.d", strings.ReplaceAll(u.name, ".", "-"))
+	if err := os.WriteFile(sudoers, fmt.Appendf(nil, ubuntuSudoers, u.name), 0o440); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(sudoers) })
+	return &hostedRunner{t: t, u: u, caches: caches, fixture: fixture, env: map[string]string{}}
+}
+
+var ciExpr = regexp.MustCompile(`\$\{\{\s*(.*?)\s*\}\}`)
+
+// subst replaces every `${{ … }}` from the fixture; an expression it has
+// no value for stops the test (the workflow changed: extend the fixture).
+func (r *hostedRunner) subst(s string) string {
+	return ciExpr.ReplaceAllStringFunc(s, func(m string) string {
+		e := ciExpr.FindStringSubmatch(m)[1]
+		v, ok := r.fixture[e]
+		if !ok {
+			r.t.Fatalf("docs/ci.md uses ${{ %s }}, which the runner simulation has no value for", e)
+		}
+		return v
+	})
+}
+
+func (r *hostedRunner) workspace() string { return filepath.Join(r.u.home, "work", "envctl") }
+
+func (r *hostedRunner) expand(p string) string {
+	if p == "~" || strings.HasPrefix(p, "~/") {
+		return filepath.Join(r.u.home, strings.TrimPrefix(p, "~"))
+	}
+	if !filepath.IsAbs(p) {
+		return filepath.Join(r.workspace(), p)
+	}
+	return p
+}
+
+// job runs a job's steps and returns its step outputs ("id.name") and
+// whether it succeeded. Caches are saved after a successful job, as
+// actions/cache's post step does.
+func (r *hostedRunner) job(steps []ciStep) (map[string]string, bool) {
+	t := r.t
+	outputs := map[string]string{}
+	ok := true
+	var saves []func()
+	for i, s := range steps {
+		if !ok && s.If != "always()" {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(s.Uses, "actions/checkout@"):
+			ws := r.workspace()
+			if out, err := exec.Command("git", "clone", "-q", "--no-hardlinks", "../..", ws).CombinedOutput(); err != nil {
+				t.Fatalf("checkout: %v\n%s", err, out)
+			}
+			r.u.own(t, filepath.Join(r.u.home, "work"))
+		case strings.HasPrefix(s.Uses, "actions/setup-go@"):
+			goBin, _ := exec.LookPath("go")
+			r.env["PATH"] = filepath.Join(r.u.home, "go", "bin") + ":" + filepath.Dir(goBin) + ":" + r.env["PATH"]
+		case strings.HasPrefix(s.Uses, "actions/cache@"):
+			path, key := r.expand(s.With["path"]), r.subst(s.With["key"])
+			restored := r.caches[key]
+			if restored == "" && s.With["restore-keys"] != "" {
+				prefix := r.subst(s.With["restore-keys"])
+				for k, v := range r.caches {
+					if strings.HasPrefix(k, prefix) {
+						restored = v
+					}
+				}
+			}
+			if restored != "" {
+				_ = os.MkdirAll(filepath.Dir(path), 0o755)
+				if out, err := exec.Command("cp", "-a", restored, path).CombinedOutput(); err != nil {
+					t.Fatalf("cache restore %s: %v\n%s", key, err, out)
+				}
+				r.u.own(t, path)
+				fmt.Fprintf(&r.log, "cache hit: %s\n", key)
+			} else {
+				fmt.Fprintf(&r.log, "cache miss: %s\n", key)
+			}
+			saves = append(saves, func() {
+				if _, done := r.caches[key]; done {
+					return
+				}
+				if _, err := os.Stat(path); err != nil {
+					return
+				}
+				saved := filepath.Join(suiteTemp(t, "envctl-e2e-actions-cache-"), filepath.Base(path))
+				if out, err := exec.Command("cp", "-a", path, saved).CombinedOutput(); err != nil {
+					t.Fatalf("cache save %s: %v\n%s", key, err, out)
+				}
+				r.caches[key] = saved
+			})
+		case s.Uses != "":
+			fmt.Fprintf(&r.log, "step %d: %s is not simulated\n", i, s.Uses)
+		case s.Run != "":
+			out, err := r.run(s)
+			fmt.Fprintf(&r.log, "$ %s\n%s", strings.TrimSpace(r.subst(s.Run)), out)
+			if err != nil {
+				fmt.Fprintf(&r.log, "step %d failed: %v\n", i, err)
+				ok = false
+			}
+			if s.ID != "" {
+				for k, v := range r.stepOutputs() {
+					outputs[s.ID+"."+k] = v
+				}
+			}
+		}
+	}
+	if ok {
+		for _, f := range saves {
+			f()
+		}
+	}
+	return outputs, ok
+}
+
+// run executes a run step as GitHub does (`bash --noprofile --norc -eo
+// pipefail`), as the runner user, in the workspace.
+func (r *hostedRunner) run(s ciStep) (string, error) {
+	_ = os.WriteFile(filepath.Join(r.u.home, "github_output"), nil, 0o644)
+	r.u.own(r.t, filepath.Join(r.u.home, "github_output"))
+	cmd := exec.Command("bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", r.subst(s.Run))
+	cmd.Dir = r.workspace()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: r.u.uid, Gid: r.u.gid, Groups: []uint32{}}}
+	env := map[string]string{"HOME": r.u.home, "USER": r.u.name, "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"GITHUB_OUTPUT": filepath.Join(r.u.home, "github_output"), "GITHUB_STEP_SUMMARY": filepath.Join(r.u.home, "step_summary.md"),
+		"GITHUB_WORKSPACE": r.workspace(), "RUNNER_OS": "Linux", "CI": "true"}
+	for _, k := range []string{"GOPROXY", "GOFLAGS", "GOSUMDB", "GONOSUMDB", "GOTOOLCHAIN"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env[k] = v
+		}
+	}
+	for k, v := range r.env {
+		env[k] = v
+	}
+	if r.env["PATH"] != "" {
+		env["PATH"] = strings.TrimSuffix(r.env["PATH"], ":") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	}
+	for k, v := range s.Env {
+		env[k] = r.subst(v)
+	}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// stepOutputs reads $GITHUB_OUTPUT: name=value lines and name<<DELIM blocks.
+func (r *hostedRunner) stepOutputs() map[string]string {
+	b, _ := os.ReadFile(filepath.Join(r.u.home, "github_output"))
+	out := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := sc.Text()
+		if name, delim, ok := strings.Cut(line, "<<"); ok {
+			var val []string
+			for sc.Scan() && sc.Text() != delim {
+				val = append(val, sc.Text())
+			}
+			out[name] = strings.Join(val, "\n")
+		} else if name, val, ok := strings.Cut(line, "="); ok {
+			out[name] = val
+		}
+	}
+	return out
+}
+
+func hashFile(t *testing.T, p string) string {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// TestE2ECIRecipeEmitAndImport runs, from docs/ci.md as a hosted runner:
+// the job that emits the matrix (its output must be the cells of
+// crictl-matrix), and the export/import variant on a runner whose cached
+// images.tar is corrupt, which must fail the job rather than be swallowed.
+func TestE2ECIRecipeEmitAndImport(t *testing.T) {
+	blocks := ciBlocks(t)
+	if len(blocks) < 2 {
+		t.Fatalf("docs/ci.md has %d workflows, want the matrix workflow and the images.tar variant", len(blocks))
+	}
+	fixture := map[string]string{
+		"runner.os":          "Linux",
+		"matrix.cell":        "cri-tools=1.34.0,runtime=runc@1.3.6",
+		"strategy.job-index": "0",
+		"hashFiles('profiles/crictl-matrix.lock')": hashFile(t, "../../profiles/crictl-matrix.lock"),
+		"hashFiles('profiles/*.lock')":             "locks",
+	}
+	caches := map[string]string{}
+
+	emit := newHostedRunner(t, caches, fixture)
+	out, ok := emit.job(blocks[0].Jobs["cells"].Steps)
+	if !ok || !strings.Contains(out["emit.matrix"], `"cell":"cri-tools=1.30.0,runtime=runc@1.3.6"`) {
+		t.Fatalf("the emit job: ok=%v, matrix %q\n%s", ok, out["emit.matrix"], emit.log.String())
+	}
+
+	// The images.tar variant, on a runner whose cache restores a corrupt file.
+	corrupt := filepath.Join(t.TempDir(), "images.tar")
+	if err := os.WriteFile(corrupt, []byte("not a tarball"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	caches["envctl-image-locks"] = corrupt
+	imp := newHostedRunner(t, caches, fixture)
+	steps := append([]ciStep{{Uses: "actions/checkout@v4"}, {Uses: "actions/setup-go@v5"}, {Run: "go install ./cmd/envctl"}}, blocks[1].Jobs["snippet"].Steps...)
+	_, ok = imp.job(steps)
+	if log := imp.log.String(); ok || !strings.Contains(log, "$ if [ -f images.tar ]; then envctl image import images.tar; fi") {
+		t.Errorf("the images.tar variant with a corrupt images.tar passed:\n%s", log)
+	} else if strings.Contains(log, "$ envctl up") {
+		t.Errorf("the job went on after the failed import:\n%s", log)
+	}
+	t.Logf("images.tar job:\n%s", tail(imp.log.String(), 15))
+}
