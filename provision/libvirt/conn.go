@@ -62,6 +62,8 @@ func Connect(ctx context.Context, uri string) (vm.Driver, error) {
 		}
 		host = &hostSSH{target: t}
 	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second+sessionStartLimit)
+	defer cancel()
 	go func() {
 		var l *golibvirt.Libvirt
 		var err error
@@ -72,8 +74,6 @@ func Connect(ctx context.Context, uri string) (vm.Driver, error) {
 		}
 		ch <- result{l, err}
 	}()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second+sessionStartLimit)
-	defer cancel()
 	select {
 	case r := <-ch:
 		if r.err != nil {
