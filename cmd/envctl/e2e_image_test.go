@@ -641,7 +641,16 @@ func TestE2EImageOnASecondDay(t *testing.T) {
 		t.Fatalf("the suite's lock pins %s, the suite's build is %s", f.Image.Digest, base.Disk)
 	}
 	day, _ := archive.ParseStamp(lock.EarliestState(f.Image.Snapshot, base.Snapshot))
-	later := day.Add(36 * time.Hour).Format(archive.StampLayout)
+	// A later day, but not in the future: apt refuses a Release file
+	// that is not valid yet (a lock re-pinned yesterday is recent).
+	laterDay := day.Add(36 * time.Hour)
+	if now := time.Now().UTC().Add(-time.Minute); laterDay.After(now) {
+		laterDay = now.Truncate(time.Second)
+	}
+	if !laterDay.After(day) {
+		t.Skipf("the lock's archive state %s is less than a minute old: no later day to serve", day)
+	}
+	later := laterDay.Format(archive.StampLayout)
 	mirror := t.TempDir()
 	makeArchive(t, debs, mirror, later, base.Packages, nil)
 
