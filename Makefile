@@ -40,6 +40,8 @@ cover:
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./profiles
+	$(GO) test -run '^$$' -fuzz FuzzReadLayout -fuzztime 20s ./images/ociartifact
+	$(GO) test -run '^$$' -fuzz FuzzDescription -fuzztime 20s ./images/ociartifact
 
 # Prepare the host: packages, libvirt daemons (idempotent).
 host:

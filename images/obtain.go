@@ -93,6 +93,11 @@ func obtained(img lock.Image, from Origin, detail string) Obtained {
 // the same recipe and packages but other digests is a reproducibility bug
 // (*NotReproducedError): never re-pinned.
 func (s *Store) Obtain(ctx context.Context, want lock.Image, src Sources) (Obtained, error) {
+	if src.Store != "" {
+		if _, err := ociartifact.ParseRepository(src.Store); err != nil {
+			return Obtained{}, err
+		}
+	}
 	if want.Kind == lock.ImageDownload {
 		d, err := cache.ParseDigest(want.Digest)
 		if err != nil {
@@ -124,10 +129,11 @@ func (s *Store) Obtain(ctx context.Context, want lock.Image, src Sources) (Obtai
 		ref, err := s.PullLocked(ctx, src.Store, want, false)
 		var nf *ociartifact.NotFoundError
 		var corrupt *ociartifact.CorruptError
+		var large *ociartifact.TooLargeError
 		switch {
 		case err == nil:
 			return obtained(want, FromStore, ref), nil
-		case errors.As(err, &corrupt):
+		case errors.As(err, &corrupt), errors.As(err, &large):
 			return Obtained{}, err
 		case errors.As(err, &nf):
 			tried = append(tried, "the image store "+src.Store+" does not have it")

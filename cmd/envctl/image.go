@@ -14,6 +14,7 @@ import (
 	"github.com/envctl/envctl/images"
 	"github.com/envctl/envctl/images/archive"
 	"github.com/envctl/envctl/images/cache"
+	"github.com/envctl/envctl/images/ociartifact"
 	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/profiles/catalog"
@@ -254,6 +255,9 @@ func (a *app) lockOfProfile(name string) (*lock.File, error) {
 func (a *app) pushImages(ctx context.Context, st *images.Store, store string, names []string) error {
 	if store == "" {
 		return fault.Inputf("image push needs an image store: --image-store HOST[:PORT]/PATH, image_store in the config, or ENVCTL_IMAGE_STORE")
+	}
+	if _, err := ociartifact.ParseRepository(store); err != nil {
+		return err
 	}
 	imgs, err := a.selectImages(st, names)
 	if err != nil {

@@ -76,6 +76,10 @@ type Meta struct {
 	Packages map[string]string `json:"packages,omitempty"`
 	// Files are the content digests by role ("sha256:…").
 	Files map[Role]string `json:"files"`
+	// Sizes are the files' sizes by role: an unpack writes no more.
+	// Artifacts from envctl before sizes were recorded have none, and
+	// are held to MaxContent.
+	Sizes map[Role]int64 `json:"sizes,omitempty"`
 }
 
 // Tag is the tag an image's artifact has: its disk digest with the colon
@@ -94,7 +98,7 @@ type File struct {
 // annotated with the image's name. The files' content digests go into the
 // config and the layer annotations.
 func Pack(ctx context.Context, meta Meta, files []File, work string) (v1.Image, error) {
-	meta.Files = map[Role]string{}
+	meta.Files, meta.Sizes = map[Role]string{}, map[Role]int64{}
 	a := &artifact{layers: map[v1.Hash]*fileLayer{}}
 	m := v1.Manifest{SchemaVersion: 2, MediaType: types.OCIManifestSchema1,
 		Annotations: map[string]string{AnnotationName: meta.Name}}
@@ -105,6 +109,7 @@ func Pack(ctx context.Context, meta Meta, files []File, work string) (v1.Image, 
 			return nil, err
 		}
 		a.layers[l.digest] = l
+		meta.Sizes[f.Role] = l.content
 		m.Layers = append(m.Layers, v1.Descriptor{MediaType: f.Role.MediaType(), Size: l.size, Digest: l.digest,
 			Annotations: map[string]string{AnnotationContent: f.Digest, "org.opencontainers.image.title": filepath.Base(f.Path)}})
 	}
@@ -149,6 +154,7 @@ type fileLayer struct {
 	path      string
 	digest    v1.Hash
 	size      int64
+	content   int64 // the file's size before compression
 	mediaType types.MediaType
 }
 
@@ -175,7 +181,7 @@ func compressFile(ctx context.Context, f File, work string) (*fileLayer, error) 
 		return nil, err
 	}
 	content := sha256.New()
-	_, err = io.Copy(enc, io.TeeReader(ctxReader{ctx, in}, content))
+	n, err := io.Copy(enc, io.TeeReader(ctxReader{ctx, in}, content))
 	if cerr := enc.Close(); err == nil {
 		err = cerr
 	}
@@ -190,7 +196,7 @@ func compressFile(ctx context.Context, f File, work string) (*fileLayer, error) 
 		_ = os.Remove(out.Name())
 		return nil, fault.Infraf("pack %s: %s has digest %s, the image records %s: the cached file is damaged; run `envctl cache verify`", f.Role, f.Path, got, f.Digest)
 	}
-	return &fileLayer{path: out.Name(), digest: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}, size: counted.n, mediaType: f.Role.MediaType()}, nil
+	return &fileLayer{path: out.Name(), digest: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}, size: counted.n, content: n, mediaType: f.Role.MediaType()}, nil
 }
 
 type countWriter struct {
@@ -250,6 +256,9 @@ func Unpack(ctx context.Context, img v1.Image, dir, where string, want map[Role]
 	if m.Config.MediaType != ConfigMediaType {
 		return Unpacked{}, fault.Inputf("%s is not an envctl image (config media type %q, want %q)", where, m.Config.MediaType, ConfigMediaType)
 	}
+	if m.Config.Size > MaxDescriptionBytes {
+		return Unpacked{}, &TooLargeError{Where: where, What: fmt.Sprintf("the image description (declared %d bytes)", m.Config.Size), Limit: MaxDescriptionBytes}
+	}
 	raw, err := img.RawConfigFile()
 	if err != nil {
 		if verifyFailed(err) {
@@ -264,6 +273,9 @@ func Unpack(ctx context.Context, img v1.Image, dir, where string, want map[Role]
 	if err := json.Unmarshal(raw, &meta); err != nil {
 		return Unpacked{}, &CorruptError{Where: where, Msg: fmt.Sprintf("unreadable image description (%v)", err)}
 	}
+	if err := meta.Validate(); err != nil {
+		return Unpacked{}, &CorruptError{Where: where, Msg: fmt.Sprintf("the image description is not valid: %v", err)}
+	}
 	for role, d := range want {
 		if d != "" && meta.Files[role] != d {
 			return Unpacked{}, &CorruptError{Where: where, Msg: fmt.Sprintf("it holds %s %s, the lock pins %s", role, orNone(meta.Files[role]), d)}
@@ -275,6 +287,9 @@ func Unpack(ctx context.Context, img v1.Image, dir, where string, want map[Role]
 		if !ok {
 			continue // a newer envctl's file: not needed here
 		}
+		if _, dup := out.Paths[role]; dup {
+			return Unpacked{}, &CorruptError{Where: where, Msg: "it has two " + string(role) + " layers"}
+		}
 		if desc.Annotations[AnnotationContent] != meta.Files[role] {
 			return Unpacked{}, &CorruptError{Where: where, Msg: fmt.Sprintf("layer %s says content %s, the description %s", role, desc.Annotations[AnnotationContent], meta.Files[role])}
 		}
@@ -283,7 +298,11 @@ func Unpack(ctx context.Context, img v1.Image, dir, where string, want map[Role]
 			return Unpacked{}, fault.Infraf("%s: %s: %w", where, role, err)
 		}
 		path := filepath.Join(dir, string(role))
-		if err := unpackLayer(ctx, l, desc, meta.Files[role], path, where, role); err != nil {
+		limit, exact := meta.contentLimit(role)
+		if desc.Size < 0 || desc.Size > maxCompressed(limit) {
+			return Unpacked{}, &TooLargeError{Where: where, What: fmt.Sprintf("%s blob %s (declared %d bytes)", role, desc.Digest, desc.Size), Limit: maxCompressed(limit)}
+		}
+		if err := unpackLayer(ctx, l, desc, meta.Files[role], limit, exact, path, where, role); err != nil {
 			return Unpacked{}, err
 		}
 		out.Paths[role] = path
@@ -296,7 +315,7 @@ func Unpack(ctx context.Context, img v1.Image, dir, where string, want map[Role]
 	return out, nil
 }
 
-func unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor, content, path, where string, role Role) error {
+func unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor, content string, limit int64, exact bool, path, where string, role Role) error {
 	rc, err := l.Compressed()
 	if err != nil {
 		if verifyFailed(err) {
@@ -306,7 +325,11 @@ func unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor, content, p
 	}
 	defer rc.Close()
 	compressed := sha256.New()
-	dec, err := zstd.NewReader(io.TeeReader(ctxReader{ctx, rc}, compressed), zstd.WithDecoderConcurrency(1))
+	// The source is read no further than the manifest declares, and the
+	// file written no larger than the description declares: a bomb stops
+	// at the first byte past either bound.
+	src := &boundedReader{r: ctxReader{ctx, rc}, n: desc.Size}
+	dec, err := zstd.NewReader(io.TeeReader(src, compressed), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(8<<20), zstd.WithDecoderLowmem(true))
 	if err != nil {
 		return fault.Infraf("%s: %s: %w", where, role, err)
 	}
@@ -316,7 +339,7 @@ func unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor, content, p
 		return fault.Infraf("%s: %w", where, err)
 	}
 	h := sha256.New()
-	_, err = copySparse(f, io.TeeReader(dec, h))
+	written, err := copySparse(f, io.TeeReader(&boundedReader{r: dec, n: limit}, h))
 	dec.Close()
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -324,10 +347,13 @@ func unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor, content, p
 	if err == nil {
 		// Drain what the decoder left, so the compressed digest covers
 		// every byte the source sent.
-		_, err = io.Copy(io.Discard, io.TeeReader(ctxReader{ctx, rc}, compressed))
+		_, err = io.Copy(io.Discard, io.TeeReader(src, compressed))
 	}
 	if err != nil {
 		_ = os.Remove(path)
+		if errors.Is(err, errTooLarge) {
+			return &TooLargeError{Where: where, What: fmt.Sprintf("%s blob %s", role, desc.Digest), Limit: limit}
+		}
 		if ctx.Err() != nil {
 			return fault.Infraf("%s: %s: %w", where, role, context.Cause(ctx))
 		}
@@ -336,6 +362,10 @@ func unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor, content, p
 	if got := "sha256:" + hex.EncodeToString(compressed.Sum(nil)); got != desc.Digest.String() {
 		_ = os.Remove(path)
 		return &CorruptError{Where: where, Msg: fmt.Sprintf("%s blob %s has digest %s: it changed after it was stored", role, desc.Digest, got)}
+	}
+	if exact && written != limit {
+		_ = os.Remove(path)
+		return &CorruptError{Where: where, Msg: fmt.Sprintf("%s content has %d bytes, the image records %d", role, written, limit)}
 	}
 	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != content {
 		_ = os.Remove(path)

@@ -48,7 +48,7 @@ func testImage(t *testing.T) (Meta, []File) {
 		write("kernel", func(f *os.File) { f.WriteString(strings.Repeat("vmlinuz", 1000)) }),
 		write("initrd", func(f *os.File) { f.WriteString(strings.Repeat("initramfs", 1000)) }),
 	}
-	return Meta{Name: "debian-12", Format: "raw", Recipe: "r1", Snapshot: "20261204T081651Z", FastSeed: true,
+	return Meta{Name: "debian-12", Format: "raw", Recipe: strings.Repeat("ab", 32), Snapshot: "20261204T081651Z", FastSeed: true,
 		Packages: map[string]string{"zlib1g": "1:1.2.13.dfsg-1+deb12u1"}}, files
 }
 
@@ -232,6 +232,14 @@ func TestParseRepository(t *testing.T) {
 		{"ghcr.io/org/envctl-images@sha256:" + strings.Repeat("a", 64), false},
 		{"UPPER/case", false},
 		{"", false},
+		{"localhost:5000/x", true},
+		{"https://ghcr.io/org/x", true},
+		{"http://127.0.0.1:5000/envctl/images", true},
+		{"envctl/images", false}, // would be index.docker.io/envctl/images
+		{"myorg/x", false},
+		{"images", false},
+		{"ftp://h/x", false},
+		{"ghcr.io", false},
 	} {
 		_, err := ParseRepository(tc.in)
 		if (err == nil) != tc.ok {

@@ -21,32 +21,72 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/envctl/envctl/profiles/base/atomicfile"
 	"github.com/envctl/envctl/profiles/base/fault"
 )
 
 // ParseRepository reads an image store: a registry repository such as
 // ghcr.io/org/envctl-images or 127.0.0.1:5000/envctl/images, without a
-// tag. Loopback and private hosts are reached over plain HTTP, others
-// over HTTPS, as go-containerregistry decides.
+// tag. The registry host must be written: envctl never falls back to
+// Docker Hub. An https:// prefix is allowed; http:// asks for plain HTTP.
+// Otherwise loopback and private hosts are reached over plain HTTP,
+// others over HTTPS, as go-containerregistry decides.
 func ParseRepository(s string) (name.Repository, error) {
-	repo, err := name.NewRepository(strings.TrimSpace(s))
-	if err != nil || strings.ContainsAny(s, "@") {
-		return name.Repository{}, fault.Inputf("image store %q is not a registry repository: write HOST[:PORT]/PATH, e.g. ghcr.io/org/envctl-images", s)
+	bad := fault.Inputf("image store %q is not a registry repository: write HOST[:PORT]/PATH, e.g. ghcr.io/org/envctl-images or 127.0.0.1:5000/envctl/images", s)
+	rest, opts, ok := splitScheme(strings.TrimSpace(s))
+	if !ok || strings.ContainsAny(rest, "@") || !hasHost(rest) {
+		return name.Repository{}, bad
+	}
+	repo, err := name.NewRepository(rest, opts...)
+	if err != nil {
+		return name.Repository{}, bad
 	}
 	return repo, nil
 }
 
-// ParseReference reads REPO:TAG or REPO@sha256:… .
+// ParseReference reads REPO:TAG or REPO@sha256:… , with the registry
+// host written, as ParseRepository does.
 func ParseReference(s string) (name.Reference, error) {
-	ref, err := name.ParseReference(strings.TrimSpace(s))
+	bad := fault.Inputf("%q is not an image reference: write HOST[:PORT]/PATH:TAG or HOST[:PORT]/PATH@sha256:DIGEST, e.g. ghcr.io/org/envctl-images:sha256-…", s)
+	rest, opts, ok := splitScheme(strings.TrimSpace(s))
+	if !ok || !hasHost(rest) {
+		return nil, bad
+	}
+	ref, err := name.ParseReference(rest, opts...)
 	if err != nil {
-		return nil, fault.Inputf("%q is not an image reference: write HOST[:PORT]/PATH:TAG or HOST[:PORT]/PATH@sha256:DIGEST", s)
+		return nil, bad
 	}
 	return ref, nil
 }
 
+// splitScheme takes an optional http:// or https:// off s; any other
+// scheme is refused.
+func splitScheme(s string) (string, []name.Option, bool) {
+	switch {
+	case strings.HasPrefix(s, "https://"):
+		return strings.TrimPrefix(s, "https://"), []name.Option{name.StrictValidation}, true
+	case strings.HasPrefix(s, "http://"):
+		return strings.TrimPrefix(s, "http://"), []name.Option{name.StrictValidation, name.Insecure}, true
+	case strings.Contains(s, "://"):
+		return "", nil, false
+	}
+	return s, []name.Option{name.StrictValidation}, true
+}
+
+// hasHost reports whether a reference starts with a registry host: its
+// first element has a dot or a port, or is localhost (the rule Docker
+// uses to tell a host from a Docker Hub namespace).
+func hasHost(s string) bool {
+	first, _, ok := strings.Cut(s, "/")
+	if !ok || first == "" {
+		return false
+	}
+	return strings.ContainsAny(first, ".:") || first == "localhost"
+}
+
 func options(ctx context.Context) []remote.Option {
-	return []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain), remote.WithUserAgent("envctl")}
+	return []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain),
+		remote.WithUserAgent("envctl"), remote.WithTransport(registryTransport())}
 }
 
 // Push writes the artifact into repo under tag (and any extra tags) and
@@ -131,25 +171,15 @@ func WriteLayout(ctx context.Context, path string, imgs []Tagged, work string) e
 			return fault.Infraf("export %s: %w", t.Tag, err)
 		}
 	}
-	tmp := path + ".tmp"
-	if err := tarDir(ctx, dir, tmp); err != nil {
-		_ = os.Remove(tmp)
-		return fault.Infraf("export %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
+	if err := atomicfile.WriteFrom(path, 0o644, func(w io.Writer) error { return tarDir(ctx, dir, w) }); err != nil {
 		return fault.Infraf("export %s: %w", path, err)
 	}
 	return nil
 }
 
-func tarDir(ctx context.Context, dir, dst string) error {
-	f, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	tw := tar.NewWriter(f)
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+func tarDir(ctx context.Context, dir string, w io.Writer) error {
+	tw := tar.NewWriter(w)
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || p == dir {
 			return err
 		}
@@ -186,62 +216,105 @@ func tarDir(ctx context.Context, dir, dst string) error {
 	if cerr := tw.Close(); err == nil {
 		err = cerr
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
 	return err
 }
 
 // ReadLayout unpacks an OCI image layout tarball into a new directory
 // under work (only plain files and directories inside it are taken) and
 // returns its envctl artifacts with their tags, and the directory, which
-// the caller removes when done.
+// the caller removes when done. What it writes is bounded by the
+// tarball's own size (sparse entries are refused), and what it reads
+// into memory by MaxIndexBytes, MaxManifestBytes and MaxDescriptionBytes.
 func ReadLayout(ctx context.Context, path, work string) ([]Tagged, string, error) {
 	dir, err := os.MkdirTemp(work, "import-")
 	if err != nil {
 		return nil, "", fault.Infraf("import: %w", err)
 	}
-	if err := untar(ctx, path, dir); err != nil {
+	out, err := readLayout(ctx, path, dir)
+	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, "", err
 	}
+	return out, dir, nil
+}
+
+func readLayout(ctx context.Context, path, dir string) ([]Tagged, error) {
+	if err := untar(ctx, path, dir); err != nil {
+		return nil, err
+	}
 	idx, err := layout.ImageIndexFromPath(dir)
 	if err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, "", fault.Inputf("import %s: not an OCI image layout (%v); make one with `envctl image export`", path, err)
+		return nil, fault.Inputf("import %s: not an OCI image layout (%v); make one with `envctl image export`", path, err)
 	}
 	im, err := idx.IndexManifest()
 	if err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, "", fault.Inputf("import %s: unreadable index.json (%v)", path, err)
+		return nil, fault.Inputf("import %s: unreadable index.json (%v)", path, err)
 	}
 	var out []Tagged
 	for _, d := range im.Manifests {
 		if d.MediaType != types.OCIManifestSchema1 {
 			continue
 		}
+		if err := blobFits(dir, d, MaxManifestBytes); err != nil {
+			return nil, &CorruptError{Where: path, Msg: fmt.Sprintf("manifest %s: %v", d.Digest, err)}
+		}
 		img, err := idx.Image(d.Digest)
 		if err != nil {
-			_ = os.RemoveAll(dir)
-			return nil, "", &CorruptError{Where: path, Msg: fmt.Sprintf("manifest %s: %v", d.Digest, err)}
+			return nil, &CorruptError{Where: path, Msg: fmt.Sprintf("manifest %s: %v", d.Digest, err)}
+		}
+		m, err := img.Manifest()
+		if err != nil {
+			return nil, &CorruptError{Where: path, Msg: fmt.Sprintf("manifest %s: %v", d.Digest, err)}
+		}
+		if m.Config.MediaType == ConfigMediaType {
+			if err := blobFits(dir, m.Config, MaxDescriptionBytes); err != nil {
+				return nil, &CorruptError{Where: path, Msg: fmt.Sprintf("image description %s: %v", m.Config.Digest, err)}
+			}
 		}
 		out = append(out, Tagged{Tag: d.Annotations[AnnotationRefName], Image: img})
 	}
 	if len(out) == 0 {
-		_ = os.RemoveAll(dir)
-		return nil, "", fault.Inputf("import %s: the layout holds no image; make one with `envctl image export`", path)
+		return nil, fault.Inputf("import %s: the layout holds no image; make one with `envctl image export`", path)
 	}
-	return out, dir, nil
+	return out, nil
 }
 
+// blobFits checks, before go-containerregistry reads a layout blob whole,
+// that it declares no more than limit bytes and that the file has the
+// size declared.
+func blobFits(dir string, d v1.Descriptor, limit int64) error {
+	if d.Size < 0 || d.Size > limit {
+		return fmt.Errorf("declares %d bytes, more than envctl reads (%d)", d.Size, limit)
+	}
+	if d.Digest.Algorithm == "" || strings.ContainsAny(d.Digest.Algorithm+d.Digest.Hex, "/\\.") {
+		return fmt.Errorf("%q is not a digest", d.Digest)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "blobs", d.Digest.Algorithm, d.Digest.Hex))
+	if err != nil {
+		return fmt.Errorf("the blob is missing")
+	}
+	if fi.Size() != d.Size {
+		return fmt.Errorf("the blob has %d bytes, %d declared", fi.Size(), d.Size)
+	}
+	return nil
+}
+
+// untar unpacks the tarball at path into dir: at most MaxLayoutEntries
+// plain files and directories, every one inside dir, no sparse entry, and
+// no more bytes in all than the tarball holds.
 func untar(ctx context.Context, path, dir string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fault.Inputf("import %s: %v", path, err)
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fault.Inputf("import %s: %v", path, err)
+	}
+	budget := fi.Size()
 	tr := tar.NewReader(f)
-	for {
+	for entries := 0; ; entries++ {
 		if err := ctx.Err(); err != nil {
 			return fault.Infraf("import %s: %w", path, context.Cause(ctx))
 		}
@@ -252,10 +325,13 @@ func untar(ctx context.Context, path, dir string) error {
 		if err != nil {
 			return fault.Inputf("import %s: not a tar file (%v); make one with `envctl image export`", path, err)
 		}
-		name := filepath.FromSlash(strings.TrimSuffix(hdr.Name, "/"))
-		if !filepath.IsLocal(name) {
-			return fault.Inputf("import %s: entry %q points outside the layout; refused", path, hdr.Name)
+		if entries >= MaxLayoutEntries {
+			return &TooLargeError{Where: "import " + path, What: "the layout's entry count", Limit: MaxLayoutEntries}
 		}
+		if err := checkEntry(hdr, budget); err != nil {
+			return fault.Inputf("import %s: entry %q %v; refused", path, hdr.Name, err)
+		}
+		name := filepath.FromSlash(strings.TrimSuffix(hdr.Name, "/"))
 		dst := filepath.Join(dir, name)
 		switch hdr.Typeflag {
 		case tar.TypeDir:
@@ -270,15 +346,52 @@ func untar(ctx context.Context, path, dir string) error {
 			if err != nil {
 				return fault.Inputf("import %s: entry %q: %v", path, hdr.Name, err)
 			}
-			_, err = io.Copy(out, tr)
+			n, err := io.Copy(out, &boundedReader{r: ctxReader{ctx, tr}, n: hdr.Size})
 			if cerr := out.Close(); err == nil {
 				err = cerr
 			}
+			budget -= n
 			if err != nil {
-				return fault.Infraf("import %s: %w", path, err)
+				if ctx.Err() != nil {
+					return fault.Infraf("import %s: %w", path, context.Cause(ctx))
+				}
+				return fault.Inputf("import %s: entry %q does not read back (%v); make the file again with `envctl image export`", path, hdr.Name, err)
 			}
-		default:
-			return fault.Inputf("import %s: entry %q is not a plain file or directory; refused", path, hdr.Name)
 		}
 	}
+}
+
+// checkEntry refuses a layout entry before any of it is written: one
+// outside the layout, one that is not a plain file or directory, a sparse
+// one (its declared size is not in the tarball), one larger than what is
+// left of the tarball, and an index larger than MaxIndexBytes.
+func checkEntry(hdr *tar.Header, budget int64) error {
+	name := filepath.FromSlash(strings.TrimSuffix(hdr.Name, "/"))
+	switch {
+	case !filepath.IsLocal(name):
+		return errors.New("points outside the layout")
+	case hdr.Typeflag != tar.TypeDir && hdr.Typeflag != tar.TypeReg:
+		return errors.New("is not a plain file or directory")
+	case isSparse(hdr):
+		return errors.New("is a sparse file: envctl image export writes none")
+	case hdr.Size < 0 || hdr.Size > budget:
+		return fmt.Errorf("declares %d bytes, more than the tarball holds", hdr.Size)
+	case (name == "index.json" || name == "oci-layout") && hdr.Size > MaxIndexBytes:
+		return fmt.Errorf("has %d bytes, more than envctl reads (%d)", hdr.Size, MaxIndexBytes)
+	}
+	return nil
+}
+
+// isSparse reports a GNU or PAX sparse entry: Go's tar reader expands
+// those to their declared size, which the tarball does not hold.
+func isSparse(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }

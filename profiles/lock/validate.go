@@ -77,6 +77,15 @@ func (f *File) Validate(path string) error {
 
 type badField func(field, format string, args ...any) error
 
+// Check applies a lock's rules for its image to an image description read
+// from elsewhere (an image store, a layout tarball). The error names the
+// field as a lock would.
+func (img Image) Check() error {
+	return img.validate(func(field, format string, args ...any) error {
+		return fmt.Errorf("%s: %s", strings.TrimPrefix(field, "image."), fmt.Sprintf(format, args...))
+	})
+}
+
 func (img Image) validate(bad badField) error {
 	switch {
 	case !plainRE.MatchString(img.Name):
