@@ -3,7 +3,9 @@ package cache
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,7 +59,11 @@ func (c *Cache) holdFile(root string) string {
 }
 
 // Hold marks the entries the given paths lie in as in use by this process
-// until release (paths outside the cache's entries are ignored).
+// until release (paths outside the cache's entries are ignored). Take the
+// hold before checking an entry, and use it only after: a remover claims
+// first, so an entry found whole under a hold stays whole. A path that is
+// not there once held is a *GoneError: the entry was removed before the
+// hold, and must be fetched or built again.
 func (c *Cache) Hold(paths ...string) (release func(), err error) {
 	var locks []*flock.Flock
 	release = func() {
@@ -79,8 +85,28 @@ func (c *Cache) Hold(paths ...string) (release func(), err error) {
 		}
 		locks = append(locks, l)
 	}
+	for _, p := range paths {
+		if c.entryRoot(p) == "" {
+			continue
+		}
+		if _, err := os.Lstat(p); err != nil {
+			release()
+			return func() {}, &GoneError{Path: p}
+		}
+	}
 	return release, nil
 }
+
+// GoneError is a cache entry that was not there when it was held: removed
+// (by cache gc, image prune or verify) since it was found.
+type GoneError struct{ Path string }
+
+func (e *GoneError) Error() string {
+	return fmt.Sprintf("%s was removed from the cache (by cache gc, image prune or verify) while it was being used; run again to fetch or build it", e.Path)
+}
+
+// FaultClass implements fault.Classed.
+func (e *GoneError) FaultClass() fault.Class { return fault.Infra }
 
 // InUseError is an entry a running envctl holds: it is left alone.
 type InUseError struct{ Path string }
@@ -92,8 +118,12 @@ func (e *InUseError) Error() string {
 // FaultClass implements fault.Classed.
 func (e *InUseError) FaultClass() fault.Class { return fault.Infra }
 
-// claim takes an entry for removal: an exclusive lock on its hold file,
+// Claim takes an entry for removal: an exclusive lock on its hold file,
 // which no run may hold. It fails with *InUseError when a run holds it.
+// Every remover of an entry, in this package or outside it (the saved
+// guest store), claims it first.
+func (c *Cache) Claim(path string) (unlock func(), err error) { return c.claim(path) }
+
 func (c *Cache) claim(path string) (unlock func(), err error) {
 	root := c.entryRoot(path)
 	if root == "" {
@@ -122,4 +152,48 @@ func beingWritten(e Entry) bool {
 	}
 	fi, err := os.Stat(e.Path)
 	return err == nil && time.Since(fi.ModTime()) < time.Hour
+}
+
+// HoldChecked holds the entries the paths lie in (Hold), then proves each
+// whole under the hold: a blob against its digest, a sealed directory
+// against its manifest (both by stamp, rehashing only what moved). An
+// entry found whole here stays whole until release, since every remover
+// claims first. This is the order to use: hold, then check, then use.
+func (c *Cache) HoldChecked(paths ...string) (release func(), err error) {
+	release, err = c.Hold(paths...)
+	if err != nil {
+		return release, err
+	}
+	seen := map[string]bool{}
+	for _, p := range paths {
+		root := c.entryRoot(p)
+		if root == "" || seen[root] {
+			continue
+		}
+		seen[root] = true
+		if err := c.checkEntry(root); err != nil {
+			release()
+			return func() {}, err
+		}
+	}
+	return release, nil
+}
+
+// checkEntry checks one entry by its root ("blobs/sha256/HEX" or
+// "builds/KEY", …).
+func (c *Cache) checkEntry(root string) error {
+	parts := strings.Split(root, "/")
+	if parts[0] == "blobs" {
+		d, err := ParseDigest(parts[1] + ":" + parts[2])
+		if err != nil {
+			return err
+		}
+		_, err = c.Verify(d)
+		if errors.Is(err, fs.ErrNotExist) {
+			return &GoneError{Path: filepath.Join(c.Dir, filepath.FromSlash(root))}
+		}
+		return err
+	}
+	_, err := CheckTree(filepath.Join(c.Dir, filepath.FromSlash(root)))
+	return err
 }

@@ -106,8 +106,13 @@ func (c *Cache) verify(d digest.Digest, full bool) (string, error) {
 		return "", fault.Infraf("cache: %w", err)
 	}
 	if got != d {
-		_ = os.Remove(p)
-		_ = os.Remove(c.stampPath(d))
+		// Removed so that it is fetched again, unless a run holds it:
+		// a fetch then renames a good copy over its name.
+		if unclaim, cerr := c.claim(p); cerr == nil {
+			_ = os.Remove(p)
+			_ = os.Remove(c.stampPath(d))
+			unclaim()
+		}
 		return "", &CorruptError{Path: p, Expected: d, Actual: got}
 	}
 	c.log().Debug("cache: rehashed a blob whose stamp changed", "blob", p, "took", time.Since(start))

@@ -231,3 +231,82 @@ func TestHeldEntriesAreLeftAlone(t *testing.T) {
 		t.Error("the released build is still there")
 	}
 }
+
+// Hold, then check, then use: a hold on an entry already removed is an
+// error (issue 25: it used to succeed), HoldChecked proves the entry
+// under the hold, and a corrupt blob a run holds is not removed under it.
+func TestHoldThenCheck(t *testing.T) {
+	c, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	put := func(content string) (string, func()) {
+		src := filepath.Join(t.TempDir(), "blob")
+		_ = os.WriteFile(src, []byte(content), 0o644)
+		d, p, err := c.Import(ctx, src, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p, func() { _ = c.Remove(ctx, d) }
+	}
+	build := filepath.Join(c.Dir, "builds", "runc-1.3.0-abc")
+	_ = os.MkdirAll(build, 0o755)
+	_ = os.WriteFile(filepath.Join(build, "runc"), []byte("runc"), 0o755)
+	if _, err := SealTree(build); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		path func() string
+		want any
+	}{
+		{"whole blob", func() string { p, _ := put("a"); return p }, nil},
+		{"whole build", func() string { return filepath.Join(build, "runc") }, nil},
+		{"removed before the hold", func() string { p, rm := put("b"); rm(); return p }, new(*GoneError)},
+		{"changed before the hold", func() string { p, _ := put("c"); os.Chmod(p, 0o644); os.WriteFile(p, []byte("d"), 0o644); return p }, new(*CorruptError)},
+		{"outside the cache", func() string { return "/etc/hostname" }, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			release, err := c.HoldChecked(tc.path())
+			defer release()
+			switch want := tc.want.(type) {
+			case nil:
+				if err != nil {
+					t.Fatalf("err %v", err)
+				}
+			case **GoneError:
+				if !errors.As(err, want) {
+					t.Fatalf("err %v, want gone", err)
+				}
+			case **CorruptError:
+				if !errors.As(err, want) {
+					t.Fatalf("err %v, want corrupt", err)
+				}
+			}
+		})
+	}
+	// A corrupt blob that a run holds stays where it is (the run has it
+	// open); once released, verify removes it.
+	p, _ := put("held")
+	release, err := c.Hold(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(p, 0o644)
+	os.WriteFile(p, []byte("HELD"), 0o644)
+	d, _ := ParseDigest("sha256:" + filepath.Base(p))
+	if _, err := c.VerifyFull(d); !IsCorrupt(err) {
+		t.Fatalf("verify: %v", err)
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Error("a held blob was removed under its run")
+	}
+	release()
+	if _, err := c.VerifyFull(d); !IsCorrupt(err) {
+		t.Fatalf("verify: %v", err)
+	}
+	if _, err := os.Stat(p); !os.IsNotExist(err) {
+		t.Error("the released corrupt blob is still there")
+	}
+}

@@ -48,10 +48,12 @@ type OnHost struct {
 // say about how they were built. A file whose digest is not the lock's is
 // never installed. hold, when given, is handed each artifact's files as
 // soon as they are there, so that the run holds them (cache gc leaves
-// them alone) for as long as it lives.
-func Fetch(ctx context.Context, cell lock.LockedCell, f Fetcher, hold func(paths ...string)) (OnHost, error) {
+// them alone) for as long as it lives; it checks them again under the
+// hold, and its error (an entry removed or changed meanwhile) ends the
+// fetch.
+func Fetch(ctx context.Context, cell lock.LockedCell, f Fetcher, hold func(paths ...string) error) (OnHost, error) {
 	if hold == nil {
-		hold = func(...string) {}
+		hold = func(...string) error { return nil }
 	}
 	var out OnHost
 	for _, c := range cell.Components {
@@ -59,7 +61,9 @@ func Fetch(ctx context.Context, cell lock.LockedCell, f Fetcher, hold func(paths
 		if err != nil {
 			return out, err
 		}
-		hold(files.Paths()...)
+		if err := hold(files.Paths()...); err != nil {
+			return out, err
+		}
 		if note, err := checkBinaries(&c, files); err != nil {
 			return out, err
 		} else if note != "" {
@@ -79,7 +83,9 @@ func Fetch(ctx context.Context, cell lock.LockedCell, f Fetcher, hold func(paths
 			if err != nil {
 				return out, err
 			}
-			hold(files.Paths()...)
+			if err := hold(files.Paths()...); err != nil {
+				return out, err
+			}
 			out.Tools[name] = files
 		}
 	}

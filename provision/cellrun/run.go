@@ -171,22 +171,32 @@ func (r *run) fetch(ctx context.Context, img *images.Files) error {
 	}
 	f, err := r.opts.Images.Ensure(ctx, r.cell.Image)
 	*img = f
-	r.hold(f.Disk, f.Kernel, f.Initrd)
-	return err
+	if err != nil {
+		return err
+	}
+	return r.hold(f.Disk, f.Kernel, f.Initrd)
 }
 
 // hold keeps what the run uses from cache gc for as long as the run
-// lives (images/cache holds); Run gives them back at its end.
-func (r *run) hold(paths ...string) {
+// lives (images/cache holds), and checks it again under the hold: what
+// was found before may have been removed or changed since, and nothing
+// unchecked is used. Run gives the holds back at its end.
+func (r *run) hold(paths ...string) error {
 	if r.opts.Cache == nil {
-		return
+		return nil
 	}
-	release, err := r.opts.Cache.Hold(paths...)
+	var held []string
+	for _, p := range paths {
+		if p != "" {
+			held = append(held, p)
+		}
+	}
+	release, err := r.opts.Cache.HoldChecked(held...)
 	if err != nil {
-		r.log().Warn("hold cache entries", "err", err)
-		return
+		return err
 	}
 	r.releases = append(r.releases, release)
+	return nil
 }
 
 // artifactDisk builds (or finds in the cache) the disk that carries the
@@ -208,7 +218,9 @@ func (r *run) artifactDisk(ctx context.Context) error {
 		return err
 	}
 	r.disk = d
-	r.hold(d.Path)
+	if err := r.hold(d.Path); err != nil {
+		return err
+	}
 	r.sub("fetch.artifact-disk", time.Since(start))
 	r.log().Debug("artifact disk", "path", d.Path, "bytes", d.Size, "built", d.Built, "files", len(uploads))
 	return nil

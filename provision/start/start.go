@@ -219,16 +219,19 @@ func (s *starter) restoreFailed(what string, err error, remove func() error) (ta
 	return false, what + " did not restore (" + first + "); it was removed"
 }
 
-// restoreFrom starts from a saved state: checked against the digests
+// restoreFrom starts from a saved state: held, then checked against the digests
 // sealed when it was saved (a state that fails is handled as one that did
 // not restore), and held, with the states it needs, for as long as the
 // guest runs on them.
 func (s *starter) restoreFrom(ctx context.Context, store *warm.Store, st warm.State, from vm.Source) error {
-	if err := store.Check(st); err != nil {
-		return err
-	}
+	// Held before it is checked: a remover claims first, so what the
+	// check proves stays true while the guest runs on it.
 	release, err := store.Use(st.Dir, st.Needs...)
 	if err != nil {
+		return err
+	}
+	if err := store.Check(st); err != nil {
+		release()
 		return err
 	}
 	if err := s.restore(ctx, from); err != nil {

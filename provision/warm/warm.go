@@ -152,6 +152,28 @@ func (s Store) Use(dir string, needs ...string) (release func(), err error) {
 	return s.Cache.Hold(paths...)
 }
 
+// claim takes a state for removal (cache.Cache.Claim): it fails with
+// *cache.InUseError while a run holds it.
+func (s Store) claim(dir string) (unclaim func(), err error) {
+	if s.Cache == nil {
+		return func() {}, nil
+	}
+	return s.Cache.Claim(dir)
+}
+
+// removeClaimed removes a state's directory under its claim.
+func (s Store) removeClaimed(dir string) error {
+	unclaim, err := s.claim(dir)
+	if err != nil {
+		return err
+	}
+	defer unclaim()
+	if err := os.RemoveAll(dir); err != nil {
+		return fault.Infraf("saved states: %w", err)
+	}
+	return nil
+}
+
 // seal records the sha256 of every file of a state being committed.
 func seal(dir string) error {
 	if _, err := cache.SealTree(dir); err != nil {
@@ -187,6 +209,13 @@ func (s Store) Begin(key string) (dir string, commit func(State) error, abort fu
 		if err := seal(tmp); err != nil {
 			return err
 		}
+		// A state of the same key that a run still restores from is
+		// left to it: this one is dropped instead.
+		unclaim, err := s.claim(final)
+		if err != nil {
+			return err
+		}
+		defer unclaim()
 		_ = os.RemoveAll(final)
 		if err := os.Rename(tmp, final); err != nil {
 			return fault.Infraf("warm states: %w", err)
@@ -214,7 +243,7 @@ func (s Store) Prune(max int) ([]string, error) {
 	if ents, err := os.ReadDir(s.Dir); err == nil {
 		for _, e := range ents {
 			if fi, err := e.Info(); err == nil && strings.HasPrefix(e.Name(), ".new-") && time.Since(fi.ModTime()) > time.Hour {
-				if err := os.RemoveAll(filepath.Join(s.Dir, e.Name())); err == nil {
+				if err := s.removeClaimed(filepath.Join(s.Dir, e.Name())); err == nil {
 					gone = append(gone, filepath.Join(s.Dir, e.Name()))
 				}
 			}
@@ -229,8 +258,11 @@ func (s Store) Prune(max int) ([]string, error) {
 				continue // perhaps being saved into right now (BeginIn)
 			}
 		}
-		if err := os.RemoveAll(st.Dir); err != nil {
-			errs = append(errs, err)
+		if err := s.removeClaimed(st.Dir); err != nil {
+			var inUse *cache.InUseError
+			if !errors.As(err, &inUse) { // a held state stays, and is not an error
+				errs = append(errs, err)
+			}
 			continue
 		}
 		gone = append(gone, st.Dir)
@@ -243,10 +275,7 @@ func (s Store) Prune(max int) ([]string, error) {
 
 // Remove drops a state (a failed restore: it is never tried again).
 func (s Store) Remove(key string) error {
-	if err := os.RemoveAll(filepath.Join(s.Dir, key)); err != nil {
-		return fault.Infraf("warm states: %w", err)
-	}
-	return nil
+	return s.removeClaimed(filepath.Join(s.Dir, key))
 }
 
 // List returns every state, complete or not (Key is "" for a damaged one).
@@ -337,10 +366,7 @@ func (s Store) RemoveDir(dir string) error {
 	if filepath.Dir(dir) != filepath.Clean(s.Dir) {
 		return fault.Infraf("saved states: %s is not in %s", dir, s.Dir)
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		return fault.Infraf("saved states: %w", err)
-	}
-	return nil
+	return s.removeClaimed(dir)
 }
 
 // Hold takes the domain name for this process (until release): ok is

@@ -241,3 +241,56 @@ func TestKeysHoldTheBuildIdentity(t *testing.T) {
 		t.Error("a key does not change with envctl's build")
 	}
 }
+
+// Every remover of a saved state claims it first: a state a live run
+// holds is neither pruned, removed, nor replaced by a commit (issue 25:
+// Prune removed a held state).
+func TestHeldStatesAreNotRemoved(t *testing.T) {
+	c, err := cache.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Store{Dir: filepath.Join(c.Dir, "warm"), Cache: c}
+	held := save(t, s, "held")
+	for _, k := range []string{"b", "c", "d"} {
+		save(t, s, k)
+	}
+	release, err := s.Use(held.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		remove func() error
+	}{
+		{"prune", func() error { _, err := s.Prune(0); return err }},
+		{"remove", func() error { return s.Remove("held") }},
+		{"remove dir", func() error { return s.RemoveDir(held.Dir) }},
+		{"commit over it", func() error {
+			dir, commit, abort, err := s.Begin("held")
+			if err != nil {
+				return err
+			}
+			defer abort()
+			return commit(State{WarmState: writeState(t, dir, "envctl-y")})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_ = tc.remove()
+			st, ok := s.Lookup("held")
+			if !ok || st.Domain != "envctl-x" {
+				t.Fatalf("the held state was removed or replaced (%v %+v)", ok, st)
+			}
+		})
+	}
+	if left, _ := s.List(); len(left) != 1 {
+		t.Errorf("prune left %d states, want only the held one", len(left))
+	}
+	release()
+	if err := s.Remove("held"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.Lookup("held"); ok {
+		t.Error("released state still there")
+	}
+}
