@@ -37,10 +37,13 @@ const (
 	// faultCorrupt flips a byte in every saved guest before the run: none
 	// may be restored.
 	faultCorrupt soakFault = "corrupt saved states"
+	// faultKeptGC shuts a kept VM off, runs `cache gc` and `image prune`,
+	// and starts it again: what it boots from is pinned.
+	faultKeptGC soakFault = "cache gc and image prune under a shut-off kept VM"
 )
 
 var (
-	soakFaults = []soakFault{faultSIGINT, faultSIGTERM, faultSIGKILL, faultSTOP, faultPause, faultCacheGC, faultCorrupt}
+	soakFaults = []soakFault{faultSIGINT, faultSIGTERM, faultSIGKILL, faultSTOP, faultPause, faultCacheGC, faultCorrupt, faultKeptGC}
 	// Each phase is recognised by the progress line that starts it.
 	soakPhases = []soakPhase{
 		{"boot", "booting envctl-"},
@@ -52,7 +55,7 @@ var (
 	// saveFaults are the faults on saved guests, each at its one phase;
 	// the signal and stop faults meet every other phase (runs are --cold:
 	// nothing is saved).
-	saveFaults = map[soakFault]string{faultCacheGC: "save", faultCorrupt: "boot"}
+	saveFaults = map[soakFault]string{faultCacheGC: "save", faultCorrupt: "boot", faultKeptGC: "teardown"}
 )
 
 type soakRun struct {
@@ -195,7 +198,8 @@ func soakPlan(rng *rand.Rand) []soakRun {
 		}
 	}
 	rng.Shuffle(len(plan), func(i, j int) { plan[i], plan[j] = plan[j], plan[i] })
-	return append([]soakRun{{fault: faultCacheGC, phase: saveFaults[faultCacheGC]}, {fault: faultCorrupt, phase: saveFaults[faultCorrupt]}}, plan...)
+	return append([]soakRun{{fault: faultCacheGC, phase: saveFaults[faultCacheGC]}, {fault: faultCorrupt, phase: saveFaults[faultCorrupt]},
+		{fault: faultKeptGC, phase: saveFaults[faultKeptGC]}}, plan...)
 }
 
 // soakOnce runs one faulted `up` and records how it ended.
@@ -207,6 +211,9 @@ func soakOnce(t *testing.T, r *runner, run *soakRun) {
 		return
 	case faultCorrupt:
 		soakCorrupt(t, r, run)
+		return
+	case faultKeptGC:
+		soakKeptGC(t, r, run)
 		return
 	}
 	marker := ""
@@ -292,6 +299,61 @@ func soakCacheGC(t *testing.T, r *runner, run *soakRun) {
 	if !strings.Contains(s.stderr.String(), "saved a warm state") {
 		run.note += " (no warm state was saved)"
 	}
+}
+
+// soakKeptGC keeps a VM, shuts it off (a documented state of a kept VM),
+// runs `cache gc` and `image prune` from the same cache, and starts the
+// domain again: it must boot and answer SSH, since everything it boots
+// from is pinned for as long as its environment exists.
+func soakKeptGC(t *testing.T, r *runner, run *soakRun) {
+	start := time.Now()
+	defer func() { run.seconds = time.Since(start).Seconds() }()
+	out, errOut, code := r.run("up", "crio-1.34-runc", "--keep", "--no-test", "--boot-timeout", "90s", "--timeout", "8m", "-o", "json")
+	var rep struct {
+		Env  string `json:"env"`
+		Kept bool   `json:"kept"`
+	}
+	_ = json.Unmarshal([]byte(out), &rep)
+	if code != 0 || !rep.Kept {
+		run.exit, run.why = code, lastError(errOut)
+		run.inUse = append(run.inUse, "the run that keeps a VM failed: "+lastError(errOut))
+		return
+	}
+	defer func() {
+		if _, errOut, code := r.run("down", rep.Env); code != 0 {
+			run.leaks = append(run.leaks, "down of the kept VM: "+lastError(errOut))
+		}
+	}()
+	domain := "envctl-" + rep.Env
+	virsh("destroy", domain)
+	gcOut, _, _ := r.run("cache", "gc", "-o", "json")
+	var res struct {
+		InUse []struct{ Kind, Path string } `json:"in_use"`
+	}
+	_ = json.Unmarshal([]byte(gcOut), &res)
+	_, pruneErr, pruneCode := r.run("image", "prune")
+	if pruneCode != 0 {
+		run.why = "image prune: " + lastError(pruneErr)
+	}
+	if o := virsh("start", domain); !strings.Contains(o, "started") {
+		run.exit = 1
+		run.inUse = append(run.inUse, "the kept VM did not start again after cache gc and image prune: "+strings.TrimSpace(o))
+		return
+	}
+	deadline := time.Now().Add(4 * time.Minute)
+	for {
+		_, errOut, code := r.run("ssh", rep.Env, "--", "true")
+		if code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			run.exit = code
+			run.inUse = append(run.inUse, "the restarted kept VM does not answer SSH: "+lastError(errOut))
+			return
+		}
+		time.Sleep(5 * time.Second)
+	}
+	run.note = fmt.Sprintf("(gc kept %d entries in use; the VM started again)", len(res.InUse))
 }
 
 // soakCorrupt flips a byte in every saved guest, then runs `up`: it must

@@ -108,10 +108,18 @@ func (e *GoneError) Error() string {
 // FaultClass implements fault.Classed.
 func (e *GoneError) FaultClass() fault.Class { return fault.Infra }
 
-// InUseError is an entry a running envctl holds: it is left alone.
-type InUseError struct{ Path string }
+// InUseError is an entry a running envctl holds, or a kept VM pins: it is
+// left alone.
+type InUseError struct {
+	Path string
+	// PinnedBy is the kept environment that pins it ("" for a hold).
+	PinnedBy string
+}
 
 func (e *InUseError) Error() string {
+	if e.PinnedBy != "" {
+		return fmt.Sprintf("%s is in use by the kept VM recorded in %s; left alone (`envctl down` that VM to free it)", e.Path, e.PinnedBy)
+	}
 	return fmt.Sprintf("%s is in use by a running envctl; left alone", e.Path)
 }
 
@@ -136,6 +144,10 @@ func (c *Cache) claim(path string) (unlock func(), err error) {
 	}
 	if !ok {
 		return nil, &InUseError{Path: path}
+	}
+	if owner := c.pinnedBy(root); owner != "" {
+		_ = l.Unlock()
+		return nil, &InUseError{Path: path, PinnedBy: owner}
 	}
 	return func() { _ = l.Unlock() }, nil
 }

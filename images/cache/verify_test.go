@@ -310,3 +310,57 @@ func TestHoldThenCheck(t *testing.T) {
 		t.Error("the released corrupt blob is still there")
 	}
 }
+
+// A kept VM's pin outlives every process: while its environment's
+// directory exists, no remover (gc's RemoveEntry, image prune's Remove,
+// verify of a corrupt blob) takes what it pins; once the directory is
+// gone, the pin lapses.
+func TestPinnedEntriesOutliveTheProcess(t *testing.T) {
+	c, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	src := filepath.Join(t.TempDir(), "blob")
+	_ = os.WriteFile(src, []byte("base image"), 0o644)
+	d, blob, err := c.Import(ctx, src, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := filepath.Join(t.TempDir(), "envs", "kept1")
+	_ = os.MkdirAll(owner, 0o700)
+	if err := c.Pin(owner, blob, "/outside/the/cache"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		remove func() error
+	}{
+		{"cache gc", func() error { return c.RemoveEntry(ctx, Entry{Kind: EntryBlob, Name: d.String(), Path: blob}) }},
+		{"image prune", func() error { return c.Remove(ctx, d) }},
+		{"verify of a corrupt blob", func() error {
+			os.Chmod(blob, 0o644)
+			os.WriteFile(blob, []byte("BASE IMAGE"), 0o644)
+			_, err := c.VerifyFull(d)
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_ = tc.remove()
+			if _, err := os.Stat(blob); err != nil {
+				t.Fatalf("%s removed a pinned blob", tc.name)
+			}
+		})
+	}
+	var iu *InUseError
+	if err := c.Remove(ctx, d); !errors.As(err, &iu) || !strings.Contains(err.Error(), "kept VM") {
+		t.Errorf("remove: %v", err)
+	}
+	_ = os.RemoveAll(owner)
+	if pins := c.Pinned(); len(pins) != 0 {
+		t.Errorf("pins of a removed environment: %v", pins)
+	}
+	if err := c.Remove(ctx, d); err != nil {
+		t.Errorf("remove after the pin lapsed: %v", err)
+	}
+}

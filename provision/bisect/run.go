@@ -189,6 +189,15 @@ func fill(p *Probe, rep *report.Report) {
 func (r *Runner) command(ctx context.Context, cell lock.LockedCell, spec Spec, p *Probe) {
 	opts := r.Run
 	opts.Stop, opts.Keep = cellrun.AfterInstall, true
+	// The probe is kept only for as long as this process holds its
+	// lease: killed, it leaves an orphan that `envctl gc` removes.
+	lease, unlease, err := opts.VM.Store.TakeLease()
+	if err != nil {
+		p.Outcome, p.Error = Skip, err.Error()
+		return
+	}
+	defer unlease()
+	opts.Lease = lease
 	rep, err := cellrun.Run(ctx, cell, opts)
 	if err != nil || !rep.Kept {
 		fill(p, rep)

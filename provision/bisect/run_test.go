@@ -96,6 +96,7 @@ func TestBisectWithPipelineRuns(t *testing.T) {
 func TestBisectRunCommand(t *testing.T) {
 	r, h, path := runner(t)
 	r.Command = []string{"sh", "-c", `test -n "$ENVCTL_ENV" && test -d "$ENVCTL_STATE_DIR/envs/$ENVCTL_ENV" || exit 200
+grep -q '"lease": "'"$ENVCTL_STATE_DIR"'/leases/' "$ENVCTL_STATE_DIR/envs/$ENVCTL_ENV/env.json" || exit 201
 case "$ENVCTL_SPEC" in *1.30.0*) exit 1;; esac`}
 	res := r.Bisect(context.Background(), path, false)
 	if !res.Found || res.FirstBad != "cri-tools=1.30.0" || res.LastGood != "cri-tools=1.34.0" {

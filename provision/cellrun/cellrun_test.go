@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/envctl/envctl/images"
+	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/profiles/lock"
@@ -199,8 +200,29 @@ func TestStopEarlyAndKeep(t *testing.T) {
 	if d := h.drv.DomainNames(); len(d) != 1 {
 		t.Fatalf("kept domains %v", d)
 	}
+	// The kept VM pins what it boots from (here its artifact disk):
+	// cache gc cannot remove it while the environment exists.
+	pins := h.opts.Cache.Pinned()
+	if len(pins) != 1 {
+		t.Fatalf("pins %v, want the kept environment's", pins)
+	}
+	for owner, roots := range pins {
+		if !strings.Contains(owner, rep.Env) || len(roots) == 0 {
+			t.Fatalf("pin %s %v", owner, roots)
+		}
+		entries, _ := h.opts.Cache.Entries()
+		for _, e := range entries {
+			var inUse *cache.InUseError
+			if err := h.opts.Cache.RemoveEntry(context.Background(), e); !errors.As(err, &inUse) || inUse.PinnedBy == "" {
+				t.Errorf("cache gc of %s under a kept VM: %v", e.Name, err)
+			}
+		}
+	}
 	if err := vm.Down(context.Background(), h.opts.VM, rep.Env); err != nil {
 		t.Fatal(err)
+	}
+	if pins := h.opts.Cache.Pinned(); len(pins) != 0 {
+		t.Errorf("pins after down: %v", pins)
 	}
 	h.assertClean(t)
 }

@@ -102,6 +102,10 @@ type Options struct {
 	Stop Stop
 	// Keep leaves the VM running afterwards (unless the run was cancelled).
 	Keep bool
+	// Lease, with Keep, keeps the VM only for as long as a lock file is
+	// held (env.TakeLease): the probe of a bisect that is killed is then
+	// an orphan that `envctl gc` removes.
+	Lease string
 	// ResultsDir receives the logs of a failed run; default: a new
 	// directory under the state directory's results/.
 	ResultsDir string

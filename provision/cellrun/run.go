@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"github.com/envctl/envctl/images"
@@ -35,6 +36,7 @@ type run struct {
 	disk     artdisk.Disk
 	started  *start.Started    // how the guest came up (nil before boot)
 	releases []func()          // cache entries held while the run lives
+	held     []string          // the paths held: a kept VM pins them
 	deadman  time.Time         // when the restored guest's dead-man timer was last set
 	names    *testimages.Names // upstream's image names, read once
 	warnings []compat.Finding
@@ -196,7 +198,23 @@ func (r *run) hold(paths ...string) error {
 		return err
 	}
 	r.releases = append(r.releases, release)
+	r.held = append(r.held, held...)
 	return nil
+}
+
+// pin keeps what a kept VM boots from (the files this run held, and the
+// saved states it was restored from) for as long as its environment
+// exists: cache gc and image prune leave them to it, and `envctl down` or
+// `envctl gc` (once its domain is gone) lets them go.
+func (r *run) pin(envDir string) {
+	if r.opts.Cache == nil {
+		return
+	}
+	paths := append(slices.Clone(r.held), r.started.Uses...)
+	if err := r.opts.Cache.Pin(envDir, paths...); err != nil {
+		r.log().Warn("pin what the kept VM boots from", "env", envDir, "err", err)
+		r.opts.step("warning: %v: cache gc may remove what the kept VM boots from", err)
+	}
 }
 
 // artifactDisk builds (or finds in the cache) the disk that carries the
@@ -336,9 +354,11 @@ func (r *run) verify(ctx context.Context) error {
 func (r *run) finish(ctx context.Context) error {
 	m := r.machine
 	if r.opts.Keep && ctx.Err() == nil {
+		m.Env.Lease = r.opts.Lease
 		if err := m.Keep(); err != nil {
 			return err
 		}
+		r.pin(m.Env.Dir)
 		r.kept = true
 		r.opts.step("kept %s: `envctl ssh %s` to log in, `envctl down %s` to remove it", m.Env.ID, m.Env.ID, m.Env.ID)
 		return nil

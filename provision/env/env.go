@@ -97,7 +97,10 @@ type Env struct {
 	Created time.Time `json:"created"`
 	State   State     `json:"state"`
 	Kept    bool      `json:"kept"`
-	Dir     string    `json:"dir"`
+	// Lease is the lock file a kept environment lives for (env.TakeLease):
+	// once no process holds it, the environment is an orphan.
+	Lease string `json:"lease,omitempty"`
+	Dir   string `json:"dir"`
 	// Corrupt is set (never saved) when the record could not be read.
 	Corrupt string `json:"-"`
 }

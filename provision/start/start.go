@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -87,8 +88,11 @@ type Started struct {
 	// Env and Accel name the environment and accelerator, also of a boot
 	// that failed.
 	Env, Accel string
-	holds      []func()
-	log        *slog.Logger
+	// Uses are the saved-state directories the guest was restored from:
+	// a kept guest needs them for as long as its domain exists.
+	Uses  []string
+	holds []func()
+	log   *slog.Logger
 }
 
 // Release gives back the domain names held for the guest; call it once
@@ -240,6 +244,10 @@ func (s *starter) restoreFrom(ctx context.Context, store *warm.Store, st warm.St
 	}
 	// After the domain name's hold: restoreFailed gives that one back.
 	s.st.holds = append(s.st.holds, release)
+	s.st.Uses = append(s.st.Uses, st.Dir)
+	for _, p := range st.Needs {
+		s.st.Uses = append(s.st.Uses, filepath.Dir(p))
+	}
 	return nil
 }
 

@@ -20,6 +20,11 @@ func TestPlanGC(t *testing.T) {
 	other := vm.Owner{Host: "h1", StateDir: "/state/other"}
 	sameDirOtherMachine := vm.Owner{Host: "h2", StateDir: "/state/me"}
 	rec := func(id string, kept bool) *env.Env { return &env.Env{ID: id, Dir: "/state/me/envs/" + id, Kept: kept} }
+	leased := func(id string) *env.Env {
+		e := rec(id, true)
+		e.Lease = "/state/me/leases/" + id + ".lock"
+		return e
+	}
 	corrupt := &env.Env{ID: "bad", Dir: "/state/me/envs/bad", Corrupt: "env.json is not valid JSON"}
 	tests := []struct {
 		name  string
@@ -42,6 +47,9 @@ func TestPlanGC(t *testing.T) {
 			[]string{"volume k-disk.qcow2", "directory /state/me/envs/k"}, 0},
 		{"domain without record", vm.Observed{Owner: me, Domains: []vm.Domain{dom("z", me, vm.DomainRunning)}, Volumes: []string{"z-seed.iso", "not-ours.img"}},
 			[]string{"domain envctl-z", "volume z-seed.iso"}, 0},
+		{"bisect probe, its bisect alive", vm.Observed{Owner: me, Envs: []*env.Env{leased("p")}, Leased: map[string]bool{"p": true}, Domains: []vm.Domain{dom("p", me, vm.DomainRunning)}}, nil, 0},
+		{"bisect probe, its bisect killed", vm.Observed{Owner: me, Envs: []*env.Env{leased("p")}, Domains: []vm.Domain{dom("p", me, vm.DomainRunning)}, Volumes: []string{"p-disk.qcow2"}},
+			[]string{"domain envctl-p", "volume p-disk.qcow2", "directory /state/me/envs/p"}, 0},
 		{"corrupt record is reported, not removed", vm.Observed{Owner: me, Envs: []*env.Env{corrupt}, Volumes: []string{"bad-disk.qcow2"}}, nil, 1},
 	}
 	for _, tt := range tests {
@@ -135,6 +143,38 @@ func TestGCRemovesOnlyWhatItOwns(t *testing.T) {
 	}
 	if err := vm.Down(ctx, otherOpts, foreign.Env.ID); err != nil {
 		t.Fatal(err)
+	}
+	assertNothingLeft(t, d, opts)
+}
+
+// A bisect probe is kept for its bisect's lease: gc leaves it while the
+// bisect lives, and removes it once the bisect is killed (issue 25).
+func TestGCReapsProbesOfADeadBisect(t *testing.T) {
+	d, opts := setup(t)
+	d.BootGuests(t, nil)
+	ctx := context.Background()
+	lease, unlease, err := opts.Store.TakeLease()
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe, err := vm.Boot(ctx, opts, keepSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe.Env.Lease = lease
+	if err := probe.Keep(); err != nil {
+		t.Fatal(err)
+	}
+	if removed, _, _ := vm.GC(ctx, opts); len(removed) != 0 {
+		t.Fatalf("gc removed a live bisect's probe: %v", removed)
+	}
+	unlease() // the bisect is killed
+	removed, _, err := vm.GC(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) == 0 || removed[0].Kind != vm.KindDomain || !strings.Contains(removed[0].Why, "bisect") {
+		t.Fatalf("gc after the bisect died: %v", removed)
 	}
 	assertNothingLeft(t, d, opts)
 }

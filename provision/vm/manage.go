@@ -197,9 +197,12 @@ type Action struct {
 // of them a live envctl holds, every envctl domain, and the volumes in
 // this state directory's pool.
 type Observed struct {
-	Owner   Owner
-	Envs    []*env.Env
-	Held    map[string]bool // env ID → its lock is held by a live envctl
+	Owner Owner
+	Envs  []*env.Env
+	Held  map[string]bool // env ID → its lock is held by a live envctl
+	// Leased is env ID → the lease a kept environment lives for is held
+	// by a live process (env.Env.Lease).
+	Leased  map[string]bool
 	Domains []Domain
 	Volumes []string
 }
@@ -209,7 +212,8 @@ type Observed struct {
 //   - a domain of another owner (state directory) is never touched;
 //   - an environment whose lock a live envctl holds is alive;
 //   - a kept environment stays while its domain exists, running, paused
-//     (QEMU pauses guests when the host disk fills) or shut off;
+//     (QEMU pauses guests when the host disk fills) or shut off, unless
+//     it was kept for a lease (a bisect probe) that no process holds;
 //   - a corrupt record is reported, never treated as an orphan;
 //   - everything else of this owner is an orphan: its domain, its volumes
 //     and its directory go.
@@ -233,6 +237,8 @@ func PlanGC(o Observed) (actions []Action, notes []string) {
 			return true, ""
 		case e.Corrupt != "":
 			return true, ""
+		case e.Kept && e.Lease != "" && !o.Leased[id]:
+			return false, "kept for a process (a bisect probe) that is gone"
 		case e.Kept:
 			if _, exists := domOf[id]; exists {
 				return true, ""
@@ -289,8 +295,11 @@ func GC(ctx context.Context, opts Options) ([]Action, []string, error) {
 			envs = append(envs, e)
 		}
 	}
-	o := Observed{Owner: OwnerOf(opts.Store), Envs: envs, Held: map[string]bool{}}
+	o := Observed{Owner: OwnerOf(opts.Store), Envs: envs, Held: map[string]bool{}, Leased: map[string]bool{}}
 	for _, e := range envs {
+		if e.Lease != "" {
+			o.Leased[e.ID] = env.LeaseHeld(e.Lease)
+		}
 		unlock, err := e.Lock(ctx, 0)
 		if err != nil {
 			o.Held[e.ID] = true
