@@ -734,3 +734,57 @@ func TestE2EExampleProfiles(t *testing.T) {
 		t.Errorf("crictl-matrix shows %d cells, want 8:\n%s", n, out)
 	}
 }
+
+// TestE2ESilentImageStore: an image store that accepts connections and
+// never answers cannot hang envctl. `image pull` ends within the registry
+// timeouts, and `up` (which pulls a locked image missing from the cache
+// before any phase limit applies) within `--timeout`. Both exit 3 with one
+// line; no VM is booted.
+func TestE2ESilentImageStore(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never answered
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	store := ln.Addr().String() + "/envctl/images"
+	r := newRunner(t, "ENVCTL_CACHE_DIR="+t.TempDir())
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		limit time.Duration
+	}{
+		{"image pull", []string{"image", "pull", "crio-1.34-runc", "--image-store", store}, 75 * time.Second},
+		{"up --timeout 20s", []string{"up", "crio-1.34-runc", "--locked", "--image-store", store, "--timeout", "20s"}, 40 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			_, errOut, code := r.run(tc.args...)
+			took := time.Since(start)
+			t.Logf("%s: exit %d in %.1fs: %s", tc.name, code, took.Seconds(), lastError(errOut))
+			if code != 3 || took > tc.limit {
+				t.Fatalf("exit %d after %s, want 3 within %s", code, took, tc.limit)
+			}
+		})
+	}
+	r.noEnvsLeft(t)
+}

@@ -77,6 +77,9 @@ func (c *Cache) Lock(ctx context.Context, name string) (func(), error) {
 	path := filepath.Join(c.Dir, "locks", strings.NewReplacer("/", "_", ":", "-").Replace(name)+".lock")
 	fl := flock.New(path)
 	ok, err := fl.TryLockContext(ctx, 100*time.Millisecond)
+	if ctx.Err() != nil {
+		return nil, fault.Infraf("%w (while waiting for the cache lock %s)", context.Cause(ctx), path)
+	}
 	if err != nil || !ok {
 		return nil, fault.Infraf("cache lock %s: %w", path, cmp.Or(err, ctx.Err()))
 	}

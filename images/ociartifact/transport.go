@@ -23,7 +23,7 @@ type Timeouts struct {
 }
 
 // DefaultTimeouts are the registry timeouts envctl uses.
-var DefaultTimeouts = Timeouts{Dial: 30 * time.Second, TLS: 30 * time.Second, Header: 60 * time.Second, Idle: 60 * time.Second}
+var DefaultTimeouts = Timeouts{Dial: 15 * time.Second, TLS: 15 * time.Second, Header: 30 * time.Second, Idle: 60 * time.Second}
 
 // timeouts is what registryTransport uses; tests shorten it.
 var timeouts = DefaultTimeouts
