@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -53,6 +54,18 @@ func isTreeDir(name string) bool {
 	return false
 }
 
+// roots are the distinct entries the paths lie in, in order (paths
+// outside the cache's entries are left out).
+func (c *Cache) roots(paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		if root := c.entryRoot(p); root != "" && !slices.Contains(out, root) {
+			out = append(out, root)
+		}
+	}
+	return out
+}
+
 func (c *Cache) holdFile(root string) string {
 	h := sha256.Sum256([]byte(root))
 	return filepath.Join(c.Dir, "locks", "hold-"+hex.EncodeToString(h[:8])+".lock")
@@ -71,13 +84,7 @@ func (c *Cache) Hold(paths ...string) (release func(), err error) {
 			_ = l.Unlock()
 		}
 	}
-	seen := map[string]bool{}
-	for _, p := range paths {
-		root := c.entryRoot(p)
-		if root == "" || seen[root] {
-			continue
-		}
-		seen[root] = true
+	for _, root := range c.roots(paths) {
 		l := flock.New(c.holdFile(root))
 		if err := l.RLock(); err != nil {
 			release()
@@ -176,13 +183,7 @@ func (c *Cache) HoldChecked(paths ...string) (release func(), err error) {
 	if err != nil {
 		return release, err
 	}
-	seen := map[string]bool{}
-	for _, p := range paths {
-		root := c.entryRoot(p)
-		if root == "" || seen[root] {
-			continue
-		}
-		seen[root] = true
+	for _, root := range c.roots(paths) {
 		if err := c.checkEntry(root); err != nil {
 			release()
 			return func() {}, err
