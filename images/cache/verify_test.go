@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // flip changes one byte of a file in place, as a failing disk or a stray
@@ -182,6 +184,18 @@ func TestDownloadIdleTimeout(t *testing.T) {
 
 // What a running envctl holds is never removed by gc or verify: a build,
 // a blob, a saved guest; a saved guest still being written neither.
+// putBlob imports content into the cache as a blob.
+func putBlob(t *testing.T, c *Cache, content string) (digest.Digest, string) {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "blob")
+	_ = os.WriteFile(src, []byte(content), 0o644)
+	d, p, err := c.Import(t.Context(), src, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, p
+}
+
 func TestHeldEntriesAreLeftAlone(t *testing.T) {
 	c, err := New(t.TempDir())
 	if err != nil {
@@ -194,12 +208,7 @@ func TestHeldEntriesAreLeftAlone(t *testing.T) {
 	if _, err := SealTree(build); err != nil {
 		t.Fatal(err)
 	}
-	src := filepath.Join(t.TempDir(), "blob")
-	_ = os.WriteFile(src, []byte("image"), 0o644)
-	d, blob, err := c.Import(ctx, src, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, blob := putBlob(t, c, "image")
 	writing := filepath.Join(c.Dir, "boot", "0123-456")
 	_ = os.MkdirAll(writing, 0o700)
 
@@ -242,12 +251,7 @@ func TestHoldThenCheck(t *testing.T) {
 	}
 	ctx := t.Context()
 	put := func(content string) (string, func()) {
-		src := filepath.Join(t.TempDir(), "blob")
-		_ = os.WriteFile(src, []byte(content), 0o644)
-		d, p, err := c.Import(ctx, src, false)
-		if err != nil {
-			t.Fatal(err)
-		}
+		d, p := putBlob(t, c, content)
 		return p, func() { _ = c.Remove(ctx, d) }
 	}
 	build := filepath.Join(c.Dir, "builds", "runc-1.3.0-abc")
@@ -321,12 +325,7 @@ func TestPinnedEntriesOutliveTheProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
-	src := filepath.Join(t.TempDir(), "blob")
-	_ = os.WriteFile(src, []byte("base image"), 0o644)
-	d, blob, err := c.Import(ctx, src, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, blob := putBlob(t, c, "base image")
 	owner := filepath.Join(t.TempDir(), "envs", "kept1")
 	_ = os.MkdirAll(owner, 0o700)
 	if err := c.Pin(owner, blob, "/outside/the/cache"); err != nil {

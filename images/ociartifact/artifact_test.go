@@ -52,6 +52,18 @@ func testImage(t *testing.T) (Meta, []File) {
 		Packages: map[string]string{"zlib1g": "1:1.2.13.dfsg-1+deb12u1"}}, files
 }
 
+// packed is testImage packed into an artifact, staged in work.
+func packed(t *testing.T) (img v1.Image, files []File, work string) {
+	t.Helper()
+	meta, files := testImage(t)
+	work = t.TempDir()
+	img, err := Pack(context.Background(), meta, files, work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img, files, work
+}
+
 func pins(files []File) map[Role]string {
 	out := map[Role]string{}
 	for _, f := range files {
@@ -146,13 +158,8 @@ func isCorrupt(err error) bool {
 // changed blob, an entry outside the layout and a file that is not a
 // layout are refused.
 func TestLayoutRoundTrip(t *testing.T) {
-	meta, files := testImage(t)
+	img, files, work := packed(t)
 	ctx := context.Background()
-	work := t.TempDir()
-	img, err := Pack(ctx, meta, files, work)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tarball := filepath.Join(t.TempDir(), "images.tar")
 	if err := WriteLayout(ctx, tarball, []Tagged{{Tag: Tag(files[0].Digest), Image: img}}, work); err != nil {
 		t.Fatal(err)

@@ -358,13 +358,8 @@ func TestSilentRegistry(t *testing.T) {
 // Export never writes through a name another user could have planted:
 // a symlink at the old fixed temporary name is left alone.
 func TestExportIgnoresPlantedSymlink(t *testing.T) {
-	meta, files := testImage(t)
+	img, files, work := packed(t)
 	ctx := context.Background()
-	work := t.TempDir()
-	img, err := Pack(ctx, meta, files, work)
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	victim := filepath.Join(dir, "victim")
 	os.WriteFile(victim, []byte("precious"), 0o600)

@@ -187,18 +187,12 @@ func (r *run) hold(paths ...string) error {
 	if r.opts.Cache == nil {
 		return nil
 	}
-	var held []string
-	for _, p := range paths {
-		if p != "" {
-			held = append(held, p)
-		}
-	}
-	release, err := r.opts.Cache.HoldChecked(held...)
+	release, err := r.opts.Cache.HoldChecked(paths...) // "" and paths outside the cache are ignored
 	if err != nil {
 		return err
 	}
 	r.releases = append(r.releases, release)
-	r.held = append(r.held, held...)
+	r.held = append(r.held, paths...)
 	return nil
 }
 
