@@ -460,7 +460,7 @@ func BenchmarkBaselineUp(b *testing.B) {
 		}
 	}
 	vol, wl := testimages.GuestRef(testimages.ArtifactRepo), testimages.GuestRef(testimages.WorkloadRepo)
-	for _, f := range imagevolume.ConfigFiles(wl, vol) {
+	for _, f := range imagevolume.ConfigFiles(wl, imagevolume.Volumes{Lifecycle: vol, SubPath: vol, Invalid: vol, NotPulled: vol}) {
 		_ = os.WriteFile(filepath.Join(filesdir, f.Name), []byte(f.Content), 0o644)
 	}
 	ctx := b.Context()

@@ -64,6 +64,7 @@ type runFlags struct {
 	junit      string
 	results    string
 	testImages cellrun.TestImages
+	serial     bool
 	timeout    time.Duration
 	allowMoved bool
 	imageStore string
@@ -83,6 +84,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.junit, "junit", "", "write a JUnit XML report to this file")
 	cmd.Flags().StringVar(&f.results, "results-dir", "", "where to keep logs of a failed run (default: a new directory under the state dir)")
 	cmd.Flags().Var(newEnum(&f.testImages, cellrun.LocalImages, cellrun.TestImageSources, "a test image source"), "test-images", "test images: local (built in-process) or upstream (quay.io and registry.k8s.io images pulled by the host); either way the guest pulls them from the host through SSH and has no network")
+	cmd.Flags().BoolVar(&f.serial, "serial-cases", false, "run the image-volume test's four cases one after another instead of side by side (slower; to compare, or to rule concurrency out)")
 	cmd.Flags().BoolVar(&f.allowMoved, "allow-moved-tags", false, "when writing a lock on first use, accept Go module versions whose tag moved upstream (see `envctl lock --help`)")
 	registerImageStore(cmd, &f.imageStore)
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 0, "bound the whole run (e.g. 30m); on expiry the VMs are torn down and the exit is 3 (each phase also has its own limit)")
@@ -106,7 +108,7 @@ func (a *app) runOptions(ctx context.Context, f *runFlags) (cellrun.Options, err
 	o := cellrun.Options{
 		Cache: c, Warm: &warm.Store{Dir: filepath.Join(c.Dir, cache.TreeDirs[cache.EntryWarm]), Cache: c},
 		Boot: &warm.Store{Dir: filepath.Join(c.Dir, cache.TreeDirs[cache.EntryBoot]), Cache: c}, Cold: f.cold,
-		VM: a.vmOptions(&f.vm), Fetch: fetch, Images: imgs, TestImages: f.testImages, Upload: f.upload,
+		VM: a.vmOptions(&f.vm), Fetch: fetch, Images: imgs, TestImages: f.testImages, SerialCases: f.serial, Upload: f.upload,
 		Keep: f.keep, ResultsDir: f.results, Log: a.log, Step: a.step, Ledger: a.ledger(), Deadman: f.timeout,
 	}
 	switch {

@@ -116,7 +116,22 @@ func CheckTree(dir string) (Manifest, error) { return checkTree(dir, false) }
 // VerifyTree is CheckTree that rehashes every file, stamps or not.
 func VerifyTree(dir string) (Manifest, error) { return checkTree(dir, true) }
 
-func checkTree(dir string, full bool) (Manifest, error) {
+// CheckTreeFiles is CheckTree for some files of a sealed directory only:
+// those a reader is about to use. Each must be in the manifest.
+func CheckTreeFiles(dir string, rels ...string) error {
+	m, err := readManifest(dir)
+	if err != nil {
+		return err
+	}
+	for _, rel := range rels {
+		if _, ok := m[rel]; !ok {
+			return &CorruptError{Path: filepath.Join(dir, filepath.FromSlash(rel)), Why: "not in the manifest"}
+		}
+	}
+	return m.check(dir, rels, false)
+}
+
+func readManifest(dir string) (Manifest, error) {
 	b, err := os.ReadFile(filepath.Join(dir, ManifestName))
 	if err != nil {
 		return nil, &CorruptError{Path: filepath.Join(dir, ManifestName), Why: "no manifest"}
@@ -124,6 +139,14 @@ func checkTree(dir string, full bool) (Manifest, error) {
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil || m == nil {
 		return nil, &CorruptError{Path: filepath.Join(dir, ManifestName), Why: "unreadable manifest"}
+	}
+	return m, nil
+}
+
+func checkTree(dir string, full bool) (Manifest, error) {
+	m, err := readManifest(dir)
+	if err != nil {
+		return nil, err
 	}
 	files, odd, err := walk(dir)
 	if err != nil {
@@ -139,32 +162,41 @@ func checkTree(dir string, full bool) (Manifest, error) {
 			return nil, &CorruptError{Path: filepath.Join(dir, filepath.FromSlash(rel)), Why: "not in the manifest"}
 		}
 	}
+	if err := m.check(dir, slices.Sorted(maps.Keys(m)), full); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// check proves the files rels of dir against m, rehashing a file whose
+// stamp moved (every file when full), and records the new stamps.
+func (m Manifest) check(dir string, rels []string, full bool) error {
 	rehashed := false
-	for _, rel := range slices.Sorted(maps.Keys(m)) {
+	for _, rel := range rels {
 		want := m[rel]
 		p := filepath.Join(dir, filepath.FromSlash(rel))
 		fi, err := os.Lstat(p)
 		if err != nil {
-			return nil, &CorruptError{Path: p, Expected: want.Digest, Why: "missing"}
+			return &CorruptError{Path: p, Expected: want.Digest, Why: "missing"}
 		}
 		if want.Link != "" {
 			if target, err := os.Readlink(p); err != nil || target != want.Link {
-				return nil, &CorruptError{Path: p, Why: "the symbolic link to " + want.Link + " was changed"}
+				return &CorruptError{Path: p, Why: "the symbolic link to " + want.Link + " was changed"}
 			}
 			continue
 		}
 		if !fi.Mode().IsRegular() {
-			return nil, &CorruptError{Path: p, Expected: want.Digest, Why: "not a regular file (replaced by a symbolic link?)"}
+			return &CorruptError{Path: p, Expected: want.Digest, Why: "not a regular file (replaced by a symbolic link?)"}
 		}
 		if !full && StampOf(fi) == want.Stamp {
 			continue
 		}
 		got, err := FileDigest(p, want.Digest.Algorithm())
 		if err != nil {
-			return nil, fault.Infraf("check %s: %w", p, err)
+			return fault.Infraf("check %s: %w", p, err)
 		}
 		if got != want.Digest {
-			return nil, &CorruptError{Path: p, Expected: want.Digest, Actual: got}
+			return &CorruptError{Path: p, Expected: want.Digest, Actual: got}
 		}
 		want.Stamp, rehashed = StampOf(fi), rehashed || StampOf(fi) != want.Stamp
 		m[rel] = want
@@ -172,7 +204,7 @@ func checkTree(dir string, full bool) (Manifest, error) {
 	if rehashed {
 		_ = m.write(dir) // the new stamps spare the next check the hashing
 	}
-	return m, nil
+	return nil
 }
 
 // IsCorrupt reports whether err says a cached file is corrupt.

@@ -363,3 +363,39 @@ func TestPinnedEntriesOutliveTheProcess(t *testing.T) {
 		t.Errorf("remove after the pin lapsed: %v", err)
 	}
 }
+
+// CheckTreeFiles proves only the files a reader uses: damage to another
+// file of the tree is not its business, damage to a listed one is.
+func TestCheckTreeFiles(t *testing.T) {
+	tests := []struct {
+		name   string
+		damage func(t *testing.T, dir string)
+		files  []string
+		want   string // "" for intact
+	}{
+		{"intact", func(*testing.T, string) {}, []string{"disk"}, ""},
+		{"another file flipped", func(t *testing.T, dir string) { flip(t, filepath.Join(dir, "mem"), 3) }, []string{"disk"}, ""},
+		{"the file flipped", func(t *testing.T, dir string) { flip(t, filepath.Join(dir, "disk"), 3) }, []string{"disk"}, "disk is corrupt: expected sha256:"},
+		{"the file removed", func(t *testing.T, dir string) { _ = os.Remove(filepath.Join(dir, "disk")) }, []string{"disk"}, "disk is corrupt: missing"},
+		{"a file the seal does not know", func(*testing.T, string) {}, []string{"other"}, "other is corrupt: not in the manifest"},
+		{"no manifest", func(t *testing.T, dir string) { _ = os.Remove(filepath.Join(dir, ManifestName)) }, []string{"disk"}, "no manifest"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			_ = os.WriteFile(filepath.Join(dir, "disk"), []byte(strings.Repeat("d", 4096)), 0o600)
+			_ = os.WriteFile(filepath.Join(dir, "mem"), []byte(strings.Repeat("m", 4096)), 0o600)
+			if _, err := SealTree(dir); err != nil {
+				t.Fatal(err)
+			}
+			tt.damage(t, dir)
+			err := CheckTreeFiles(dir, tt.files...)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatal(err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("err %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

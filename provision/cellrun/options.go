@@ -89,6 +89,9 @@ type Options struct {
 	// cat and pause (testimages.WorkloadBinary).
 	Workload   string
 	TestImages TestImages
+	// SerialCases runs the image-volume test's cases one after another
+	// (side by side is the default with the local test images).
+	SerialCases bool
 	// Upload is how files reach the guest; the artifact disk (the
 	// default) needs Cache, where disks are kept.
 	Upload Upload

@@ -81,8 +81,18 @@ func (r *run) runOwn(ctx context.Context) error {
 	_, _, volume, workload := r.testRefs()
 	r.opts.step("running %s", profiles.TestImageVolume)
 	start := time.Now()
-	res, err := imagevolume.Run(ctx, r.machine.SSH, imagevolume.Config{VolumeImage: volume, WorkloadImage: workload, Dir: "/root/envctl-test"})
+	cfg := imagevolume.Config{VolumeImage: volume, WorkloadImage: workload, Dir: "/root/envctl-test", Serial: r.opts.SerialCases}
+	if r.opts.TestImages != UpstreamImages {
+		// The local images give every case a volume image of its own.
+		c := testimages.CaseArtifactRepos
+		cfg.Volumes = imagevolume.Volumes{Lifecycle: volume, SubPath: testimages.GuestRef(c.SubPath),
+			Invalid: testimages.GuestRef(c.Invalid), NotPulled: testimages.GuestRef(c.NotPulled)}
+	}
+	res, err := imagevolume.Run(ctx, r.machine.SSH, cfg)
 	r.sub("test.envctl", time.Since(start))
+	if res.SideBySide {
+		r.notes = append(r.notes, "the image-volume cases ran side by side (--serial-cases runs them one after another)")
+	}
 	r.own, r.tested = res, true
 	return fault.AsInfra(err)
 }

@@ -286,6 +286,12 @@ func (e *Env) AddVolume(k VolumeKind) (string, error) {
 	return name, e.Save()
 }
 
+// DropVolume forgets a volume that is gone already.
+func (e *Env) DropVolume(name string) error {
+	e.Volumes = slices.DeleteFunc(e.Volumes, func(v string) bool { return v == name })
+	return e.Save()
+}
+
 // Save writes env.json atomically: written, synced, then renamed.
 func (e *Env) Save() error { return e.saveIn(e.Dir) }
 

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/envctl/envctl/provision/guest"
@@ -24,9 +26,37 @@ type Guest interface {
 
 // Config is what the test needs to know.
 type Config struct {
-	VolumeImage   string // the image mounted as a volume
+	VolumeImage   string // the image mounted as a volume (every case's, unless Volumes names one per case)
 	WorkloadImage string // has /bin/sleep and /bin/cat
 	Dir           string // scratch directory in the guest
+	// Volumes gives each case an image of its own (the same content under
+	// an image ID of its own): then the cases run side by side, in pods of
+	// their own, and "not pulled" cannot disturb the others. Without it
+	// (upstream's single artifact image), or with Serial, they run one
+	// after another on VolumeImage.
+	Volumes Volumes
+	Serial  bool
+}
+
+// Volumes are the volume images of the four cases.
+type Volumes struct{ Lifecycle, SubPath, Invalid, NotPulled string }
+
+// distinct reports whether every case has an image name of its own.
+func (v Volumes) distinct() bool {
+	names := map[string]bool{v.Lifecycle: true, v.SubPath: true, v.Invalid: true, v.NotPulled: true}
+	return !names[""] && len(names) == 4
+}
+
+// SideBySide reports whether the cases run concurrently.
+func (c Config) SideBySide() bool { return !c.Serial && c.Volumes.distinct() }
+
+// volumes are the image names the cases use.
+func (c Config) volumes() Volumes {
+	if c.SideBySide() {
+		return c.Volumes
+	}
+	v := c.VolumeImage
+	return Volumes{v, v, v, v}
 }
 
 // Result is what a run of the test found.
@@ -34,29 +64,82 @@ type Result struct {
 	Steps []report.Step
 	// Artifacts are files worth keeping when the test fails (name → content).
 	Artifacts map[string]string
+	// SideBySide: the cases ran concurrently.
+	SideBySide bool
 }
 
 // Run performs every step. It returns an error only when the test could
-// not be carried out at all; step failures are in the result.
+// not be carried out at all; step failures are in the result. The steps
+// are reported in the same order whether the cases ran side by side or
+// one after another.
 //
 // When the guest stops answering (the connection breaks, a keepalive goes
 // unanswered) or ctx ends, the remaining steps are skipped and the error
 // says so: the test could not be carried out, which is not a failure.
 func Run(ctx context.Context, g Guest, cfg Config) (Result, error) {
-	r := &runner{g: g, cfg: cfg, res: Result{Artifacts: map[string]string{}}}
-	err := r.run(ctx)
-	if err == nil && r.lost != nil {
-		err = r.lost
+	r := &runner{g: g, cfg: cfg, vol: cfg.volumes()}
+	res := Result{Artifacts: map[string]string{}, SideBySide: cfg.SideBySide()}
+	var files []guest.File
+	for _, f := range ConfigFiles(cfg.WorkloadImage, r.vol) {
+		res.Artifacts[f.Name] = f.Content
+		files = append(files, guest.File{Path: cfg.Dir + "/" + f.Name, Data: []byte(f.Content)})
 	}
-	return r.res, err
+	if err := g.WriteFiles(ctx, files, 0o644); err != nil {
+		return res, fmt.Errorf("image-volume test: could not write its files into the guest (has it stopped answering?): %w", err)
+	}
+	// Setup: the workload image the containers run.
+	setup := r.newCase()
+	_, ok := setup.step(ctx, "setup: pull workload image", "crictl pull "+guest.Quote(cfg.WorkloadImage), succeeds)
+	cases := []*caseRun{setup}
+	if ok {
+		bodies := []func(context.Context, *caseRun){r.lifecycle, r.subPath, r.invalidSubPath, r.notPulled}
+		runs := make([]*caseRun, len(bodies))
+		for i := range bodies {
+			runs[i] = r.newCase()
+		}
+		if res.SideBySide {
+			var wg sync.WaitGroup
+			for i, body := range bodies {
+				wg.Go(func() { body(ctx, runs[i]) })
+			}
+			wg.Wait()
+		} else {
+			for i, body := range bodies {
+				body(ctx, runs[i])
+			}
+		}
+		cases = append(cases, runs...)
+	}
+	for _, c := range cases {
+		res.Steps = append(res.Steps, c.steps...)
+		maps.Copy(res.Artifacts, c.artifacts)
+	}
+	return res, r.lostErr()
 }
 
 type runner struct {
 	g   Guest
 	cfg Config
-	res Result
+	vol Volumes
+
+	mu sync.Mutex
 	// lost is the first error that was not a command's own exit status.
 	lost error
+}
+
+// caseRun records one case's steps and files; the cases share the runner.
+type caseRun struct {
+	*runner
+	steps     []report.Step
+	artifacts map[string]string
+}
+
+func (r *runner) newCase() *caseRun { return &caseRun{runner: r, artifacts: map[string]string{}} }
+
+func (r *runner) lostErr() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lost
 }
 
 // broken notes an error that is not the command's own exit status: the
@@ -66,6 +149,8 @@ func (r *runner) broken(ctx context.Context, step string, err error) bool {
 	if err == nil || (errors.As(err, &exit) && ctx.Err() == nil) {
 		return false
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.lost == nil {
 		if ctx.Err() != nil {
 			err = ctx.Err()
@@ -75,7 +160,7 @@ func (r *runner) broken(ctx context.Context, step string, err error) bool {
 	return true
 }
 
-func (r *runner) add(s report.Step) { r.res.Steps = append(r.res.Steps, report.NewStep(s)) }
+func (c *caseRun) add(s report.Step) { c.steps = append(c.steps, report.NewStep(s)) }
 
 type mount struct {
 	ContainerPath string     `json:"container_path"`
@@ -122,26 +207,26 @@ func SandboxConfig(name string) string {
 	return string(b)
 }
 
-// run executes a guest command for a step and records it. It returns the
+// step executes a guest command for a step and records it. It returns the
 // command's stdout (an ID, say), while the step keeps the combined output.
-func (r *runner) step(ctx context.Context, name, cmd string, check func(out string, err error) (report.Status, string)) (string, bool) {
-	if r.lost != nil {
-		r.skip(name, "not run: the guest stopped answering")
+func (c *caseRun) step(ctx context.Context, name, cmd string, check func(out string, err error) (report.Status, string)) (string, bool) {
+	if c.lostErr() != nil {
+		c.skip(name, "not run: the guest stopped answering")
 		return "", false
 	}
 	start := time.Now()
-	stdout, out, err := r.g.Split(ctx, cmd)
-	if r.broken(ctx, name, err) {
-		r.add(report.Step{Name: name, Status: report.Skip, Duration: time.Since(start), Command: cmd, Output: out, Message: "could not run: " + err.Error()})
+	stdout, out, err := c.g.Split(ctx, cmd)
+	if c.broken(ctx, name, err) {
+		c.add(report.Step{Name: name, Status: report.Skip, Duration: time.Since(start), Command: cmd, Output: out, Message: "could not run: " + err.Error()})
 		return "", false
 	}
 	status, msg := check(out, err)
-	r.add(report.Step{Name: name, Status: status, Duration: time.Since(start), Command: cmd, Output: out, Message: msg})
+	c.add(report.Step{Name: name, Status: status, Duration: time.Since(start), Command: cmd, Output: out, Message: msg})
 	return stdout, status == report.Pass
 }
 
-func (r *runner) skip(name, why string) {
-	r.add(report.Step{Name: name, Status: report.Skip, Message: why})
+func (c *caseRun) skip(name, why string) {
+	c.add(report.Step{Name: name, Status: report.Skip, Message: why})
 }
 
 func succeeds(out string, err error) (report.Status, string) {
@@ -218,107 +303,109 @@ func lastLine(s string) string {
 type ConfigFile struct{ Name, Content string }
 
 // ConfigFiles are the pod and container configs of the test's cases, for
-// the workload image and the image mounted as a volume.
-func ConfigFiles(workload, volume string) []ConfigFile {
+// the workload image and the images mounted as volumes.
+func ConfigFiles(workload string, v Volumes) []ConfigFile {
 	return []ConfigFile{
 		{"sandbox.json", SandboxConfig("envctl-lifecycle")},
 		{"sandbox-subpath.json", SandboxConfig("envctl-subpath")},
 		{"sandbox-invalid.json", SandboxConfig("envctl-invalid")},
 		{"sandbox-notpulled.json", SandboxConfig("envctl-notpulled")},
-		{"container.json", ContainerConfig(workload, volume, "")},
-		{"container-subpath.json", ContainerConfig(workload, volume, "dir")},
-		{"container-invalid.json", ContainerConfig(workload, volume, "foo-bar")},
+		{"container.json", ContainerConfig(workload, v.Lifecycle, "")},
+		{"container-subpath.json", ContainerConfig(workload, v.SubPath, "dir")},
+		{"container-invalid.json", ContainerConfig(workload, v.Invalid, "foo-bar")},
+		{"container-notpulled.json", ContainerConfig(workload, v.NotPulled, "")},
 	}
 }
 
-func (r *runner) run(ctx context.Context) error {
-	img, dir := r.cfg.VolumeImage, r.cfg.Dir
-	var files []guest.File
-	for _, f := range ConfigFiles(r.cfg.WorkloadImage, img) {
-		r.res.Artifacts[f.Name] = f.Content
-		files = append(files, guest.File{Path: dir + "/" + f.Name, Data: []byte(f.Content)})
-	}
-	if err := r.g.WriteFiles(ctx, files, 0o644); err != nil {
-		return fmt.Errorf("image-volume test: could not write its files into the guest (has it stopped answering?): %w", err)
-	}
-	q := guest.Quote
-
-	// Setup: the workload image the container runs.
-	if _, ok := r.step(ctx, "setup: pull workload image", "crictl pull "+q(r.cfg.WorkloadImage), succeeds); !ok {
-		return nil
-	}
-
-	// The lifecycle, as upstream's "OCI image volume mount lifecycle".
+// lifecycle is upstream's "OCI image volume mount lifecycle".
+func (r *runner) lifecycle(ctx context.Context, c *caseRun) {
 	const lifecycle = "lifecycle: "
-	if _, ok := r.step(ctx, lifecycle+"pull volume image", "crictl pull "+q(img), succeeds); !ok {
-		r.skipRest(lifecycle, "the volume image could not be pulled")
-	} else if out, ok := r.step(ctx, lifecycle+"run container with image volume", "crictl run "+dir+"/container.json "+dir+"/sandbox.json", succeeds); !ok {
-		r.res.Artifacts["crictl-run.txt"] = r.res.Steps[len(r.res.Steps)-1].Output
-		r.skipRest(lifecycle, "the container did not start")
+	img, dir, q := r.vol.Lifecycle, r.cfg.Dir, guest.Quote
+	if _, ok := c.step(ctx, lifecycle+"pull volume image", "crictl pull "+q(img), succeeds); !ok {
+		c.skipRest(lifecycle, "the volume image could not be pulled")
+	} else if out, ok := c.step(ctx, lifecycle+"run container with image volume", "crictl run "+dir+"/container.json "+dir+"/sandbox.json", succeeds); !ok {
+		c.artifacts["crictl-run.txt"] = c.steps[len(c.steps)-1].Output
+		c.skipRest(lifecycle, "the container did not start")
 	} else {
 		ctr := lastLine(out)
-		r.step(ctx, lifecycle+"/volume/dir/file is 1", "crictl exec "+ctr+" cat /volume/dir/file", prints("1"))
-		r.step(ctx, lifecycle+"/volume/file is 2", "crictl exec "+ctr+" cat /volume/file", prints("2"))
-		r.step(ctx, lifecycle+"rmi refused while in use", "crictl rmi "+q(img), failsWith("the image is in use", inUseRE))
-		r.imageIDStep(ctx, lifecycle+"image ID equals mount image ID", img, ctr)
-		r.step(ctx, lifecycle+"rm container", "crictl rm -f "+ctr, succeeds)
-		r.step(ctx, lifecycle+"rmi after removal", "crictl rmi "+q(img), succeeds)
+		c.step(ctx, lifecycle+"/volume/dir/file is 1", "crictl exec "+ctr+" cat /volume/dir/file", prints("1"))
+		c.step(ctx, lifecycle+"/volume/file is 2", "crictl exec "+ctr+" cat /volume/file", prints("2"))
+		c.step(ctx, lifecycle+"rmi refused while in use", "crictl rmi "+q(img), failsWith("the image is in use", inUseRE))
+		c.imageIDStep(ctx, lifecycle+"image ID equals mount image ID", img, ctr)
+		c.step(ctx, lifecycle+"rm container", "crictl rm -f "+ctr, succeeds)
+		c.step(ctx, lifecycle+"rmi after removal", "crictl rmi "+q(img), succeeds)
 	}
-	r.release(ctx, "envctl-lifecycle")
-
-	// Sub path: only /dir is mounted, so /volume/file is dir/file.
-	const sub = "sub path: "
-	if _, ok := r.step(ctx, sub+"pull volume image", "crictl pull "+q(img), succeeds); ok {
-		if out, ok := r.step(ctx, sub+"run with image_sub_path=dir", "crictl run "+dir+"/container-subpath.json "+dir+"/sandbox-subpath.json", succeeds); ok {
-			ctr := lastLine(out)
-			r.step(ctx, sub+"/volume/file is 1", "crictl exec "+ctr+" cat /volume/file", prints("1"))
-			r.step(ctx, sub+"rm container", "crictl rm -f "+ctr, succeeds)
-		} else {
-			r.skip(sub+"/volume/file is 1", "the container did not start")
-		}
-	}
-	r.release(ctx, "envctl-subpath")
-
-	// Invalid sub path: CreateContainer must fail, and say why.
-	const inv = "invalid sub path: "
-	// As upstream, the reason must also be in crio's log.
-	r.step(ctx, inv+"run with image_sub_path=foo-bar fails", "crictl run "+dir+"/container-invalid.json "+dir+"/sandbox-invalid.json", failsWith("the sub path does not exist in the image", badSubPathRE))
-	r.step(ctx, inv+"crio's log says why", "journalctl -u crio --no-pager -o cat | grep -E "+q(badSubPathRE.String()), succeeds)
-	r.release(ctx, "envctl-invalid")
-
-	// Not pulled: without the image, the run must fail. The earlier
-	// cases' pods are gone first, whatever became of their containers.
-	const np = "not pulled: "
-	r.settle(ctx, "envctl-lifecycle", "envctl-subpath", "envctl-invalid")
-	r.step(ctx, np+"remove the volume image", "crictl rmi "+q(img)+" || ! crictl inspecti "+q(img)+" >/dev/null 2>&1", succeeds)
-	r.step(ctx, np+"run without the volume image fails", "crictl run --no-pull "+dir+"/container.json "+dir+"/sandbox-notpulled.json", failsWith("the image does not exist locally", notLocalRE))
-	r.release(ctx, "envctl-notpulled")
-	return nil
+	c.release(ctx, "envctl-lifecycle")
 }
 
-func (r *runner) skipRest(prefix, why string) {
+// subPath: only /dir is mounted, so /volume/file is dir/file.
+func (r *runner) subPath(ctx context.Context, c *caseRun) {
+	const sub = "sub path: "
+	if _, ok := c.step(ctx, sub+"pull volume image", "crictl pull "+guest.Quote(r.vol.SubPath), succeeds); ok {
+		dir := r.cfg.Dir
+		if out, ok := c.step(ctx, sub+"run with image_sub_path=dir", "crictl run "+dir+"/container-subpath.json "+dir+"/sandbox-subpath.json", succeeds); ok {
+			ctr := lastLine(out)
+			c.step(ctx, sub+"/volume/file is 1", "crictl exec "+ctr+" cat /volume/file", prints("1"))
+			c.step(ctx, sub+"rm container", "crictl rm -f "+ctr, succeeds)
+		} else {
+			c.skip(sub+"/volume/file is 1", "the container did not start")
+		}
+	}
+	c.release(ctx, "envctl-subpath")
+}
+
+// invalidSubPath: CreateContainer must fail, and say why; as upstream,
+// the reason must also be in crio's log. One after another, the sub-path
+// case has pulled the image by now; side by side, the case pulls its own.
+func (r *runner) invalidSubPath(ctx context.Context, c *caseRun) {
+	const inv = "invalid sub path: "
+	run := "crictl run " + r.cfg.Dir + "/container-invalid.json " + r.cfg.Dir + "/sandbox-invalid.json"
+	if r.cfg.SideBySide() {
+		run = "crictl pull " + guest.Quote(r.vol.Invalid) + " >/dev/null && " + run
+	}
+	c.step(ctx, inv+"run with image_sub_path=foo-bar fails", run, failsWith("the sub path does not exist in the image", badSubPathRE))
+	c.step(ctx, inv+"crio's log says why", "journalctl -u crio --no-pager -o cat | grep -E "+guest.Quote(badSubPathRE.String()), succeeds)
+	c.release(ctx, "envctl-invalid")
+}
+
+// notPulled: without the image, the run must fail. One after another,
+// the earlier cases' pods are gone first, whatever became of their
+// containers (they used the same image); side by side, the case's image
+// is its own and was never pulled.
+func (r *runner) notPulled(ctx context.Context, c *caseRun) {
+	const np = "not pulled: "
+	img, q := r.vol.NotPulled, guest.Quote
+	if !r.cfg.SideBySide() {
+		c.settle(ctx, "envctl-lifecycle", "envctl-subpath", "envctl-invalid")
+	}
+	c.step(ctx, np+"remove the volume image", "crictl rmi "+q(img)+" || ! crictl inspecti "+q(img)+" >/dev/null 2>&1", succeeds)
+	c.step(ctx, np+"run without the volume image fails", "crictl run --no-pull "+r.cfg.Dir+"/container-notpulled.json "+r.cfg.Dir+"/sandbox-notpulled.json", failsWith("the image does not exist locally", notLocalRE))
+	c.release(ctx, "envctl-notpulled")
+}
+
+func (c *caseRun) skipRest(prefix, why string) {
 	for _, s := range []string{"/volume/dir/file is 1", "/volume/file is 2", "rmi refused while in use", "image ID equals mount image ID", "rm container", "rmi after removal"} {
-		r.skip(prefix+s, why)
+		c.skip(prefix+s, why)
 	}
 }
 
 // imageIDStep checks that the mount records the image by ID, which the
 // kubelet's image garbage collection relies on.
-func (r *runner) imageIDStep(ctx context.Context, name, img, ctr string) {
-	if r.lost != nil {
-		r.skip(name, "not run: the guest stopped answering")
+func (c *caseRun) imageIDStep(ctx context.Context, name, img, ctr string) {
+	if c.lostErr() != nil {
+		c.skip(name, "not run: the guest stopped answering")
 		return
 	}
 	start := time.Now()
 	cmd := "crictl inspecti -o json " + guest.Quote(img) + " && crictl inspect -o json " + ctr
-	imgOut, err1 := r.g.Output(ctx, "crictl inspecti -o json "+guest.Quote(img))
-	ctrOut, err2 := r.g.Output(ctx, "crictl inspect -o json "+ctr)
-	r.res.Artifacts["crictl-inspect.json"] = ctrOut
-	r.res.Artifacts["crictl-inspecti.json"] = imgOut
+	imgOut, err1 := c.g.Output(ctx, "crictl inspecti -o json "+guest.Quote(img))
+	ctrOut, err2 := c.g.Output(ctx, "crictl inspect -o json "+ctr)
+	c.artifacts["crictl-inspect.json"] = ctrOut
+	c.artifacts["crictl-inspecti.json"] = imgOut
 	st := report.Step{Name: name, Command: cmd, Duration: time.Since(start)}
-	if r.broken(ctx, name, err1) || r.broken(ctx, name, err2) {
+	if c.broken(ctx, name, err1) || c.broken(ctx, name, err2) {
 		st.Status, st.Message = report.Skip, "could not run: the guest stopped answering"
-		r.add(st)
+		c.add(st)
 		return
 	}
 	var ii struct {
@@ -347,28 +434,28 @@ func (r *runner) imageIDStep(ctx context.Context, name, img, ctr string) {
 	default:
 		st.Status, st.Output = report.Pass, "image ID "+ii.Status.ID
 	}
-	r.add(st)
+	c.add(st)
 }
 
 // release removes a case's pod (and its containers) in the background:
 // stopping a pod takes a second or more under software emulation, and the
 // next case need not wait for it, since every case's pod has a name of its
 // own (so nothing else is removed).
-func (r *runner) release(ctx context.Context, pod string) {
-	if r.lost != nil {
+func (c *caseRun) release(ctx context.Context, pod string) {
+	if c.lostErr() != nil {
 		return
 	}
-	_, err := r.g.Output(ctx, "setsid -f sh -c "+guest.Quote(removePods(pod))+" >/dev/null 2>&1 </dev/null")
-	r.broken(ctx, "cleanup", err)
+	_, err := c.g.Output(ctx, "setsid -f sh -c "+guest.Quote(removePods(pod))+" >/dev/null 2>&1 </dev/null")
+	c.broken(ctx, "cleanup", err)
 }
 
 // settle removes pods and waits until they are gone.
-func (r *runner) settle(ctx context.Context, pods ...string) {
-	if r.lost != nil {
+func (c *caseRun) settle(ctx context.Context, pods ...string) {
+	if c.lostErr() != nil {
 		return
 	}
-	_, err := r.g.Output(ctx, removePods(pods...)+" >/dev/null 2>&1; true")
-	r.broken(ctx, "cleanup", err)
+	_, err := c.g.Output(ctx, removePods(pods...)+" >/dev/null 2>&1; true")
+	c.broken(ctx, "cleanup", err)
 }
 
 func removePods(pods ...string) string {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,17 +50,38 @@ func TestContainerConfigIsWhatTheKubeletSends(t *testing.T) {
 	}
 }
 
-func run(t *testing.T, setup func(*criotest.Stack)) Result {
+// modes are the two ways the cases run: one after another on one volume
+// image (upstream's), and side by side, each on an image of its own.
+var modes = []struct {
+	name string
+	cfg  Config
+}{
+	{"one after another", Config{VolumeImage: "localhost:5000/envctl/artifact:v1", WorkloadImage: "localhost:5000/envctl/workload:v1", Dir: "/root/envctl-test"}},
+	{"side by side", Config{VolumeImage: "localhost:5000/envctl/artifact:v1", WorkloadImage: "localhost:5000/envctl/workload:v1", Dir: "/root/envctl-test",
+		Volumes: Volumes{"localhost:5000/envctl/artifact:v1", "localhost:5000/envctl/artifact-subpath:v1", "localhost:5000/envctl/artifact-invalid:v1", "localhost:5000/envctl/artifact-notpulled:v1"}}},
+}
+
+// forModes runs a test in both modes.
+func forModes(t *testing.T, f func(t *testing.T, cfg Config)) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) { f(t, m.cfg) })
+	}
+}
+
+func run(t *testing.T, cfg Config, setup func(*criotest.Stack)) Result {
 	srv, c := guesttest.Connect(t)
 	sim := criotest.Install(srv)
 	if setup != nil {
 		setup(sim)
 	}
-	res, err := Run(context.Background(), c, Config{VolumeImage: "localhost:5000/envctl/artifact:v1", WorkloadImage: "localhost:5000/envctl/workload:v1", Dir: "/root/envctl-test"})
+	res, err := Run(context.Background(), c, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"container.json", "sandbox.json", "container-invalid.json"} {
+	if res.SideBySide != cfg.SideBySide() {
+		t.Errorf("SideBySide %v, config %+v", res.SideBySide, cfg)
+	}
+	for _, f := range []string{"container.json", "sandbox.json", "container-invalid.json", "container-notpulled.json"} {
 		if _, err := srv.ReadFile("/root/envctl-test/" + f); err != nil {
 			t.Errorf("config %s not written", f)
 		}
@@ -75,8 +97,10 @@ func statuses(res Result) map[string]report.Status {
 	return out
 }
 
-func TestStepsAllPass(t *testing.T) {
-	res := run(t, nil)
+func TestStepsAllPass(t *testing.T) { forModes(t, stepsAllPass) }
+
+func stepsAllPass(t *testing.T, cfg Config) {
+	res := run(t, cfg, nil)
 	want := []string{
 		"setup: pull workload image",
 		"lifecycle: pull volume image", "lifecycle: run container with image volume", "lifecycle: /volume/dir/file is 1", "lifecycle: /volume/file is 2",
@@ -97,8 +121,10 @@ func TestStepsAllPass(t *testing.T) {
 	}
 }
 
-func TestSeedCaseFailsAndSkipsWhatCannotRun(t *testing.T) {
-	res := run(t, func(c *criotest.Stack) { c.DropsMount = true })
+func TestSeedCaseFailsAndSkipsWhatCannotRun(t *testing.T) { forModes(t, seedCaseFails) }
+
+func seedCaseFails(t *testing.T, cfg Config) {
+	res := run(t, cfg, func(c *criotest.Stack) { c.DropsMount = true })
 	st := statuses(res)
 	if st["lifecycle: run container with image volume"] != report.Fail || st["sub path: run with image_sub_path=dir"] != report.Fail {
 		t.Errorf("runs did not fail: %v", st)
@@ -119,8 +145,10 @@ func TestSeedCaseFailsAndSkipsWhatCannotRun(t *testing.T) {
 
 // Every step that expects a refusal checks CRI-O's reason: refused for
 // another reason, the step fails, naming the reason it wanted.
-func TestRefusalsMustHaveTheirReason(t *testing.T) {
-	res := run(t, func(c *criotest.Stack) { c.WrongReasons = true })
+func TestRefusalsMustHaveTheirReason(t *testing.T) { forModes(t, refusalsHaveReasons) }
+
+func refusalsHaveReasons(t *testing.T, cfg Config) {
+	res := run(t, cfg, func(c *criotest.Stack) { c.WrongReasons = true })
 	byName := map[string]report.Step{}
 	for _, s := range res.Steps {
 		byName[s.Name] = s
@@ -142,12 +170,14 @@ func TestRefusalsMustHaveTheirReason(t *testing.T) {
 	}
 }
 
-func TestPullFailures(t *testing.T) {
-	res := run(t, func(c *criotest.Stack) { c.PullFails = "workload" })
+func TestPullFailures(t *testing.T) { forModes(t, pullFailures) }
+
+func pullFailures(t *testing.T, cfg Config) {
+	res := run(t, cfg, func(c *criotest.Stack) { c.PullFails = "workload" })
 	if len(res.Steps) != 1 || res.Steps[0].Status != report.Fail {
 		t.Errorf("a failed workload pull must stop the test: %+v", res.Steps)
 	}
-	res = run(t, func(c *criotest.Stack) { c.PullFails = "artifact" })
+	res = run(t, cfg, func(c *criotest.Stack) { c.PullFails = "artifact:" })
 	st := statuses(res)
 	if st["lifecycle: pull volume image"] != report.Fail || st["lifecycle: /volume/file is 2"] != report.Skip {
 		t.Errorf("statuses %v", st)
@@ -156,7 +186,9 @@ func TestPullFailures(t *testing.T) {
 
 // A guest that stops answering mid-test is not a failed test: the steps
 // after it are skipped, none fails, and Run says it could not test.
-func TestGuestLostMidTest(t *testing.T) {
+func TestGuestLostMidTest(t *testing.T) { forModes(t, guestLost) }
+
+func guestLost(t *testing.T, cfg Config) {
 	srv, c := guesttest.Connect(t)
 	criotest.Install(srv)
 	srv.Handle(`^crictl exec `, func(string, []string) guesttest.Reply {
@@ -164,7 +196,7 @@ func TestGuestLostMidTest(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 		return guesttest.Reply{Stdout: "1\n"}
 	})
-	res, err := Run(context.Background(), c, Config{VolumeImage: "localhost:5000/envctl/artifact:v1", WorkloadImage: "localhost:5000/envctl/workload:v1", Dir: "/root/envctl-test"})
+	res, err := Run(context.Background(), c, cfg)
 	if err == nil || !strings.Contains(err.Error(), "stopped answering") {
 		t.Fatalf("err %v", err)
 	}
@@ -173,8 +205,15 @@ func TestGuestLostMidTest(t *testing.T) {
 			t.Errorf("step %q failed (%s); a lost guest must not fail steps", s.Name, s.Message)
 		}
 	}
-	if last := res.Steps[len(res.Steps)-1]; last.Status != report.Skip {
-		t.Errorf("last step %+v", last)
+	// The lifecycle's steps after the lost exec are skipped (side by side,
+	// another case may have finished before the connection dropped).
+	if st := statuses(res); st["lifecycle: rm container"] != report.Skip {
+		t.Errorf("lifecycle: rm container: %s, want skip (%v)", st["lifecycle: rm container"], st)
+	}
+	if !cfg.SideBySide() {
+		if last := res.Steps[len(res.Steps)-1]; last.Status != report.Skip {
+			t.Errorf("last step %+v", last)
+		}
 	}
 }
 
@@ -187,5 +226,56 @@ func TestCancelledMidTest(t *testing.T) {
 	_, err := Run(ctx, c, Config{VolumeImage: "v", WorkloadImage: "w", Dir: "/root/envctl-test"})
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("err %v", err)
+	}
+}
+
+// Side by side, the cases really overlap: the lifecycle's first exec waits
+// until the not-pulled case has run (one after another, it never would),
+// and every case still passes, in the same order as one after another.
+// With Serial the same config runs one case at a time.
+func TestCasesRunSideBySide(t *testing.T) {
+	cfg := modes[1].cfg
+	srv, c := guesttest.Connect(t)
+	criotest.Install(srv)
+	notPulledRan := make(chan struct{})
+	var once sync.Once
+	srv.Handle(`^crictl run --no-pull `, func(string, []string) guesttest.Reply {
+		once.Do(func() { close(notPulledRan) })
+		return guesttest.Reply{Stderr: `ImageVolumeMountFailed: image "x" does not exist locally`, Exit: 1}
+	})
+	srv.Handle(`^crictl exec \S+ cat /volume/dir/file$`, func(string, []string) guesttest.Reply {
+		select {
+		case <-notPulledRan:
+			return guesttest.Reply{Stdout: "1\n"}
+		case <-time.After(5 * time.Second):
+			return guesttest.Reply{Stderr: "the not-pulled case did not run meanwhile", Exit: 1}
+		}
+	})
+	res, err := Run(context.Background(), c, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.SideBySide {
+		t.Fatal("the cases did not run side by side")
+	}
+	var got []string
+	for _, s := range res.Steps {
+		got = append(got, s.Name)
+		if s.Status != report.Pass {
+			t.Errorf("%s: %s %s", s.Name, s.Status, s.Message)
+		}
+	}
+	serial := run(t, Config{VolumeImage: cfg.VolumeImage, WorkloadImage: cfg.WorkloadImage, Dir: cfg.Dir, Volumes: cfg.Volumes, Serial: true}, nil)
+	var want []string
+	for _, s := range serial.Steps {
+		want = append(want, s.Name)
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("side by side the steps are\n%s\none after another\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, cmd := range srv.Commands() {
+		if strings.HasPrefix(cmd, "crictl run --no-pull") && !strings.Contains(cmd, "container-notpulled.json") {
+			t.Errorf("the not-pulled case ran %q, not its own config", cmd)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package start_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/envctl/envctl/images"
+	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/env"
 	"github.com/envctl/envctl/provision/start"
@@ -318,4 +320,45 @@ func timing(st *start.Started, name string) (time.Duration, bool) {
 		}
 	}
 	return 0, false
+}
+
+// A saved state's seal stays true after the saving run's teardown: no
+// file of it keeps a second name in the pool, whose removal would change
+// its ctime and make the first restore after every save rehash the state.
+func TestSavedStatesKeepTheirStamps(t *testing.T) {
+	f := newFixture(t)
+	st := f.run(t, f.spec("c1"), true)
+	w, ok := f.warm.Lookup(st.WarmKey)
+	if !ok {
+		t.Fatal("no warm state saved")
+	}
+	dirs := []string{w.Dir}
+	for _, p := range w.Needs {
+		dirs = append(dirs, filepath.Dir(p))
+	}
+	if len(dirs) != 2 {
+		t.Fatalf("the warm state needs %v, want the post-boot state", w.Needs)
+	}
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, cache.ManifestName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m cache.Manifest
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		for rel, want := range m {
+			fi, err := os.Stat(filepath.Join(dir, rel))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cache.StampOf(fi); got != want.Stamp {
+				t.Errorf("%s/%s: stamp %+v after the teardown, sealed %+v: the next check rehashes it", filepath.Base(dir), rel, got, want.Stamp)
+			}
+		}
+	}
+	for _, v := range f.drv.VolumeNames() {
+		t.Errorf("volume %s left after the teardown", v)
+	}
 }

@@ -31,6 +31,16 @@ const (
 	PauseRepo    = "envctl/pause:v1"
 )
 
+// CaseArtifactRepos are the volume images of the test's cases when they run
+// side by side (the lifecycle case keeps ArtifactRepo): the artifact's
+// content under an image ID of each case's own, so that removing one
+// case's image never touches another's.
+var CaseArtifactRepos = struct{ SubPath, Invalid, NotPulled string }{
+	SubPath:   "envctl/artifact-subpath:v1",
+	Invalid:   "envctl/artifact-invalid:v1",
+	NotPulled: "envctl/artifact-notpulled:v1",
+}
+
 // GuestRef is how the guest names an image served by the registry.
 func GuestRef(repo string) string { return fmt.Sprintf("localhost:%d/%s", GuestPort, repo) }
 
@@ -98,6 +108,22 @@ func Artifact() (v1.Image, error) {
 		return nil, err
 	}
 	return image(l, v1.Config{})
+}
+
+// CaseArtifact is the artifact with a label naming the case: the same
+// layer, another config, so another image ID.
+func CaseArtifact(testCase string) (v1.Image, error) {
+	art, err := Artifact()
+	if err != nil {
+		return nil, err
+	}
+	cf, err := art.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.Config.Labels = map[string]string{"org.envctl.test-case": testCase}
+	return mutate.ConfigFile(art, cf)
 }
 
 // Workload returns the workload and pause images around a static binary
@@ -169,7 +195,15 @@ func Serve(ctx context.Context, workloadBinary string) (*Registry, error) {
 		r.Close()
 		return nil, err
 	}
-	for repo, img := range map[string]v1.Image{ArtifactRepo: art, WorkloadRepo: work, PauseRepo: pause} {
+	images := map[string]v1.Image{ArtifactRepo: art, WorkloadRepo: work, PauseRepo: pause}
+	c := CaseArtifactRepos
+	for repo, testCase := range map[string]string{c.SubPath: "sub-path", c.Invalid: "invalid-sub-path", c.NotPulled: "not-pulled"} {
+		if images[repo], err = CaseArtifact(testCase); err != nil {
+			r.Close()
+			return nil, err
+		}
+	}
+	for repo, img := range images {
 		if err := r.Push(ctx, repo, img); err != nil {
 			r.Close()
 			return nil, err

@@ -47,10 +47,29 @@ func TestRegistryServesImages(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	for _, repo := range []string{ArtifactRepo, WorkloadRepo, PauseRepo} {
+	ids := map[string]string{}
+	c := CaseArtifactRepos
+	for _, repo := range []string{ArtifactRepo, WorkloadRepo, PauseRepo, c.SubPath, c.Invalid, c.NotPulled} {
 		ref, _ := name.ParseReference(r.Addr+"/"+repo, name.Insecure)
-		if _, err := remote.Image(ref); err != nil {
+		img, err := remote.Image(ref)
+		if err != nil {
 			t.Errorf("pull %s: %v", repo, err)
+			continue
+		}
+		id, _ := img.ConfigName()
+		if other, ok := ids[id.String()]; ok {
+			t.Errorf("%s and %s have one image ID %s: the side-by-side cases need one each", repo, other, id)
+		}
+		ids[id.String()] = repo
+		if repo == ArtifactRepo || strings.HasPrefix(repo, "envctl/artifact-") {
+			layers, _ := img.Layers()
+			art, _ := Artifact()
+			want, _ := art.Layers()
+			d1, _ := layers[0].Digest()
+			d2, _ := want[0].Digest()
+			if len(layers) != 1 || d1 != d2 {
+				t.Errorf("%s: layers %v, want the artifact's %v", repo, d1, d2)
+			}
 		}
 	}
 }

@@ -148,8 +148,28 @@ func (m *Machine) save(ctx context.Context, dir string, stable bool) (saved, err
 			}
 		}
 	}
+	m.dropFrozen(ctx, frozen)
 	w.took = time.Since(start)
 	return w, nil
+}
+
+// dropFrozen deletes the frozen disk's name in the pool now, before the
+// state is sealed: the kept disk is the same file, and unlinking its
+// second name at teardown would change its ctime, so the first restore
+// after every save would rehash the whole state. The running QEMU holds
+// the file open; the domain is never started again (a saving run's domain
+// is transient). A name that cannot be deleted now goes at teardown.
+func (m *Machine) dropFrozen(ctx context.Context, frozen string) {
+	vol := filepath.Base(frozen)
+	if filepath.Dir(frozen) == filepath.Dir(m.ds.Disks[0].Path) && slices.Contains(m.Env.Volumes, vol) {
+		if err := m.drv.DeleteVolume(ctx, m.Env.Pool, vol); err != nil {
+			m.opts.log().Debug("frozen disk kept in the pool until teardown", "volume", vol, "err", err)
+			return
+		}
+		if err := m.Env.DropVolume(vol); err != nil {
+			m.opts.log().Debug("environment record", "err", err)
+		}
+	}
 }
 
 // AttachArtifactDisk hot-plugs the artifact disk that a post-boot state

@@ -20,7 +20,7 @@ import (
 type Stack struct {
 	mu         sync.Mutex
 	images     map[string]bool
-	containers map[string]string // ID → image sub path
+	containers map[string]container // by ID
 	n          int
 	// DropsMount plays crictl < 1.31: the mount's image never reaches CRI-O,
 	// which answers "mount.HostPath is empty".
@@ -64,7 +64,7 @@ var Versions = map[string]string{
 
 // Install scripts srv as a guest where CRI-O installs, starts and runs.
 func Install(srv *guesttest.Server) *Stack {
-	s := &Stack{images: map[string]bool{}, containers: map[string]string{}, VolumeFile: "2"}
+	s := &Stack{images: map[string]bool{}, containers: map[string]container{}, VolumeFile: "2"}
 	srv.Reply(`^udevadm control`, guesttest.Reply{})
 	srv.Reply(`^systemctl start crio$`, guesttest.Reply{})
 	// The dead-man timer of a restored guest (vm.Machine.ArmDeadman): its
@@ -146,6 +146,15 @@ func Install(srv *guesttest.Server) *Stack {
 		defer s.mu.Unlock()
 		return s.crictl(srv, m[1], strings.Fields(m[2]))
 	})
+	// A case that pulls its own image right before it runs.
+	srv.Handle(`^crictl pull (\S+) >/dev/null && crictl run (.*)$`, func(cmd string, m []string) guesttest.Reply {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if r := s.crictl(srv, "pull", []string{m[1]}); r.Exit != 0 {
+			return r
+		}
+		return s.crictl(srv, "run", strings.Fields(m[2]))
+	})
 	return s
 }
 
@@ -213,10 +222,11 @@ func (s *Stack) crictl(srv *guesttest.Server, verb string, args []string) guestt
 		}
 		s.n++
 		id := fmt.Sprintf("ctr%d", s.n)
-		s.containers[id] = m.ImageSubPath
+		s.containers[id] = container{image: m.Image.Image, sub: m.ImageSubPath}
 		return guesttest.Reply{Stdout: id + "\n"}
 	case "exec":
-		sub, ok := s.containers[args[0]]
+		c, ok := s.containers[args[0]]
+		sub := c.sub
 		if !ok || len(args) < 3 {
 			return guesttest.Reply{Stderr: "no such container", Exit: 1}
 		}
@@ -228,8 +238,10 @@ func (s *Stack) crictl(srv *guesttest.Server, verb string, args []string) guestt
 		}
 		return guesttest.Reply{Stderr: "cat: no such file", Exit: 1}
 	case "rmi":
-		if len(s.containers) > 0 {
-			return s.refuse("removing image: image used by " + firstKey(s.containers) + ": image is in use by a container")
+		for id, c := range s.containers {
+			if c.image == unquote(args[0]) {
+				return s.refuse("removing image: image used by " + id + ": image is in use by a container")
+			}
 		}
 		delete(s.images, unquote(args[0]))
 		return guesttest.Reply{}
@@ -241,15 +253,12 @@ func (s *Stack) crictl(srv *guesttest.Server, verb string, args []string) guestt
 		delete(s.containers, args[len(args)-1])
 		return guesttest.Reply{}
 	case "rmp":
-		s.containers = map[string]string{}
+		s.containers = map[string]container{}
 		return guesttest.Reply{}
 	}
 	return guesttest.Reply{Stderr: "unknown crictl command", Exit: 2}
 }
 
-func firstKey(m map[string]string) string {
-	for k := range m {
-		return k
-	}
-	return ""
-}
+// container is a running container: the image mounted as its volume, and the
+// sub path.
+type container struct{ image, sub string }

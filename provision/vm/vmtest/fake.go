@@ -255,6 +255,9 @@ func (c *conn) DeleteVolume(ctx context.Context, pool, name string) error {
 	}
 	c.d.mu.Lock()
 	defer c.d.mu.Unlock()
+	if v := c.d.Pools[pool][name]; v != nil && c.d.Files != "" {
+		_ = os.Remove(v.Path) // as libvirt unlinks a volume's file
+	}
 	delete(c.d.Pools[pool], name)
 	return nil
 }
