@@ -277,6 +277,7 @@ func hashFile(t *testing.T, p string) string {
 // crictl-matrix), and the export/import variant on a runner whose cached
 // images.tar is corrupt, which must fail the job rather than be swallowed.
 func TestE2ECIRecipeEmitAndImport(t *testing.T) {
+	parallelGroup(t)
 	blocks := ciBlocks(t)
 	if len(blocks) < 2 {
 		t.Fatalf("docs/ci.md has %d workflows, want the matrix workflow and the images.tar variant", len(blocks))

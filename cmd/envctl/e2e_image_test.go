@@ -194,6 +194,7 @@ func coldCache(t *testing.T) string {
 // digests; other packages mean Debian's mirror moved since the lock was
 // written, which `envctl up` re-pins (TestE2EImageMovedSinceTheLock).
 func TestE2EImageBuildIsReproducible(t *testing.T) {
+	parallelGroup(t)
 	debs, first := suiteBuild(t)
 	if _, err := archive.ParseStamp(first.Snapshot); err != nil {
 		t.Fatalf("the build recorded no archive state: %v", err)
@@ -635,6 +636,7 @@ func TestE2EImageMovedSinceTheLock(t *testing.T) {
 // that nor `envctl lock` rewrites the lock; the cache learns the lock's
 // archive state for that disk.
 func TestE2EImageOnASecondDay(t *testing.T) {
+	parallelGroup(t)
 	f := suiteLock(t)
 	debs, base := suiteBuild(t)
 	if base.Disk != f.Image.Digest {

@@ -167,6 +167,7 @@ func (w *rootQEMU) Stop() []string {
 // The user's cache holds the components from the suite's cache, as a CI
 // cache restore gives them; the image it builds itself.
 func TestE2EUnprivilegedUser(t *testing.T) {
+	parallelGroup(t)
 	f := suiteLock(t)
 	debs, base := suiteBuild(t)
 	u := newUser(t)

@@ -145,6 +145,7 @@ func dropSaved(t testing.TB, kind, profile string) {
 // timer powers it off within the killed run's --timeout: its domain is
 // gone without any gc.
 func TestE2EKilledRestoredRunIsReaped(t *testing.T) {
+	parallelGroup(t)
 	body := strings.Replace(matrixBase, "disk: 10GiB", "disk: 15GiB", 1)
 	profile := writeProfile(t, "e2e-reap", body)
 	mustLock(t, profile)

@@ -42,6 +42,7 @@ type run struct {
 	warnings []compat.Finding
 	machine  *vm.Machine
 	verified []crio.Installed
+	proof    crio.Proof // how verify knew the files (once it ran)
 	// own and upstream are each suite's result; tested is set once a
 	// suite ran.
 	own      imagevolume.Result
@@ -336,10 +337,16 @@ func (r *run) verify(ctx context.Context) error {
 	if err := saveStack(r.machine.Env, r.parts); err != nil {
 		r.log().Warn("save the installed stack", "env", r.started.Env, "err", err)
 	}
-	installed, err := crio.Verify(ctx, r.machine.SSH, crio.Stack{Parts: r.parts})
+	// A warm guest is the saved one bit for bit (its seal was checked
+	// before the restore), and its files were hashed before it was saved.
+	r.proof = crio.ProofDigests
+	if r.started.How == start.Warm {
+		r.proof = crio.ProofSeal
+	}
+	installed, err := crio.Verify(ctx, r.machine.SSH, crio.Stack{Parts: r.parts}, r.proof)
 	r.verified = installed
 	if err == nil {
-		r.opts.step("versions verified against the lock: %s", r.cell.VersionList())
+		r.opts.step("versions verified against the lock: %s (%s)", r.cell.VersionList(), r.proof.Describe())
 	}
 	return err
 }

@@ -41,5 +41,5 @@ func VerifyEnv(ctx context.Context, opts vm.Options, id string) ([]crio.Installe
 	if err := json.Unmarshal(b, &parts); err != nil {
 		return nil, fault.Infraf("environment %s: %s: %w", m.Env.ID, m.Env.Path(stackFile), err)
 	}
-	return crio.Verify(ctx, m.SSH, crio.Stack{Parts: parts})
+	return crio.Verify(ctx, m.SSH, crio.Stack{Parts: parts}, crio.ProofDigests)
 }

@@ -192,18 +192,23 @@ func installed(t *testing.T, srv *guesttest.Server, s Stack) {
 	}
 }
 
+// splitBatch recognises the one round trip of a drift check.
+var splitBatch = guest.SplitBatchScript
+
+// verifyReplies are a guest's answers when it runs what the lock pins.
+var verifyReplies = map[string]string{
+	`^/usr/local/bin/crio --version$`:             "crio version 1.34.0\n",
+	`^/usr/local/bin/crictl --version$`:           "crictl version v1.34.0\n",
+	`^/usr/local/bin/crun --version$`:             "crun version 1.21\ncommit: x\n",
+	`^dpkg-query -W -f '\$\{Version\}' 'conmon'$`: "2.1.6+ds1-1",
+	`^/opt/cni/bin/bridge --version$`:             "CNI bridge plugin v1.1.1\n",
+	`^crictl version$`:                            "Version:  0.1.0\nRuntimeName:  cri-o\nRuntimeVersion:  1.34.0\nRuntimeApiVersion:  v1\n",
+}
+
 func TestVerify(t *testing.T) {
-	replies := map[string]string{
-		`^/usr/local/bin/crio --version$`:             "crio version 1.34.0\n",
-		`^/usr/local/bin/crictl --version$`:           "crictl version v1.34.0\n",
-		`^/usr/local/bin/crun --version$`:             "crun version 1.21\ncommit: x\n",
-		`^dpkg-query -W -f '\$\{Version\}' 'conmon'$`: "2.1.6+ds1-1",
-		`^/opt/cni/bin/bridge --version$`:             "CNI bridge plugin v1.1.1\n",
-		`^crictl version$`:                            "Version:  0.1.0\nRuntimeName:  cri-o\nRuntimeVersion:  1.34.0\nRuntimeApiVersion:  v1\n",
-	}
 	guest := func(t *testing.T) (*guesttest.Server, *guest.Client, Stack) {
 		srv, c := dial(t)
-		for re, out := range replies {
+		for re, out := range verifyReplies {
 			srv.Reply(re, guesttest.Reply{Stdout: out})
 		}
 		s := stack(t, t.TempDir())
@@ -211,10 +216,21 @@ func TestVerify(t *testing.T) {
 		return srv, c, s
 	}
 	t.Run("all match", func(t *testing.T) {
-		_, c, s := guest(t)
-		got, err := Verify(context.Background(), c, s)
+		srv, c, s := guest(t)
+		got, err := Verify(context.Background(), c, s, ProofDigests)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// One round trip: one batch holding the digests and every version.
+		batches, hashed := 0, false
+		for _, cmd := range srv.Commands() {
+			if _, _, ok := splitBatch(cmd); ok {
+				batches++
+			}
+			hashed = hashed || strings.HasPrefix(cmd, "sha256sum ")
+		}
+		if batches != 1 || !hashed {
+			t.Errorf("%d batches, hashed %v: %q", batches, hashed, srv.Commands())
 		}
 		if len(got) != 5 {
 			t.Fatalf("verified %d", len(got))
@@ -260,7 +276,7 @@ func TestVerify(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			srv, c, s := guest(t)
 			tt.tweak(srv, &s)
-			_, err := Verify(context.Background(), c, s)
+			_, err := Verify(context.Background(), c, s, ProofDigests)
 			var drift *DriftError
 			if !errors.As(err, &drift) || fault.ClassOf(err) != fault.Infra || len(drift.Items) != 1 {
 				t.Fatalf("err %v", err)
@@ -313,5 +329,30 @@ func TestConfigPackageRuntime(t *testing.T) {
 	cfg, err := s.Config()
 	if err != nil || !strings.Contains(cfg, `runtime_path = '/usr/bin/crun'`) {
 		t.Errorf("config %v:\n%s", err, cfg)
+	}
+}
+
+// After a warm restore the seal proves the files: the drift check hashes
+// nothing, and still asks every version and CRI.
+func TestVerifyBySeal(t *testing.T) {
+	srv, c := dial(t)
+	for re, out := range verifyReplies {
+		srv.Reply(re, guesttest.Reply{Stdout: out})
+	}
+	s := stack(t, t.TempDir())
+	installed(t, srv, s)
+	_ = srv.WriteFile("/usr/local/bin/crictl", []byte("another crictl")) // not looked at
+	got, err := Verify(context.Background(), c, s, ProofSeal)
+	if err != nil || len(got) != 5 {
+		t.Fatalf("%d verified, err %v", len(got), err)
+	}
+	for _, cmd := range srv.Commands() {
+		if strings.HasPrefix(cmd, "sha256sum") {
+			t.Errorf("the seal proves the files, yet %q ran", cmd)
+		}
+	}
+	srv.Reply(`^crictl version$`, guesttest.Reply{Stdout: "RuntimeName:  cri-o\nRuntimeVersion:  1.34.0-rc.1\n"})
+	if _, err := Verify(context.Background(), c, s, ProofSeal); err == nil || !strings.Contains(err.Error(), "RuntimeVersion") {
+		t.Errorf("a wrong running version passed with the seal: %v", err)
 	}
 }

@@ -161,64 +161,55 @@ func (e *DriftError) Error() string {
 // be trusted, so the test cannot be run.
 func (e *DriftError) FaultClass() fault.Class { return fault.Infra }
 
-// Verify is the drift check. In the guest it compares the sha256 of every
-// installed file with the lock, runs every component's version command,
-// and asks the running CRI-O for its version through CRI (`crictl
-// version`), comparing full versions, prerelease included.
-func Verify(ctx context.Context, g Guest, s Stack) ([]Installed, error) {
-	files := map[profiles.Role][]GuestFile{}
-	var paths []string
-	for _, p := range s.Parts {
-		fs, err := s.files(p)
-		if err != nil {
-			return nil, err
-		}
-		files[p.Role] = fs
-		for _, f := range fs {
-			paths = append(paths, f.Remote)
-		}
+// Proof says how the drift check knows that the installed files are the
+// locked ones.
+type Proof string
+
+const (
+	// ProofDigests is the sha256 of every installed file, taken in the guest.
+	ProofDigests Proof = "digests"
+	// ProofSeal is a guest restored from a saved state whose seal
+	// proves its disk and memory bit for bit the ones verified (by
+	// digests) before it was saved; only versions and CRI are asked.
+	ProofSeal Proof = "seal"
+)
+
+// Describe says what the proof is, for reports.
+func (p Proof) Describe() string {
+	if p == ProofSeal {
+		return "files proven by the restored state's seal (their digests were checked in the guest before it was saved)"
 	}
-	var sums map[string]string
-	if len(paths) > 0 {
-		var err error
-		if sums, err = g.SHA256(ctx, paths...); err != nil {
-			return nil, fault.Infraf("drift check: %w", err)
+	return "the sha256 of every installed file, checked in the guest"
+}
+
+// Verify is the drift check. In the guest it compares the sha256 of every
+// installed file with the lock (unless proof is ProofSeal), runs every
+// component's version command, and asks the running CRI-O for its version
+// through CRI (`crictl version`), comparing full versions, prerelease
+// included: all in one SSH round trip.
+func Verify(ctx context.Context, g Guest, s Stack, proof Proof) ([]Installed, error) {
+	q, err := s.questions(proof)
+	if err != nil {
+		return nil, err
+	}
+	res, err := guest.Batch(ctx, g, q.cmds)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, fault.Infraf("drift check: %w", err)
+	}
+	sums := map[string]string{}
+	if q.hash {
+		for _, line := range strings.Split(res[0].Output, "\n") {
+			if f := strings.Fields(line); len(f) == 2 {
+				sums[f[1]] = f[0]
+			}
 		}
 	}
 	var out, drift []Installed
-	for _, p := range s.Parts {
-		comp, err := s.catalog().Get(p.Component)
-		if err != nil {
-			return nil, fault.Inputf("lock: %v", err)
-		}
-		cmd := VersionCommand(comp, p.Source)
-		res, err := g.Output(ctx, cmd)
-		if ctx.Err() != nil {
-			return nil, fault.Infraf("drift check: %w", ctx.Err())
-		}
-		it := Installed{Role: p.Role, Component: p.Component, Locked: p.Version, Command: cmd}
-		if p.Origin != nil {
-			it.LockedCommit = p.Origin.Commit
-		}
-		if err == nil {
-			it.Actual, it.Commit = ParseVersion(res), ParseCommit(res)
-		} else {
-			it.Actual = "(" + strings.TrimSpace(firstLine(res)) + ")"
-		}
-		for _, f := range files[p.Role] {
-			if sums[f.Remote] != f.SHA256 {
-				it.Changed = append(it.Changed, FileCheck{Path: f.Remote, Locked: f.SHA256, Actual: sums[f.Remote]})
-			}
-		}
-		it.OK = it.Actual != "" && catalog.SameVersion(it.Actual, p.Version) && len(it.Changed) == 0 && it.CommitOK()
-		if p.Role == profiles.RoleCRIO {
-			res, err := g.Output(ctx, "crictl version")
-			it.Running = RuntimeVersion(res)
-			if err != nil || it.Running == "" {
-				it.Running = "(`crictl version` answered: " + strings.TrimSpace(firstLine(res)) + ")"
-			}
-			it.OK = it.OK && catalog.SameVersion(it.Running, p.Version)
-		}
+	for k, p := range s.Parts {
+		it := q.judge(p, res[q.asked[k]:], q.files[k], sums)
 		if !it.OK {
 			drift = append(drift, it)
 		}
@@ -228,6 +219,77 @@ func Verify(ctx context.Context, g Guest, s Stack) ([]Installed, error) {
 		return out, &DriftError{Items: drift}
 	}
 	return out, nil
+}
+
+// questions are the commands of one drift check: the digests (unless the
+// seal proves them), then each part's version command, and CRI-O's
+// answer through CRI after its own.
+type questions struct {
+	cmds  []string
+	hash  bool
+	asked []int         // each part's version command in cmds
+	files [][]GuestFile // each part's installed files
+}
+
+func (s Stack) questions(proof Proof) (questions, error) {
+	var q questions
+	var quoted []string
+	for _, p := range s.Parts {
+		fs, err := s.files(p)
+		if err != nil {
+			return q, err
+		}
+		q.files = append(q.files, fs)
+		for _, f := range fs {
+			quoted = append(quoted, guest.Quote(f.Remote))
+		}
+	}
+	if q.hash = proof != ProofSeal && len(quoted) > 0; q.hash {
+		q.cmds = append(q.cmds, "sha256sum "+strings.Join(quoted, " "))
+	}
+	for _, p := range s.Parts {
+		comp, err := s.catalog().Get(p.Component)
+		if err != nil {
+			return q, fault.Inputf("lock: %v", err)
+		}
+		q.asked = append(q.asked, len(q.cmds))
+		q.cmds = append(q.cmds, VersionCommand(comp, p.Source))
+		if p.Role == profiles.RoleCRIO {
+			q.cmds = append(q.cmds, "crictl version")
+		}
+	}
+	return q, nil
+}
+
+// judge compares one part with the answers to its questions (res starts
+// at its version command).
+func (q questions) judge(p Part, res []guest.Result, files []GuestFile, sums map[string]string) Installed {
+	it := Installed{Role: p.Role, Component: p.Component, Locked: p.Version, Command: q.cmds[len(q.cmds)-len(res)]}
+	if p.Origin != nil {
+		it.LockedCommit = p.Origin.Commit
+	}
+	if r := res[0]; r.Exit == 0 {
+		it.Actual, it.Commit = ParseVersion(r.Output), ParseCommit(r.Output)
+	} else {
+		it.Actual = "(" + strings.TrimSpace(firstLine(r.Output)) + ")"
+	}
+	if q.hash {
+		for _, f := range files {
+			if sums[f.Remote] != f.SHA256 {
+				it.Changed = append(it.Changed, FileCheck{Path: f.Remote, Locked: f.SHA256, Actual: sums[f.Remote]})
+			}
+		}
+	}
+	it.OK = it.Actual != "" && catalog.SameVersion(it.Actual, p.Version) && len(it.Changed) == 0 && it.CommitOK()
+	if p.Role == profiles.RoleCRIO {
+		r := res[1]
+		it.Running = RuntimeVersion(r.Output)
+		if r.Exit != 0 || it.Running == "" {
+			it.Running = "(`crictl version` answered: " + strings.TrimSpace(firstLine(r.Output)) + ")"
+		}
+		it.OK = it.OK && catalog.SameVersion(it.Running, p.Version)
+	}
+	return it
 }
 
 func firstLine(s string) string {

@@ -173,6 +173,10 @@ type Report struct {
 	// that the cells of one image and VM shape share, then installed) or
 	// "cold: …", with the reason.
 	Start string `json:"start,omitempty"`
+	// VerifiedBy says how the drift check knew the installed files were
+	// the locked ones: "digests" (taken in the guest) or "seal" (a
+	// restored state whose digests were taken before it was saved).
+	VerifiedBy string `json:"verified_by,omitempty"`
 	// Image is the base image the run booted and where this machine got
 	// it: the cache, the image store, a build (reproducing the lock's pin,
 	// or re-pinning it, with the packages that moved), or a download.

@@ -146,7 +146,13 @@ func Install(srv *guesttest.Server) *Stack {
 		defer s.mu.Unlock()
 		return s.crictl(srv, m[1], strings.Fields(m[2]))
 	})
-	// A case that pulls its own image right before it runs.
+	s.pullThenRun(srv)
+	return s
+}
+
+// pullThenRun answers a case that pulls its own image right before it
+// runs.
+func (s *Stack) pullThenRun(srv *guesttest.Server) {
 	srv.Handle(`^crictl pull (\S+) >/dev/null && crictl run (.*)$`, func(cmd string, m []string) guesttest.Reply {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -155,7 +161,6 @@ func Install(srv *guesttest.Server) *Stack {
 		}
 		return s.crictl(srv, "run", strings.Fields(m[2]))
 	})
-	return s
 }
 
 // VersionOutput is what a tool prints for --version.

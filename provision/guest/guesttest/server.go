@@ -20,6 +20,8 @@ import (
 
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/envctl/envctl/provision/guest"
 )
 
 // Reply is what the fake shell answers to one command.
@@ -231,6 +233,18 @@ func splitQuoted(s string) []string {
 }
 
 func (s *Server) run(cmd string) Reply {
+	if nonce, cmds, ok := guest.SplitBatchScript(cmd); ok {
+		// A batch answers every command as the rules do, framed.
+		s.mu.Lock()
+		s.commands = append(s.commands, cmd)
+		s.mu.Unlock()
+		var out strings.Builder
+		for i, c := range cmds {
+			r := s.run(c)
+			out.WriteString(guest.FrameResult(nonce, i, guest.Result{Output: r.Stdout + r.Stderr, Exit: r.Exit}))
+		}
+		return Reply{Stdout: out.String()}
+	}
 	s.mu.Lock()
 	s.commands = append(s.commands, cmd)
 	rules := append([]rule(nil), s.rules...)
