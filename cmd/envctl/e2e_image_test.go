@@ -326,6 +326,7 @@ func repack(t *testing.T, deb, version, pool string) {
 // where it came from, every module sum and every binary digest, crictl's
 // included (its proxy records no origin: the commit is the catalog's).
 func TestE2ELockIsTheSameOnAColdCache(t *testing.T) {
+	parallelGroup(t)
 	cold := coldCache(t)
 	src, _ := os.ReadFile("../../profiles/crio-1.34-runc.yaml")
 	a, b := filepath.Join(t.TempDir(), "p.yaml"), filepath.Join(t.TempDir(), "p.yaml")
@@ -555,6 +556,7 @@ func TestE2EImageStore(t *testing.T) {
 // and passes; with the pinned image imported from a tarball exported on
 // another cache, `up --locked` passes with no build.
 func TestE2EImageMovedSinceTheLock(t *testing.T) {
+	parallelGroup(t)
 	f := suiteLock(t)
 	debs, base := suiteBuild(t)
 	mirror := t.TempDir()
@@ -583,7 +585,10 @@ func TestE2EImageMovedSinceTheLock(t *testing.T) {
 	}
 	pinMoved()
 	machine := linkedCache(t)
-	env := cacheEnv(machine)
+	// A state directory of its own: the test runs beside others
+	// (parallelGroup), whose domains are theirs to account for.
+	own := newRunner(t)
+	env := append(cacheEnv(machine), "ENVCTL_STATE_DIR="+own.state)
 	wantMoved := "netbase 6.4+envctl1 → " + f.Image.Packages["netbase"]
 
 	start := time.Now()
@@ -625,7 +630,7 @@ func TestE2EImageMovedSinceTheLock(t *testing.T) {
 	if strings.Contains(errOut, "building image") {
 		t.Error("up built an image after the import")
 	}
-	assertClean(t)
+	own.noEnvsLeft(t)
 }
 
 // TestE2EImageOnASecondDay: Debian re-dates its Release files every day,

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"strings"
@@ -155,6 +156,30 @@ func (c *Conn) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 
 // Capacity reports the host's CPUs and the memory it can still give:
 // free plus reclaimable page cache.
+// Identity reads the hypervisor's version and the host CPU's model from
+// the daemon.
+func (c *Conn) Identity(ctx context.Context) (vm.HostIdentity, error) {
+	var id vm.HostIdentity
+	err := c.call(ctx, "hypervisor identity", 0, func() error {
+		v, err := c.l.ConnectGetVersion()
+		if err != nil {
+			return fault.Infraf("hypervisor version: %w", err)
+		}
+		id.QEMU = fmt.Sprintf("%d.%d.%d", v/1000000, v/1000%1000, v%1000)
+		host, err := c.l.ConnectGetCapabilities()
+		if err != nil {
+			return fault.Infraf("host capabilities: %w", err)
+		}
+		var caps libvirtxml.Caps
+		if err := caps.Unmarshal(host); err != nil || caps.Host.CPU == nil {
+			return fault.Infraf("host capabilities name no CPU")
+		}
+		id.CPU = strings.TrimSpace(caps.Host.CPU.Vendor + " " + caps.Host.CPU.Model)
+		return nil
+	})
+	return id, err
+}
+
 func (c *Conn) Capacity(ctx context.Context) (vm.Capacity, error) {
 	var out vm.Capacity
 	err := c.call(ctx, "node info", 0, func() error {

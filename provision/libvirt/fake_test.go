@@ -89,6 +89,11 @@ func (f *fakeRPC) ConnectGetLibVersion() (uint64, error) {
 	return 9000000, f.enter("ConnectGetLibVersion")
 }
 
+func (f *fakeRPC) ConnectGetVersion() (uint64, error) {
+	defer f.mu.Unlock()
+	return 7002011, f.enter("ConnectGetVersion")
+}
+
 func (f *fakeRPC) ConnectGetCapabilities() (string, error) {
 	defer f.mu.Unlock()
 	return f.hostCaps, f.enter("ConnectGetCapabilities")

@@ -134,6 +134,30 @@ func TestDomainTypeFromCapabilities(t *testing.T) {
 	}
 }
 
+func TestIdentity(t *testing.T) {
+	tests := []struct {
+		name, caps string
+		want       vm.HostIdentity
+		err        bool
+	}{
+		{"vendor and model", `<capabilities><host><cpu><arch>x86_64</arch><model>Skylake-Client-IBRS</model><vendor>Intel</vendor></cpu></host></capabilities>`,
+			vm.HostIdentity{QEMU: "7.2.11", CPU: "Intel Skylake-Client-IBRS"}, false},
+		{"model only", hostCaps(""), vm.HostIdentity{QEMU: "7.2.11", CPU: "kvm64"}, false},
+		{"no CPU", "<capabilities><host></host></capabilities>", vm.HostIdentity{QEMU: "7.2.11"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeRPC()
+			f.hostCaps = tt.caps
+			c := &Conn{l: f, uri: "qemu:///system"}
+			got, err := c.Identity(context.Background())
+			if (err != nil) != tt.err || (err == nil && got != tt.want) {
+				t.Errorf("Identity = %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
+	}
+}
+
 func TestStorage(t *testing.T) {
 	f := newFakeRPC()
 	c := &Conn{l: f, uri: "qemu:///system"}

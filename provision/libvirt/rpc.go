@@ -13,6 +13,7 @@ import (
 type rpc interface {
 	Disconnect() error
 	ConnectGetLibVersion() (uint64, error)
+	ConnectGetVersion() (uint64, error)
 	ConnectGetCapabilities() (string, error)
 	ConnectGetDomainCapabilities(emulator, arch, machine, virttype golibvirt.OptString, flags golibvirt.ConnectGetDomainCapabilitiesFlags) (string, error)
 

@@ -19,6 +19,8 @@ type Guest struct {
 	Memory uint64 // bytes
 	Disk   uint64 // bytes
 	VM     vm.Options
+	// Host is the hypervisor build and host CPU (Start asks for them).
+	Host vm.HostIdentity
 	// What only a warm state depends on.
 	Cell      string // the cell's lock hash
 	Artifacts string // the artifact disk's digest
@@ -33,6 +35,7 @@ func (g Guest) shape() []string {
 		fmt.Sprintf("vm=%d cpus %d memory %d disk", g.CPUs, g.Memory, g.Disk),
 		"uri=" + v.URI, "accel=" + string(v.Accel), "network=" + string(v.Network), "kernel-args=" + v.KernelArgs,
 		"seed=" + string(v.Seed), fmt.Sprintf("online=%t", v.Online),
+		"qemu=" + g.Host.QEMU, "host-cpu=" + g.Host.CPU,
 	}
 }
 

@@ -136,7 +136,16 @@ func Start(ctx context.Context, sp Spec) (*Started, error) {
 		s.st.Why = "cold: " + why
 		return s.st, s.boot(ctx, vm.ImageSource())
 	}
-	s.st.WarmKey = sp.Guest.WarmKey()
+	// A saved guest is bound to the QEMU that saved it and to the host
+	// CPU it saw: both are in its keys, so that after a host upgrade a
+	// state misses instead of failing to restore.
+	host, err := identify(ctx, sp.VM)
+	if err != nil {
+		s.st.Why = "cold: saved guests are off: the hypervisor could not be identified (" + firstLine(err.Error()) + ")"
+		return s.st, s.boot(ctx, vm.ImageSource())
+	}
+	s.sp.Guest.Host = host
+	s.st.WarmKey = s.sp.Guest.WarmKey()
 	done, err := s.warmStart(ctx)
 	if done || err != nil {
 		return s.st, err
@@ -470,6 +479,19 @@ func (s *Started) SaveWarm(ctx context.Context, store *warm.Store, profile, cell
 		return "no warm state saved: " + firstLine(err.Error()), 0
 	}
 	return "", s.Machine.Timings["save"]
+}
+
+// identify asks the hypervisor what a saved guest is bound to.
+func identify(ctx context.Context, o vm.Options) (vm.HostIdentity, error) {
+	if o.Connect == nil {
+		return vm.HostIdentity{}, errors.New("no hypervisor connector")
+	}
+	d, err := o.Connect(ctx, o.URI)
+	if err != nil {
+		return vm.HostIdentity{}, err
+	}
+	defer d.Close()
+	return d.Identity(ctx)
 }
 
 func firstLine(s string) string {

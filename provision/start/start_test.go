@@ -3,6 +3,7 @@ package start_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -360,5 +361,36 @@ func TestSavedStatesKeepTheirStamps(t *testing.T) {
 	}
 	for _, v := range f.drv.VolumeNames() {
 		t.Errorf("volume %s left after the teardown", v)
+	}
+}
+
+// A saved guest is bound to the QEMU that saved it and the host CPU it
+// saw: after either changes, its state misses (a cold boot that saves
+// anew) instead of failing to restore; a hypervisor that cannot say what
+// it is gets no saved guests at all.
+func TestSavedGuestsAreBoundToTheHost(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(d *vmtest.Driver)
+		how    start.How
+		why    string
+	}{
+		{"the same host", func(*vmtest.Driver) {}, start.Warm, "warm: restored"},
+		{"QEMU upgraded", func(d *vmtest.Driver) { d.Host.QEMU = "8.2.2" }, start.Cold, "cold: no saved state for this key yet"},
+		{"another CPU model", func(d *vmtest.Driver) { d.Host.CPU = "AMD EPYC-Milan" }, start.Cold, "cold: no saved state for this key yet"},
+		{"no identity", func(d *vmtest.Driver) { d.Fail["Identity"] = errors.New("host capabilities name no CPU") }, start.Cold,
+			"cold: saved guests are off: the hypervisor could not be identified (host capabilities name no CPU)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.drv.Host = vm.HostIdentity{QEMU: "7.2.11", CPU: "Intel Skylake-Client-IBRS"}
+			f.run(t, f.spec("c1"), true)
+			tt.change(f.drv)
+			st := f.run(t, f.spec("c1"), false)
+			if st.How != tt.how || !strings.HasPrefix(st.Why, tt.why) {
+				t.Errorf("%s: %q, want %s: %q", st.How, st.Why, tt.how, tt.why)
+			}
+		})
 	}
 }

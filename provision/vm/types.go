@@ -179,6 +179,15 @@ type Capacity struct {
 	Available uint64 // bytes free or reclaimable
 }
 
+// HostIdentity is what a saved guest (a memory image) is bound to besides
+// its own files: the QEMU that saved it (a restore into another QEMU may
+// fail) and the host CPU that host-passthrough showed the guest (under
+// KVM a guest restored on another CPU model may crash or refuse).
+type HostIdentity struct {
+	QEMU string // the hypervisor version, "7.2.0"
+	CPU  string // the host CPU's vendor and model, "Intel Skylake-Client-IBRS"
+}
+
 // Slots is how many VMs of a shape the capacity holds at once (at least
 // one): memory leaves a fifth spare, and each vCPU is a host CPU, since
 // software emulation keeps every vCPU busy.
@@ -207,6 +216,9 @@ type Driver interface {
 	Dial(ctx context.Context, network, addr string) (net.Conn, error)
 	// Capacity reports the host's CPUs and available memory.
 	Capacity(ctx context.Context) (Capacity, error)
+	// Identity names the hypervisor build and the host CPU a saved guest
+	// depends on.
+	Identity(ctx context.Context) (HostIdentity, error)
 	// EnsureVolume makes a volume holding a file's content exist once,
 	// uploading it when missing (names are content-addressed).
 	EnsureVolume(ctx context.Context, pool, name, format string, size int64, open func() (io.ReadCloser, error)) (string, error)

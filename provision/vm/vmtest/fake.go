@@ -65,6 +65,8 @@ type Driver struct {
 	Remote bool
 	// Cap is the host's capacity.
 	Cap vm.Capacity
+	// Host is the hypervisor and CPU the fake claims (Identity).
+	Host vm.HostIdentity
 	// RestorePaused makes a restored domain stay paused, as a restore
 	// whose resume never happened: its guest never answers.
 	RestorePaused bool
@@ -142,6 +144,15 @@ func (c *conn) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, network, addr)
+}
+
+func (c *conn) Identity(ctx context.Context) (vm.HostIdentity, error) {
+	if err := c.call("Identity"); err != nil {
+		return vm.HostIdentity{}, err
+	}
+	c.d.mu.Lock()
+	defer c.d.mu.Unlock()
+	return c.d.Host, nil
 }
 
 func (c *conn) Capacity(ctx context.Context) (vm.Capacity, error) {
