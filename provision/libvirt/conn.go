@@ -154,8 +154,6 @@ func (c *Conn) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 	return d.DialContext(ctx, network, addr)
 }
 
-// Capacity reports the host's CPUs and the memory it can still give:
-// free plus reclaimable page cache.
 // Identity reads the hypervisor's version and the host CPU's model from
 // the daemon.
 func (c *Conn) Identity(ctx context.Context) (vm.HostIdentity, error) {
@@ -180,6 +178,8 @@ func (c *Conn) Identity(ctx context.Context) (vm.HostIdentity, error) {
 	return id, err
 }
 
+// Capacity reports the host's CPUs and the memory it can still give:
+// free plus reclaimable page cache.
 func (c *Conn) Capacity(ctx context.Context) (vm.Capacity, error) {
 	var out vm.Capacity
 	err := c.call(ctx, "node info", 0, func() error {
