@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -56,6 +57,13 @@ func phases(r *report.Report) []string {
 
 func TestRunPasses(t *testing.T) {
 	h := newHarness(t)
+	var lines []string
+	var mu sync.Mutex
+	h.opts.Step = func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		lines = append(lines, fmt.Sprintf(format, args...))
+	}
 	rep, err := cellrun.Run(context.Background(), cell("1.34.0"), h.opts)
 	if err != nil {
 		t.Fatal(err)
@@ -76,6 +84,18 @@ func TestRunPasses(t *testing.T) {
 	}
 	if got := strings.Join(h.Events(), ","); got != "fetch,fetch done,boot,boot done,install,install done,verify,verify done,test,test done,teardown,teardown done" {
 		t.Errorf("events %s", got)
+	}
+	// The verdict is said before the teardown, not only after it.
+	verdict := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "verdict: PASS ") })
+	teardown := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "tearing down ") })
+	if verdict < 0 || teardown < 0 || verdict > teardown {
+		t.Errorf("verdict at line %d, teardown at %d:\n%s", verdict, teardown, strings.Join(lines, "\n"))
+	}
+	if !slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, "versions verified against the lock") && strings.Contains(l, "checked in the guest") }) {
+		t.Errorf("the verify line does not say its proof:\n%s", strings.Join(lines, "\n"))
+	}
+	if rep.VerifiedBy != "digests" {
+		t.Errorf("verified_by %q after a cold start", rep.VerifiedBy)
 	}
 	h.assertClean(t)
 }
@@ -633,6 +653,11 @@ func TestWarmStarts(t *testing.T) {
 	second := run(cell("1.34.0"))
 	if !strings.HasPrefix(second.Start, "warm: restored") || has(second, cellrun.PhaseSave) || has(second, "install.upload") {
 		t.Errorf("second run: start %q phases %v; first notes %v", second.Start, phases(second), first.Notes)
+	}
+	// The restored guest's files are proven by its seal, the cold one's
+	// by their digests.
+	if first.VerifiedBy != "digests" || second.VerifiedBy != "seal" {
+		t.Errorf("verified by %q, then %q; want digests, then seal", first.VerifiedBy, second.VerifiedBy)
 	}
 	other := run(cell("1.36.0"))
 	if !strings.HasPrefix(other.Start, "cold: no saved state") {

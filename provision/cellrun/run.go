@@ -114,6 +114,11 @@ func (r *run) all(ctx context.Context) (err error) {
 		if (err != nil || r.failed()) && !vm.Urgent(ctx) {
 			_ = r.phase(ctx, PhaseCollect, func(context.Context) error { r.collect(ctx); return nil })
 		}
+		if err == nil && r.tested {
+			// The verdict is known before the VM is gone: say it now. The
+			// run still ends only once the teardown is done.
+			r.opts.step("verdict: %s", r.report().Summary())
+		}
 		if terr := r.phase(ctx, PhaseTeardown, func(context.Context) error { return r.finish(ctx) }); terr != nil {
 			if err == nil {
 				err = terr
@@ -322,7 +327,11 @@ func (r *run) install(ctx context.Context) error {
 	}
 	host, pause, _, _ := r.testRefs()
 	r.opts.step("installing %s", r.cell.VersionList())
-	t, err := crio.Install(ctx, r.machine.SSH, crio.Stack{Parts: r.parts, RegistryHost: host, PauseImage: pause, FromDisk: r.disk.Path != ""})
+	stack := crio.Stack{Parts: r.parts, RegistryHost: host, PauseImage: pause, FromDisk: r.disk.Path != ""}
+	if r.started.Accel == string(vm.DomainKVM) {
+		stack.Poll = 200 * time.Millisecond // a crictl costs little under KVM
+	}
+	t, err := crio.Install(ctx, r.machine.SSH, stack)
 	r.sub("install.upload", t.Upload)
 	if r.disk.Path != "" && t.Via != crio.ViaDisk && t.Via != "" {
 		r.notes = append(r.notes, "files went in over "+t.Via)

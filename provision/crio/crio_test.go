@@ -135,6 +135,27 @@ func TestInstall(t *testing.T) {
 	}
 }
 
+// Poll sets how often CRI-O's socket is asked: 30 tries that fail take
+// 30 s at the default second, and well under it at KVM's pace.
+func TestInstallPoll(t *testing.T) {
+	srv, c := dial(t)
+	s := stack(t, t.TempDir())
+	s.Poll = 5 * time.Millisecond
+	srv.Reply(`^udevadm control`, guesttest.Reply{})
+	srv.Reply(`^systemctl start crio$`, guesttest.Reply{})
+	calls := 0
+	srv.Handle(`^crictl info`, func(string, []string) guesttest.Reply {
+		if calls++; calls < 30 {
+			return guesttest.Reply{Stderr: "connect: no such file", Exit: 1}
+		}
+		return guesttest.Reply{Stdout: "ready\n"}
+	})
+	tm, err := Install(context.Background(), c, s)
+	if err != nil || tm.Start > 10*time.Second || calls != 30 {
+		t.Errorf("start took %s over %d tries: %v", tm.Start, calls, err)
+	}
+}
+
 func TestInstallFailures(t *testing.T) {
 	t.Run("CRI-O does not start", func(t *testing.T) {
 		srv, c := dial(t)

@@ -64,11 +64,15 @@ func TestJobsBound(t *testing.T) {
 		{"-j 2 beyond what the host seems to hold", 2, vm.Capacity{CPUs: 2, Available: 64 << 30}, 2},
 		{"from capacity: 4 CPUs hold two 2-vCPU cells", 0, vm.Capacity{CPUs: 4, Available: 64 << 30}, 2},
 		{"from capacity: memory for one", 0, vm.Capacity{CPUs: 16, Available: 3 << 30}, 1},
+		{"from capacity under KVM: 2 CPUs hold two 2-vCPU cells", 0, vm.Capacity{CPUs: 2, Available: 64 << 30, Type: vm.DomainKVM}, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := cellruntest.New(t)
 			h.Driver.Cap = tt.cap
+			if tt.cap.Type != "" {
+				h.Driver.Type = tt.cap.Type // what DomainType answers
+			}
 			var c concurrency
 			h.Tweak = c.tweak
 			res := matrix.Run(context.Background(), cells("cri-tools=1.34.0", "cri-tools=1.36.0", "cri-tools=1.37.0", "cri-tools=1.35.0"), matrix.Options{Run: h.Opts, Jobs: tt.jobs})

@@ -251,7 +251,13 @@ func capacity(ctx context.Context, o cellrun.Options, uri string) (vm.Capacity, 
 		return vm.Capacity{}, err
 	}
 	defer d.Close()
-	return d.Capacity(ctx)
+	cp, err := d.Capacity(ctx)
+	if err != nil {
+		return cp, err
+	}
+	// What the cells will run on decides how many fit (Slots).
+	cp.Type, _, err = d.DomainType(ctx, o.VM.Accel)
+	return cp, err
 }
 
 // healthy asks a host whether it still answers.

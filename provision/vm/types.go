@@ -177,6 +177,9 @@ type Capacity struct {
 	CPUs      int
 	Memory    uint64 // bytes in all
 	Available uint64 // bytes free or reclaimable
+	// Type is the domain type the host gives the cells ("" before the
+	// accelerator was asked: counted as software emulation).
+	Type DomainType
 }
 
 // HostIdentity is what a saved guest (a memory image) is bound to besides
@@ -189,10 +192,15 @@ type HostIdentity struct {
 }
 
 // Slots is how many VMs of a shape the capacity holds at once (at least
-// one): memory leaves a fifth spare, and each vCPU is a host CPU, since
-// software emulation keeps every vCPU busy.
+// one): memory leaves a fifth spare. Under software emulation each vCPU is
+// a host CPU, since TCG keeps every vCPU busy; under KVM a vCPU sleeps
+// while its guest waits, so two share a host CPU.
 func (c Capacity) Slots(cpus int, memory uint64) int {
-	n := c.CPUs / max(cpus, 1)
+	perCPU := 1
+	if c.Type == DomainKVM {
+		perCPU = 2
+	}
+	n := c.CPUs * perCPU / max(cpus, 1)
 	if memory > 0 {
 		n = min(n, int(c.Available*4/5/memory))
 	}

@@ -388,6 +388,10 @@ func TestCapacitySlots(t *testing.T) {
 		{vm.Capacity{CPUs: 16, Available: 20 << 30}, 2, 2 << 30, 8},
 		{vm.Capacity{CPUs: 16, Available: 5 << 30}, 2, 2 << 30, 2},
 		{vm.Capacity{CPUs: 1, Available: 1 << 30}, 2, 2 << 30, 1},
+		// Under KVM two vCPUs share a host CPU; memory still bounds.
+		{vm.Capacity{CPUs: 2, Available: 20 << 30, Type: vm.DomainKVM}, 2, 2 << 30, 2},
+		{vm.Capacity{CPUs: 16, Available: 20 << 30, Type: vm.DomainKVM}, 2, 2 << 30, 8},
+		{vm.Capacity{CPUs: 2, Available: 20 << 30, Type: vm.DomainQEMU}, 2, 2 << 30, 1},
 	}
 	for _, tt := range tests {
 		if got := tt.cap.Slots(tt.cpus, tt.mem); got != tt.want {
