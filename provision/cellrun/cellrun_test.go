@@ -3,8 +3,8 @@ package cellrun_test
 import (
 	"context"
 	"errors"
-	"maps"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -91,7 +91,9 @@ func TestRunPasses(t *testing.T) {
 	if verdict < 0 || teardown < 0 || verdict > teardown {
 		t.Errorf("verdict at line %d, teardown at %d:\n%s", verdict, teardown, strings.Join(lines, "\n"))
 	}
-	if !slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, "versions verified against the lock") && strings.Contains(l, "checked in the guest") }) {
+	if !slices.ContainsFunc(lines, func(l string) bool {
+		return strings.Contains(l, "versions verified against the lock") && strings.Contains(l, "checked in the guest")
+	}) {
 		t.Errorf("the verify line does not say its proof:\n%s", strings.Join(lines, "\n"))
 	}
 	if rep.VerifiedBy != "digests" {
