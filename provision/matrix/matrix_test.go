@@ -44,7 +44,18 @@ func (c *concurrency) tweak(s *criotest.Stack, srv *guesttest.Server) {
 		c.now++
 		c.max = max(c.max, c.now)
 		c.mu.Unlock()
-		time.Sleep(150 * time.Millisecond)
+		// Wait here for another guest (up to a second): guests that run
+		// at once meet here, however their boots were staggered; guests
+		// that do not never do.
+		for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			c.mu.Lock()
+			met := c.now > 1
+			c.mu.Unlock()
+			if met {
+				break
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
 		c.mu.Lock()
 		c.now--
 		c.mu.Unlock()
