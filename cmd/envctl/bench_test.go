@@ -201,14 +201,9 @@ func BenchmarkWarmStart(b *testing.B) {
 		b.Fatalf("lock: %s", errOut)
 	}
 	b.Cleanup(func() { dropWarmStates(b, "bench-warm") })
-	type run struct {
-		Seconds float64 `json:"seconds"`
-		Start   string  `json:"start"`
-		Phases  []phase `json:"phases"`
-		cpu     float64 // envctl's own CPU time (user + system) as a share of the run
-	}
-	up := func() run {
-		cmd := exec.Command(bin(b), "up", profile, "-o", "json")
+	type run = benchRun
+	up := func(flags ...string) run {
+		cmd := exec.Command(bin(b), append([]string{"up", profile, "-o", "json"}, flags...)...)
 		cmd.Dir = "../.."
 		var outb, errb strings.Builder
 		cmd.Stdout, cmd.Stderr = &outb, &errb
@@ -222,15 +217,25 @@ func BenchmarkWarmStart(b *testing.B) {
 		r.cpu = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds() / wall.Seconds()
 		return r
 	}
-	var colds, warms []run
+	// Each round: cold (saves), then three warm runs of the one binary:
+	// the first after the save and the third side by side, the second
+	// with --serial-cases. first/third pair the boots (no rehash after a
+	// save); second/third pair the cases one after another and side by
+	// side.
+	var colds, warms, serials, thirds []run
 	for range budgetRuns {
 		dropWarmStates(b, "bench-warm")
 		colds = append(colds, up())
-		w := up()
-		if !strings.HasPrefix(w.Start, "warm") {
-			b.Fatalf("second run was not warm: %s", w.Start)
+		for _, w := range []struct {
+			into  *[]run
+			flags []string
+		}{{&warms, nil}, {&serials, []string{"--serial-cases"}}, {&thirds, nil}} {
+			r := up(w.flags...)
+			if !strings.HasPrefix(r.Start, "warm") {
+				b.Fatalf("a run after the cold one was not warm: %s", r.Start)
+			}
+			*w.into = append(*w.into, r)
 		}
-		warms = append(warms, w)
 	}
 	med := func(rs []run, f func(run) float64) float64 {
 		var xs []float64
@@ -257,6 +262,7 @@ func BenchmarkWarmStart(b *testing.B) {
 	for i := range colds {
 		cs, ws = append(cs, colds[i].Seconds), append(ws, warms[i].Seconds)
 	}
+	recordWarmOverhead(b, colds, warms, serials, thirds)
 	recordBench(b, "warm", fmt.Sprintf(`## Cold and warm `+"`envctl up`"+` of the same lock (median of %d rounds, TCG, 2 vCPU, 2 GiB)
 
 Each round drops this VM shape's saved guests, then runs `+"`up`"+` twice: the
@@ -269,6 +275,69 @@ the second restores that.
 | **total** | **%.1f s** (%s) | **%.1f s** (%s) |
 | envctl's own CPU (user + system) | %.1f%% of the run | %.1f%% of the run |
 `, budgetRuns, strings.Join(rows, "\n"), budget.cold, list(cs), budget.warm, list(ws), 100*budget.cpuCold, 100*budget.cpuWarm))
+}
+
+// benchRun is one `up -o json` of a benchmark.
+type benchRun struct {
+	Seconds float64 `json:"seconds"`
+	Start   string  `json:"start"`
+	Phases  []phase `json:"phases"`
+	cpu     float64 // envctl's own CPU time (user + system) as a share of the run
+}
+
+// recordWarmOverhead records issue 26's targets from BenchmarkWarmStart's
+// paired runs: the warm total against 20 s and 0.45 × cold, envctl's
+// overhead (everything but the test's steps) phase by phase against 4 s,
+// the cases side by side against one after another (≤ 0.6×), and the
+// first warm boot after a save against a later one.
+func recordWarmOverhead(b *testing.B, colds, firsts, serials, thirds []benchRun) {
+	med := func(rs []benchRun, f func(benchRun) float64) float64 {
+		var xs []float64
+		for _, r := range rs {
+			xs = append(xs, f(r))
+		}
+		return median(xs)
+	}
+	ph := func(name string) func(benchRun) float64 {
+		return func(r benchRun) float64 { return phaseSeconds(r.Phases, name) }
+	}
+	total := func(r benchRun) float64 { return r.Seconds }
+	overhead := func(r benchRun) float64 { return r.Seconds - phaseSeconds(r.Phases, "test.envctl") }
+	warm := append(append([]benchRun(nil), firsts...), thirds...)
+	yes := func(ok bool) string {
+		if ok {
+			return "yes"
+		}
+		return "**no**"
+	}
+	cold, w := med(colds, total), med(warm, total)
+	over := med(warm, overhead)
+	side, serial := med(thirds, ph("test.envctl")), med(serials, ph("test.envctl"))
+	first, later := med(firsts, ph("boot")), med(thirds, ph("boot"))
+	var rows []string
+	for _, p := range []string{"fetch", "boot", "verify", "test.registry", "teardown"} {
+		rows = append(rows, fmt.Sprintf("| %s | %.1f s |", p, med(warm, ph(p))))
+	}
+	recordBench(b, "warm-overhead", fmt.Sprintf(`## Warm `+"`up`"+`: envctl's overhead and the cases side by side (issue 26; median of %d rounds)
+
+Each round: a cold run that saves, then three warm runs of the same
+binary: side by side (the first restore after the save), `+"`--serial-cases`"+`,
+side by side again.
+
+| target | measured | met? |
+|---|---|---|
+| warm `+"`up`"+` ≤ 20 s, or ≤ 0.45 × the cold `+"`up`"+` (%.1f s) | %.1f s = %.2f× | %s |
+| envctl's overhead on a warm `+"`up`"+` (all but the test's steps) ≤ 4 s | %.1f s | %s |
+| test phase side by side ≤ 0.6 × one after another | %.1f s against %.1f s = %.2f× | %s |
+| the first warm boot after a save as fast as a later one | %.1f s against %.1f s | %s |
+
+The overhead, phase by phase (warm runs, side by side):
+
+| phase | median |
+|---|---|
+%s
+`, budgetRuns, cold, w, w/cold, yes(w <= 20 || w <= 0.45*cold), over, yes(over <= 4), side, serial, side/serial, yes(side <= 0.6*serial),
+		first, later, yes(first <= later+1), strings.Join(rows, "\n")))
 }
 
 // mustLockB checks that a shipped profile's committed lock is current (it
