@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -190,6 +191,23 @@ AllowStreamLocalForwarding yes
 // guest's SSH port was reached through the host.
 func TestE2ERemoteHostSpread(t *testing.T) {
 	remote := sshd(t)
+	// The "remote" host keeps the pool this state directory uploaded to
+	// (about 3 GB); it is this test's, and goes with it.
+	before := map[string]bool{}
+	for _, p := range strings.Fields(virsh("pool-list", "--all", "--name")) {
+		before[p] = true
+	}
+	t.Cleanup(func() {
+		for _, p := range strings.Fields(virsh("pool-list", "--all", "--name")) {
+			m := regexp.MustCompile(`<path>(/var/lib/libvirt/images/envctl-[0-9a-f]+)</path>`).FindStringSubmatch(virsh("pool-dumpxml", p))
+			if before[p] || m == nil {
+				continue
+			}
+			virsh("pool-destroy", p)
+			virsh("pool-undefine", p)
+			_ = os.RemoveAll(m[1])
+		}
+	})
 	profile := writeProfile(t, "e2e-remote", matrixBase+"matrix:\n  cri-tools: [\"1.34.0\", \"1.36.0\"]\n")
 	out, errOut, code := envctl(t, "matrix", profile, "--connect", "qemu:///system", "--connect", remote, "-o", "json")
 	t.Logf("stderr:\n%s", errOut)
