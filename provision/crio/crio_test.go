@@ -102,18 +102,25 @@ func TestConfigPinsRuntimeByPath(t *testing.T) {
 
 func dial(t *testing.T) (*guesttest.Server, *guest.Client) { return guesttest.Connect(t) }
 
-func TestInstall(t *testing.T) {
-	srv, c := dial(t)
-	s := stack(t, t.TempDir())
+// startingGuest is a guest whose CRI-O answers on the socket from the
+// ready-th `crictl info` on; calls counts them.
+func startingGuest(t *testing.T, ready int) (srv *guesttest.Server, c *guest.Client, s Stack, calls *int) {
+	srv, c = dial(t)
+	s = stack(t, t.TempDir())
 	srv.Reply(`^udevadm control`, guesttest.Reply{})
 	srv.Reply(`^systemctl start crio$`, guesttest.Reply{})
-	calls := 0
+	calls = new(int)
 	srv.Handle(`^crictl info`, func(string, []string) guesttest.Reply {
-		if calls++; calls < 2 {
+		if *calls++; *calls < ready {
 			return guesttest.Reply{Stderr: "connect: no such file", Exit: 1}
 		}
 		return guesttest.Reply{Stdout: "ready\n"}
 	})
+	return srv, c, s, calls
+}
+
+func TestInstall(t *testing.T) {
+	srv, c, s, _ := startingGuest(t, 2)
 	tm, err := Install(context.Background(), c, s)
 	if err != nil {
 		t.Fatal(err)
@@ -138,21 +145,11 @@ func TestInstall(t *testing.T) {
 // Poll sets how often CRI-O's socket is asked: 30 tries that fail take
 // 30 s at the default second, and well under it at KVM's pace.
 func TestInstallPoll(t *testing.T) {
-	srv, c := dial(t)
-	s := stack(t, t.TempDir())
+	_, c, s, calls := startingGuest(t, 30)
 	s.Poll = 5 * time.Millisecond
-	srv.Reply(`^udevadm control`, guesttest.Reply{})
-	srv.Reply(`^systemctl start crio$`, guesttest.Reply{})
-	calls := 0
-	srv.Handle(`^crictl info`, func(string, []string) guesttest.Reply {
-		if calls++; calls < 30 {
-			return guesttest.Reply{Stderr: "connect: no such file", Exit: 1}
-		}
-		return guesttest.Reply{Stdout: "ready\n"}
-	})
 	tm, err := Install(context.Background(), c, s)
-	if err != nil || tm.Start > 10*time.Second || calls != 30 {
-		t.Errorf("start took %s over %d tries: %v", tm.Start, calls, err)
+	if err != nil || tm.Start > 10*time.Second || *calls != 30 {
+		t.Errorf("start took %s over %d tries: %v", tm.Start, *calls, err)
 	}
 }
 

@@ -98,7 +98,15 @@ func image(l v1.Layer, cfg v1.Config) (v1.Image, error) {
 }
 
 // Artifact is the volume image: /dir/file = "1", /file = "2".
-func Artifact() (v1.Image, error) {
+func Artifact() (v1.Image, error) { return artifact(v1.Config{}) }
+
+// CaseArtifact is the artifact with a label naming the case: the same
+// layer, another config, so another image ID.
+func CaseArtifact(testCase string) (v1.Image, error) {
+	return artifact(v1.Config{Labels: map[string]string{"org.envctl.test-case": testCase}})
+}
+
+func artifact(cfg v1.Config) (v1.Image, error) {
 	l, err := layer([]file{
 		{name: "dir/", mode: 0o755, dir: true},
 		{name: "dir/file", mode: 0o644, data: []byte("1\n")},
@@ -107,23 +115,7 @@ func Artifact() (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	return image(l, v1.Config{})
-}
-
-// CaseArtifact is the artifact with a label naming the case: the same
-// layer, another config, so another image ID.
-func CaseArtifact(testCase string) (v1.Image, error) {
-	art, err := Artifact()
-	if err != nil {
-		return nil, err
-	}
-	cf, err := art.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf = cf.DeepCopy()
-	cf.Config.Labels = map[string]string{"org.envctl.test-case": testCase}
-	return mutate.ConfigFile(art, cf)
+	return image(l, cfg)
 }
 
 // Workload returns the workload and pause images around a static binary
