@@ -110,6 +110,7 @@ type upReport struct {
 	Summary      string                        `json:"summary"`
 	Notes        []string                      `json:"notes"`
 	Start        string                        `json:"start"`
+	VerifiedBy   string                        `json:"verified_by"`
 	Diagnosis    []struct{ Cause, Fix string } `json:"diagnosis"`
 	Warnings     []struct{ Cause string }      `json:"warnings"`
 	Phases       []phase                       `json:"phases"`

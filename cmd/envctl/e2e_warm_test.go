@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/envctl/envctl/images/cache"
 )
 
 // TestE2EWarmStart: the first run of a lock boots, saves the post-boot
@@ -48,9 +50,23 @@ func TestE2EWarmStart(t *testing.T) {
 		!strings.Contains(cold.Start, "saved a post-boot state") || phaseSeconds(cold.Phases, "boot.save") == 0 {
 		t.Fatalf("first run: start %q, phases %+v, notes %v", cold.Start, cold.Phases, cold.Notes)
 	}
+	// The saving run's teardown left every sealed file as sealed: the
+	// first restore after the save hashes nothing (no second name of a
+	// sealed file stayed in libvirt's pool).
+	for _, dir := range append(savedStates(t, "warm", "e2e-warm"), savedStates(t, "boot", "e2e-warm")...) {
+		assertStampsHold(t, dir)
+	}
 	warm := up(profile)
 	if !strings.HasPrefix(warm.Start, "warm: restored") || phaseSeconds(warm.Phases, "install.upload") != 0 {
 		t.Errorf("second run: start %q, phases %+v", warm.Start, warm.Phases)
+	}
+	// The cold run hashed the installed files in the guest; the restored
+	// one is proven by its seal. Both ran the cases side by side.
+	if cold.VerifiedBy != "digests" || warm.VerifiedBy != "seal" {
+		t.Errorf("verified by %q, then %q; want digests, then seal", cold.VerifiedBy, warm.VerifiedBy)
+	}
+	if !hasNote(cold, "cases ran side by side") || !hasNote(warm, "cases ran side by side") || len(warm.Steps) != 17 {
+		t.Errorf("the cases did not run side by side (%d steps): %v", len(warm.Steps), warm.Notes)
 	}
 	t.Logf("cold up %.0fs (boot %.1fs, install %.1fs, save %.1fs); warm up %.0fs (boot %.1fs)", cold.Seconds,
 		phaseSeconds(cold.Phases, "boot"), phaseSeconds(cold.Phases, "install"), phaseSeconds(cold.Phases, "save"), warm.Seconds, phaseSeconds(warm.Phases, "boot"))
@@ -93,6 +109,28 @@ func TestE2EWarmStart(t *testing.T) {
 		t.Errorf("damaged saves: start %q, notes %v", r.Start, r.Notes)
 	}
 	assertClean(t)
+}
+
+// assertStampsHold checks a sealed directory's files against the stamps
+// its manifest recorded: a moved stamp means the next check rehashes.
+func assertStampsHold(t *testing.T, dir string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, cache.ManifestName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m cache.Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	for rel, want := range m {
+		fi, err := os.Stat(filepath.Join(dir, rel))
+		if err != nil {
+			t.Errorf("%s: %v", rel, err)
+		} else if got := cache.StampOf(fi); got != want.Stamp {
+			t.Errorf("%s/%s: stamp %+v, sealed %+v: the next restore rehashes it", filepath.Base(dir), rel, got, want.Stamp)
+		}
+	}
 }
 
 func hasNote(r upReport, s string) bool {
