@@ -68,12 +68,10 @@ func Diff(a, b *File) []Difference {
 			add("", "tool "+key, f.name, f.get(x), f.get(y))
 		}
 	}
-	cellsA, cellsB := cellMap(a), cellMap(b)
-	for _, name := range unionKeys(cellsA, cellsB) {
-		ca, okA := cellsA[name]
-		cb, okB := cellsB[name]
-		if !okA || !okB {
-			add(name, "lock", "cell", present(okA), present(okB))
+	for _, pair := range pairCells(a, b) {
+		ca, cb, name := pair.a, pair.b, pair.label
+		if ca == nil || cb == nil {
+			add(name, "lock", "cell", present(ca != nil), present(cb != nil))
 			continue
 		}
 		for _, role := range unionKeys(ca.Components, cb.Components) {
@@ -148,12 +146,62 @@ func toolMap(f *File) map[string]Artifact {
 	return out
 }
 
-func cellMap(f *File) map[string]Cell {
-	m := map[string]Cell{}
-	for _, c := range f.Cells {
-		m[c.Name] = c
+// cellPair is a cell of A and the cell of B it is compared with (nil
+// where one lock has no such cell), under the label the differences carry.
+type cellPair struct {
+	label string
+	a, b  *Cell
+}
+
+// pairCells matches the cells of two locks. Two single-cell locks (two
+// profiles, say crio-1.34-runc and seed-crictl-1.30) are compared cell to
+// cell whatever their names; matrix cells are matched by their axis
+// values (cri-tools=1.34.0,runtime=runc@1.3.6), in whatever order the
+// axes are named; a cell without a match in the other lock is listed as
+// present in one only.
+func pairCells(a, b *File) []cellPair {
+	if len(a.Cells) == 1 && len(b.Cells) == 1 {
+		label := a.Cells[0].Name
+		if b.Cells[0].Name != label {
+			label += " ↔ " + b.Cells[0].Name
+		}
+		return []cellPair{{label, &a.Cells[0], &b.Cells[0]}}
 	}
-	return m
+	byKey := map[string]*Cell{}
+	for i := range b.Cells {
+		byKey[axisKey(b.Cells[i].Name)] = &b.Cells[i]
+	}
+	var out []cellPair
+	used := map[*Cell]bool{}
+	for i := range a.Cells {
+		ca := &a.Cells[i]
+		cb := byKey[axisKey(ca.Name)]
+		if cb != nil {
+			used[cb] = true
+		}
+		out = append(out, cellPair{ca.Name, ca, cb})
+	}
+	for i := range b.Cells {
+		if cb := &b.Cells[i]; !used[cb] {
+			out = append(out, cellPair{cb.Name, nil, cb})
+		}
+	}
+	slices.SortStableFunc(out, func(x, y cellPair) int { return strings.Compare(x.label, y.label) })
+	return out
+}
+
+// axisKey is a matrix cell's axis values in a canonical order
+// ("runtime=runc@1.3.6,cri-tools=1.34.0" and its reverse are one cell); a
+// name that is not a list of axis values is its own key.
+func axisKey(name string) string {
+	parts := strings.Split(name, ",")
+	for _, p := range parts {
+		if k, _, ok := strings.Cut(p, "="); !ok || k == "" {
+			return name
+		}
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
 }
 
 func unionKeys[K ~string, V any](a, b map[K]V) []K {
@@ -209,4 +257,123 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// Summarize says first, in a few lines, what differs between two locks:
+// the component versions ("cri-tools 1.34.0 → 1.30.0"), a component built
+// from another commit or to other binaries at the same version, the image
+// and how many of its packages, and cells only one lock has. A line that
+// holds for every cell is said once; one that holds for some is prefixed
+// with the cell.
+func Summarize(a, b *File) []string {
+	var out []string
+	if a.Image.Name != b.Image.Name {
+		out = append(out, fmt.Sprintf("image %s → %s", orNone(a.Image.Name), orNone(b.Image.Name)))
+	} else if a.Image.Digest != b.Image.Digest {
+		out = append(out, fmt.Sprintf("image %s: disk %s → %s", a.Image.Name, shortDigest(a.Image.Digest), shortDigest(b.Image.Digest)))
+	}
+	var pkgs []string
+	for _, pkg := range unionKeys(a.Image.Packages, b.Image.Packages) {
+		if x, y := a.Image.Packages[pkg], b.Image.Packages[pkg]; x != y {
+			pkgs = append(pkgs, fmt.Sprintf("%s %s → %s", pkg, orNone(x), orNone(y)))
+		}
+	}
+	if n := len(pkgs); n > 0 {
+		more := ""
+		if n > 3 {
+			pkgs, more = pkgs[:3], fmt.Sprintf(", and %d more", n-3)
+		}
+		out = append(out, fmt.Sprintf("%d image package(s) differ: %s%s", n, strings.Join(pkgs, ", "), more))
+	}
+	pairs := pairCells(a, b)
+	lines, byLine, compared := []string{}, map[string][]string{}, 0
+	for _, p := range pairs {
+		if p.a == nil || p.b == nil {
+			which := "A"
+			if p.a == nil {
+				which = "B"
+			}
+			out = append(out, fmt.Sprintf("cell %s only in %s", p.label, which))
+			continue
+		}
+		compared++
+		for _, role := range unionKeys(p.a.Components, p.b.Components) {
+			x, _ := a.Artifact(p.a.Components[role])
+			y, _ := b.Artifact(p.b.Components[role])
+			line := componentChange(string(role), x, y)
+			if line == "" {
+				continue
+			}
+			if _, ok := byLine[line]; !ok {
+				lines = append(lines, line)
+			}
+			byLine[line] = append(byLine[line], p.label)
+		}
+	}
+	for _, line := range lines {
+		cells := byLine[line]
+		if len(cells) == compared {
+			out = append(out, line)
+			continue
+		}
+		for _, c := range cells {
+			out = append(out, c+": "+line)
+		}
+	}
+	return out
+}
+
+// componentChange says how one role's artifact differs ("" when it does
+// not): another component or version, else another commit, else other
+// binaries or another build of the same version.
+func componentChange(role string, x, y Artifact) string {
+	name := func(a Artifact) string {
+		if a.Component == "" {
+			return "(none)"
+		}
+		return a.Component + " " + a.Version
+	}
+	switch {
+	case x.Component != y.Component:
+		return fmt.Sprintf("%s: %s → %s", role, name(x), name(y))
+	case x.Version != y.Version:
+		return fmt.Sprintf("%s %s → %s", x.Component, x.Version, y.Version)
+	}
+	cx, cy := "", ""
+	if x.Origin != nil {
+		cx = x.Origin.Commit
+	}
+	if y.Origin != nil {
+		cy = y.Origin.Commit
+	}
+	if cx != cy {
+		return fmt.Sprintf("%s %s: commit %s → %s", x.Component, x.Version, orNone(short(cx)), orNone(short(cy)))
+	}
+	var bins []string
+	for _, bin := range unionKeys(x.Binaries, y.Binaries) {
+		if x.Binaries[bin] != y.Binaries[bin] {
+			bins = append(bins, bin)
+		}
+	}
+	if len(bins) > 0 {
+		return fmt.Sprintf("%s %s: other binaries (%s)", x.Component, x.Version, strings.Join(bins, ", "))
+	}
+	for _, f := range artifactFields {
+		if f.get(x) != f.get(y) {
+			return fmt.Sprintf("%s %s: another %s", x.Component, x.Version, f.name)
+		}
+	}
+	return ""
+}
+
+// shortDigest cuts a digest to its algorithm and 12 hex digits.
+func shortDigest(s string) string {
+	algo, hex, ok := strings.Cut(s, ":")
+	if !ok {
+		return short(s)
+	}
+	if len(hex) > 12 {
+		hex = hex[:12]
+	}
+	return algo + ":" + hex
 }

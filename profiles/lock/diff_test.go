@@ -2,6 +2,7 @@ package lock
 
 import (
 	"bytes"
+	"maps"
 	"strings"
 	"testing"
 
@@ -64,6 +65,79 @@ func TestDiff(t *testing.T) {
 			WriteDiff(&buf, "ci", "laptop", Diff(a, b))
 			if len(tt.want) == 0 && !strings.Contains(buf.String(), "pin the same environment") || len(tt.want) > 0 && !strings.Contains(buf.String(), "LAPTOP") {
 				t.Errorf("table:\n%s", buf.String())
+			}
+		})
+	}
+}
+
+// Summarize says what differs in a few lines, and cells are paired: two
+// single-cell locks cell to cell, matrix cells by their axis values.
+func TestSummarize(t *testing.T) {
+	p := &profiles.Profile{Name: "p", Path: "/x/p.yaml"}
+	withCritools := func(f *File, cell, version string) {
+		a := f.Artifacts[1]
+		a.Version = version
+		f.Artifacts = append(f.Artifacts, a)
+		for i := range f.Cells {
+			if f.Cells[i].Name == cell {
+				f.Cells[i].Components = maps.Clone(f.Cells[i].Components)
+				f.Cells[i].Components[profiles.RoleCRITools] = a.Key()
+			}
+		}
+	}
+	matrix := func(names ...string) func(*File) {
+		return func(f *File) {
+			c := f.Cells[0]
+			f.Cells = nil
+			for _, n := range names {
+				f.Cells = append(f.Cells, Cell{Name: n, Components: c.Components})
+			}
+		}
+	}
+	tests := []struct {
+		name       string
+		a, b       func(f *File)
+		want       []string
+		cellsFound int // cells with a "cell" difference (present in one only)
+	}{
+		{"identical", func(*File) {}, func(*File) {}, nil, 0},
+		{"two profiles, one cell each", func(f *File) { f.Cells[0].Name = "crio-1.34-runc" },
+			func(f *File) { f.Cells[0].Name = "seed-crictl-1.30"; withCritools(f, "seed-crictl-1.30", "1.30.0") },
+			[]string{"cri-tools 1.34.0 → 1.30.0"}, 0},
+		{"a commit", func(*File) {}, func(f *File) { f.Artifacts[0].Origin = &Origin{Commit: "d91a449706dbbd6c285e4d365bbd3b65fd8de43c"} },
+			[]string{"cri-o 1.34.0: commit (none) → d91a4497"}, 0},
+		{"binaries", func(*File) {}, func(f *File) { f.Artifacts[2].Binaries = map[string]string{"runc": "c"} },
+			[]string{"runc 1.3.6: other binaries (runc)"}, 0},
+		{"image packages", func(*File) {}, func(f *File) {
+			f.Image.Digest = "sha256:" + strings.Repeat("d", 64)
+			f.Image.Packages = map[string]string{"a": "1", "b": "1", "c": "1", "d": "1"}
+		}, []string{"image debian-12: disk sha256:aaaaaaaaaaaa → sha256:dddddddddddd",
+			"4 image package(s) differ: a (none) → 1, b (none) → 1, c (none) → 1, and 1 more"}, 0},
+		{"matrix axes in another order", matrix("cri-tools=1.34.0,runtime=runc@1.3.6", "cri-tools=1.30.0,runtime=runc@1.3.6"),
+			func(f *File) {
+				matrix("runtime=runc@1.3.6,cri-tools=1.34.0", "runtime=runc@1.3.6,cri-tools=1.30.0")(f)
+				withCritools(f, "runtime=runc@1.3.6,cri-tools=1.30.0", "1.30.0")
+			},
+			[]string{"cri-tools=1.30.0,runtime=runc@1.3.6: cri-tools 1.34.0 → 1.30.0"}, 0},
+		{"a matrix cell only in one", matrix("x=1", "x=2"), matrix("x=1"), []string{"cell x=2 only in A"}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := sample(p), sample(p)
+			tt.a(a)
+			tt.b(b)
+			got := Summarize(a, b)
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("summary:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+			n := 0
+			for _, d := range Diff(a, b) {
+				if d.Field == "cell" {
+					n++
+				}
+			}
+			if n != tt.cellsFound {
+				t.Errorf("%d cells unmatched, want %d: %+v", n, tt.cellsFound, Diff(a, b))
 			}
 		})
 	}
