@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -52,8 +53,16 @@ func (e *Error) FaultClass() fault.Class { return fault.Input }
 // laid over every profile it loads. The CLI reads both from the
 // environment and the configuration; the loader reads neither.
 type Loader struct {
-	Dirs      []string
-	Overrides Overrides
+	Dirs []string
+	// DirOrigins names each of Dirs (same index) for `envctl profiles`.
+	DirOrigins []Origin
+	Overrides  Overrides
+	// Builtin is the profiles the binary carries (Builtin()), found after
+	// every directory; BuiltinDir is where one is unpacked for use, and
+	// AdoptDir where one goes when its lock must change (Adopt).
+	Builtin    fs.FS
+	BuiltinDir string
+	AdoptDir   string
 }
 
 // Override is a value laid over a profile key, and where it came from
@@ -67,21 +76,28 @@ type Overrides map[string]Override
 
 // Entry is one profile found on disk.
 type Entry struct {
-	Name string `json:"name"`
-	Path string `json:"path"`
-	Err  string `json:"error,omitempty"`
+	Name   string `json:"name"`
+	Path   string `json:"path"`
+	Origin Origin `json:"origin"`
+	Locked bool   `json:"locked"`
+	Err    string `json:"error,omitempty"`
 }
 
 func profileName(path string) string {
 	return strings.TrimSuffix(strings.TrimSuffix(filepath.Base(path), ".yaml"), ".yml")
 }
 
-// List finds every profile in the search path. A name found twice is listed
-// once, from the first directory (that is the one Load picks).
+// List finds every profile in the search path, then the built-in ones. A
+// name found twice is listed once, from the first place (that is the one
+// Load picks).
 func (l Loader) List() []Entry {
 	seen := map[string]bool{}
-	var out []Entry
-	for _, dir := range l.Dirs {
+	out := []Entry{}
+	for i, dir := range l.Dirs {
+		origin := Origin(dir)
+		if i < len(l.DirOrigins) && l.DirOrigins[i] != "" {
+			origin = l.DirOrigins[i]
+		}
 		matches, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
 		more, _ := filepath.Glob(filepath.Join(dir, "*.yml"))
 		matches = append(matches, more...)
@@ -92,18 +108,31 @@ func (l Loader) List() []Entry {
 				continue
 			}
 			seen[name] = true
-			e := Entry{Name: name, Path: m}
+			e := Entry{Name: name, Path: m, Origin: origin}
 			if _, err := l.LoadFile(m); err != nil {
 				e.Err = err.Error()
+			}
+			if _, err := os.Stat(LockPathOf(m)); err == nil {
+				e.Locked = true
 			}
 			out = append(out, e)
 		}
 	}
-	return out
+	return append(out, l.builtinEntries(seen)...)
 }
+
+// BuiltinPrefix names a built-in profile even where a file of the same
+// name hides it: builtin:crio-1.34-runc.
+const BuiltinPrefix = "builtin:"
 
 // Find turns a profile name or path into a file path.
 func (l Loader) Find(nameOrPath string) (string, error) {
+	if name, ok := strings.CutPrefix(nameOrPath, BuiltinPrefix); ok {
+		if !slices.Contains(l.builtinNames(), name) {
+			return "", fault.Inputf("profile %s: this envctl carries no such profile; built-in: %s", nameOrPath, strings.Join(l.builtinNames(), ", "))
+		}
+		return l.builtinPath(name)
+	}
 	if strings.ContainsRune(nameOrPath, os.PathSeparator) || strings.HasSuffix(nameOrPath, ".yaml") || strings.HasSuffix(nameOrPath, ".yml") {
 		if _, err := os.Stat(nameOrPath); err != nil {
 			return "", fault.Inputf("profile %s: file not found; pass a profile name or an existing YAML path (`envctl profiles` lists them)", nameOrPath)
@@ -119,12 +148,18 @@ func (l Loader) Find(nameOrPath string) (string, error) {
 			}
 		}
 	}
+	if slices.Contains(l.builtinNames(), nameOrPath) {
+		return l.builtinPath(nameOrPath)
+	}
+	if l.Builtin != nil {
+		dirs = append(slices.Clip(dirs), "built-in")
+	}
 	var names []string
 	for _, e := range l.List() {
 		names = append(names, e.Name)
 	}
 	hint := ""
-	if s := suggest(nameOrPath, names); s != "" {
+	if s := Suggest(nameOrPath, names); s != "" {
 		hint = fmt.Sprintf(" (did you mean %q?)", s)
 	}
 	return "", fault.Inputf("profile %q not found in %s%s; `envctl profiles` lists the known ones", nameOrPath, strings.Join(dirs, ", "), hint)
@@ -401,7 +436,7 @@ func (r *rawProfile) head(p *Profile, field func(key, msg string) error) error {
 	p.Image = cmp.Or(r.Image, DefaultImage)
 	if known := catalog.Images().Names(); !slices.Contains(known, p.Image) {
 		msg := fmt.Sprintf("unknown image %q; known: %s", p.Image, strings.Join(known, ", "))
-		if s := suggest(p.Image, known); s != "" {
+		if s := Suggest(p.Image, known); s != "" {
 			msg = fmt.Sprintf("unknown image %q; did you mean %q?", p.Image, s)
 		}
 		return field("image", msg)
@@ -656,7 +691,7 @@ func checkKeys(path string, node *yaml.Node, allowed map[string]any, prefix stri
 				what = "unknown component"
 			}
 			msg := fmt.Sprintf("%s %q", what, k.Value)
-			if s := suggest(k.Value, known); s != "" {
+			if s := Suggest(k.Value, known); s != "" {
 				msg += fmt.Sprintf("; did you mean %q?", s)
 			} else {
 				msg += "; allowed here: " + strings.Join(known, ", ")
@@ -721,8 +756,8 @@ func yamlErrText(err error) string {
 	return strings.Join(strings.Fields(strings.TrimPrefix(s, "yaml: ")), " ")
 }
 
-// suggest returns the known word closest to s, if it is close enough to be a typo.
-func suggest(s string, known []string) string {
+// Suggest returns the known word closest to s, if it is close enough to be a typo.
+func Suggest(s string, known []string) string {
 	best, bestD := "", 1<<30
 	for _, k := range known {
 		if d := levenshtein(strings.ToLower(s), strings.ToLower(k)); d < bestD {
@@ -754,3 +789,6 @@ func levenshtein(a, b string) int {
 	}
 	return prev[len(b)]
 }
+
+// ValidName reports whether s may name a profile.
+func ValidName(s string) bool { return nameRE.MatchString(s) }

@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"time"
@@ -32,6 +32,10 @@ import (
 
 // Version is set at build time with -ldflags "-X main.Version=...".
 var Version = "dev"
+
+// Commit is the source commit, set at build time (-X main.Commit=...)
+// where the toolchain does not stamp it (a build with -buildvcs=false).
+var Commit string
 
 // format is the output format of results on stdout.
 type format string
@@ -68,49 +72,6 @@ func newApp(stdout, stderr io.Writer) *app {
 	return &app{stdout: stdout, stderr: stderr, output: "table", log: slog.New(slog.DiscardHandler)}
 }
 
-// configure reads envctl's configuration: $XDG_CONFIG_HOME/envctl/config.yaml
-// and ENVCTL_<FLAG> variables give defaults to any flag of the command
-// line that was not set.
-func (a *app) configure(cmd *cobra.Command) error {
-	v := viper.New()
-	v.SetEnvPrefix("ENVCTL")
-	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
-	v.AutomaticEnv()
-	if dir, err := os.UserConfigDir(); err == nil {
-		path := filepath.Join(dir, "envctl", "config.yaml")
-		if _, err := os.Stat(path); err == nil {
-			v.SetConfigFile(path)
-			if err := v.ReadInConfig(); err != nil {
-				return fault.Inputf("config %s: %v; fix or remove it", path, err)
-			}
-		}
-	}
-	a.config = v
-	var errs []error
-	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		key := configKey(v, f)
-		if f.Changed || key == "" {
-			return
-		}
-		val := v.GetString(key)
-		if sl, ok := v.Get(key).([]any); ok {
-			parts := make([]string, len(sl))
-			for i, x := range sl {
-				parts[i] = fmt.Sprint(x)
-			}
-			val = strings.Join(parts, ",")
-		}
-		if err := f.Value.Set(val); err != nil {
-			errs = append(errs, fault.Inputf("--%s from the configuration (ENVCTL_%s or config.yaml): %v", f.Name, strings.ToUpper(strings.ReplaceAll(key, "-", "_")), err))
-		}
-	})
-	if len(errs) > 0 {
-		return errors.Join(errs...)
-	}
-	a.chooseConnection(cmd)
-	return a.defaultDirs()
-}
-
 // chooseConnection gives --connect, when neither the command line nor the
 // configuration set it, libvirt's choice for this user, and says which and
 // why: on stderr for a normal user (the choice depends on who they are and
@@ -132,40 +93,6 @@ func (a *app) chooseConnection(cmd *cobra.Command) {
 		return
 	}
 	fmt.Fprintf(a.stderr, "envctl: using %s: %s\n", uri, why)
-}
-
-// configAnnotation names, on a flag, the configuration key that gives its
-// default when that is not the flag's own name (`image build --mirror`
-// reads ENVCTL_DEBIAN_MIRROR, not ENVCTL_MIRROR, the components' mirror).
-const configAnnotation = "envctl-config-key"
-
-// configKey is the configuration key that is set for a flag, if any: the
-// flag's name (or its annotated key), as ENVCTL_NAME, `name:` or
-// `na_me:` in config.yaml.
-func configKey(v *viper.Viper, f *pflag.Flag) string {
-	name := f.Name
-	if k := f.Annotations[configAnnotation]; len(k) == 1 {
-		name = k[0]
-	}
-	for _, key := range []string{name, strings.ReplaceAll(name, "-", "_")} {
-		if v.IsSet(key) {
-			return key
-		}
-	}
-	return ""
-}
-
-// configString is a configuration value that no flag carries.
-func (a *app) configString(key string) string {
-	if a.config == nil {
-		return ""
-	}
-	for _, k := range []string{key, strings.ReplaceAll(key, "-", "_")} {
-		if a.config.IsSet(k) {
-			return a.config.GetString(k)
-		}
-	}
-	return ""
 }
 
 func (a *app) rootCmd() *cobra.Command {
@@ -197,10 +124,25 @@ Exit codes: 0 ok, 1 test failed (or not tested: every test skipped), 2 bad input
 	pf.StringVar(&a.cacheDir, "cache-dir", "", "cache directory (default $XDG_CACHE_HOME/envctl)")
 	pf.StringVar(&a.stateDir, "state-dir", "", "state directory for environments (default $XDG_STATE_HOME/envctl)")
 	_ = root.RegisterFlagCompletionFunc("output", fixedCompletion("table", "json", "yaml"))
+	root.Version = versionLine()
+	root.SetVersionTemplate("envctl {{.Version}}\n")
+	root.AddGroup(
+		&cobra.Group{ID: "run", Title: "Run a stack:"},
+		&cobra.Group{ID: "pin", Title: "Profiles and locks:"},
+		&cobra.Group{ID: "env", Title: "Environments (kept VMs):"},
+		&cobra.Group{ID: "store", Title: "Images and cache:"},
+	)
+	groups := map[string]string{
+		"up": "run", "matrix": "run", "bisect": "run", "plan": "run", "fetch": "run",
+		"profiles": "pin", "show": "pin", "init": "pin", "lock": "pin", "diff": "pin", "catalog": "pin",
+		"status": "env", "ssh": "env", "ssh-config": "env", "cp": "env", "logs": "env", "down": "env", "gc": "env", "verify": "env",
+		"image": "store", "cache": "store",
+	}
 	root.AddCommand(
 		newVersionCmd(a),
 		newProfilesCmd(a),
 		newShowCmd(a),
+		newInitCmd(a),
 		newLockCmd(a),
 		newDiffCmd(a),
 		newCatalogCmd(a),
@@ -217,7 +159,23 @@ Exit codes: 0 ok, 1 test failed (or not tested: every test skipped), 2 bad input
 		newImageCmd(a),
 		newCacheCmd(a),
 	)
+	for _, c := range root.Commands() {
+		c.GroupID = groups[c.Name()]
+	}
+	plainFlagHelp(root)
 	return root
+}
+
+// plainFlagHelp turns backticks in flag help into quotes: pflag reads a
+// backticked word as the flag's value name, so a boolean flag whose help
+// names a command (`envctl ssh ENV`) would look as if it took one.
+func plainFlagHelp(c *cobra.Command) {
+	fix := func(f *pflag.Flag) { f.Usage = strings.ReplaceAll(f.Usage, "`", "'") }
+	c.LocalFlags().VisitAll(fix)
+	c.PersistentFlags().VisitAll(fix)
+	for _, sub := range c.Commands() {
+		plainFlagHelp(sub)
+	}
 }
 
 // emit prints v as JSON or YAML when asked, else calls table.
@@ -226,6 +184,12 @@ func (a *app) emit(v any, table func(w io.Writer)) error {
 	case "json":
 		enc := json.NewEncoder(a.stdout)
 		enc.SetIndent("", "  ")
+		// ~> and <none> stay as they are: this is read by people and jq,
+		// never embedded in HTML.
+		enc.SetEscapeHTML(false)
+		if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice && rv.IsNil() {
+			v = []any{} // an empty list is [], never null
+		}
 		return enc.Encode(v)
 	case "yaml":
 		enc := yaml.NewEncoder(a.stdout)

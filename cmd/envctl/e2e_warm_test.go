@@ -57,6 +57,13 @@ func TestE2EWarmStart(t *testing.T) {
 		assertStampsHold(t, dir)
 	}
 	warm := up(profile)
+	if !strings.HasPrefix(warm.Start, "warm: restored") && strings.Contains(warm.Start, "did not answer") {
+		// The TCG flake that run 3 also meets (a restored guest that
+		// never answers): the state was removed, and the fallback saved
+		// another; the claim is tried once more on that one.
+		t.Logf("the warm restore did not answer (%s, notes %v); once more from the state the fallback saved", warm.Start, warm.Notes)
+		warm = up(profile)
+	}
 	if !strings.HasPrefix(warm.Start, "warm: restored") || phaseSeconds(warm.Phases, "install.upload") != 0 {
 		t.Errorf("second run: start %q, phases %+v", warm.Start, warm.Phases)
 	}
@@ -96,7 +103,9 @@ func TestE2EWarmStart(t *testing.T) {
 	// dropped, and the run boots cold and passes.
 	states := append(savedStates(t, "warm", "e2e-warm"), append(savedStates(t, "boot", "e2e-warm"), savedStates(t, "boot", "e2e-warm-other")...)...)
 	if len(states) < 2 {
-		t.Fatalf("saved states of e2e-warm in the cache: %v", states)
+		out, _, _ := envctl(t, "cache", "ls", "-o", "json")
+		t.Fatalf("saved states of e2e-warm in the cache: %v\nrun 1: %s %v\nrun 2: %s %v\nrun 3: %s %v\ncache ls: %s",
+			states, cold.Start, cold.Notes, warm.Start, warm.Notes, r.Start, r.Notes, out)
 	}
 	for _, dir := range states {
 		if err := os.WriteFile(filepath.Join(dir, "mem.save"), []byte("not a libvirt save"), 0o600); err != nil {

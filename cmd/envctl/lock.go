@@ -19,7 +19,8 @@ func newLockCmd(a *app) *cobra.Command {
 		Args:              exactlyOneProfile,
 		ValidArgsFunction: a.completeProfiles,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := a.profiles().Load(args[0])
+			l := a.profiles()
+			p, err := l.Load(args[0])
 			if err != nil {
 				return err
 			}
@@ -32,6 +33,17 @@ func newLockCmd(a *app) *cobra.Command {
 			f, err := locker(ctx, p)
 			if err != nil {
 				return err
+			}
+			if !lock.Unchanged(p.LockPath(), f) {
+				// A built-in profile's new lock goes to a copy of the
+				// user's, never to the binary's.
+				adopted, err := l.Adopt(p)
+				if err != nil {
+					return err
+				}
+				if adopted != "" {
+					a.step("copied the built-in profile %s to %s: it is yours now, and it wins over the built-in one", p.Name, adopted)
+				}
 			}
 			changed, err := lock.Update(p.LockPath(), f)
 			if err != nil {

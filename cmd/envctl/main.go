@@ -39,6 +39,8 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	a := newApp(stdout, stderr)
 	root := a.rootCmd()
 	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
 	err := root.Execute()
 	if err != nil && !a.started {
 		// Cobra failed before any command ran: an unknown command, a bad

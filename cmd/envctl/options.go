@@ -161,6 +161,7 @@ func (a *app) resolve(ctx context.Context, p *profiles.Profile, mode cellrun.Loc
 	if err != nil {
 		return nil, err
 	}
+	res.Adopt = a.profiles().Adopt
 	err = res.ObtainImage(ctx, p, mode, func(ctx context.Context, want lock.Image) (images.Obtained, error) {
 		return st.Obtain(ctx, want, src)
 	})

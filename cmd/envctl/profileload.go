@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/viper"
 
+	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/profiles"
 )
 
@@ -20,17 +21,34 @@ import (
 // variables override profile keys (ENVCTL_VM_MEMORY=4GiB,
 // ENVCTL_COMPONENTS_CRI_TOOLS_VERSION=1.34.0).
 func (a *app) profiles() profiles.Loader {
-	var dirs []string
+	l := profiles.Loader{Overrides: profileOverrides(), Builtin: profiles.Builtin()}
+	add := func(dir string, origin profiles.Origin) {
+		l.Dirs, l.DirOrigins = append(l.Dirs, dir), append(l.DirOrigins, origin)
+	}
+	var extra []string
 	if d := a.configString("profiles-dir"); d != "" {
-		dirs = append(dirs, filepath.SplitList(d)...)
+		extra = filepath.SplitList(d)
 	} else if d := os.Getenv("ENVCTL_PROFILES_DIR"); d != "" {
-		dirs = append(dirs, filepath.SplitList(d)...) // before configure ran (completion)
+		extra = filepath.SplitList(d) // before configure ran (completion)
 	}
-	dirs = append(dirs, "profiles")
+	for _, d := range extra {
+		add(d, "profiles_dir")
+	}
+	add("profiles", "./profiles")
 	if cfg, err := os.UserConfigDir(); err == nil {
-		dirs = append(dirs, filepath.Join(cfg, "envctl", "profiles"))
+		l.AdoptDir = filepath.Join(cfg, "envctl", "profiles")
+		add(l.AdoptDir, "config dir")
 	}
-	return profiles.Loader{Dirs: dirs, Overrides: profileOverrides()}
+	// Built-in profiles are unpacked into the cache to be read (a copy
+	// per binary, never edited).
+	dir := a.cacheDir
+	if dir == "" {
+		dir, _ = cache.DefaultDir()
+	}
+	if dir != "" {
+		l.BuiltinDir = filepath.Join(dir, "profiles")
+	}
+	return l
 }
 
 // profileOverrides reads the ENVCTL_<KEY> variables that override
@@ -61,15 +79,15 @@ func writeProfileList(w io.Writer, l profiles.Loader, list []profiles.Entry) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tPATH\tSTATUS")
+	fmt.Fprintln(tw, "NAME\tORIGIN\tPATH\tSTATUS")
 	for _, e := range list {
 		status := "ok"
 		if e.Err != "" {
 			status = "invalid: " + e.Err
-		} else if _, err := os.Stat(profiles.LockPathOf(e.Path)); err == nil {
+		} else if e.Locked {
 			status = "ok, locked"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Name, e.Path, status)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Name, e.Origin, e.Path, status)
 	}
 	_ = tw.Flush()
 }

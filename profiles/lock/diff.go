@@ -44,7 +44,7 @@ func Diff(a, b *File) []Difference {
 	var out []Difference
 	add := func(cell, part, field, x, y string) {
 		if x != y {
-			out = append(out, Difference{Cell: cell, Part: part, Field: field, A: orNone(x), B: orNone(y), Provenance: part == "image" && field == "snapshot"})
+			out = append(out, Difference{Cell: cell, Part: part, Field: field, A: orNone(x), B: orNone(y), Provenance: provenance(part, field)})
 		}
 	}
 	add("", "lock", "profile", a.Profile, b.Profile)
@@ -90,6 +90,14 @@ func Diff(a, b *File) []Difference {
 		}
 	}
 	return out
+}
+
+// provenance tells the fields that say how or under which name a lock was
+// made, not what it pins: the image's archive state, and the profile's
+// name and the digest of its inputs (two profiles, "~> 1.34.0" and
+// "1.34.0", may pin the same artifacts).
+func provenance(part, field string) bool {
+	return part == "image" && field == "snapshot" || part == "lock" && (field == "profile" || field == "profile_sha256")
 }
 
 type field[T any] struct {

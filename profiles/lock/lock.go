@@ -346,9 +346,18 @@ func encode(f *File) ([]byte, error) {
 // is false. A lock that is not there, or not readable as one, is
 // replaced.
 func Update(path string, f *File) (changed bool, err error) {
+	if Unchanged(path, f) {
+		return false, nil
+	}
+	return true, Write(path, f)
+}
+
+// Unchanged reports whether Update would leave path as it is; f takes
+// the archive state and time of the lock there, as Update gives it.
+func Unchanged(path string, f *File) bool {
 	prev, err := Read(path)
 	if err != nil {
-		return true, Write(path, f)
+		return false
 	}
 	f.Image = f.Image.WithStateOf(prev.Image)
 	same := *f
@@ -357,9 +366,9 @@ func Update(path string, f *File) (changed bool, err error) {
 	b, errB := encode(prev)
 	if errA == nil && errB == nil && bytes.Equal(a, b) {
 		*f = same
-		return false, nil
+		return true
 	}
-	return true, Write(path, f)
+	return false
 }
 
 // MissingError is a profile that has no lock file yet.

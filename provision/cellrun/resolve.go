@@ -36,7 +36,12 @@ type Resolution struct {
 	// Image is the image the cells use and where it came from, once
 	// ObtainImage has run.
 	Image *images.Obtained
-	names []string
+	// Adopt, when set, runs before a re-pinned lock is written: a
+	// profile the binary carries is copied to a file the user owns first
+	// (profiles.Loader.Adopt), and Adopted says where.
+	Adopt   func(*profiles.Profile) (string, error)
+	Adopted string
+	names   []string
 }
 
 // ImageObtainer makes the image a lock pins present: images.Store's
@@ -63,6 +68,11 @@ func (res *Resolution) ObtainImage(ctx context.Context, p *profiles.Profile, mod
 		return &images.MovedError{Lock: p.LockPath(), Obtained: ob}
 	}
 	res.File.Image = ob.Image
+	if res.Adopt != nil {
+		if res.Adopted, err = res.Adopt(p); err != nil {
+			return err
+		}
+	}
 	if err := lock.Write(p.LockPath(), res.File); err != nil {
 		return err
 	}
@@ -99,6 +109,9 @@ func (res *Resolution) RepinNotice(lockPath string) []string {
 		fmt.Sprintf("re-pinned image %s to %s (%s, archive state %s)", ob.Name, ob.Digest, ob.Detail, ob.Snapshot),
 		"the runtime stack is unchanged: "+res.stack(),
 		"lock updated: review and commit it ("+lockPath+")")
+	if res.Adopted != "" {
+		out = append(out, "the built-in profile was copied there first ("+res.Adopted+"): it is yours now, and it wins over the built-in one")
+	}
 	return out
 }
 

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+)
+
+// cli runs envctl in-process in dir (a directory with no ./profiles unless
+// the test makes one), with a cache, state and config of its own.
+func cli(t *testing.T, _ string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(args, &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+// isolate gives a test a working directory without profiles and a
+// cache, state and config directory of its own.
+func isolate(t *testing.T) (dir, config string) {
+	dir = t.TempDir()
+	work := filepath.Join(dir, "work")
+	config = filepath.Join(dir, "config")
+	_ = os.MkdirAll(work, 0o755)
+	t.Chdir(work)
+	t.Setenv("XDG_CONFIG_HOME", config)
+	t.Setenv("ENVCTL_CACHE_DIR", filepath.Join(dir, "cache"))
+	t.Setenv("ENVCTL_STATE_DIR", filepath.Join(dir, "state"))
+	t.Setenv("ENVCTL_PROFILES_DIR", "")
+	return work, config
+}
+
+// After `go install`, in a directory without profiles: the built-in
+// profiles are listed with their origin, and run by name.
+func TestBuiltinProfiles(t *testing.T) {
+	work, _ := isolate(t)
+	out, errOut, code := cli(t, work, "profiles", "-o", "json")
+	var list []struct{ Name, Origin string }
+	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list) < 5 {
+		t.Fatalf("profiles: exit %d %s %s", code, out, errOut)
+	}
+	for _, e := range list {
+		if e.Origin != "built-in" {
+			t.Errorf("%s: origin %q", e.Name, e.Origin)
+		}
+	}
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"show", "crio-1.34-runc"}, "runc"},
+		{[]string{"plan", "seed-crictl-1.30"}, "WARNING: crictl v1.30.0 does not send CRI Mount.image"},
+		{[]string{"show", "builtin:crictl-matrix"}, "cri-tools=1.37.0"},
+		{[]string{"diff", "crio-1.34-runc", "seed-crictl-1.30"}, "cri-tools 1.34.0 → 1.30.0"},
+	}
+	for _, tt := range tests {
+		if out, errOut, code := cli(t, work, tt.args...); code != 0 || !strings.Contains(out, tt.want) {
+			t.Errorf("%v: exit %d, stdout lacks %q:\n%s%s", tt.args, code, tt.want, out, errOut)
+		}
+	}
+	if _, errOut, code := cli(t, work, "show", "builtin:nope"); code != 2 || !strings.Contains(errOut, "carries no such profile") {
+		t.Errorf("builtin:nope: exit %d %s", code, errOut)
+	}
+	// The unpacked copy is read only: nobody edits the binary's profile.
+	out, _, _ = cli(t, work, "plan", "crio-1.34-runc")
+	if fi, err := os.Stat(filepath.Join(os.Getenv("ENVCTL_CACHE_DIR"), "profiles")); err != nil || !fi.IsDir() {
+		t.Fatalf("no unpacked copy: %v\n%s", err, out)
+	}
+}
+
+// init writes a profile and its lock under a new name; the copy pins what
+// the original pinned, and a local file wins over the built-in one.
+func TestInit(t *testing.T) {
+	work, _ := isolate(t)
+	if out, errOut, code := cli(t, work, "init", "my-stack"); code != 0 || !strings.Contains(out, "wrote profiles/my-stack.lock") {
+		t.Fatalf("init: exit %d %s %s", code, out, errOut)
+	}
+	out, errOut, code := cli(t, work, "diff", "my-stack", "builtin:crio-1.34-runc", "--exit-code")
+	if code != 0 || !strings.Contains(out, "pin the same environment") {
+		t.Errorf("the copy pins something else: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, errOut, code := cli(t, work, "init", "my-stack"); code != 2 || !strings.Contains(errOut, "exists already") {
+		t.Errorf("init over a file: exit %d %s", code, errOut)
+	}
+	if _, errOut, code := cli(t, work, "init", "../x"); code != 2 || !strings.Contains(errOut, "not a valid profile name") {
+		t.Errorf("init ../x: exit %d %s", code, errOut)
+	}
+	// A local crio-1.34-runc wins over the built-in one.
+	if _, errOut, code := cli(t, work, "init", "crio-1.34-runc", "--from", "crio-1.34-crun"); code != 0 {
+		t.Fatalf("init crio-1.34-runc: %s", errOut)
+	}
+	out, _, _ = cli(t, work, "show", "crio-1.34-runc")
+	if !strings.Contains(out, "crun") || !strings.Contains(out, "profiles/crio-1.34-runc.yaml") {
+		t.Errorf("the local file does not win:\n%s", out)
+	}
+	out, _, _ = cli(t, work, "profiles")
+	if !strings.Contains(out, "./profiles") || strings.Count(out, "crio-1.34-runc ") != 1 {
+		t.Errorf("profiles:\n%s", out)
+	}
+}
+
+// A typo in config.yaml is refused, naming the key and the closest one.
+func TestConfigTypos(t *testing.T) {
+	tests := []struct{ config, want string }{
+		{"acel: kvm\n", `unknown key "acel" (did you mean "accel"?)`},
+		{"image_stor: 127.0.0.1:5000/x\n", `unknown key "image_stor" (did you mean "image-store"?)`},
+		{"output: json\nimage_store: 127.0.0.1:5000/x\nprofiles-dir: /nonexistent\ndebian_mirror: http://127.0.0.1/debian\n", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.config, func(t *testing.T) {
+			work, config := isolate(t)
+			_ = os.MkdirAll(filepath.Join(config, "envctl"), 0o755)
+			_ = os.WriteFile(filepath.Join(config, "envctl", "config.yaml"), []byte(tt.config), 0o644)
+			_, errOut, code := cli(t, work, "version")
+			if tt.want == "" && code != 0 || tt.want != "" && (code != 2 || !strings.Contains(errOut, tt.want) || !strings.Contains(errOut, "config.yaml")) {
+				t.Errorf("exit %d %q, want %q", code, errOut, tt.want)
+			}
+		})
+	}
+}
+
+// --version prints the version and commit; boolean flags take no value in
+// their help (pflag reads a backticked word as a value name).
+func TestVersionAndFlagHelp(t *testing.T) {
+	work, _ := isolate(t)
+	out, _, code := cli(t, work, "--version")
+	if code != 0 || !strings.HasPrefix(out, "envctl ") || !strings.Contains(out, "commit") {
+		t.Errorf("--version: %d %q", code, out)
+	}
+	a := newApp(&bytes.Buffer{}, &bytes.Buffer{})
+	root := a.rootCmd()
+	for _, c := range append(root.Commands(), root) {
+		for _, sub := range append(c.Commands(), c) {
+			sub.Flags().VisitAll(func(f *pflag.Flag) {
+				if strings.Contains(f.Usage, "`") {
+					t.Errorf("%s --%s: backtick in help %q", sub.CommandPath(), f.Name, f.Usage)
+				}
+				if name, _ := pflag.UnquoteUsage(f); f.Value.Type() == "bool" && name != "" {
+					t.Errorf("%s --%s: a boolean flag shows a value %q", sub.CommandPath(), f.Name, name)
+				}
+			})
+			if sub != root && sub.Parent() == root && sub.GroupID == "" && sub.Name() != "version" && sub.Name() != "help" && sub.Name() != "completion" {
+				t.Errorf("%s is in no group", sub.Name())
+			}
+		}
+	}
+}
+
+// JSON output: an empty list is [], and ~> is not escaped.
+func TestJSONOutput(t *testing.T) {
+	work, _ := isolate(t)
+	out, _, code := cli(t, work, "status", "-o", "json")
+	if code != 0 || strings.TrimSpace(out) != "[]" {
+		t.Errorf("status -o json with no environments: %d %q", code, out)
+	}
+	out, _, _ = cli(t, work, "show", "crio-1.34-runc", "-o", "json")
+	if strings.Contains(out, `\u003e`) || !strings.Contains(out, "~>") {
+		t.Errorf("show -o json escapes ~>:\n%s", out)
+	}
+}
