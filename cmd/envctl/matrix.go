@@ -37,6 +37,9 @@ instead of running, for fanning out with ` + "`envctl up PROFILE --cell NAME`" +
 Exit status: 0 when every cell passed, 1 when a test failed or every test
 of a cell was skipped ("not tested"), 3 when a cell
 could not be tested; finished cells are always reported.`,
+		Example: `  envctl matrix crictl-matrix -j 2
+  envctl matrix crictl-matrix --cells 'cri-tools=1.30.0,*' --keep=on-failure
+  envctl matrix crictl-matrix --emit github > matrix.json`,
 		Args:              exactlyOneProfile,
 		ValidArgsFunction: a.completeProfiles,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -77,6 +80,7 @@ could not be tested; finished cells are always reported.`,
 		},
 	}
 	f.register(cmd)
+	registerKeep(cmd, &f.keep, "leave the cells' VMs running afterwards")
 	cmd.Flags().IntVarP(&jobs, "jobs", "j", 0, "cells at once (0: what the hosts' free CPUs and memory hold)")
 	cmd.Flags().BoolVar(&failFast, "fail-fast", false, "start no more cells after the first that does not pass")
 	cmd.Flags().StringSliceVar(&only, "cells", nil, "run only the cells matching this glob or text (repeatable)")

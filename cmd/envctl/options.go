@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"os"
 	"path/filepath"
@@ -57,7 +58,7 @@ func (a *app) vmOptions(f *vmFlags) vm.Options {
 // runFlags are the flags of the commands that run cells (up, matrix).
 type runFlags struct {
 	vm         vmFlags
-	keep       bool
+	keep       keepMode
 	noTest     bool
 	noInstall  bool
 	locked     bool
@@ -109,7 +110,7 @@ func (a *app) runOptions(ctx context.Context, f *runFlags) (cellrun.Options, err
 		Cache: c, Warm: &warm.Store{Dir: filepath.Join(c.Dir, cache.TreeDirs[cache.EntryWarm]), Cache: c},
 		Boot: &warm.Store{Dir: filepath.Join(c.Dir, cache.TreeDirs[cache.EntryBoot]), Cache: c}, Cold: f.cold,
 		VM: a.vmOptions(&f.vm), Fetch: fetch, Images: imgs, TestImages: f.testImages, SerialCases: f.serial, Upload: f.upload,
-		Keep: f.keep, ResultsDir: f.results, Log: a.log, Step: a.step, Ledger: a.ledger(), Deadman: f.timeout,
+		Keep: f.keep == keepAlways, KeepOnFailure: f.keep == keepOnFailure, ResultsDir: f.results, Log: a.log, Step: a.step, Ledger: a.ledger(), Deadman: f.timeout,
 	}
 	switch {
 	case f.noInstall:
@@ -172,4 +173,39 @@ func (a *app) resolve(ctx context.Context, p *profiles.Profile, mode cellrun.Loc
 		a.step("%s", strings.Join(notice, "\n    "))
 	}
 	return res, nil
+}
+
+// keepMode is --keep's value: never (the default), always (a bare --keep)
+// or on-failure (only the VM of a failed run stays, to look into).
+type keepMode string
+
+const (
+	keepNever     keepMode = "never"
+	keepAlways    keepMode = "always"
+	keepOnFailure keepMode = "on-failure"
+)
+
+func (k *keepMode) String() string { return string(cmp.Or(*k, keepNever)) }
+
+func (k *keepMode) Set(s string) error {
+	switch strings.ToLower(s) {
+	case "always", "true", "1", "yes":
+		*k = keepAlways
+	case "never", "false", "0", "no", "":
+		*k = keepNever
+	case "on-failure", "onfailure", "failure":
+		*k = keepOnFailure
+	default:
+		return fault.Inputf("%q is not a keep mode; use always (a bare --keep), on-failure or never", s)
+	}
+	return nil
+}
+
+func (k *keepMode) Type() string { return "mode" }
+
+// registerKeep adds --keep to a command that runs cells.
+func registerKeep(cmd *cobra.Command, k *keepMode, what string) {
+	cmd.Flags().Var(k, "keep", what+": a bare --keep keeps it always, --keep=on-failure only when the run failed (a failed test or an error after the boot); then 'envctl ssh ENV', 'envctl logs ENV', 'envctl down ENV'")
+	cmd.Flags().Lookup("keep").NoOptDefVal = string(keepAlways)
+	_ = cmd.RegisterFlagCompletionFunc("keep", fixedCompletion("always", "on-failure", "never"))
 }

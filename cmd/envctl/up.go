@@ -23,10 +23,15 @@ func newUpCmd(a *app) *cobra.Command {
 installs exactly the locked artifacts, checks the installed versions against
 the lock, runs the profile's test and reports every step. The VM, its volumes
 and its directory are removed afterwards, also on failure, Ctrl-C or SIGTERM,
-unless --keep is given.
+unless --keep is given; --keep=on-failure keeps only the VM of a failed run,
+and the report says how to get in.
 
 A profile without a lock file gets one on first use (and up says so);
 --locked refuses that, and a stale lock is always refused.`,
+		Example: `  envctl up crio-1.34-runc
+  envctl up seed-crictl-1.30 --keep=on-failure   # look into the failing guest
+  envctl up crictl-matrix --cell 'cri-tools=1.34.0,runtime=runc@1.3.6'
+  envctl up ./profiles/my-stack.yaml --locked --junit out.xml`,
 		Args:              exactlyOneProfile,
 		ValidArgsFunction: a.completeProfiles,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -44,7 +49,7 @@ A profile without a lock file gets one on first use (and up says so);
 		},
 	}
 	f.register(cmd)
-	cmd.Flags().BoolVar(&f.keep, "keep", false, "leave the VM running afterwards (then `envctl ssh ENV`, `envctl down ENV`)")
+	registerKeep(cmd, &f.keep, "leave the VM running afterwards")
 	cmd.Flags().StringVar(&cell, "cell", "", "the matrix cell to run (see `envctl show PROFILE`)")
 	return cmd
 }

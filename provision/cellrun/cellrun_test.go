@@ -895,3 +895,45 @@ func TestDeadmanTimer(t *testing.T) {
 	}
 	h.assertClean(t)
 }
+
+// --keep=on-failure keeps the VM of a failed run, says how to get in, and
+// tears a passing run's VM down.
+func TestKeepOnFailure(t *testing.T) {
+	tests := []struct {
+		name    string
+		crictl  string
+		verdict report.Verdict
+		kept    bool
+	}{
+		{"a failed test keeps its VM", "1.30.0", report.VerdictFail, true},
+		{"a pass tears it down", "1.34.0", report.VerdictPass, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.opts.KeepOnFailure = true
+			root := t.TempDir()
+			h.opts.Warm = &warm.Store{Dir: filepath.Join(root, "warm")}
+			h.opts.Boot = &warm.Store{Dir: filepath.Join(root, "boot")}
+			rep, err := cellrun.Run(context.Background(), cell(tt.crictl), h.opts)
+			if err != nil || rep.Verdict != tt.verdict || rep.Kept != tt.kept {
+				t.Fatalf("%v: verdict %s, kept %v", err, rep.Verdict, rep.Kept)
+			}
+			if !strings.Contains(rep.Start, "--keep or --keep=on-failure") {
+				t.Errorf("start %q: a VM that may be kept must not be restored", rep.Start)
+			}
+			if !tt.kept {
+				h.assertClean(t)
+				return
+			}
+			if d := h.drv.DomainNames(); len(d) != 1 {
+				t.Fatalf("kept domains %v", d)
+			}
+			if !slices.ContainsFunc(rep.Notes, func(n string) bool {
+				return strings.Contains(n, "was kept (--keep=on-failure)") && strings.Contains(n, "envctl ssh "+rep.Env)
+			}) {
+				t.Errorf("the report does not say how to get in: %v", rep.Notes)
+			}
+		})
+	}
+}

@@ -105,6 +105,11 @@ type Options struct {
 	Stop Stop
 	// Keep leaves the VM running afterwards (unless the run was cancelled).
 	Keep bool
+	// KeepOnFailure leaves the VM of a failed run (a failed test or an
+	// error after the boot) running, and tears a passing one down. The
+	// domain outlives the process from the boot on, as with Keep, so
+	// saved guests are not used.
+	KeepOnFailure bool
 	// Lease, with Keep, keeps the VM only for as long as a lock file is
 	// held (env.TakeLease): the probe of a bisect that is killed is then
 	// an orphan that `envctl gc` removes.

@@ -3,6 +3,7 @@ package cellrun
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"log/slog"
 	"runtime/debug"
 	"slices"
@@ -50,6 +51,7 @@ type run struct {
 	tested   bool
 	results  string
 	kept     bool
+	keepIt   bool // decided when the run ends: Keep, or KeepOnFailure and it failed
 	notes    []string
 	err      error
 }
@@ -119,6 +121,7 @@ func (r *run) all(ctx context.Context) (err error) {
 			// run still ends only once the teardown is done.
 			r.opts.step("verdict: %s", r.report().Summary())
 		}
+		r.keepIt = r.opts.Keep || r.opts.KeepOnFailure && (err != nil || r.failed())
 		if terr := r.phase(ctx, PhaseTeardown, func(context.Context) error { return r.finish(ctx) }); terr != nil {
 			if err == nil {
 				err = terr
@@ -253,11 +256,11 @@ func (r *run) boot(ctx context.Context, img images.Files) error {
 		Boot: vm.BootSpec{
 			Profile: r.cell.Profile, Cell: r.cell.Name, CPUs: r.cell.VM.CPUs,
 			Memory: uint64(r.cell.VM.Memory), Disk: uint64(r.cell.VM.Disk), Image: img,
-			Keep: r.opts.Keep, ArtifactDisk: r.disk.Path, ArtifactSerial: artdisk.Serial,
+			Keep: r.keepable(), ArtifactDisk: r.disk.Path, ArtifactSerial: artdisk.Serial,
 		},
 		Guest: start.Guest{Image: r.cell.Image, CPUs: r.cell.VM.CPUs, Memory: uint64(r.cell.VM.Memory), Disk: uint64(r.cell.VM.Disk),
 			VM: r.opts.VM, Cell: r.cell.Hash, Artifacts: r.disk.Digest.String(), Registry: host, Pause: pause},
-		Warm: r.opts.Warm, Shared: r.opts.Boot, Cold: r.opts.Cold, Keep: r.opts.Keep, Tests: r.opts.Stop == Full,
+		Warm: r.opts.Warm, Shared: r.opts.Boot, Cold: r.opts.Cold, Keep: r.keepable(), Tests: r.opts.Stop == Full,
 		Log: r.opts.Log, Step: r.opts.Step,
 	})
 	r.started, r.machine = st, st.Machine
@@ -360,17 +363,25 @@ func (r *run) verify(ctx context.Context) error {
 	return err
 }
 
+// keepable reports whether the VM may be kept: its domain must outlive
+// this process from the boot on.
+func (r *run) keepable() bool { return r.opts.Keep || r.opts.KeepOnFailure }
+
 // finish keeps the machine or tears it down.
 func (r *run) finish(ctx context.Context) error {
 	m := r.machine
-	if r.opts.Keep && ctx.Err() == nil {
+	if r.keepIt && ctx.Err() == nil {
 		m.Env.Lease = r.opts.Lease
 		if err := m.Keep(); err != nil {
 			return err
 		}
 		r.pin(m.Env.Dir)
 		r.kept = true
-		r.opts.step("kept %s: `envctl ssh %s` to log in, `envctl down %s` to remove it", m.Env.ID, m.Env.ID, m.Env.ID)
+		how := fmt.Sprintf("`envctl ssh %s` to log in, `envctl logs %s` for its logs, `envctl down %s` to remove it", m.Env.ID, m.Env.ID, m.Env.ID)
+		if !r.opts.Keep {
+			r.notes = append(r.notes, fmt.Sprintf("the failed run's VM %s was kept (--keep=on-failure): %s", m.Env.ID, how))
+		}
+		r.opts.step("kept %s: %s", m.Env.ID, how)
 		return nil
 	}
 	r.opts.step("tearing down %s", m.Env.ID)

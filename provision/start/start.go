@@ -56,7 +56,7 @@ func (sp Spec) NoSavedGuests() string {
 	case sp.Cold:
 		return "--cold"
 	case sp.Keep:
-		return "--keep (a kept VM is a persistent domain; a restored one cannot be)"
+		return "--keep or --keep=on-failure (a kept VM is a persistent domain; a restored one cannot be)"
 	case !sp.Tests:
 		return "no test runs"
 	case sp.VM.Network != "" && sp.VM.Network != vm.NetworkUser:
