@@ -333,3 +333,26 @@ func (s *Store) ResolveOrBuild(ctx context.Context, name string, src Sources) (l
 	}
 	return l.Pin(), nil
 }
+
+// Describe says, without fetching or building anything, where Obtain
+// would get a locked image from on this machine, and when the lock would
+// be re-pinned: for a dry run (`envctl plan`).
+func (s *Store) Describe(want lock.Image, src Sources) string {
+	if want.Kind == lock.ImageDownload {
+		if d, err := cache.ParseDigest(want.Digest); err == nil {
+			if _, ok := s.Cache.Has(d); ok {
+				return "in the cache (by digest)"
+			}
+		}
+		return "downloaded from " + want.URL + ", checked against the lock's digest"
+	}
+	if s.cached(want) {
+		return "in the cache (by digest)"
+	}
+	build := "built here from Debian's snapshot archive at the lock's archive state " + want.Snapshot +
+		" (else the mirror); if packages moved since the lock, the lock is re-pinned to that build and says which (--locked refuses instead)"
+	if src.Store != "" {
+		return "pulled by digest from the image store " + src.Store + "; if it lacks it, " + build
+	}
+	return "not in the cache and no image store is set: " + build
+}

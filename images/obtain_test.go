@@ -198,7 +198,12 @@ func TestObtain(t *testing.T) {
 				tt.setup(s, fake)
 				fake.builds = 0
 			}
-			ob, err := s.Obtain(ctx, want, Sources{Store: tt.store, SnapshotBase: tt.snap, Mirror: tt.mirror})
+			src := Sources{Store: tt.store, SnapshotBase: tt.snap, Mirror: tt.mirror}
+			// The dry run says where it will come from before it does.
+			if d := s.Describe(want, src); !strings.Contains(d, "re-pinned") || tt.store != "" && !strings.Contains(d, tt.store) {
+				t.Errorf("describe before: %q", d)
+			}
+			ob, err := s.Obtain(ctx, want, src)
 			if tt.errType != nil {
 				if err == nil || !errors.As(err, tt.errType) || !fault.Is(err, fault.Infra) {
 					t.Fatalf("err %v, want %T (infrastructure)", err, tt.errType)
@@ -217,6 +222,9 @@ func TestObtain(t *testing.T) {
 			if tt.repin == nil {
 				if ob.Repin != nil || ob.Digest != want.Digest || !s.cached(want) {
 					t.Errorf("obtained %+v, want the lock's own image in the cache", ob)
+				}
+				if d := s.Describe(want, src); d != "in the cache (by digest)" {
+					t.Errorf("describe after: %q", d)
 				}
 				f, err := s.Ensure(ctx, want)
 				if err != nil || !f.FastSeed || f.Packages["zlib1g"] != "1:1.2.13.dfsg-1" {

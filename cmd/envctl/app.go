@@ -153,6 +153,9 @@ Exit codes: 0 ok, 1 test failed (or not tested: every test skipped), 2 bad input
 		newBisectCmd(a),
 		newStatusCmd(a),
 		newSSHCmd(a),
+		newSSHConfigCmd(a),
+		newCpCmd(a),
+		newLogsCmd(a),
 		newDownCmd(a),
 		newGCCmd(a),
 		newVerifyCmd(a),
@@ -163,6 +166,7 @@ Exit codes: 0 ok, 1 test failed (or not tested: every test skipped), 2 bad input
 		c.GroupID = groups[c.Name()]
 	}
 	plainFlagHelp(root)
+	a.registerCompletions(root)
 	return root
 }
 

@@ -163,3 +163,24 @@ func TestJSONOutput(t *testing.T) {
 		t.Errorf("show -o json escapes ~>:\n%s", out)
 	}
 }
+
+// Completion knows --test, --upload, --cell and image pull's profiles.
+func TestCompletions(t *testing.T) {
+	work, _ := isolate(t)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"__complete", "up", "crio-1.34-runc", "--test", ""}, "upstream:oci_volumes.bats"},
+		{[]string{"__complete", "up", "crio-1.34-runc", "--upload", ""}, "sftp"},
+		{[]string{"__complete", "up", "crictl-matrix", "--cell", ""}, "cri-tools=1.37.0,runtime=crun@1.8.1"},
+		{[]string{"__complete", "matrix", "crictl-matrix", "--cells", ""}, "cri-tools=1.30.0,runtime=runc@1.3.6"},
+		{[]string{"__complete", "image", "pull", ""}, "seed-crictl-1.30"},
+		{[]string{"__complete", "up", "crio-1.34-runc", "--keep="}, "on-failure"},
+	}
+	for _, tt := range tests {
+		if out, errOut, _ := cli(t, work, tt.args...); !strings.Contains(out, tt.want) {
+			t.Errorf("%v: lacks %q:\n%s%s", tt.args, tt.want, out, errOut)
+		}
+	}
+}

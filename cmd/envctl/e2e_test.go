@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -362,11 +363,58 @@ func TestE2ESeedCaseFails(t *testing.T) {
 			}
 		}
 	}
-	table, _, code := envctl(t, "up", "seed-crictl-1.30")
+	// Once more for a person, keeping the failing guest to look into.
+	table, errOut, code := envctl(t, "up", "seed-crictl-1.30", "--keep=on-failure")
 	if code != 1 || !strings.Contains(table, "DIAGNOSIS: crictl v1.30.0 does not send CRI Mount.image") || !strings.Contains(table, "FAIL seed-crictl-1.30") {
 		t.Errorf("human output (exit %d):\n%s", code, table)
 	}
+	m := regexp.MustCompile(`==> kept (\S+): `).FindStringSubmatch(errOut)
+	if m == nil || !strings.Contains(table, "was kept (--keep=on-failure)") {
+		t.Fatalf("--keep=on-failure kept no VM:\n%s\n%s", table, errOut)
+	}
+	lookIntoKeptGuest(t, m[1])
+	if _, errOut, code := envctl(t, "down", m[1]); code != 0 {
+		t.Errorf("down: exit %d %s", code, errOut)
+	}
 	assertClean(t)
+}
+
+// lookIntoKeptGuest uses what a developer uses on a kept, failed guest:
+// status ENV, logs, cp both ways, and OpenSSH with ssh-config's block.
+func lookIntoKeptGuest(t *testing.T, id string) {
+	t.Helper()
+	if out, errOut, code := envctl(t, "status", id); code != 0 || !strings.Contains(out, "kept:") || !strings.Contains(out, "collected logs:") {
+		t.Errorf("status %s: exit %d\n%s%s", id, code, out, errOut)
+	}
+	if out, errOut, code := envctl(t, "logs", id, "--tail", "20"); code != 0 || !strings.Contains(out, "==> serial console") ||
+		!strings.Contains(out, "==> CRI-O's journal") || !strings.Contains(out, "==> collected") {
+		t.Errorf("logs %s: exit %d\n%s%s", id, code, out, errOut)
+	}
+	dir := t.TempDir()
+	if _, errOut, code := envctl(t, "cp", id+":/etc/crio", dir); code != 0 {
+		t.Errorf("cp out: exit %d %s", code, errOut)
+	} else if _, err := os.Stat(filepath.Join(dir, "crio")); err != nil {
+		t.Errorf("cp out copied nothing: %v", err)
+	}
+	note := filepath.Join(dir, "note.txt")
+	_ = os.WriteFile(note, []byte("from the host\n"), 0o644)
+	if _, errOut, code := envctl(t, "cp", note, id+":/tmp/"); code != 0 {
+		t.Errorf("cp in: exit %d %s", code, errOut)
+	}
+	cfg, errOut, code := envctl(t, "ssh-config", id)
+	if code != 0 {
+		t.Fatalf("ssh-config: exit %d %s", code, errOut)
+	}
+	cfgFile := filepath.Join(dir, "ssh_config")
+	_ = os.WriteFile(cfgFile, []byte(cfg), 0o600)
+	if _, err := exec.LookPath("ssh"); err != nil {
+		t.Logf("no OpenSSH client here: ssh-config's block not tried (%v)", err)
+		return
+	}
+	out, err := exec.Command("ssh", "-F", cfgFile, "envctl-"+id, "cat", "/tmp/note.txt").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "from the host") {
+		t.Errorf("OpenSSH with ssh-config's block: %v\n%s\n%s", err, out, cfg)
+	}
 }
 
 // TestE2ECrunOldFailsWithDiagnosis: Debian's crun 1.8.1 (a file:// source)

@@ -12,6 +12,7 @@ import (
 
 func newPlanCmd(a *app) *cobra.Command {
 	var test profiles.TestName
+	var store string
 	cmd := &cobra.Command{
 		Use:               "plan PROFILE",
 		Short:             "Dry run: print what `envctl up` would do, and predicted incompatibilities",
@@ -39,9 +40,17 @@ func newPlanCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if lf != nil {
+				st, err := a.images()
+				if err != nil {
+					return err
+				}
+				pl.ImageFrom = st.Describe(lf.Image, a.imageSources(store))
+			}
 			return a.emit(pl, pl.WriteTable)
 		},
 	}
+	registerImageStore(cmd, &store)
 	cmd.Flags().Var(&test, "test", "plan for these test suites instead of the profile's (see `envctl up --help`)")
 	return cmd
 }

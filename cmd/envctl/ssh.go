@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"errors"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -32,17 +34,21 @@ with the command's exit status. One argument is a whole shell command line
 			}
 			defer m.Release()
 			command, fd := guest.CommandLine(args[1:]), int(os.Stdin.Fd())
-			termName, w, h := "", 80, 24
+			termName, size := "", guest.WindowSize{W: 80, H: 24}
+			var resize chan guest.WindowSize
 			if command == "" && term.IsTerminal(fd) {
 				termName = cmp.Or(os.Getenv("TERM"), "xterm")
 				if tw, th, err := term.GetSize(fd); err == nil {
-					w, h = tw, th
+					size = guest.WindowSize{W: tw, H: th}
 				}
 				if st, err := term.MakeRaw(fd); err == nil {
 					defer func() { _ = term.Restore(fd, st) }()
 				}
+				resize = make(chan guest.WindowSize, 1)
+				stopResize := forwardResizes(fd, resize)
+				defer stopResize()
 			}
-			err = m.SSH.Shell(ctx, command, os.Stdin, a.stdout, a.stderr, termName, w, h)
+			err = m.SSH.ShellResized(ctx, command, os.Stdin, a.stdout, a.stderr, termName, size, resize)
 			var ee *guest.ExitError
 			if errors.As(err, &ee) {
 				return &remoteExit{status: ee.Status}
@@ -52,4 +58,31 @@ with the command's exit status. One argument is a whole shell command line
 	}
 	f.register(cmd, false)
 	return cmd
+}
+
+// forwardResizes sends the terminal's size on resize at every SIGWINCH
+// (the newest size wins when the session lags).
+func forwardResizes(fd int, resize chan guest.WindowSize) (stop func()) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGWINCH)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-sig:
+				w, h, err := term.GetSize(fd)
+				if err != nil {
+					continue
+				}
+				select {
+				case <-resize: // drop a size not yet sent
+				default:
+				}
+				resize <- guest.WindowSize{W: w, H: h}
+			}
+		}
+	}()
+	return func() { signal.Stop(sig); close(done) }
 }

@@ -25,13 +25,16 @@ type PlanCell struct {
 // Plan is a dry run: the steps, the artifacts, and the predicted
 // incompatibilities of every cell, before anything is fetched or booted.
 type Plan struct {
-	Profile string     `json:"profile"`
-	Lock    string     `json:"lock"`
-	LockErr string     `json:"lock_error,omitempty"`
-	Image   string     `json:"image"`
-	Pinned  string     `json:"pinned_image,omitempty"`
-	Steps   []string   `json:"steps"`
-	Cells   []PlanCell `json:"cells"`
+	Profile string `json:"profile"`
+	Lock    string `json:"lock"`
+	LockErr string `json:"lock_error,omitempty"`
+	Image   string `json:"image"`
+	Pinned  string `json:"pinned_image,omitempty"`
+	// ImageFrom says where the pinned image would come from here, and
+	// whether the lock would be re-pinned (images.Store.Describe).
+	ImageFrom string     `json:"image_from,omitempty"`
+	Steps     []string   `json:"steps"`
+	Cells     []PlanCell `json:"cells"`
 }
 
 // MakePlan plans a profile's cells. With a lock, it predicts from the
@@ -82,6 +85,9 @@ func (pl *Plan) WriteTable(w io.Writer) {
 		fmt.Fprintf(w, "  lock: %s\n  `envctl up` writes it on first use (`--locked` refuses to).\n", pl.LockErr)
 	} else {
 		fmt.Fprintf(w, "  lock: %s (image %s)\n", pl.Lock, pl.Pinned)
+	}
+	if pl.ImageFrom != "" {
+		fmt.Fprintf(w, "  image: %s\n", pl.ImageFrom)
 	}
 	fmt.Fprintln(w, "  steps:")
 	for i, s := range pl.Steps {

@@ -339,6 +339,21 @@ func (e *Env) Lock(ctx context.Context, wait time.Duration) (func(), error) {
 	return func() { _ = fl.Unlock() }, nil
 }
 
+// Share takes the environment's lock shared, at once or not at all: any
+// number of sessions (ssh, cp, logs, verify) may use a kept environment
+// together, while down, gc and a run, which take it alone, wait for them.
+func (e *Env) Share() (func(), error) {
+	fl := flock.New(e.Path("lock"))
+	ok, err := fl.TryRLock()
+	if err != nil {
+		return nil, fault.Infraf("environment %s: lock %s: %w", e.ID, e.Path("lock"), err)
+	}
+	if !ok {
+		return nil, &BusyError{ID: e.ID, Lock: e.Path("lock")}
+	}
+	return func() { _ = fl.Unlock() }, nil
+}
+
 // Load reads an environment by ID (a unique prefix is enough).
 func (s Store) Load(id string) (*Env, error) {
 	all, err := s.List()

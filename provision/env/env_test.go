@@ -108,7 +108,26 @@ func TestLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := e.Share(); !errors.As(err, &busy) {
+		t.Errorf("a session beside a run: %v", err)
+	}
 	again()
+	// Sessions share a kept environment; down and gc wait for them.
+	s1, err1 := e.Share()
+	s2, err2 := e.Share()
+	if err1 != nil || err2 != nil {
+		t.Fatalf("two sessions: %v %v", err1, err2)
+	}
+	if _, err := e.Lock(context.Background(), 0); !errors.As(err, &busy) {
+		t.Errorf("down beside a session: %v", err)
+	}
+	s1()
+	s2()
+	last, err := e.Lock(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last()
 }
 
 func TestDefaultDir(t *testing.T) {

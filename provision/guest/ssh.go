@@ -277,6 +277,16 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 
 // Shell runs an interactive login shell (or cmd) wired to the given terminal files.
 func (c *Client) Shell(ctx context.Context, cmd string, in io.Reader, out, errw io.Writer, term string, w, h int) error {
+	return c.ShellResized(ctx, cmd, in, out, errw, term, WindowSize{W: w, H: h}, nil)
+}
+
+// WindowSize is a terminal's size in columns and rows.
+type WindowSize struct{ W, H int }
+
+// ShellResized is Shell whose terminal follows the local one: each size
+// sent on resize is passed on as an SSH window-change request, so less,
+// vim and top redraw when the window changes.
+func (c *Client) ShellResized(ctx context.Context, cmd string, in io.Reader, out, errw io.Writer, term string, size WindowSize, resize <-chan WindowSize) error {
 	sess, err := c.ssh.NewSession()
 	if err != nil {
 		return err
@@ -284,7 +294,7 @@ func (c *Client) Shell(ctx context.Context, cmd string, in io.Reader, out, errw 
 	defer sess.Close()
 	sess.Stdin, sess.Stdout, sess.Stderr = in, out, errw
 	if term != "" {
-		if err := sess.RequestPty(term, h, w, ssh.TerminalModes{ssh.ECHO: 1}); err != nil {
+		if err := sess.RequestPty(term, size.H, size.W, ssh.TerminalModes{ssh.ECHO: 1}); err != nil {
 			return err
 		}
 	}
@@ -295,6 +305,22 @@ func (c *Client) Shell(ctx context.Context, cmd string, in io.Reader, out, errw 
 	}
 	if err != nil {
 		return err
+	}
+	if resize != nil && term != "" {
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-ctx.Done():
+					return
+				case sz := <-resize:
+					_ = sess.WindowChange(sz.H, sz.W)
+				}
+			}
+		}()
 	}
 	err = sess.Wait()
 	var ee *ssh.ExitError

@@ -295,3 +295,34 @@ func TestCommandLine(t *testing.T) {
 		}
 	}
 }
+
+// A terminal session passes the local window's changes on (less and vim
+// redraw), while the command runs.
+func TestShellForwardsWindowChanges(t *testing.T) {
+	srv, cfg := start(t)
+	release := make(chan struct{})
+	srv.Handle(`^vim`, func(string, []string) guesttest.Reply { <-release; return guesttest.Reply{Stdout: "done\n"} })
+	c, err := guest.Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	resize := make(chan guest.WindowSize, 1)
+	errc := make(chan error, 1)
+	var out strings.Builder
+	go func() {
+		errc <- c.ShellResized(context.Background(), "vim", nil, &out, io.Discard, "xterm", guest.WindowSize{W: 80, H: 24}, resize)
+	}()
+	resize <- guest.WindowSize{W: 132, H: 50}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(srv.WindowChanges()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.WindowChanges(); len(got) != 1 || got[0] != [2]int{132, 50} {
+		t.Errorf("window changes %v, want [[132 50]]", got)
+	}
+}

@@ -178,6 +178,10 @@ func (m *Machine) console(ctx context.Context) ([]byte, error) {
 	return os.ReadFile(m.Env.ConsoleLog())
 }
 
+// Console is the guest's serial console log so far (at most 4 MiB from a
+// remote host).
+func (m *Machine) Console(ctx context.Context) ([]byte, error) { return m.console(ctx) }
+
 func (m *Machine) consoleTail(ctx context.Context, n int) string {
 	b, err := m.console(ctx)
 	if err != nil {

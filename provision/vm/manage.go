@@ -21,8 +21,9 @@ import (
 	"github.com/envctl/envctl/provision/guest"
 )
 
-// Attach connects to a kept environment over SSH, holding its lock. A busy
-// environment is refused at once.
+// Attach connects to a kept environment over SSH, holding its lock shared
+// (other sessions may attach too). An environment that a run, down or gc
+// holds is refused at once.
 func Attach(ctx context.Context, opts Options, id string) (*Machine, error) {
 	e, err := opts.Store.Load(id)
 	if err != nil {
@@ -32,7 +33,9 @@ func Attach(ctx context.Context, opts Options, id string) (*Machine, error) {
 		return nil, fault.Infraf("environment %s: %s; `envctl down %s` removes it", e.ID, e.Corrupt, e.ID)
 	}
 	m := &Machine{Env: e, opts: opts}
-	if m.unlock, err = e.Lock(ctx, 0); err != nil {
+	// Shared: sessions on a kept environment go side by side; down and gc
+	// take it alone.
+	if m.unlock, err = e.Share(); err != nil {
 		return nil, err
 	}
 	if IsRemote(e.URI) {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,6 +61,7 @@ type Server struct {
 	rules    []rule
 	commands []string
 	forwards map[string]string // requested "addr:port" → where the test can connect
+	windows  [][2]int          // window-change requests: columns, rows
 	conns    []*ssh.ServerConn
 }
 
@@ -137,6 +139,13 @@ func (s *Server) Reply(pattern string, r Reply) {
 }
 
 // Commands lists every command run so far, in order.
+// WindowChanges lists the window-change requests seen (columns, rows).
+func (s *Server) WindowChanges() [][2]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.windows)
+}
+
 func (s *Server) Commands() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -287,11 +296,25 @@ func (s *Server) session(ch ssh.Channel, reqs <-chan *ssh.Request) {
 			var p struct{ Cmd string }
 			_ = ssh.Unmarshal(r.Payload, &p)
 			_ = r.Reply(true, nil)
-			rep := s.run(p.Cmd)
-			_, _ = io.WriteString(ch, rep.Stdout)
-			_, _ = io.WriteString(ch.Stderr(), rep.Stderr)
-			_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(rep.Exit)}))
-			return
+			// The command runs while the session's requests are still
+			// read (a window change comes in while it runs).
+			go func() {
+				rep := s.run(p.Cmd)
+				_, _ = io.WriteString(ch, rep.Stdout)
+				_, _ = io.WriteString(ch.Stderr(), rep.Stderr)
+				_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(rep.Exit)}))
+				_ = ch.Close()
+			}()
+		case "window-change":
+			var p struct{ W, H, PW, PH uint32 }
+			if ssh.Unmarshal(r.Payload, &p) == nil {
+				s.mu.Lock()
+				s.windows = append(s.windows, [2]int{int(p.W), int(p.H)})
+				s.mu.Unlock()
+			}
+			if r.WantReply {
+				_ = r.Reply(true, nil)
+			}
 		case "subsystem":
 			var p struct{ Name string }
 			_ = ssh.Unmarshal(r.Payload, &p)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/pkg/sftp"
 )
@@ -91,6 +92,12 @@ func (h rootFS) Filelist(r *sftp.Request) (sftp.ListerAt, error) {
 			return nil, err
 		}
 		return lister{fi}, nil
+	case "Readlink":
+		target, err := h.root.Readlink(p)
+		if err != nil {
+			return nil, err
+		}
+		return lister{linkTarget(target)}, nil
 	}
 	return nil, sftp.ErrSSHFxOpUnsupported
 }
@@ -107,3 +114,13 @@ func (l lister) ListAt(out []fs.FileInfo, off int64) (int, error) {
 	}
 	return n, nil
 }
+
+// linkTarget is what Readlink answers: a file info named as the target.
+type linkTarget string
+
+func (l linkTarget) Name() string       { return string(l) }
+func (l linkTarget) Size() int64        { return 0 }
+func (l linkTarget) Mode() fs.FileMode  { return fs.ModeSymlink | 0o777 }
+func (l linkTarget) ModTime() time.Time { return time.Time{} }
+func (l linkTarget) IsDir() bool        { return false }
+func (l linkTarget) Sys() any           { return nil }
