@@ -13,6 +13,7 @@ import (
 	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/images/ociartifact"
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/base/task"
 	"github.com/envctl/envctl/profiles/lock"
 )
 
@@ -41,8 +42,19 @@ type Sources struct {
 	// SnapshotBase is the snapshot archive (default snapshot.debian.org).
 	SnapshotBase string
 	// Log receives build output; Step progress lines. Both may be nil.
+	// Task, when set, takes each image build's output instead of Log
+	// (the CLI shows a live line, and the output on failure).
 	Log  io.Writer
 	Step func(format string, args ...any)
+	Task task.Func
+}
+
+// build runs one image build as a task.
+func (s *Store) buildTask(ctx context.Context, name string, from archive.Source, src Sources, current bool) (Local, error) {
+	w, done := task.Begin(src.Task, "image build "+name, src.Log)
+	l, err := s.build(ctx, name, from, w, current)
+	done(err)
+	return l, err
 }
 
 func (s Sources) step(format string, args ...any) {
@@ -217,7 +229,7 @@ func (s *Store) rebuild(ctx context.Context, want lock.Image, src Sources) (Loca
 		cancel()
 		if err == nil {
 			src.step("building image %s from the %s (the lock's archive state)", want.Name, snap)
-			l, err := s.build(ctx, want.Name, snap, src.Log, false)
+			l, err := s.buildTask(ctx, want.Name, snap, src, false)
 			return l, notes, err
 		}
 		notes = append(notes, fmt.Sprintf("the snapshot archive could not serve its state %s (%v)", want.Snapshot, err))
@@ -230,14 +242,14 @@ func (s *Store) rebuild(ctx context.Context, want lock.Image, src Sources) (Loca
 			return Local{}, notes, fault.Inputf("image %s: %v", want.Name, err)
 		}
 		src.step("building image %s from the %s", want.Name, m)
-		l, err := s.build(ctx, want.Name, m, src.Log, false)
+		l, err := s.buildTask(ctx, want.Name, m, src, false)
 		return l, notes, err
 	}
 	if cur, ok := s.Current(want.Name); ok {
 		return cur, notes, nil
 	}
 	src.step("building image %s from %s (takes a few minutes)", want.Name, archive.LiveSource(suite))
-	l, err := s.build(ctx, want.Name, archive.LiveSource(suite), src.Log, true)
+	l, err := s.buildTask(ctx, want.Name, archive.LiveSource(suite), src, true)
 	return l, notes, err
 }
 
@@ -327,7 +339,7 @@ func (s *Store) ResolveOrBuild(ctx context.Context, name string, src Sources) (l
 		}
 	}
 	src.step("building image %s from %s: this machine has no current build of it (takes a few minutes)", name, from)
-	l, err := s.Build(ctx, name, from, src.Log)
+	l, err := s.buildTask(ctx, name, from, src, true)
 	if err != nil {
 		return lock.Image{}, err
 	}

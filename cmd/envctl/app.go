@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/envctl/envctl/images"
 	"github.com/envctl/envctl/images/cache"
-	"github.com/envctl/envctl/profiles/base/fault"
 	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/artifacts"
@@ -60,6 +58,7 @@ type app struct {
 	log            *slog.Logger
 	output         format
 	verbose        bool
+	quiet          bool
 	cacheDir       string
 	stateDir       string
 	// started is set once a command's own code runs; errors before that
@@ -92,93 +91,8 @@ func (a *app) chooseConnection(cmd *cobra.Command) {
 		a.log.Info("libvirt connection", "uri", uri, "why", why)
 		return
 	}
-	fmt.Fprintf(a.stderr, "envctl: using %s: %s\n", uri, why)
-}
-
-func (a *app) rootCmd() *cobra.Command {
-	root := &cobra.Command{
-		Use:   "envctl",
-		Short: "Pinned, throwaway VMs for container-runtime testing",
-		Long: `envctl boots a throwaway libvirt/QEMU VM from a pinned image, installs
-exactly the locked versions of CRI-O, cri-tools, runc or crun, conmon and the
-CNI plugins, proves that the guest runs them, runs the OCI image-volume
-lifecycle test and tears everything down.
-
-Exit codes: 0 ok, 1 test failed (or not tested: every test skipped), 2 bad input or usage, 3 infrastructure error.`,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			a.started = true
-			level := slog.LevelWarn
-			if a.verbose {
-				level = slog.LevelDebug
-			}
-			a.log = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
-			slog.SetDefault(a.log)
-			return a.configure(cmd)
-		},
-	}
-	pf := root.PersistentFlags()
-	pf.VarP(&a.output, "output", "o", "output format: table, json or yaml")
-	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log diagnostics to stderr")
-	pf.StringVar(&a.cacheDir, "cache-dir", "", "cache directory (default $XDG_CACHE_HOME/envctl)")
-	pf.StringVar(&a.stateDir, "state-dir", "", "state directory for environments (default $XDG_STATE_HOME/envctl)")
-	_ = root.RegisterFlagCompletionFunc("output", fixedCompletion("table", "json", "yaml"))
-	root.Version = versionLine()
-	root.SetVersionTemplate("envctl {{.Version}}\n")
-	root.AddGroup(
-		&cobra.Group{ID: "run", Title: "Run a stack:"},
-		&cobra.Group{ID: "pin", Title: "Profiles and locks:"},
-		&cobra.Group{ID: "env", Title: "Environments (kept VMs):"},
-		&cobra.Group{ID: "store", Title: "Images and cache:"},
-	)
-	groups := map[string]string{
-		"up": "run", "matrix": "run", "bisect": "run", "plan": "run", "fetch": "run",
-		"profiles": "pin", "show": "pin", "init": "pin", "lock": "pin", "diff": "pin", "catalog": "pin",
-		"status": "env", "ssh": "env", "ssh-config": "env", "cp": "env", "logs": "env", "down": "env", "gc": "env", "verify": "env",
-		"image": "store", "cache": "store",
-	}
-	root.AddCommand(
-		newVersionCmd(a),
-		newProfilesCmd(a),
-		newShowCmd(a),
-		newInitCmd(a),
-		newLockCmd(a),
-		newDiffCmd(a),
-		newCatalogCmd(a),
-		newPlanCmd(a),
-		newFetchCmd(a),
-		newUpCmd(a),
-		newMatrixCmd(a),
-		newBisectCmd(a),
-		newStatusCmd(a),
-		newSSHCmd(a),
-		newSSHConfigCmd(a),
-		newCpCmd(a),
-		newLogsCmd(a),
-		newDownCmd(a),
-		newGCCmd(a),
-		newVerifyCmd(a),
-		newImageCmd(a),
-		newCacheCmd(a),
-	)
-	for _, c := range root.Commands() {
-		c.GroupID = groups[c.Name()]
-	}
-	plainFlagHelp(root)
-	a.registerCompletions(root)
-	return root
-}
-
-// plainFlagHelp turns backticks in flag help into quotes: pflag reads a
-// backticked word as the flag's value name, so a boolean flag whose help
-// names a command (`envctl ssh ENV`) would look as if it took one.
-func plainFlagHelp(c *cobra.Command) {
-	fix := func(f *pflag.Flag) { f.Usage = strings.ReplaceAll(f.Usage, "`", "'") }
-	c.LocalFlags().VisitAll(fix)
-	c.PersistentFlags().VisitAll(fix)
-	for _, sub := range c.Commands() {
-		plainFlagHelp(sub)
+	if !a.quiet {
+		fmt.Fprintf(a.stderr, "envctl: using %s: %s\n", uri, why)
 	}
 }
 
@@ -206,6 +120,9 @@ func (a *app) emit(v any, table func(w io.Writer)) error {
 
 // step prints a progress line for humans on stderr.
 func (a *app) step(format string, args ...any) {
+	if a.quiet {
+		return
+	}
 	fmt.Fprintf(a.stderr, "==> "+format+"\n", args...)
 }
 
@@ -260,7 +177,7 @@ func (a *app) fetcher() (*artifacts.Fetcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &artifacts.Fetcher{Cache: c, Catalog: catalog.Default(), Log: a.log, Step: a.step}
+	f := &artifacts.Fetcher{Cache: c, Catalog: catalog.Default(), Log: a.log, Step: a.step, Task: a.task}
 	if a.verbose {
 		f.Output = a.stderr
 	}
@@ -305,26 +222,5 @@ func (a *app) newImage(src images.Sources) func(context.Context, string) (lock.I
 // (debian_snapshot_url, ENVCTL_DEBIAN_SNAPSHOT_URL).
 func (a *app) imageSources(store string) images.Sources {
 	return images.Sources{Store: store, Mirror: a.configString("debian-mirror"), SnapshotBase: a.configString("debian-snapshot-url"),
-		Log: a.stderr, Step: a.step}
-}
-
-func fixedCompletion(vals ...string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-	return func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return vals, cobra.ShellCompDirectiveNoFileComp
-	}
-}
-
-func (a *app) completeProfiles(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-	var names []string
-	for _, e := range a.profiles().List() {
-		names = append(names, e.Name)
-	}
-	return names, cobra.ShellCompDirectiveNoFileComp
-}
-
-func exactlyOneProfile(cmd *cobra.Command, args []string) error {
-	if len(args) != 1 {
-		return fault.Inputf("%s needs exactly one PROFILE (a name from `envctl profiles` or a path to a YAML file), got %d arguments", cmd.CommandPath(), len(args))
-	}
-	return nil
+		Log: a.stderr, Step: a.step, Task: a.task}
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -182,5 +184,58 @@ func TestCompletions(t *testing.T) {
 		if out, errOut, _ := cli(t, work, tt.args...); !strings.Contains(out, tt.want) {
 			t.Errorf("%v: lacks %q:\n%s%s", tt.args, tt.want, out, errOut)
 		}
+	}
+}
+
+// A long task's output goes to a log file behind a few plain lines (off a
+// terminal), is shown whole when it fails, and -q keeps only that.
+func TestTaskOutput(t *testing.T) {
+	tests := []struct {
+		name          string
+		quiet, fail   bool
+		want, notWant []string
+	}{
+		{"success", false, false, []string{"its output goes to", "image build x: done in"}, []string{"mmdebstrap says"}},
+		{"failure shows the log", false, true, []string{"image build x: failed in", "image build x failed; its output", "mmdebstrap says"}, nil},
+		{"quiet success says nothing", true, false, nil, []string{"==>"}},
+		{"quiet failure shows the log", true, true, []string{"mmdebstrap says"}, []string{"its output goes to"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var errb bytes.Buffer
+			a := newApp(&bytes.Buffer{}, &errb)
+			a.cacheDir, a.quiet = t.TempDir(), tt.quiet
+			w, done := a.task("image build x")
+			fmt.Fprintln(w, "mmdebstrap says hello")
+			var err error
+			if tt.fail {
+				err = errors.New("exit status 25")
+			}
+			done(err)
+			done(err) // once only
+			for _, s := range tt.want {
+				if !strings.Contains(errb.String(), s) {
+					t.Errorf("stderr lacks %q:\n%s", s, errb.String())
+				}
+			}
+			for _, s := range tt.notWant {
+				if strings.Contains(errb.String(), s) {
+					t.Errorf("stderr has %q:\n%s", s, errb.String())
+				}
+			}
+			logs, _ := filepath.Glob(filepath.Join(a.cacheDir, "logs", "image-build-x-*.log"))
+			if b, _ := os.ReadFile(logs[0]); len(logs) != 1 || !strings.Contains(string(b), "mmdebstrap says") {
+				t.Errorf("log file %v: %q", logs, b)
+			}
+		})
+	}
+	var buf bytes.Buffer
+	b := &boundedWriter{w: &buf, left: 4}
+	if n, err := b.Write([]byte("abcdefgh")); n != 8 || err != nil || !strings.HasPrefix(buf.String(), "abcd") {
+		t.Errorf("bounded: %d %v %q", n, err, buf.String())
+	}
+	_, _ = b.Write([]byte("more"))
+	if strings.Count(buf.String(), "passed its limit") != 1 {
+		t.Errorf("bounded: %q", buf.String())
 	}
 }

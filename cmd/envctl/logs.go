@@ -159,10 +159,12 @@ func (a *app) followLogs(ctx context.Context, console string, m *vm.Machine, wan
 		return nil
 	case err := <-done:
 		var ee *guest.ExitError
-		if ctx.Err() != nil || err == nil {
+		switch {
+		case err == nil:
 			return nil
-		}
-		if errors.As(err, &ee) {
+		case ctx.Err() != nil: // Ctrl-C ends a follow: that is its way out
+			return nil //nolint:nilerr // the session's error is the interrupt's
+		case errors.As(err, &ee):
 			return &remoteExit{status: ee.Status}
 		}
 		return err

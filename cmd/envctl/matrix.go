@@ -59,7 +59,11 @@ could not be tested; finished cells are always reported.`,
 				for _, c := range res.Cells {
 					names = append(names, c.Name)
 				}
-				pr := matrix.NewProgress(a.stderr, names, live)
+				progressTo := a.stderr
+				if a.quiet {
+					progressTo, live = io.Discard, false
+				}
+				pr := matrix.NewProgress(progressTo, names, live)
 				opts.Progress = pr.Event
 				opts.Step, opts.VM.Step = nil, nil // the lines per cell replace the step messages
 				out := matrix.Run(ctx, res.Cells, matrix.Options{Run: opts, Hosts: f.vm.connect, Jobs: jobs, FailFast: failFast, Done: pr.Finish, Log: a.log})

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -41,7 +42,11 @@ A profile without a lock file gets one on first use (and up says so);
 			}
 			return a.runCells(cmd, &f, args[0], pick, func(ctx context.Context, res *cellrun.Resolution, opts cellrun.Options) ([]*report.Report, error) {
 				rep, err := cellrun.Run(ctx, res.Cells[0], opts)
-				if perr := a.emit(rep, rep.Table); perr != nil && err == nil {
+				table := rep.Table
+				if a.quiet {
+					table = func(w io.Writer) { fmt.Fprintln(w, rep.Summary()) }
+				}
+				if perr := a.emit(rep, table); perr != nil && err == nil {
 					err = perr
 				}
 				return []*report.Report{rep}, err

@@ -21,6 +21,7 @@ import (
 	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/profiles"
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/base/task"
 	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/lock"
 )
@@ -110,8 +111,11 @@ type Fetcher struct {
 	Log     *slog.Logger
 	// Step reports progress lines for humans; may be nil.
 	Step func(format string, args ...any)
-	// Output receives build tool output (nil discards it).
+	// Output receives build tool output (nil discards it); Task, when
+	// set, takes each build's output instead (the CLI shows a live line,
+	// and the output on failure).
 	Output io.Writer
+	Task   task.Func
 }
 
 func (f *Fetcher) step(format string, args ...any) {

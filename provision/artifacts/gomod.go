@@ -21,6 +21,7 @@ import (
 
 	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/base/task"
 	"github.com/envctl/envctl/profiles/lock"
 	"github.com/envctl/envctl/provision/pin"
 )
@@ -252,6 +253,14 @@ func (f *Fetcher) gomod(ctx context.Context, a lock.Artifact) (Files, error) {
 		return files, nil
 	}
 	f.step("building %s v%s from the Go module proxy (%s, recipe %s; cached afterwards)", a.Component, a.Version, a.Module, a.Recipe)
+	return f.buildModule(ctx, a, r, out)
+}
+
+// buildModule downloads, checks and builds one module version into out,
+// as a task whose output the CLI shows on failure.
+func (f *Fetcher) buildModule(ctx context.Context, a lock.Artifact, r recipe, out string) (_ Files, err error) {
+	w, done := task.Begin(f.Task, "build "+a.Component+" "+a.Version, f.Output)
+	defer func() { done(err) }()
 	start := time.Now()
 	work, err := os.MkdirTemp(filepath.Join(f.Cache.Dir, "tmp"), "build-"+a.Recipe+"-")
 	if err != nil {
@@ -273,7 +282,7 @@ func (f *Fetcher) gomod(ctx context.Context, a lock.Artifact) (Files, error) {
 	if err := os.MkdirAll(tmpOut, 0o755); err != nil {
 		return Files{}, fault.Infraf("build %s: %w", a.Component, err)
 	}
-	b := &builder{module: a.Module, version: a.Version, src: src, out: tmpOut, log: f.Output}
+	b := &builder{module: a.Module, version: a.Version, src: src, out: tmpOut, log: w}
 	if a.Origin != nil {
 		b.commit, b.commitTime = a.Origin.Commit, a.Origin.Time.UTC().Format(time.RFC3339)
 	}

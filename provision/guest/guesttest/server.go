@@ -138,7 +138,6 @@ func (s *Server) Reply(pattern string, r Reply) {
 	s.Handle(pattern, func(string, []string) Reply { return r })
 }
 
-// Commands lists every command run so far, in order.
 // WindowChanges lists the window-change requests seen (columns, rows).
 func (s *Server) WindowChanges() [][2]int {
 	s.mu.Lock()
@@ -146,6 +145,7 @@ func (s *Server) WindowChanges() [][2]int {
 	return slices.Clone(s.windows)
 }
 
+// Commands lists every command run so far, in order.
 func (s *Server) Commands() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
