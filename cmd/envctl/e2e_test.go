@@ -260,10 +260,25 @@ func hostHasKVM() bool {
 
 // TestE2ELifecyclePasses: CRI-O 1.34 + crictl 1.34 + runc 1.3.6 (gomod)
 // pass every step; JSON and JUnit are written.
+//
+// It runs as after `go install`: in a directory without profiles and with
+// an empty config directory, so the profile and its lock are the ones
+// built into the binary (the same files as ./profiles, so the same warm
+// state).
 func TestE2ELifecyclePasses(t *testing.T) {
 	mustLock(t, "crio-1.34-runc")
 	junit := filepath.Join(t.TempDir(), "junit.xml")
-	out, errOut, code := envctl(t, "up", "crio-1.34-runc", "-o", "json", "--junit", junit)
+	elsewhere := t.TempDir()
+	inEmptyDir := func(args ...string) (string, string, int) {
+		cmd := exec.Command(bin(t), args...)
+		cmd.Dir = elsewhere
+		cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+filepath.Join(elsewhere, "config"), "ENVCTL_PROFILES_DIR=")
+		return runLogged(t, cmd, "no ./profiles", args)
+	}
+	if out, _, code := inEmptyDir("profiles"); code != 0 || !regexp.MustCompile(`crio-1\.34-runc\s+built-in`).MatchString(out) {
+		t.Errorf("profiles in an empty directory: exit %d\n%s", code, out)
+	}
+	out, errOut, code := inEmptyDir("up", "crio-1.34-runc", "-o", "json", "--junit", junit)
 	t.Logf("stderr:\n%s", errOut)
 	r := parseReport(t, out)
 	if code != 0 || r.Verdict != "pass" {

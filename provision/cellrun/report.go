@@ -12,7 +12,7 @@ import (
 
 // report assembles the report from what the phases produced.
 func (r *run) report() *report.Report {
-	rep := &report.Report{
+	rep := &report.Report{SchemaVersion: report.SchemaVersion,
 		Profile: r.cell.Profile, Cell: r.cell.Name, Test: r.cell.Test, Host: r.opts.VM.URI,
 		Started: r.start.UTC(), Warnings: r.warnings, Phases: r.phases, Results: r.results, Kept: r.kept,
 		Steps: r.steps(), Notes: r.notes, Image: r.opts.Image, VerifiedBy: string(r.proof),

@@ -146,19 +146,24 @@ type Phase struct {
 	Seconds float64 `json:"seconds"`
 }
 
+// SchemaVersion is the version of the report's JSON shape: it grows
+// when a field changes meaning or goes away (new fields do not change it).
+const SchemaVersion = 1
+
 // Report is the result of one run of one cell.
 type Report struct {
-	Profile    string            `json:"profile"`
-	Cell       string            `json:"cell"`
-	Env        string            `json:"env,omitempty"`
-	Host       string            `json:"host,omitempty"`
-	Test       profiles.TestName `json:"test"`
-	Accel      string            `json:"accel,omitempty"`
-	Verdict    Verdict           `json:"verdict"`
-	Error      string            `json:"error,omitempty"`
-	ErrorClass fault.Class       `json:"error_class,omitempty"`
-	Components []Component       `json:"components,omitempty"`
-	Steps      []Step            `json:"steps,omitempty"`
+	SchemaVersion int               `json:"schema_version"`
+	Profile       string            `json:"profile"`
+	Cell          string            `json:"cell"`
+	Env           string            `json:"env,omitempty"`
+	Host          string            `json:"host,omitempty"`
+	Test          profiles.TestName `json:"test"`
+	Accel         string            `json:"accel,omitempty"`
+	Verdict       Verdict           `json:"verdict"`
+	Error         string            `json:"error,omitempty"`
+	ErrorClass    fault.Class       `json:"error_class,omitempty"`
+	Components    []Component       `json:"components,omitempty"`
+	Steps         []Step            `json:"steps,omitempty"`
 	// Suites are the suites that ran, side by side; Disagreement says how
 	// they disagree, when they do (one passed where the other failed).
 	Suites       []SuiteResult    `json:"suites,omitempty"`
