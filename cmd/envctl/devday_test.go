@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/spf13/pflag"
+
+	"github.com/envctl/envctl/provision/env"
 )
 
 // cli runs envctl in-process in dir (a directory with no ./profiles unless
@@ -237,5 +240,79 @@ func TestTaskOutput(t *testing.T) {
 	_, _ = b.Write([]byte("more"))
 	if strings.Count(buf.String(), "passed its limit") != 1 {
 		t.Errorf("bounded: %q", buf.String())
+	}
+}
+
+// ssh-config's block is one OpenSSH reads as meant: the port, the key, the
+// pinned host key in its own known_hosts file, strict checking; a guest on
+// a remote libvirt host goes through that host.
+func TestSSHConfigBlock(t *testing.T) {
+	tests := []struct {
+		uri, jump string
+	}{
+		{"qemu:///system", ""},
+		{"qemu+ssh://ci@build-7:2222/system?keyfile=/k", "ci@build-7:2222"},
+	}
+	for _, tt := range tests {
+		dir := t.TempDir()
+		e := &env.Env{ID: "crio-1-34-runc-f412a7", SSHHost: "127.0.0.1", SSHPort: 46755, User: "envctl", URI: tt.uri, Dir: dir,
+			HostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHyN2uZ0mF6H4Xq2c1m3nQz8Jc5yq0Yb9m7m6cQ1b2c3 envctl-host"}
+		block, err := sshConfigBlock(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		known, _ := os.ReadFile(filepath.Join(dir, "known_hosts"))
+		if !strings.HasPrefix(string(known), "envctl-crio-1-34-runc-f412a7 ssh-ed25519 ") {
+			t.Errorf("known_hosts: %q", known)
+		}
+		for _, want := range []string{"Host envctl-crio-1-34-runc-f412a7\n", "Port 46755", "IdentityFile " + filepath.Join(dir, "id_ed25519"), "StrictHostKeyChecking yes"} {
+			if !strings.Contains(block, want) {
+				t.Errorf("block lacks %q:\n%s", want, block)
+			}
+		}
+		if strings.Contains(block, "ProxyJump") != (tt.jump != "") || tt.jump != "" && !strings.Contains(block, "ProxyJump "+tt.jump) {
+			t.Errorf("%s: block:\n%s", tt.uri, block)
+		}
+		if _, err := exec.LookPath("ssh"); err != nil {
+			continue
+		}
+		cfg := filepath.Join(dir, "config")
+		_ = os.WriteFile(cfg, []byte(block), 0o600)
+		out, err := exec.Command("ssh", "-G", "-F", cfg, "envctl-crio-1-34-runc-f412a7").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "port 46755") || !strings.Contains(string(out), "hostname 127.0.0.1") ||
+			!strings.Contains(string(out), "stricthostkeychecking true") {
+			t.Errorf("OpenSSH reads the block otherwise: %v\n%s", err, out)
+		}
+	}
+	if _, err := sshConfigBlock(&env.Env{ID: "x", Dir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "no SSH endpoint") {
+		t.Errorf("an environment without SSH: %v", err)
+	}
+}
+
+func TestSplitEnvPathAndLastLines(t *testing.T) {
+	for _, tt := range []struct{ in, env, path string }{
+		{"e1:/etc/crio", "e1", "/etc/crio"},
+		{"./a:b", "", "./a:b"},
+		{"/x:y", "", "/x:y"},
+		{"file.txt", "", "file.txt"},
+		{":/x", "", ":/x"},
+	} {
+		if e, p := splitEnvPath(tt.in); e != tt.env || p != tt.path {
+			t.Errorf("splitEnvPath(%q) = %q, %q", tt.in, e, p)
+		}
+	}
+	for _, tt := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"a\nb\nc\n", 2, "b\nc\n"},
+		{"a\nb\nc", 2, "b\nc"},
+		{"a\nb\n", 0, "a\nb\n"},
+		{"a\n", 5, "a\n"},
+	} {
+		if got := string(lastLines([]byte(tt.in), tt.n)); got != tt.want {
+			t.Errorf("lastLines(%q, %d) = %q", tt.in, tt.n, got)
+		}
 	}
 }
