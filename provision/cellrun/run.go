@@ -51,7 +51,9 @@ type run struct {
 	tested   bool
 	results  string
 	kept     bool
-	keepIt   bool // decided when the run ends: Keep, or KeepOnFailure and it failed
+	keepIt   bool            // decided when the run ends: Keep, or KeepOnFailure and it failed
+	arming   chan error      // the dead-man timer being set (nil: not now)
+	runCtx   context.Context //nolint:containedctx // the run's context, for work that outlives a phase
 	notes    []string
 	err      error
 }
@@ -98,6 +100,7 @@ func Run(ctx context.Context, cell lock.LockedCell, opts Options) (*report.Repor
 }
 
 func (r *run) all(ctx context.Context) (err error) {
+	r.runCtx = ctx
 	var imgFiles images.Files
 	if err := r.phase(ctx, PhaseFetch, func(ctx context.Context) error { return r.fetch(ctx, &imgFiles) }); err != nil {
 		return stopped(ctx, err)
@@ -110,25 +113,7 @@ func (r *run) all(ctx context.Context) (err error) {
 			err = fault.Infraf("internal error: %v (the VM was torn down; please report this)", p)
 			r.log().Error("panic during a run", "panic", p, "stack", string(debug.Stack()))
 		}
-		if ctx.Err() != nil {
-			err = stopped(ctx, err)
-		}
-		if (err != nil || r.failed()) && !vm.Urgent(ctx) {
-			_ = r.phase(ctx, PhaseCollect, func(context.Context) error { r.collect(ctx); return nil })
-		}
-		if err == nil && r.tested {
-			// The verdict is known before the VM is gone: say it now. The
-			// run still ends only once the teardown is done.
-			r.opts.step("verdict: %s", r.report().Summary())
-		}
-		r.keepIt = r.opts.Keep || r.opts.KeepOnFailure && (err != nil || r.failed())
-		if terr := r.phase(ctx, PhaseTeardown, func(context.Context) error { return r.finish(ctx) }); terr != nil {
-			if err == nil {
-				err = terr
-			} else {
-				r.log().Warn("teardown", "env", r.started.Env, "err", terr)
-			}
-		}
+		err = r.end(ctx, err)
 	}()
 	if r.opts.Stop == AfterBoot {
 		return nil
@@ -138,6 +123,9 @@ func (r *run) all(ctx context.Context) (err error) {
 		return err
 	}
 	if err := r.phase(ctx, PhaseVerify, r.verify); err != nil {
+		return err
+	}
+	if err := r.awaitDeadman(); err != nil {
 		return err
 	}
 	if r.started.WarmKey != "" && r.started.How != start.Warm {
@@ -157,6 +145,35 @@ func (r *run) all(ctx context.Context) (err error) {
 	}
 	defer closeRegistry()
 	return r.phase(ctx, PhaseTest, r.runTest)
+}
+
+// end closes a booted run: its logs collected on failure, its verdict
+// said, the dead-man timer's setting awaited, and the VM kept or torn
+// down. It returns the run's error.
+func (r *run) end(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		err = stopped(ctx, err)
+	}
+	if (err != nil || r.failed()) && !vm.Urgent(ctx) {
+		_ = r.phase(ctx, PhaseCollect, func(context.Context) error { r.collect(ctx); return nil })
+	}
+	if err == nil && r.tested {
+		// The verdict is known before the VM is gone: say it now. The
+		// run still ends only once the teardown is done.
+		r.opts.step("verdict: %s", r.report().Summary())
+	}
+	if aerr := r.awaitDeadman(); aerr != nil && err == nil {
+		err = aerr
+	}
+	r.keepIt = r.opts.Keep || r.opts.KeepOnFailure && (err != nil || r.failed())
+	if terr := r.phase(ctx, PhaseTeardown, func(context.Context) error { return r.finish(ctx) }); terr != nil {
+		if err == nil {
+			err = terr
+		} else {
+			r.log().Warn("teardown", "env", r.started.Env, "err", terr)
+		}
+	}
+	return err
 }
 
 func (r *run) log() *slog.Logger { return cmp.Or(r.opts.Log, slog.Default()) }
@@ -271,7 +288,28 @@ func (r *run) boot(ctx context.Context, img images.Files) error {
 	if err != nil || st.How == start.Cold {
 		return err // a booted domain is AUTODESTROY: it dies with this process
 	}
-	return r.armDeadman(ctx)
+	// A restored domain is not AUTODESTROY: its dead-man timer is set
+	// beside the install and the drift check (one SSH session each, at
+	// once), and waited for before anything is saved or tested.
+	armed := make(chan error, 1)
+	r.arming = armed
+	actx := r.runCtx // the run's, not this phase's: the phase ends first
+	go func() {
+		ctx, cancel := context.WithTimeout(actx, time.Minute)
+		defer cancel()
+		armed <- r.armDeadman(ctx)
+	}()
+	return nil
+}
+
+// awaitDeadman waits for the dead-man timer that boot began to set.
+func (r *run) awaitDeadman() error {
+	if r.arming == nil {
+		return nil
+	}
+	err := <-r.arming
+	r.arming = nil
+	return err
 }
 
 // deadmanPeriod is how long a restored guest lives without a renewal.
@@ -290,6 +328,9 @@ func (r *run) armDeadman(ctx context.Context) error {
 // renewDeadman sets the timer again once a third of its period has gone:
 // a live run renews it long before it expires.
 func (r *run) renewDeadman(ctx context.Context) {
+	if r.arming != nil {
+		return // being set right now
+	}
 	if r.deadman.IsZero() || time.Since(r.deadman) < r.deadmanPeriod()/3 {
 		return
 	}
