@@ -26,6 +26,9 @@ lint: $(GOLANGCI_LINT)
 	bash scripts/lint/tracked-binaries.sh
 	bash scripts/lint/ci-workflows.sh
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) mod tidy -diff
+	@big=$$(for f in cmd/envctl/*.go; do case $$f in *_test.go) continue;; esac; n=$$(wc -l < $$f); [ $$n -gt 300 ] && echo "$$f: $$n lines"; done; true); \
+	  if [ -n "$$big" ]; then echo "cmd files over 300 lines (one verb per file: split them):"; echo "$$big"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./...
 	$(GOLANGCI_LINT) run ./...

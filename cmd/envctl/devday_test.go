@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/envctl/envctl/provision/env"
@@ -315,4 +316,22 @@ func TestSplitEnvPathAndLastLines(t *testing.T) {
 			t.Errorf("lastLines(%q, %d) = %q", tt.in, tt.n, got)
 		}
 	}
+}
+
+// Every command shows an example in its --help.
+func TestEveryCommandHasAnExample(t *testing.T) {
+	root := newApp(&bytes.Buffer{}, &bytes.Buffer{}).rootCmd()
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			if sub.Hidden || sub.Name() == "help" || sub.Name() == "completion" || strings.HasPrefix(sub.Name(), "__") {
+				continue
+			}
+			if sub.Runnable() && strings.TrimSpace(sub.Example) == "" {
+				t.Errorf("%s has no example", sub.CommandPath())
+			}
+			walk(sub)
+		}
+	}
+	walk(root)
 }

@@ -82,6 +82,7 @@ Exit codes: 0 ok, 1 test failed (or not tested: every test skipped), 2 bad input
 		c.GroupID = groups[c.Name()]
 	}
 	plainFlagHelp(root)
+	addExamples(root)
 	a.registerCompletions(root)
 	return root
 }
