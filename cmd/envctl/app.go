@@ -59,8 +59,12 @@ type app struct {
 	output         format
 	verbose        bool
 	quiet          bool
-	cacheDir       string
-	stateDir       string
+	// terminal and stillEvery replace, in tests, the check that stderr is
+	// a terminal and the period of "still running" lines.
+	terminal   func() bool
+	stillEvery time.Duration
+	cacheDir   string
+	stateDir   string
 	// started is set once a command's own code runs; errors before that
 	// are cobra's usage errors.
 	started bool

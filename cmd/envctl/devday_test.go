@@ -8,8 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -334,4 +337,48 @@ func TestEveryCommandHasAnExample(t *testing.T) {
 		}
 	}
 	walk(root)
+}
+
+// Progress through a (fake) terminal is one live line with the elapsed
+// time; through a pipe, a plain line per period at most.
+func TestTaskProgressOnATerminalAndAPipe(t *testing.T) {
+	run := func(tty bool, every time.Duration, d time.Duration) string {
+		var errb syncBuffer
+		a := newApp(&bytes.Buffer{}, &errb)
+		a.cacheDir, a.stillEvery = t.TempDir(), every
+		a.terminal = func() bool { return tty }
+		w, done := a.task("build runc 1.3.6")
+		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+			fmt.Fprintln(w, "go: downloading a module") // never shown
+		}
+		done(nil)
+		return errb.String()
+	}
+	out := run(true, time.Minute, 1200*time.Millisecond)
+	if !strings.Contains(out, "==> build runc 1.3.6") || !regexp.MustCompile(` [12]s\n`).MatchString(out) || strings.Contains(out, "go: downloading") {
+		t.Errorf("terminal: no live line with the elapsed time, or the output leaked:\n%q", out)
+	}
+	out = run(false, 200*time.Millisecond, time.Second)
+	n := strings.Count(out, "still running")
+	if n < 2 || n > 6 || strings.Contains(out, "go: downloading") || !strings.Contains(out, "build runc 1.3.6: done in") {
+		t.Errorf("pipe: %d still-running lines in 1s at one per 200ms (want 2 to 6):\n%s", n, out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer that several goroutines write.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"os"
@@ -22,9 +23,9 @@ import (
 // line says it is still running at most once a minute. -v streams the
 // output as it comes; -q says nothing unless the task fails.
 const (
-	maxTaskLog  = 64 << 20 // bytes one task's log file keeps
-	maxShownLog = 1 << 20  // bytes of it shown on failure
-	stillEvery  = time.Minute
+	maxTaskLog  = 64 << 20    // bytes one task's log file keeps
+	maxShownLog = 1 << 20     // bytes of it shown on failure
+	stillEvery  = time.Minute // how often a plain line says a task still runs
 )
 
 var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9._-]+`)
@@ -69,10 +70,10 @@ func (a *app) liveLine(what string, start time.Time) (stop func(error)) {
 		return func(error) {}
 	}
 	if a.isTerminal() {
-		p := mpb.New(mpb.WithOutput(a.stderr), mpb.WithWidth(1), mpb.WithRefreshRate(500*time.Millisecond))
-		bar := p.New(1, mpb.SpinnerStyle(), mpb.BarFillerClearOnComplete(),
+		p := mpb.New(mpb.WithOutput(a.stderr), mpb.WithAutoRefresh(), mpb.WithRefreshRate(500*time.Millisecond))
+		bar := p.New(1, mpb.SpinnerStyle(), mpb.BarWidth(1), mpb.BarFillerClearOnComplete(),
 			mpb.PrependDecorators(decor.Name("==> "+what+" ", decor.WCSyncSpaceR)),
-			mpb.AppendDecorators(decor.Elapsed(decor.ET_STYLE_MMSS)))
+			mpb.AppendDecorators(decor.Any(func(decor.Statistics) string { return time.Since(start).Round(time.Second).String() })))
 		return func(err error) {
 			if err != nil {
 				bar.Abort(false)
@@ -84,7 +85,7 @@ func (a *app) liveLine(what string, start time.Time) (stop func(error)) {
 	}
 	done := make(chan struct{})
 	go func() {
-		t := time.NewTicker(stillEvery)
+		t := time.NewTicker(cmp.Or(a.stillEvery, stillEvery))
 		defer t.Stop()
 		for {
 			select {
@@ -120,6 +121,9 @@ func (a *app) showLog(what, path string) {
 
 // isTerminal reports whether progress goes to a terminal, for humans.
 func (a *app) isTerminal() bool {
+	if a.terminal != nil {
+		return a.terminal()
+	}
 	f, ok := a.stderr.(*os.File)
 	return ok && a.output == "table" && term.IsTerminal(int(f.Fd()))
 }
