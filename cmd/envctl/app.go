@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -104,15 +105,12 @@ func (a *app) chooseConnection(cmd *cobra.Command) {
 func (a *app) emit(v any, table func(w io.Writer)) error {
 	switch a.output {
 	case "json":
-		enc := json.NewEncoder(a.stdout)
-		enc.SetIndent("", "  ")
-		// ~> and <none> stay as they are: this is read by people and jq,
-		// never embedded in HTML.
-		enc.SetEscapeHTML(false)
-		if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice && rv.IsNil() {
-			v = []any{} // an empty list is [], never null
+		b, err := jsonOutput(v)
+		if err != nil {
+			return err
 		}
-		return enc.Encode(v)
+		_, err = a.stdout.Write(b)
+		return err
 	case "yaml":
 		enc := yaml.NewEncoder(a.stdout)
 		enc.SetIndent(2)
@@ -120,6 +118,44 @@ func (a *app) emit(v any, table func(w io.Writer)) error {
 	}
 	table(a.stdout)
 	return nil
+}
+
+// jsonSchema is the version of the shape of envctl's JSON outputs
+// (docs/json.md): it grows when a field changes meaning or goes away.
+const jsonSchema = 1
+
+// jsonOutput is v as envctl prints JSON: indented; ~> and <none> as they
+// are (read by people and jq, never embedded in HTML); an empty list as
+// [], never null; and every object with "schema_version" first.
+func jsonOutput(v any) ([]byte, error) {
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice && rv.IsNil() {
+		v = []any{}
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	raw := bytes.TrimSpace(buf.Bytes())
+	if len(raw) > 0 && raw[0] == '{' {
+		var top map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &top); err == nil {
+			if _, ok := top["schema_version"]; !ok {
+				sep := ","
+				if len(top) == 0 {
+					sep = ""
+				}
+				raw = append([]byte(fmt.Sprintf(`{"schema_version":%d%s`, jsonSchema, sep)), raw[1:]...)
+			}
+		}
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, raw, "", "  "); err != nil {
+		return nil, err
+	}
+	out.WriteByte('\n')
+	return out.Bytes(), nil
 }
 
 // step prints a progress line for humans on stderr.

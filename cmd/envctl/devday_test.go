@@ -382,3 +382,51 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// JSON: an object starts with schema_version (once), a list stays an
+// array, nil is [], and nothing is HTML-escaped; docs/json.md lists every
+// command.
+func TestJSONShapes(t *testing.T) {
+	tests := []struct {
+		in   any
+		want string
+	}{
+		{struct{ A string }{"~> 1"}, "{\n  \"schema_version\": 1,\n  \"A\": \"~> 1\"\n}\n"},
+		{struct{}{}, "{\n  \"schema_version\": 1\n}\n"},
+		{struct {
+			V int `json:"schema_version"`
+		}{7}, "{\n  \"schema_version\": 7\n}\n"},
+		{[]string(nil), "[]\n"},
+		{[]int{1}, "[\n  1\n]\n"},
+	}
+	for _, tt := range tests {
+		b, err := jsonOutput(tt.in)
+		if err != nil || string(b) != tt.want {
+			t.Errorf("jsonOutput(%#v) = %q, %v; want %q", tt.in, b, err, tt.want)
+		}
+	}
+}
+
+func TestJSONDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/json.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := newApp(&bytes.Buffer{}, &bytes.Buffer{}).rootCmd()
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			if sub.Hidden || sub.Name() == "help" || strings.HasPrefix(sub.Name(), "__") {
+				continue
+			}
+			if sub.Runnable() || sub.Name() == "completion" {
+				path := strings.TrimPrefix(sub.CommandPath(), "envctl ")
+				if !strings.Contains(string(doc), "| `"+path+"` |") {
+					t.Errorf("docs/json.md does not describe %q", path)
+				}
+			}
+			walk(sub)
+		}
+	}
+	walk(root)
+}
