@@ -8,6 +8,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"encoding/xml"
 	"os"
@@ -268,13 +269,7 @@ func hostHasKVM() bool {
 func TestE2ELifecyclePasses(t *testing.T) {
 	mustLock(t, "crio-1.34-runc")
 	junit := filepath.Join(t.TempDir(), "junit.xml")
-	elsewhere := t.TempDir()
-	inEmptyDir := func(args ...string) (string, string, int) {
-		cmd := exec.Command(bin(t), args...)
-		cmd.Dir = elsewhere
-		cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+filepath.Join(elsewhere, "config"), "ENVCTL_PROFILES_DIR=")
-		return runLogged(t, cmd, "no ./profiles", args)
-	}
+	inEmptyDir := installedElsewhere(t)
 	if out, _, code := inEmptyDir("profiles"); code != 0 || !regexp.MustCompile(`crio-1\.34-runc\s+built-in`).MatchString(out) {
 		t.Errorf("profiles in an empty directory: exit %d\n%s", code, out)
 	}
@@ -394,6 +389,55 @@ func TestE2ESeedCaseFails(t *testing.T) {
 	assertClean(t)
 }
 
+// lastN is the last n lines of s.
+func lastN(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// installedElsewhere installs envctl as a user does (go install into a
+// GOBIN of its own) and returns a runner for it in an empty directory
+// with a fresh HOME: no ./profiles, no config directory, so profiles and
+// locks are the binary's own. The cache and state directories stay the
+// suite's, as a CI cache restore gives them (a cold cache would build for
+// a quarter of an hour).
+func installedElsewhere(t *testing.T) func(args ...string) (string, string, int) {
+	t.Helper()
+	gobin := t.TempDir()
+	install := exec.Command("go", "install", "./cmd/envctl")
+	install.Dir = "../.."
+	install.Env = append(os.Environ(), "GOBIN="+gobin)
+	if out, err := install.CombinedOutput(); err != nil {
+		t.Fatalf("go install ./cmd/envctl: %v\n%s", err, out)
+	}
+	cacheDir, stateDir := os.Getenv("ENVCTL_CACHE_DIR"), os.Getenv("ENVCTL_STATE_DIR")
+	if cacheDir == "" {
+		c, _ := os.UserCacheDir()
+		cacheDir = filepath.Join(c, "envctl")
+	}
+	if stateDir == "" {
+		h, _ := os.UserHomeDir()
+		stateDir = cmp.Or(os.Getenv("XDG_STATE_HOME"), filepath.Join(h, ".local", "state"))
+		stateDir = filepath.Join(stateDir, "envctl")
+	}
+	home, work := t.TempDir(), t.TempDir()
+	var env []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); !strings.HasPrefix(k, "XDG_") && k != "HOME" && !strings.HasPrefix(k, "ENVCTL_") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "HOME="+home, "ENVCTL_CACHE_DIR="+cacheDir, "ENVCTL_STATE_DIR="+stateDir)
+	return func(args ...string) (string, string, int) {
+		cmd := exec.Command(filepath.Join(gobin, "envctl"), args...)
+		cmd.Dir, cmd.Env = work, env
+		return runLogged(t, cmd, "go install, empty dir, fresh HOME", args)
+	}
+}
+
 // lookIntoKeptGuest uses what a developer uses on a kept, failed guest:
 // status ENV, logs, cp both ways, and OpenSSH with ssh-config's block.
 func lookIntoKeptGuest(t *testing.T, id string) {
@@ -405,11 +449,26 @@ func lookIntoKeptGuest(t *testing.T, id string) {
 		!strings.Contains(out, "==> CRI-O's journal") || !strings.Contains(out, "==> collected") {
 		t.Errorf("logs %s: exit %d\n%s%s", id, code, out, errOut)
 	}
+	// CRI-O's journal has the failure: the image mount it was given had
+	// no host path, since crictl 1.30 sent no image.
+	if out, errOut, code := envctl(t, "logs", id, "--source", "crio"); code != 0 || !strings.Contains(out, "HostPath") {
+		t.Errorf("logs --source crio: exit %d, no line of the failure:\n%s%s", code, lastN(out, 30), errOut)
+	}
 	dir := t.TempDir()
 	if _, errOut, code := envctl(t, "cp", id+":/etc/crio", dir); code != 0 {
 		t.Errorf("cp out: exit %d %s", code, errOut)
 	} else if _, err := os.Stat(filepath.Join(dir, "crio")); err != nil {
 		t.Errorf("cp out copied nothing: %v", err)
+	}
+	if logFile, _, _ := envctl(t, "ssh", id, "--", "find /var/log -type f -size +0 | head -n 1"); strings.TrimSpace(logFile) != "" {
+		logFile = strings.TrimSpace(logFile)
+		if _, errOut, code := envctl(t, "cp", id+":"+logFile, dir); code != 0 {
+			t.Errorf("cp %s out: exit %d %s", logFile, code, errOut)
+		} else if fi, err := os.Stat(filepath.Join(dir, filepath.Base(logFile))); err != nil || fi.Size() == 0 {
+			t.Errorf("cp %s out: %v", logFile, err)
+		}
+	} else {
+		t.Errorf("the guest has no file under /var/log to copy")
 	}
 	note := filepath.Join(dir, "note.txt")
 	_ = os.WriteFile(note, []byte("from the host\n"), 0o644)
@@ -426,8 +485,8 @@ func lookIntoKeptGuest(t *testing.T, id string) {
 		t.Logf("no OpenSSH client here: ssh-config's block not tried (%v)", err)
 		return
 	}
-	out, err := exec.Command("ssh", "-F", cfgFile, "envctl-"+id, "cat", "/tmp/note.txt").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "from the host") {
+	out, err := exec.Command("ssh", "-F", cfgFile, "envctl-"+id, "cat /tmp/note.txt && crictl version").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "from the host") || !strings.Contains(string(out), "RuntimeName:  cri-o") {
 		t.Errorf("OpenSSH with ssh-config's block: %v\n%s\n%s", err, out, cfg)
 	}
 }
