@@ -9,7 +9,7 @@ import (
 	"github.com/envctl/envctl/provision/cellrun"
 )
 
-// registerCompletions completes, on every command that has them, the
+// registerCompletions completes, on a command that has them, the
 // flags whose values are known: --test, --upload, and --cell or --cells
 // (the cells of the profile named first); and image pull's argument (a
 // catalog or local image, or a profile).
@@ -32,9 +32,6 @@ func (a *app) registerCompletions(c *cobra.Command) {
 	}
 	if c.Name() == "pull" && c.Parent() != nil && c.Parent().Name() == "image" {
 		c.ValidArgsFunction = a.completeImagesAndProfiles
-	}
-	for _, sub := range c.Commands() {
-		a.registerCompletions(sub)
 	}
 }
 

@@ -80,8 +80,7 @@ func checkConfigKeys(path string, v *viper.Viper, root *cobra.Command) error {
 	for _, k := range configOnlyKeys {
 		add(k)
 	}
-	var walk func(c *cobra.Command)
-	walk = func(c *cobra.Command) {
+	eachCommand(root, func(c *cobra.Command) {
 		visit := func(f *pflag.Flag) {
 			add(f.Name)
 			if k := f.Annotations[configAnnotation]; len(k) == 1 {
@@ -90,11 +89,7 @@ func checkConfigKeys(path string, v *viper.Viper, root *cobra.Command) error {
 		}
 		c.LocalFlags().VisitAll(visit)
 		c.PersistentFlags().VisitAll(visit)
-		for _, sub := range c.Commands() {
-			walk(sub)
-		}
-	}
-	walk(root)
+	})
 	var unknown []string
 	for _, k := range v.AllKeys() {
 		top, _, _ := strings.Cut(k, ".")

@@ -324,19 +324,14 @@ func TestSplitEnvPathAndLastLines(t *testing.T) {
 // Every command shows an example in its --help.
 func TestEveryCommandHasAnExample(t *testing.T) {
 	root := newApp(&bytes.Buffer{}, &bytes.Buffer{}).rootCmd()
-	var walk func(c *cobra.Command)
-	walk = func(c *cobra.Command) {
-		for _, sub := range c.Commands() {
-			if sub.Hidden || sub.Name() == "help" || sub.Name() == "completion" || strings.HasPrefix(sub.Name(), "__") {
-				continue
-			}
-			if sub.Runnable() && strings.TrimSpace(sub.Example) == "" {
-				t.Errorf("%s has no example", sub.CommandPath())
-			}
-			walk(sub)
+	eachCommand(root, func(sub *cobra.Command) {
+		if sub == root || sub.Hidden || strings.HasPrefix(sub.CommandPath(), "envctl help") || strings.HasPrefix(sub.CommandPath(), "envctl completion") || strings.HasPrefix(sub.Name(), "__") {
+			return
 		}
-	}
-	walk(root)
+		if sub.Runnable() && strings.TrimSpace(sub.Example) == "" {
+			t.Errorf("%s has no example", sub.CommandPath())
+		}
+	})
 }
 
 // Progress through a (fake) terminal is one live line with the elapsed
@@ -413,20 +408,15 @@ func TestJSONDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := newApp(&bytes.Buffer{}, &bytes.Buffer{}).rootCmd()
-	var walk func(c *cobra.Command)
-	walk = func(c *cobra.Command) {
-		for _, sub := range c.Commands() {
-			if sub.Hidden || sub.Name() == "help" || strings.HasPrefix(sub.Name(), "__") {
-				continue
-			}
-			if sub.Runnable() || sub.Name() == "completion" {
-				path := strings.TrimPrefix(sub.CommandPath(), "envctl ")
-				if !strings.Contains(string(doc), "| `"+path+"` |") {
-					t.Errorf("docs/json.md does not describe %q", path)
-				}
-			}
-			walk(sub)
+	eachCommand(root, func(sub *cobra.Command) {
+		if sub == root || sub.Hidden || sub.Name() == "help" || strings.HasPrefix(sub.Name(), "__") || sub.Parent() != nil && sub.Parent().Name() == "completion" {
+			return
 		}
-	}
-	walk(root)
+		if sub.Runnable() || sub.Name() == "completion" {
+			path := strings.TrimPrefix(sub.CommandPath(), "envctl ")
+			if !strings.Contains(string(doc), "| `"+path+"` |") {
+				t.Errorf("docs/json.md does not describe %q", path)
+			}
+		}
+	})
 }

@@ -52,15 +52,9 @@ var examples = map[string]string{
 // addExamples gives every command without an example its entry of
 // examples.
 func addExamples(root *cobra.Command) {
-	var walk func(c *cobra.Command)
-	walk = func(c *cobra.Command) {
-		for _, sub := range c.Commands() {
-			path := strings.TrimPrefix(sub.CommandPath(), root.Name()+" ")
-			if sub.Example == "" {
-				sub.Example = examples[path]
-			}
-			walk(sub)
+	eachCommand(root, func(c *cobra.Command) {
+		if c != root && c.Example == "" {
+			c.Example = examples[strings.TrimPrefix(c.CommandPath(), root.Name()+" ")]
 		}
-	}
-	walk(root)
+	})
 }

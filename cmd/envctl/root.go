@@ -83,20 +83,27 @@ Exit codes: 0 ok, 1 test failed (or not tested: every test skipped), 2 bad input
 	}
 	plainFlagHelp(root)
 	addExamples(root)
-	a.registerCompletions(root)
+	eachCommand(root, a.registerCompletions)
 	return root
+}
+
+// eachCommand calls fn for c and every command below it.
+func eachCommand(c *cobra.Command, fn func(*cobra.Command)) {
+	fn(c)
+	for _, sub := range c.Commands() {
+		eachCommand(sub, fn)
+	}
 }
 
 // plainFlagHelp turns backticks in flag help into quotes: pflag reads a
 // backticked word as the flag's value name, so a boolean flag whose help
 // names a command (`envctl ssh ENV`) would look as if it took one.
-func plainFlagHelp(c *cobra.Command) {
+func plainFlagHelp(root *cobra.Command) {
 	fix := func(f *pflag.Flag) { f.Usage = strings.ReplaceAll(f.Usage, "`", "'") }
-	c.LocalFlags().VisitAll(fix)
-	c.PersistentFlags().VisitAll(fix)
-	for _, sub := range c.Commands() {
-		plainFlagHelp(sub)
-	}
+	eachCommand(root, func(c *cobra.Command) {
+		c.LocalFlags().VisitAll(fix)
+		c.PersistentFlags().VisitAll(fix)
+	})
 }
 
 func fixedCompletion(vals ...string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
