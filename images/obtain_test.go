@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -22,6 +23,7 @@ import (
 	"github.com/envctl/envctl/images/cache"
 	"github.com/envctl/envctl/images/ociartifact"
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/base/task"
 	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/profiles/lock"
 )
@@ -159,8 +161,13 @@ func TestObtain(t *testing.T) {
 	snapDir := snapshotArchive(t)
 	origin, want := lockedStore(t, snapDir)
 	store := testRegistry(t)
-	if _, err := origin.Push(ctx, store, want); err != nil {
+	meters := &recordedMeters{}
+	if _, err := origin.Push(task.WithMeters(ctx, meters.start), store, want); err != nil {
 		t.Fatal(err)
+	}
+	// The push said how many bytes went, up to its total.
+	if len(meters.all) == 0 || !strings.HasPrefix(meters.all[0].what, "push ") || meters.all[0].total == 0 || meters.all[0].done != meters.all[0].total || !meters.all[0].ended {
+		t.Errorf("push meters: %+v", meters.all)
 	}
 	unreachable := "http://127.0.0.1:1/archive"
 
@@ -278,7 +285,8 @@ func TestObtainRefusesAChangedStoreBlob(t *testing.T) {
 // Export on one machine, import on another: the pinned image is there,
 // with its description, and a lock's Obtain takes it from the cache.
 func TestExportImport(t *testing.T) {
-	ctx := context.Background()
+	meters := &recordedMeters{}
+	ctx := task.WithMeters(context.Background(), meters.start)
 	snapDir := snapshotArchive(t)
 	origin, want := lockedStore(t, snapDir)
 	tarball := filepath.Join(t.TempDir(), "images.tar")
@@ -294,6 +302,15 @@ func TestExportImport(t *testing.T) {
 	ob, err := s.Obtain(ctx, want, Sources{SnapshotBase: "http://127.0.0.1:1/archive"})
 	if err != nil || ob.From != FromCache || fake.builds != 0 {
 		t.Errorf("obtain after import: %+v %v (%d builds)", ob, err, fake.builds)
+	}
+	// Export and import said how many bytes went, up to the total.
+	if names := meters.names(); len(names) != 2 || !strings.HasPrefix(names[0], "export ") || !strings.HasSuffix(names[1], "images.tar") {
+		t.Fatalf("meters %v, want export and import", names)
+	}
+	for _, m := range []*recordedMeter{meters.all[0], meters.all[1]} {
+		if m.done == 0 || m.done != m.total || !m.ended {
+			t.Errorf("meter %+v: not done to its total", m)
+		}
 	}
 	// The imported build is its name's current one: a new lock pins it.
 	if cur, err := s.Resolve("debian-12"); err != nil || cur.Digest != want.Digest || cur.Snapshot != want.Snapshot {
@@ -401,4 +418,51 @@ func TestRememberKeepsTheEarliestState(t *testing.T) {
 			t.Errorf("the registry records %s", cur.Snapshot)
 		}
 	}
+}
+
+// recordedMeters keeps what transfers reported (task.MeterFunc).
+type recordedMeters struct {
+	mu  sync.Mutex
+	all []*recordedMeter
+}
+
+type recordedMeter struct {
+	what        string
+	done, total int64
+	ended       bool
+}
+
+func (r *recordedMeters) start(what string) task.Meter {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := &recordedMeter{what: what}
+	r.all = append(r.all, m)
+	return meterOf{r, m}
+}
+
+func (r *recordedMeters) names() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, m := range r.all {
+		out = append(out, m.what)
+	}
+	return out
+}
+
+type meterOf struct {
+	r *recordedMeters
+	m *recordedMeter
+}
+
+func (x meterOf) Set(done, total int64) {
+	x.r.mu.Lock()
+	defer x.r.mu.Unlock()
+	x.m.done, x.m.total = done, total
+}
+
+func (x meterOf) Done(error) {
+	x.r.mu.Lock()
+	defer x.r.mu.Unlock()
+	x.m.ended = true
 }

@@ -420,3 +420,29 @@ func TestJSONDocumented(t *testing.T) {
 		}
 	})
 }
+
+// A transfer's bytes: a bar with byte counts on a terminal; through a
+// pipe, a line at the start, one per period at most, and one at the end.
+func TestTransferMeter(t *testing.T) {
+	run := func(tty bool) string {
+		var errb syncBuffer
+		a := newApp(&bytes.Buffer{}, &errb)
+		a.stillEvery = 300 * time.Millisecond
+		a.terminal = func() bool { return tty }
+		m := a.meter("push 127.0.0.1:5000/envctl:x")
+		for i := int64(1); i <= 50; i++ {
+			m.Set(i<<20, 50<<20)
+			time.Sleep(20 * time.Millisecond)
+		}
+		m.Done(nil)
+		return errb.String()
+	}
+	if out := run(true); !strings.Contains(out, "push 127.0.0.1:5000/envctl:x") || !strings.Contains(out, "MiB / ") {
+		t.Errorf("terminal: no bar with byte counts:\n%q", out)
+	}
+	out := run(false)
+	n := strings.Count(out, "==> ")
+	if n < 3 || n > 7 || !strings.Contains(out, "done, 50.0 of 50.0 MiB") {
+		t.Errorf("pipe: %d lines for 1s at one per 300ms (want 3 to 7):\n%s", n, out)
+	}
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/envctl/envctl/images"
 	"github.com/envctl/envctl/images/cache"
+	"github.com/envctl/envctl/profiles/base/task"
 	"github.com/envctl/envctl/profiles/catalog"
 	"github.com/envctl/envctl/provision/artifacts"
 )
@@ -79,5 +80,6 @@ func (a *app) withImages(cmd *cobra.Command, run func(ctx context.Context, st *i
 	}
 	ctx, stop := a.signalContext(cmd)
 	defer stop()
-	return run(ctx, st)
+	// Push, pull, import and export say how many bytes have gone.
+	return run(task.WithMeters(ctx, a.meter), st)
 }

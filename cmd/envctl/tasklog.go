@@ -14,6 +14,8 @@ import (
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 	"golang.org/x/term"
+
+	"github.com/envctl/envctl/profiles/base/task"
 )
 
 // Long tasks (image and component builds) do not flood the screen: their
@@ -157,4 +159,106 @@ func (b *boundedWriter) Write(p []byte) (int, error) {
 		return n, err
 	}
 	return len(p), nil
+}
+
+// meter shows a transfer's bytes (task.MeterFunc): a live bar with byte
+// counts on a terminal, a plain line at the start, at most once a period
+// and at the end elsewhere, nothing with -q.
+func (a *app) meter(what string) task.Meter {
+	if a.quiet {
+		return quietMeter{}
+	}
+	start := time.Now()
+	if a.isTerminal() {
+		p := mpb.New(mpb.WithOutput(a.stderr), mpb.WithAutoRefresh(), mpb.WithRefreshRate(500*time.Millisecond))
+		bar := p.New(0, mpb.BarStyle(), mpb.BarWidth(30),
+			mpb.PrependDecorators(decor.Name("==> "+what+" ", decor.WCSyncSpaceR)),
+			mpb.AppendDecorators(decor.CountersKibiByte("% .1f / % .1f")))
+		return &barMeter{p: p, bar: bar}
+	}
+	a.step("%s", what)
+	return &lineMeter{a: a, what: what, start: start, last: start, every: cmp.Or(a.stillEvery, stillEvery)}
+}
+
+type quietMeter struct{}
+
+func (quietMeter) Set(int64, int64) {}
+func (quietMeter) Done(error)       {}
+
+// barMeter is a transfer's live bar.
+type barMeter struct {
+	mu   sync.Mutex
+	p    *mpb.Progress
+	bar  *mpb.Bar
+	done bool
+}
+
+func (m *barMeter) Set(done, total int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.done {
+		return
+	}
+	if total > 0 {
+		m.bar.SetTotal(total, false)
+	}
+	m.bar.SetCurrent(done)
+}
+
+func (m *barMeter) Done(err error) {
+	m.mu.Lock()
+	if m.done {
+		m.mu.Unlock()
+		return
+	}
+	m.done = true
+	if err != nil {
+		m.bar.Abort(false)
+	} else {
+		m.bar.SetTotal(-1, true)
+	}
+	m.mu.Unlock()
+	m.p.Wait()
+}
+
+// lineMeter says how far a transfer got, at most once a period.
+type lineMeter struct {
+	mu          sync.Mutex
+	a           *app
+	what        string
+	start, last time.Time
+	every       time.Duration
+	done, total int64
+	ended       bool
+}
+
+func (m *lineMeter) Set(done, total int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.done, m.total = done, total
+	if time.Since(m.last) >= m.every && !m.ended {
+		m.last = time.Now()
+		m.a.step("%s: %s", m.what, m.bytes())
+	}
+}
+
+func (m *lineMeter) Done(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ended {
+		return
+	}
+	m.ended = true
+	verdict := "done"
+	if err != nil {
+		verdict = "failed"
+	}
+	m.a.step("%s: %s, %s in %s", m.what, verdict, m.bytes(), time.Since(m.start).Round(time.Second))
+}
+
+func (m *lineMeter) bytes() string {
+	if m.total > 0 {
+		return fmt.Sprintf("%.1f of %.1f MiB", float64(m.done)/(1<<20), float64(m.total)/(1<<20))
+	}
+	return fmt.Sprintf("%.1f MiB", float64(m.done)/(1<<20))
 }

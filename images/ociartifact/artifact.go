@@ -21,6 +21,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/base/task"
 )
 
 // ConfigMediaType is the artifact's config blob: the image's Meta. It is
@@ -211,6 +212,18 @@ func (c *countWriter) Write(p []byte) (int, error) {
 }
 
 // ctxReader ends a long copy when its context ends.
+// progressReader tells progress how many bytes each read gave.
+type progressReader struct {
+	r        io.Reader
+	progress func(int64)
+}
+
+func (p progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.progress(int64(n))
+	return n, err
+}
+
 type ctxReader struct {
 	ctx context.Context
 	r   io.Reader
@@ -282,6 +295,15 @@ func Unpack(ctx context.Context, img v1.Image, dir, where string, want map[Role]
 		}
 	}
 	out := Unpacked{Meta: meta, Paths: map[Role]string{}}
+	var total int64
+	for _, desc := range m.Layers {
+		if _, ok := roleOf(desc.MediaType); ok && desc.Size > 0 {
+			total += desc.Size
+		}
+	}
+	meter := task.StartMeter(ctx, where)
+	var read int64
+	progress := func(n int64) { read += n; meter.Set(read, total) }
 	for _, desc := range m.Layers {
 		role, ok := roleOf(desc.MediaType)
 		if !ok {
@@ -302,20 +324,24 @@ func Unpack(ctx context.Context, img v1.Image, dir, where string, want map[Role]
 		if desc.Size < 0 || desc.Size > maxCompressed(limit) {
 			return Unpacked{}, &TooLargeError{Where: where, What: fmt.Sprintf("%s blob %s (declared %d bytes)", role, desc.Digest, desc.Size), Limit: maxCompressed(limit)}
 		}
-		if err := unpackLayer(ctx, l, desc, meta.Files[role], limit, exact, path, where, role); err != nil {
+		if err := unpackLayer(ctx, l, desc, meta.Files[role], limit, exact, path, where, role, progress); err != nil {
+			meter.Done(err)
 			return Unpacked{}, err
 		}
 		out.Paths[role] = path
 	}
 	for _, role := range slices.Sorted(maps.Keys(meta.Files)) {
 		if _, ok := out.Paths[role]; !ok {
-			return Unpacked{}, &CorruptError{Where: where, Msg: "it has no " + string(role) + " layer"}
+			err := &CorruptError{Where: where, Msg: "it has no " + string(role) + " layer"}
+			meter.Done(err)
+			return Unpacked{}, err
 		}
 	}
+	meter.Done(nil)
 	return out, nil
 }
 
-func unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor, content string, limit int64, exact bool, path, where string, role Role) error {
+func unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor, content string, limit int64, exact bool, path, where string, role Role, progress func(int64)) error {
 	rc, err := l.Compressed()
 	if err != nil {
 		if verifyFailed(err) {
@@ -328,7 +354,7 @@ func unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor, content st
 	// The source is read no further than the manifest declares, and the
 	// file written no larger than the description declares: a bomb stops
 	// at the first byte past either bound.
-	src := &boundedReader{r: ctxReader{ctx, rc}, n: desc.Size}
+	src := &boundedReader{r: ctxReader{ctx, progressReader{rc, progress}}, n: desc.Size}
 	dec, err := zstd.NewReader(io.TeeReader(src, compressed), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(8<<20), zstd.WithDecoderLowmem(true))
 	if err != nil {
 		return fault.Infraf("%s: %s: %w", where, role, err)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/envctl/envctl/profiles/base/atomicfile"
 	"github.com/envctl/envctl/profiles/base/fault"
+	"github.com/envctl/envctl/profiles/base/task"
 )
 
 // ParseRepository reads an image store: a registry repository such as
@@ -98,11 +99,30 @@ func Push(ctx context.Context, repo name.Repository, img v1.Image, tag string, e
 	}
 	for _, t := range append([]string{tag}, extra...) {
 		ref := repo.Tag(t)
-		if err := remote.Write(ref, img, options(ctx)...); err != nil {
+		if err := writeMetered(ctx, ref, img); err != nil {
 			return "", remoteError(ref.String(), err)
 		}
 	}
 	return repo.Digest(d.String()).String(), nil
+}
+
+// writeMetered writes img to ref, its bytes reported to the context's
+// meter (task.WithMeters).
+func writeMetered(ctx context.Context, ref name.Reference, img v1.Image) error {
+	meter := task.StartMeter(ctx, "push "+ref.String())
+	updates := make(chan v1.Update, 16)
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for u := range updates {
+			meter.Set(u.Complete, u.Total)
+		}
+	}()
+	// remote.Write closes updates when it is done.
+	err := remote.Write(ref, img, append(options(ctx), remote.WithProgress(updates))...)
+	<-drained
+	meter.Done(err)
+	return err
 }
 
 // NotFoundError is a registry that does not have the artifact asked for.
@@ -171,10 +191,53 @@ func WriteLayout(ctx context.Context, path string, imgs []Tagged, work string) e
 			return fault.Infraf("export %s: %w", t.Tag, err)
 		}
 	}
-	if err := atomicfile.WriteFrom(path, 0o644, func(w io.Writer) error { return tarDir(ctx, dir, w) }); err != nil {
+	meter := task.StartMeter(ctx, "export "+path)
+	mw := &meteredWriter{meter: meter, total: tarSize(dir)}
+	err = atomicfile.WriteFrom(path, 0o644, func(w io.Writer) error {
+		mw.w = w
+		return tarDir(ctx, dir, mw)
+	})
+	if err == nil {
+		meter.Set(mw.n, mw.n)
+	}
+	meter.Done(err)
+	if err != nil {
 		return fault.Infraf("export %s: %w", path, err)
 	}
 	return nil
+}
+
+// tarSize is about the bytes of a tar of dir: a header block for each
+// entry, each file padded to a block, and the two closing blocks.
+func tarSize(dir string) int64 {
+	const block = 512
+	n := int64(2 * block)
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return nil
+		}
+		n += block
+		if fi, err := d.Info(); err == nil && d.Type().IsRegular() {
+			n += (fi.Size() + block - 1) / block * block
+		}
+		return nil
+	})
+	return n
+}
+
+// meteredWriter tells a meter how many bytes went through.
+type meteredWriter struct {
+	w     io.Writer
+	meter task.Meter
+	total int64
+	n     int64
+}
+
+func (m *meteredWriter) Write(p []byte) (int, error) {
+	n, err := m.w.Write(p)
+	m.n += int64(n)
+	m.meter.Set(m.n, m.total)
+	return n, err
 }
 
 func tarDir(ctx context.Context, dir string, w io.Writer) error {

@@ -4,7 +4,10 @@
 // live line, or is shown only on failure.
 package task
 
-import "io"
+import (
+	"context"
+	"io"
+)
 
 // Func starts a long task named what: w receives the task's own output,
 // and done is called once with its outcome (nil: success).
@@ -21,3 +24,34 @@ func Begin(f Func, what string, fallback io.Writer) (io.Writer, func(error)) {
 	}
 	return fallback, func(error) {}
 }
+
+// Meter follows a transfer's bytes: Set says how many of total are done
+// (total 0: not known yet), Done ends it.
+type Meter interface {
+	Set(done, total int64)
+	Done(err error)
+}
+
+// MeterFunc starts a meter for a transfer named what.
+type MeterFunc func(what string) Meter
+
+type meterKey struct{}
+
+// WithMeters makes transfers under ctx report their bytes through f.
+func WithMeters(ctx context.Context, f MeterFunc) context.Context {
+	return context.WithValue(ctx, meterKey{}, f)
+}
+
+// StartMeter starts a meter for a transfer under ctx (one that reports
+// nothing when the caller asked for none).
+func StartMeter(ctx context.Context, what string) Meter {
+	if f, ok := ctx.Value(meterKey{}).(MeterFunc); ok && f != nil {
+		return f(what)
+	}
+	return nopMeter{}
+}
+
+type nopMeter struct{}
+
+func (nopMeter) Set(int64, int64) {}
+func (nopMeter) Done(error)       {}
