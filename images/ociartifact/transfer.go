@@ -213,7 +213,10 @@ func tarSize(dir string) int64 {
 	const block = 512
 	n := int64(2 * block)
 	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == dir {
+		if err != nil {
+			return err // an estimate: what could not be read is not counted
+		}
+		if p == dir {
 			return nil
 		}
 		n += block
