@@ -1,6 +1,7 @@
 package cellrun_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/envctl/envctl/images"
@@ -798,6 +800,7 @@ func TestObtainImageRepins(t *testing.T) {
 		t.Fatal(err)
 	}
 	before, _ := lock.Read(p.LockPath())
+	beforeBytes, _ := os.ReadFile(p.LockPath())
 	rebuilt := c.Image
 	rebuilt.Digest, rebuilt.Snapshot = "sha256:"+strings.Repeat("b", 64), "20261204T081651Z"
 	rebuilt.Packages = map[string]string{"zlib1g": "1:1.2.13.dfsg-1+deb12u1"}
@@ -844,6 +847,33 @@ func TestObtainImageRepins(t *testing.T) {
 	// The lock now matches its profile: the next run takes it as it is.
 	if _, err := cellrun.Resolve(ctx, p, "amd64", cellrun.Locked, l.lock); err != nil {
 		t.Errorf("the re-pinned lock: %v", err)
+	}
+
+	// A built-in profile's lock is never edited: the re-pin goes to a
+	// copy the user owns, and the notice says where.
+	ld := profiles.Loader{Builtin: fstest.MapFS{"p.yaml": {Data: []byte(src)}, "p.lock": {Data: beforeBytes}},
+		BuiltinDir: filepath.Join(dir, "builtin"), AdoptDir: filepath.Join(dir, "mine")}
+	bp, err := ld.Load("p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unpacked := bp.LockPath()
+	if res, err = cellrun.Resolve(ctx, bp, "amd64", cellrun.LockOnFirstUse, l.lock); err != nil {
+		t.Fatal(err)
+	}
+	res.Adopt = ld.Adopt
+	if err := res.ObtainImage(ctx, bp, cellrun.LockOnFirstUse, moved); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(unpacked); !bytes.Equal(b, beforeBytes) {
+		t.Error("the re-pin edited the binary's copy of the lock")
+	}
+	mine, _ := lock.Read(filepath.Join(dir, "mine", "p.lock"))
+	if bp.Path != filepath.Join(dir, "mine", "p.yaml") || mine == nil || mine.Image.Digest != rebuilt.Digest {
+		t.Errorf("the re-pin went to %s (%+v)", bp.Path, mine)
+	}
+	if notice := strings.Join(res.RepinNotice(bp.LockPath()), "\n"); !strings.Contains(notice, "copied there first ("+bp.Path+")") || !strings.Contains(notice, filepath.Join(dir, "mine", "p.lock")) {
+		t.Errorf("notice does not say where:\n%s", notice)
 	}
 }
 
