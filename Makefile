@@ -5,6 +5,7 @@ BIN := bin/envctl
 PROFILE ?= crio-1.34-runc
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+COMMIT_DATE ?= $(shell git log -1 --format=%cI 2>/dev/null)
 GOLANGCI_LINT_VERSION := v2.15.0
 GOBIN := $(shell $(GO) env GOPATH)/bin
 GOLANGCI_LINT := $(GOBIN)/golangci-lint
@@ -17,7 +18,7 @@ all: build
 # A static envctl (CGO_ENABLED=0) also serves as its own test workload
 # when no go command is around; `go build` and `go install` work too.
 build:
-	$(GO) build -trimpath -ldflags "-X main.Version=$(VERSION) -X main.Commit=$(COMMIT)" -o $(BIN) ./cmd/envctl
+	$(GO) build -trimpath -ldflags "-X main.Version=$(VERSION) -X main.Commit=$(COMMIT) -X main.CommitDate=$(COMMIT_DATE)" -o $(BIN) ./cmd/envctl
 
 $(GOLANGCI_LINT):
 	$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)

@@ -36,6 +36,9 @@ var Version = "dev"
 // where the toolchain does not stamp it (a build with -buildvcs=false).
 var Commit string
 
+// CommitDate is the commit's time, set at build time with Commit.
+var CommitDate string
+
 // format is the output format of results on stdout.
 type format string
 

@@ -4,13 +4,13 @@ import (
 	"slices"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/envctl/envctl/profiles"
-	"github.com/envctl/envctl/provision/cellrun"
 )
 
 // registerCompletions completes, on a command that has them, the
-// flags whose values are known: --test, --upload, and --cell or --cells
+// flags whose values are known: every enum flag, --test, and --cell or --cells
 // (the cells of the profile named first); and image pull's argument (a
 // catalog or local image, or a profile).
 func (a *app) registerCompletions(c *cobra.Command) {
@@ -18,13 +18,14 @@ func (a *app) registerCompletions(c *cobra.Command) {
 		tests := []string{string(profiles.TestImageVolume), string(profiles.TestUpstream), "upstream:" + profiles.UpstreamDefaultFile, string(profiles.TestBoth), string(profiles.TestNone)}
 		_ = c.RegisterFlagCompletionFunc("test", fixedCompletion(tests...))
 	}
-	if c.Flags().Lookup("upload") != nil {
-		var ups []string
-		for _, u := range cellrun.Uploads {
-			ups = append(ups, string(u))
+	// Every enum flag (newEnum) completes its values.
+	c.LocalFlags().VisitAll(func(f *pflag.Flag) {
+		if e, ok := f.Value.(interface{ choices() []string }); ok {
+			if _, has := c.GetFlagCompletionFunc(f.Name); !has {
+				_ = c.RegisterFlagCompletionFunc(f.Name, fixedCompletion(e.choices()...))
+			}
 		}
-		_ = c.RegisterFlagCompletionFunc("upload", fixedCompletion(ups...))
-	}
+	})
 	for _, name := range []string{"cell", "cells"} {
 		if c.Flags().Lookup(name) != nil {
 			_ = c.RegisterFlagCompletionFunc(name, a.completeCells)

@@ -446,3 +446,26 @@ func TestTransferMeter(t *testing.T) {
 		t.Errorf("pipe: %d lines for 1s at one per 300ms (want 3 to 7):\n%s", n, out)
 	}
 }
+
+// Every enum flag completes its values.
+func TestEveryEnumFlagCompletes(t *testing.T) {
+	root := newApp(&bytes.Buffer{}, &bytes.Buffer{}).rootCmd()
+	n := 0
+	eachCommand(root, func(c *cobra.Command) {
+		c.LocalFlags().VisitAll(func(f *pflag.Flag) {
+			_, enum := f.Value.(interface{ choices() []string })
+			if !enum && f.Name != "keep" && f.Name != "test" && f.Name != "output" {
+				return
+			}
+			n++
+			if _, ok := c.GetFlagCompletionFunc(f.Name); !ok {
+				if _, ok := root.GetFlagCompletionFunc(f.Name); !ok {
+					t.Errorf("%s --%s does not complete", c.CommandPath(), f.Name)
+				}
+			}
+		})
+	})
+	if n < 5 {
+		t.Errorf("only %d enum flags seen", n)
+	}
+}

@@ -41,3 +41,6 @@ func (f *enumFlag[T]) names(sep string) string {
 	}
 	return strings.Join(out, sep)
 }
+
+// choices lists an enum flag's values, for completion.
+func (f *enumFlag[T]) choices() []string { return strings.Split(f.names("|"), "|") }

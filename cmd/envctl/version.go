@@ -30,13 +30,14 @@ type versionInfo struct {
 	Version       string `json:"version"`
 	Commit        string `json:"commit,omitempty"`
 	Modified      bool   `json:"modified,omitempty"`
+	Date          string `json:"date,omitempty"` // the commit time
 	Go            string `json:"go"`
 	OS            string `json:"os"`
 	Arch          string `json:"arch"`
 }
 
 func buildVersion() versionInfo {
-	v := versionInfo{SchemaVersion: 1, Version: Version, Commit: Commit, Go: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH}
+	v := versionInfo{SchemaVersion: 1, Version: Version, Commit: Commit, Date: CommitDate, Go: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		if v.Version == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 			v.Version = bi.Main.Version
@@ -47,6 +48,8 @@ func buildVersion() versionInfo {
 				v.Commit = cmp.Or(v.Commit, s.Value)
 			case "vcs.modified":
 				v.Modified = s.Value == "true"
+			case "vcs.time":
+				v.Date = cmp.Or(v.Date, s.Value)
 			}
 		}
 	}
@@ -61,6 +64,9 @@ func versionLine() string {
 		commit = "commit " + v.Commit[:min(12, len(v.Commit))]
 		if v.Modified {
 			commit += ", modified"
+		}
+		if v.Date != "" {
+			commit += ", " + v.Date
 		}
 	}
 	return fmt.Sprintf("%s (%s, %s, %s/%s)", v.Version, commit, v.Go, v.OS, v.Arch)
