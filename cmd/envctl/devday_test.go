@@ -72,6 +72,11 @@ func TestBuiltinProfiles(t *testing.T) {
 			t.Errorf("%v: exit %d, stdout lacks %q:\n%s%s", tt.args, code, tt.want, out, errOut)
 		}
 	}
+	// The committed locks of two profiles: the one difference that
+	// matters first, and exit 1 with --exit-code.
+	if out, errOut, code := cli(t, work, "diff", "crio-1.34-runc", "seed-crictl-1.30", "--exit-code"); code != 1 || !strings.HasPrefix(out, "cri-tools 1.34.0 → 1.30.0\n") {
+		t.Errorf("diff --exit-code: exit %d\n%s%s", code, out, errOut)
+	}
 	if _, errOut, code := cli(t, work, "show", "builtin:nope"); code != 2 || !strings.Contains(errOut, "carries no such profile") {
 		t.Errorf("builtin:nope: exit %d %s", code, errOut)
 	}
