@@ -379,8 +379,12 @@ func TestE2ESeedCaseFails(t *testing.T) {
 		t.Errorf("human output (exit %d):\n%s", code, table)
 	}
 	m := regexp.MustCompile(`==> kept (\S+): `).FindStringSubmatch(errOut)
-	if m == nil || !strings.Contains(table, "was kept (--keep=on-failure)") {
+	if m == nil {
 		t.Fatalf("--keep=on-failure kept no VM:\n%s\n%s", table, errOut)
+	}
+	t.Cleanup(func() { envctl(t, "down", m[1]) }) // also when a check below fails
+	if !strings.Contains(table, "VM kept: `envctl ssh "+m[1]+"`") {
+		t.Errorf("the report does not say how to get into the kept VM:\n%s", table)
 	}
 	lookIntoKeptGuest(t, m[1])
 	if _, errOut, code := envctl(t, "down", m[1]); code != 0 {

@@ -964,6 +964,11 @@ func TestKeepOnFailure(t *testing.T) {
 			}) {
 				t.Errorf("the report does not say how to get in: %v", rep.Notes)
 			}
+			var table bytes.Buffer
+			rep.Table(&table)
+			if !strings.Contains(table.String(), "VM kept: `envctl ssh "+rep.Env+"`") {
+				t.Errorf("the table does not say how to get in:\n%s", table.String())
+			}
 		})
 	}
 }

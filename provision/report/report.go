@@ -293,6 +293,9 @@ func (r *Report) Table(w io.Writer) {
 	if r.Results != "" {
 		fmt.Fprintf(w, "logs kept in %s\n", r.Results)
 	}
+	if r.Kept && r.Env != "" {
+		fmt.Fprintf(w, "VM kept: `envctl ssh %s` to log in, `envctl logs %s` for its logs, `envctl ssh-config %s` for OpenSSH, `envctl down %s` to remove it\n", r.Env, r.Env, r.Env, r.Env)
+	}
 	fmt.Fprintln(w, r.Summary())
 }
 
