@@ -1,7 +1,3 @@
-// Package task names the hook through which a long task (an image build,
-// a component build) hands its own output to whoever shows progress: the
-// CLI decides whether that output streams, goes to a log file behind a
-// live line, or is shown only on failure.
 package task
 
 import (
