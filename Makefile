@@ -45,9 +45,9 @@ unit:
 cover: unit
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./profiles
-	$(GO) test -run '^$$' -fuzz FuzzReadLayout -fuzztime 20s ./images/ociartifact
-	$(GO) test -run '^$$' -fuzz FuzzDescription -fuzztime 20s ./images/ociartifact
+	bash scripts/ci/fuzz.sh ./profiles FuzzParse 20s
+	bash scripts/ci/fuzz.sh ./images/ociartifact FuzzReadLayout 20s
+	bash scripts/ci/fuzz.sh ./images/ociartifact FuzzDescription 20s
 
 # Prepare the host: packages, libvirt daemons (idempotent).
 host:
