@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -79,7 +80,10 @@ type hostedRunner struct {
 	caches  map[string]string // key → saved copy
 	fixture map[string]string // `${{ expression }}` → value
 	env     map[string]string // the job's environment, beyond the runner's
-	log     strings.Builder
+	// repo is laid over the checkout: the files as the repository being
+	// simulated has them committed (a lock re-pinned to this day's image).
+	repo map[string][]byte
+	log  strings.Builder
 }
 
 // ubuntuSudoers is Ubuntu's default sudoers policy, for one user with
@@ -149,6 +153,11 @@ func (r *hostedRunner) job(steps []ciStep) (map[string]string, bool) {
 			if out, err := exec.Command("git", "clone", "-q", "--no-hardlinks", "../..", ws).CombinedOutput(); err != nil {
 				t.Fatalf("checkout: %v\n%s", err, out)
 			}
+			for rel, b := range r.repo {
+				if err := os.WriteFile(filepath.Join(ws, rel), b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
 			r.u.own(t, filepath.Join(r.u.home, "work"))
 		case strings.HasPrefix(s.Uses, "actions/setup-go@"):
 			goBin, _ := exec.LookPath("go")
@@ -170,9 +179,9 @@ func (r *hostedRunner) job(steps []ciStep) (map[string]string, bool) {
 					t.Fatalf("cache restore %s: %v\n%s", key, err, out)
 				}
 				r.u.own(t, path)
-				fmt.Fprintf(&r.log, "cache hit: %s\n", key)
+				fmt.Fprintf(&r.log, "Cache restored from key: %s\n", key)
 			} else {
-				fmt.Fprintf(&r.log, "cache miss: %s\n", key)
+				fmt.Fprintf(&r.log, "Cache not found for input keys: %s\n", key)
 			}
 			saves = append(saves, func() {
 				if _, done := r.caches[key]; done {
@@ -187,6 +196,13 @@ func (r *hostedRunner) job(steps []ciStep) (map[string]string, bool) {
 				}
 				r.caches[key] = saved
 			})
+		case strings.HasPrefix(s.Uses, "actions/upload-artifact@"):
+			// As GitHub does: a path with no file is a warning, not a failure.
+			if _, err := os.Stat(r.expand(s.With["path"])); err != nil {
+				fmt.Fprintf(&r.log, "Warning: No files were found with the provided path: %s\n", s.With["path"])
+			} else {
+				fmt.Fprintf(&r.log, "Artifact %s uploaded: %s\n", r.subst(s.With["name"]), s.With["path"])
+			}
 		case s.Uses != "":
 			fmt.Fprintf(&r.log, "step %d: %s is not simulated\n", i, s.Uses)
 		case s.Run != "":
@@ -312,4 +328,103 @@ func TestE2ECIRecipeEmitAndImport(t *testing.T) {
 		t.Errorf("the job went on after the failed import:\n%s", log)
 	}
 	t.Logf("images.tar job:\n%s", tail(imp.log.String(), 15))
+}
+
+// TestE2ECIRecipeCellJobs runs docs/ci.md's cell job twice, as hosted
+// runners, over one simulated actions/cache: first cold (a cache miss: the
+// image comes from the store, a local registry, by the digest the lock
+// pins, and the components are built), then the same cell in a later
+// workflow run, restored from the first job's cache, which builds and
+// downloads nothing. Both pass; no QEMU runs as root.
+//
+// The repository being simulated commits the lock as this day's Debian
+// gives it: the committed crictl-matrix.lock, re-pinned (`envctl fetch`
+// of a copy) when Debian's mirror moved since it was written, with its
+// image pushed to the store, as the lock's writer would.
+func TestE2ECIRecipeCellJobs(t *testing.T) {
+	parallelGroup(t)
+	blocks := ciBlocks(t)
+	steps := blocks[0].Jobs["cell"].Steps
+	if len(steps) == 0 {
+		t.Fatal("docs/ci.md: the matrix workflow has no cell job")
+	}
+	const cell = "cri-tools=1.34.0,runtime=runc@1.3.6"
+
+	// The repository's lock, and its image in the store.
+	dir := t.TempDir()
+	for _, ext := range []string{".yaml", ".lock"} {
+		b, err := os.ReadFile("../../profiles/crictl-matrix" + ext)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "crictl-matrix"+ext), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	profile := filepath.Join(dir, "crictl-matrix.yaml")
+	if out, errOut, code := envctl(t, "fetch", profile); code != 0 {
+		t.Fatalf("fetch crictl-matrix: exit %d\n%s%s", code, out, tail(errOut, 20))
+	}
+	reg := startRegistry(t)
+	if out, errOut, code := envctl(t, "image", "push", reg.repo, profile); code != 0 {
+		t.Fatalf("push: exit %d\n%s%s", code, out, errOut)
+	}
+	lockFile, err := os.ReadFile(filepath.Join(dir, "crictl-matrix.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(lockFile)
+	fixture := map[string]string{
+		"runner.os":          "Linux",
+		"matrix.cell":        cell,
+		"strategy.job-index": "0",
+		"hashFiles('profiles/crictl-matrix.lock')": hex.EncodeToString(sum[:]),
+		"vars.ENVCTL_IMAGE_STORE":                  reg.repo,
+	}
+	caches := map[string]string{}
+	repo := map[string][]byte{"profiles/crictl-matrix.lock": lockFile}
+
+	watch := watchRootQEMU()
+	defer func() {
+		if seen := watch.Stop(); len(seen) > 0 {
+			t.Errorf("QEMU ran as root:\n%s", strings.Join(seen, "\n"))
+		}
+	}()
+	for i, want := range []struct {
+		name, cache string
+		built       bool
+	}{
+		{"the first job (cold)", "Cache not found for input keys: envctl-Linux-", true},
+		{"a later job on the same cell", "Cache restored from key: envctl-Linux-", false},
+	} {
+		r := newHostedRunner(t, caches, fixture)
+		r.repo = repo
+		start := time.Now()
+		_, ok := r.job(steps)
+		log := r.log.String()
+		t.Logf("%s: %s, %.0f s:\n%s", want.name, map[bool]string{true: "success", false: "failure"}[ok], time.Since(start).Seconds(), tail(log, 40))
+		if !ok {
+			t.Fatalf("%s failed", want.name)
+		}
+		junit, err := os.ReadFile(filepath.Join(r.workspace(), "junit.xml"))
+		if err != nil || !strings.Contains(string(junit), "<testsuite") || strings.Contains(string(junit), "<failure") {
+			t.Errorf("%s: junit.xml (%v) is no passing report:\n%s", want.name, err, junit)
+		}
+		if !strings.Contains(log, want.cache) {
+			t.Errorf("%s: the cache step did not say %q", want.name, want.cache)
+		}
+		built := strings.Contains(log, "==> building ")
+		fetched := strings.Contains(log, "==> fetching ") || strings.Contains(log, "==> pulling ")
+		switch {
+		case want.built && !built:
+			t.Errorf("%s built nothing, with an empty cache", want.name)
+		case want.built && !strings.Contains(log, "==> pulling image debian-12"):
+			t.Errorf("%s did not pull the image from the store", want.name)
+		case !want.built && (built || fetched):
+			t.Errorf("%s, restored from the first job's cache, built or downloaded again", want.name)
+		}
+		if i == 0 && len(caches) == 0 {
+			t.Fatal("the first job saved no cache")
+		}
+	}
 }
