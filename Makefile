@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
 COMMIT_DATE ?= $(shell git log -1 --format=%cI 2>/dev/null)
 GOLANGCI_LINT_VERSION := v2.15.0
-GOBIN := $(shell $(GO) env GOPATH)/bin
+GOBIN := $(shell command -v $(GO) >/dev/null && $(GO) env GOPATH)/bin
 GOLANGCI_LINT := $(GOBIN)/golangci-lint
 export CGO_ENABLED := 0
 

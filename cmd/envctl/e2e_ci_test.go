@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -162,40 +163,18 @@ func (r *hostedRunner) job(steps []ciStep) (map[string]string, bool) {
 		case strings.HasPrefix(s.Uses, "actions/setup-go@"):
 			goBin, _ := exec.LookPath("go")
 			r.env["PATH"] = filepath.Join(r.u.home, "go", "bin") + ":" + filepath.Dir(goBin) + ":" + r.env["PATH"]
+			// setup-go caches Go's module and build caches by default,
+			// keyed by the toolchain and go.sum.
+			sum, _ := os.ReadFile(filepath.Join(r.workspace(), "go.sum"))
+			h := sha256.Sum256(sum)
+			key := "setup-go-Linux-x64-go-" + s.With["go-version"] + "-" + hex.EncodeToString(h[:8])
+			saves = append(saves, r.cache(key, "", r.expand("~/go/pkg/mod"), r.expand("~/.cache/go-build")))
 		case strings.HasPrefix(s.Uses, "actions/cache@"):
-			path, key := r.expand(s.With["path"]), r.subst(s.With["key"])
-			restored := r.caches[key]
-			if restored == "" && s.With["restore-keys"] != "" {
-				prefix := r.subst(s.With["restore-keys"])
-				for k, v := range r.caches {
-					if strings.HasPrefix(k, prefix) {
-						restored = v
-					}
-				}
+			var paths []string
+			for _, p := range strings.Split(strings.TrimSpace(s.With["path"]), "\n") {
+				paths = append(paths, r.expand(strings.TrimSpace(p)))
 			}
-			if restored != "" {
-				_ = os.MkdirAll(filepath.Dir(path), 0o755)
-				if out, err := exec.Command("cp", "-a", restored, path).CombinedOutput(); err != nil {
-					t.Fatalf("cache restore %s: %v\n%s", key, err, out)
-				}
-				r.u.own(t, path)
-				fmt.Fprintf(&r.log, "Cache restored from key: %s\n", key)
-			} else {
-				fmt.Fprintf(&r.log, "Cache not found for input keys: %s\n", key)
-			}
-			saves = append(saves, func() {
-				if _, done := r.caches[key]; done {
-					return
-				}
-				if _, err := os.Stat(path); err != nil {
-					return
-				}
-				saved := filepath.Join(suiteTemp(t, "envctl-e2e-actions-cache-"), filepath.Base(path))
-				if out, err := exec.Command("cp", "-a", path, saved).CombinedOutput(); err != nil {
-					t.Fatalf("cache save %s: %v\n%s", key, err, out)
-				}
-				r.caches[key] = saved
-			})
+			saves = append(saves, r.cache(r.subst(s.With["key"]), r.subst(s.With["restore-keys"]), paths...))
 		case strings.HasPrefix(s.Uses, "actions/upload-artifact@"):
 			// As GitHub does: a path with no file is a warning, not a failure.
 			if _, err := os.Stat(r.expand(s.With["path"])); err != nil {
@@ -225,6 +204,52 @@ func (r *hostedRunner) job(steps []ciStep) (map[string]string, bool) {
 		}
 	}
 	return outputs, ok
+}
+
+// cache is actions/cache: it restores the paths saved under key (or
+// under the newest key that starts with restoreKeys), and returns the
+// post step that saves them when the key was not there.
+func (r *hostedRunner) cache(key, restoreKeys string, paths ...string) func() {
+	t := r.t
+	restored, hit := r.caches[key]
+	if !hit && restoreKeys != "" {
+		for k, v := range r.caches {
+			if strings.HasPrefix(k, restoreKeys) {
+				restored = v
+			}
+		}
+	}
+	if restored != "" {
+		for i, p := range paths {
+			saved := filepath.Join(restored, strconv.Itoa(i))
+			if _, err := os.Lstat(saved); err != nil {
+				continue
+			}
+			_ = os.MkdirAll(filepath.Dir(p), 0o755)
+			if out, err := exec.Command("cp", "-a", "-T", saved, p).CombinedOutput(); err != nil {
+				t.Fatalf("cache restore %s: %v\n%s", key, err, out)
+			}
+			r.u.own(t, r.u.home)
+		}
+		fmt.Fprintf(&r.log, "Cache restored from key: %s\n", key)
+	} else {
+		fmt.Fprintf(&r.log, "Cache not found for input keys: %s\n", key)
+	}
+	return func() {
+		if _, done := r.caches[key]; done {
+			return
+		}
+		dir := suiteTemp(t, "envctl-e2e-actions-cache-")
+		for i, p := range paths {
+			if _, err := os.Lstat(p); err != nil {
+				continue
+			}
+			if out, err := exec.Command("cp", "-a", "-T", p, filepath.Join(dir, strconv.Itoa(i))).CombinedOutput(); err != nil {
+				t.Fatalf("cache save %s: %v\n%s", key, err, out)
+			}
+		}
+		r.caches[key] = dir
+	}
 }
 
 // run executes a run step as GitHub does (`bash --noprofile --norc -eo
@@ -288,65 +313,28 @@ func hashFile(t *testing.T, p string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// TestE2ECIRecipeEmitAndImport runs, from docs/ci.md as a hosted runner:
-// the job that emits the matrix (its output must be the cells of
-// crictl-matrix), and the export/import variant on a runner whose cached
-// images.tar is corrupt, which must fail the job rather than be swallowed.
-func TestE2ECIRecipeEmitAndImport(t *testing.T) {
-	parallelGroup(t)
-	blocks := ciBlocks(t)
-	if len(blocks) < 2 {
-		t.Fatalf("docs/ci.md has %d workflows, want the matrix workflow and the images.tar variant", len(blocks))
-	}
-	fixture := map[string]string{
-		"runner.os":          "Linux",
-		"matrix.cell":        "cri-tools=1.34.0,runtime=runc@1.3.6",
-		"strategy.job-index": "0",
-		"hashFiles('profiles/crictl-matrix.lock')": hashFile(t, "../../profiles/crictl-matrix.lock"),
-		"hashFiles('profiles/*.lock')":             "locks",
-	}
-	caches := map[string]string{}
-
-	emit := newHostedRunner(t, caches, fixture)
-	out, ok := emit.job(blocks[0].Jobs["cells"].Steps)
-	if !ok || !strings.Contains(out["emit.matrix"], `"cell":"cri-tools=1.30.0,runtime=runc@1.3.6"`) {
-		t.Fatalf("the emit job: ok=%v, matrix %q\n%s", ok, out["emit.matrix"], emit.log.String())
-	}
-
-	// The images.tar variant, on a runner whose cache restores a corrupt file.
-	corrupt := filepath.Join(t.TempDir(), "images.tar")
-	if err := os.WriteFile(corrupt, []byte("not a tarball"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	caches["envctl-image-locks"] = corrupt
-	imp := newHostedRunner(t, caches, fixture)
-	steps := append([]ciStep{{Uses: "actions/checkout@v4"}, {Uses: "actions/setup-go@v5"}, {Run: "go install ./cmd/envctl"}}, blocks[1].Jobs["snippet"].Steps...)
-	_, ok = imp.job(steps)
-	if log := imp.log.String(); ok || !strings.Contains(log, "$ if [ -f images.tar ]; then envctl image import images.tar; fi") {
-		t.Errorf("the images.tar variant with a corrupt images.tar passed:\n%s", log)
-	} else if strings.Contains(log, "$ envctl up") {
-		t.Errorf("the job went on after the failed import:\n%s", log)
-	}
-	t.Logf("images.tar job:\n%s", tail(imp.log.String(), 15))
-}
-
-// TestE2ECIRecipeCellJobs runs docs/ci.md's cell job twice, as hosted
-// runners, over one simulated actions/cache: first cold (a cache miss: the
-// image comes from the store, a local registry, by the digest the lock
-// pins, and the components are built), then the same cell in a later
-// workflow run, restored from the first job's cache, which builds and
-// downloads nothing. Both pass; no QEMU runs as root.
+// TestE2ECIRecipe runs docs/ci.md's jobs as hosted runners, one after
+// another over one simulated actions/cache (setup-go's Go caches
+// included), as a workflow's runs would meet them:
+//   - the job that emits the matrix: its output is crictl-matrix's cells;
+//   - a cell job that starts cold (a cache miss: the image comes from the
+//     store, a local registry, by the digest the lock pins, and the
+//     components are built) and passes;
+//   - the same cell in a later run, restored from the first job's cache,
+//     which builds and downloads nothing and passes;
+//   - the images.tar variant on a runner whose cache restores a corrupt
+//     file, which must fail the job rather than be swallowed.
 //
-// The repository being simulated commits the lock as this day's Debian
-// gives it: the committed crictl-matrix.lock, re-pinned (`envctl fetch`
-// of a copy) when Debian's mirror moved since it was written, with its
-// image pushed to the store, as the lock's writer would.
-func TestE2ECIRecipeCellJobs(t *testing.T) {
+// No QEMU runs as root meanwhile. The repository being simulated commits
+// the lock as this day's Debian gives it: the committed
+// crictl-matrix.lock, re-pinned (`envctl fetch` of a copy) when Debian's
+// mirror moved since it was written, with its image pushed to the store,
+// as the lock's writer would.
+func TestE2ECIRecipe(t *testing.T) {
 	parallelGroup(t)
 	blocks := ciBlocks(t)
-	steps := blocks[0].Jobs["cell"].Steps
-	if len(steps) == 0 {
-		t.Fatal("docs/ci.md: the matrix workflow has no cell job")
+	if len(blocks) < 2 || len(blocks[0].Jobs["cells"].Steps) == 0 || len(blocks[0].Jobs["cell"].Steps) == 0 {
+		t.Fatalf("docs/ci.md has %d workflows, want the matrix workflow (jobs cells and cell) and the images.tar variant", len(blocks))
 	}
 	const cell = "cri-tools=1.34.0,runtime=runc@1.3.6"
 
@@ -373,42 +361,54 @@ func TestE2ECIRecipeCellJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256(lockFile)
 	fixture := map[string]string{
 		"runner.os":          "Linux",
 		"matrix.cell":        cell,
 		"strategy.job-index": "0",
-		"hashFiles('profiles/crictl-matrix.lock')": hex.EncodeToString(sum[:]),
+		"hashFiles('profiles/crictl-matrix.lock')": hashFile(t, filepath.Join(dir, "crictl-matrix.lock")),
+		"hashFiles('profiles/*.lock')":             "locks",
 		"vars.ENVCTL_IMAGE_STORE":                  reg.repo,
 	}
 	caches := map[string]string{}
-	repo := map[string][]byte{"profiles/crictl-matrix.lock": lockFile}
-
+	runner := func() *hostedRunner {
+		r := newHostedRunner(t, caches, fixture)
+		r.repo = map[string][]byte{"profiles/crictl-matrix.lock": lockFile}
+		return r
+	}
 	watch := watchRootQEMU()
 	defer func() {
 		if seen := watch.Stop(); len(seen) > 0 {
 			t.Errorf("QEMU ran as root:\n%s", strings.Join(seen, "\n"))
 		}
 	}()
-	for i, want := range []struct {
+
+	emit := runner()
+	out, ok := emit.job(blocks[0].Jobs["cells"].Steps)
+	if !ok || !strings.Contains(out["emit.matrix"], `"cell":"cri-tools=1.30.0,runtime=runc@1.3.6"`) {
+		t.Fatalf("the emit job: ok=%v, matrix %q\n%s", ok, out["emit.matrix"], emit.log.String())
+	}
+
+	for _, want := range []struct {
 		name, cache string
 		built       bool
 	}{
-		{"the first job (cold)", "Cache not found for input keys: envctl-Linux-", true},
+		{"the first cell job (cold)", "Cache not found for input keys: envctl-Linux-", true},
 		{"a later job on the same cell", "Cache restored from key: envctl-Linux-", false},
 	} {
-		r := newHostedRunner(t, caches, fixture)
-		r.repo = repo
+		r := runner()
 		start := time.Now()
-		_, ok := r.job(steps)
+		_, ok := r.job(blocks[0].Jobs["cell"].Steps)
 		log := r.log.String()
-		t.Logf("%s: %s, %.0f s:\n%s", want.name, map[bool]string{true: "success", false: "failure"}[ok], time.Since(start).Seconds(), tail(log, 40))
+		t.Logf("%s: ok=%v in %.0f s:\n%s", want.name, ok, time.Since(start).Seconds(), tail(log, 40))
 		if !ok {
 			t.Fatalf("%s failed", want.name)
 		}
 		junit, err := os.ReadFile(filepath.Join(r.workspace(), "junit.xml"))
 		if err != nil || !strings.Contains(string(junit), "<testsuite") || strings.Contains(string(junit), "<failure") {
 			t.Errorf("%s: junit.xml (%v) is no passing report:\n%s", want.name, err, junit)
+		}
+		if strings.Contains(log, "command not found") {
+			t.Errorf("%s: a step ran a command its runner does not have", want.name)
 		}
 		if !strings.Contains(log, want.cache) {
 			t.Errorf("%s: the cache step did not say %q", want.name, want.cache)
@@ -423,8 +423,21 @@ func TestE2ECIRecipeCellJobs(t *testing.T) {
 		case !want.built && (built || fetched):
 			t.Errorf("%s, restored from the first job's cache, built or downloaded again", want.name)
 		}
-		if i == 0 && len(caches) == 0 {
-			t.Fatal("the first job saved no cache")
-		}
 	}
+
+	// The images.tar variant, on a runner whose cache restores a corrupt file.
+	corrupt := t.TempDir()
+	if err := os.WriteFile(filepath.Join(corrupt, "0"), []byte("not a tarball"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	caches["envctl-image-locks"] = corrupt
+	imp := runner()
+	steps := append([]ciStep{{Uses: "actions/checkout@v4"}, {Uses: "actions/setup-go@v5", With: map[string]string{"go-version": "1.26"}}, {Run: "go install ./cmd/envctl"}}, blocks[1].Jobs["snippet"].Steps...)
+	_, ok = imp.job(steps)
+	if log := imp.log.String(); ok || !strings.Contains(log, "$ if [ -f images.tar ]; then envctl image import images.tar; fi") {
+		t.Errorf("the images.tar variant with a corrupt images.tar passed:\n%s", log)
+	} else if strings.Contains(log, "$ envctl up") {
+		t.Errorf("the job went on after the failed import:\n%s", log)
+	}
+	t.Logf("images.tar job:\n%s", tail(imp.log.String(), 15))
 }

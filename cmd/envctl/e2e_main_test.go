@@ -66,8 +66,11 @@ func TestMain(m *testing.M) {
 	if profilesCopy != "" {
 		_ = os.RemoveAll(profilesCopy)
 	}
+	// The pools of tests' own state directories go whoever made the
+	// suite's (CI's .ci/run removes its own); the suite's too when it is
+	// this run's.
+	removeTestPools(state)
 	if state != "" {
-		removeTestPools(state)
 		_ = os.RemoveAll(state)
 	}
 	os.Exit(code)
@@ -150,7 +153,8 @@ var ownerRE = regexp.MustCompile(`<(?:envctl:)?owner>([^<]*)</(?:envctl:)?owner>
 
 // removeTestPools destroys and undefines the envctl pools that lie in the
 // suite's state directory, or in a test's temporary directory that is gone
-// by now: they would otherwise pile up in libvirt, run after run.
+// by now: they would otherwise pile up in libvirt, run after run. An
+// empty state removes only the latter.
 func removeTestPools(state string) {
 	for _, pool := range strings.Fields(virsh("pool-list", "--all", "--name")) {
 		if !strings.HasPrefix(pool, "envctl") {
@@ -161,7 +165,7 @@ func removeTestPools(state string) {
 			continue
 		}
 		_, err := os.Stat(m[1])
-		if strings.HasPrefix(m[1], state+"/") || strings.HasPrefix(m[1], os.TempDir()+"/") && os.IsNotExist(err) {
+		if state != "" && strings.HasPrefix(m[1], state+"/") || strings.HasPrefix(m[1], os.TempDir()+"/") && os.IsNotExist(err) {
 			virsh("pool-destroy", pool)
 			virsh("pool-undefine", pool)
 		}
