@@ -11,7 +11,7 @@ GOBIN := $(shell command -v $(GO) >/dev/null && $(GO) env GOPATH)/bin
 GOLANGCI_LINT := $(GOBIN)/golangci-lint
 export CGO_ENABLED := 0
 
-.PHONY: all build test unit cover fuzz e2e soak soak-short check-locks lint host image up bench clean
+.PHONY: all build test unit cover fuzz e2e soak soak-short suite-root check-locks lint host image up bench clean
 
 all: build
 
@@ -64,7 +64,13 @@ image: build host
 	  tail -n 1 bin/image-debian-12.log bin/image-debian-13.log; \
 	  if [ $$s12 -ne 0 ] || [ $$s13 -ne 0 ]; then tail -n 30 bin/image-debian-12.log bin/image-debian-13.log; exit 1; fi
 
-e2e: build host image
+# The e2e suite and the soak run as root, as CI's .ci/run does: they add
+# users (TestE2EUnprivilegedUser, TestE2ECIRecipe's hosted runners) and
+# witness qemu:///system. As yourself, `make lint unit fuzz` runs the rest.
+suite-root:
+	@[ "$$(id -u)" -eq 0 ] || { echo "make: the e2e suite and the soak run as root (they add users and watch qemu:///system): run \`make lint unit fuzz\` as yourself, and \`make test\` as root, as CI's .ci/run does" >&2; exit 2; }
+
+e2e: suite-root build host image
 	ENVCTL_BIN=$(abspath $(BIN)) ENVCTL_E2E_DEBS=$(IMAGE_DEBS) $(GO) test -count=1 -tags e2e -timeout 80m -v -run 'E2E' ./cmd/envctl
 
 # Fault-injection soak: N runs of `up` on the default profile, each with
@@ -75,12 +81,12 @@ e2e: build host image
 # run. The short soak (N=3) always meets the three saved-guest and kept-VM faults.
 N ?= 20
 SEED ?= 0
-soak: build host image
+soak: suite-root build host image
 	ENVCTL_BIN=$(abspath $(BIN)) ENVCTL_SOAK_N=$(N) ENVCTL_SOAK_SEED=$(SEED) ENVCTL_SOAK_RECORD=1 \
 		$(GO) test -count=1 -tags e2e -timeout 120m -v -run '^TestSoak$$' ./cmd/envctl
 
 # The short soak CI runs (3 runs, nothing recorded).
-soak-short: build host image
+soak-short: suite-root build host image
 	ENVCTL_BIN=$(abspath $(BIN)) ENVCTL_SOAK_N=3 $(GO) test -count=1 -tags e2e -timeout 40m -v -run '^TestSoak$$' ./cmd/envctl
 
 # The example profiles' locks are committed: nothing may rewrite them.
@@ -88,7 +94,7 @@ check-locks:
 	@git diff --exit-code -- profiles/ || { echo "make test rewrote the committed locks above: it must use them as they are"; exit 1; }
 
 # Everything CI runs.
-test: lint unit fuzz e2e soak-short check-locks
+test: suite-root lint unit fuzz e2e soak-short check-locks
 
 # The main job: the default profile, end to end. up gets the locked image
 # itself (cache, image store, or a build here: re-pinned, saying which
