@@ -207,8 +207,8 @@ func (r *hostedRunner) job(steps []ciStep) (map[string]string, bool) {
 }
 
 // cache is actions/cache: it restores the paths saved under key (or
-// under the newest key that starts with restoreKeys), and returns the
-// post step that saves them when the key was not there.
+// under a key that starts with restoreKeys), and returns the post step
+// that saves them when the key was not there.
 func (r *hostedRunner) cache(key, restoreKeys string, paths ...string) func() {
 	t := r.t
 	restored, hit := r.caches[key]
@@ -229,8 +229,8 @@ func (r *hostedRunner) cache(key, restoreKeys string, paths ...string) func() {
 			if out, err := exec.Command("cp", "-a", "-T", saved, p).CombinedOutput(); err != nil {
 				t.Fatalf("cache restore %s: %v\n%s", key, err, out)
 			}
-			r.u.own(t, r.u.home)
 		}
+		r.u.own(t, r.u.home)
 		fmt.Fprintf(&r.log, "Cache restored from key: %s\n", key)
 	} else {
 		fmt.Fprintf(&r.log, "Cache not found for input keys: %s\n", key)
