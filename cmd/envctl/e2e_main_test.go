@@ -66,9 +66,9 @@ func TestMain(m *testing.M) {
 	if profilesCopy != "" {
 		_ = os.RemoveAll(profilesCopy)
 	}
-	// The pools of tests' own state directories go whoever made the
-	// suite's (CI's .ci/run removes its own); the suite's too when it is
-	// this run's.
+	// Tests' own state directories are gone by now: their pools go,
+	// whoever made the suite's state directory (.ci/run removes the pool
+	// of its own). The suite's pool goes too when TestMain made it.
 	removeTestPools(state)
 	if state != "" {
 		_ = os.RemoveAll(state)
