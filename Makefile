@@ -56,13 +56,17 @@ host:
 # Build the local Debian images once, side by side; later runs reuse the
 # cached ones. debian-12 keeps the packages it was built from
 # (bin/image-debs): the e2e suite lays out mirrors and snapshots from them.
+# Meanwhile every shipped profile's locked components are fetched or built
+# (`fetch --locked --skip-image`): compiling them overlaps the builds'
+# downloads, instead of waiting for the first test that needs them.
 IMAGE_DEBS := $(abspath bin/image-debs/debian-12)
 image: build host
 	@mkdir -p bin
 	@ENVCTL_IMAGE_DEBS_OUT=$(IMAGE_DEBS) $(BIN) image build debian-12 --if-needed > bin/image-debian-12.log 2>&1 & pid=$$!; \
-	  $(BIN) image build debian-13 --if-needed > bin/image-debian-13.log 2>&1; s13=$$?; wait $$pid; s12=$$?; \
-	  tail -n 1 bin/image-debian-12.log bin/image-debian-13.log; \
-	  if [ $$s12 -ne 0 ] || [ $$s13 -ne 0 ]; then tail -n 30 bin/image-debian-12.log bin/image-debian-13.log; exit 1; fi
+	  { for p in $(basename $(notdir $(wildcard profiles/*.yaml))); do $(BIN) fetch $$p --locked --skip-image || exit 1; done; } > bin/prefetch.log 2>&1 & pre=$$!; \
+	  $(BIN) image build debian-13 --if-needed > bin/image-debian-13.log 2>&1; s13=$$?; wait $$pid; s12=$$?; wait $$pre; sp=$$?; \
+	  tail -n 1 bin/image-debian-12.log bin/image-debian-13.log bin/prefetch.log; \
+	  if [ $$s12 -ne 0 ] || [ $$s13 -ne 0 ] || [ $$sp -ne 0 ]; then tail -n 30 bin/image-debian-12.log bin/image-debian-13.log bin/prefetch.log; exit 1; fi
 
 # The e2e suite and the soak run as root, as CI's .ci/run does: they add
 # users (TestE2EUnprivilegedUser, TestE2ECIRecipe's hosted runners) and

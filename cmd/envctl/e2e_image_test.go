@@ -357,6 +357,27 @@ func TestE2ELockIsTheSameOnAColdCache(t *testing.T) {
 	}
 }
 
+// TestE2EFetchSkipImage: `fetch --locked --skip-image` on a cache that
+// has the components but not the locked image (and a mirror that serves
+// nothing) fetches no image: it neither builds nor pulls one, and says so.
+// `make image` prefetches every shipped profile's components this way
+// beside its image builds.
+func TestE2EFetchSkipImage(t *testing.T) {
+	f := suiteLock(t)
+	machine := linkedCache(t, f.Image)
+	env := append(cacheEnv(machine), "ENVCTL_DEBIAN_MIRROR=file://"+t.TempDir(), "ENVCTL_DEBIAN_SNAPSHOT_URL=file://"+t.TempDir())
+	out, errOut, code := envctlWith(t, env, "fetch", "crio-1.34-runc", "--locked", "--skip-image")
+	if code != 0 || !strings.Contains(out, "image debian-12 "+f.Image.Digest+" not fetched (--skip-image)") || !strings.Contains(out, "all artifacts present") {
+		t.Fatalf("fetch --skip-image: exit %d\n%s%s", code, out, errOut)
+	}
+	if strings.Contains(errOut, "building image") || strings.Contains(errOut, "pulling image") {
+		t.Errorf("fetch --skip-image went for the image:\n%s", errOut)
+	}
+	if _, err := os.Stat(filepath.Join(machine, "blobs", "sha256", strings.TrimPrefix(f.Image.Digest, "sha256:"))); err == nil {
+		t.Errorf("fetch --skip-image put the image %s in the cache", f.Image.Digest)
+	}
+}
+
 // registry is a real OCI registry (Debian's docker-registry, the CNCF
 // distribution registry) serving on 127.0.0.1 from a directory.
 type registry struct {

@@ -21,7 +21,8 @@ var examples = map[string]string{
   envctl diff ci-host.lock profiles/crio-1.34-runc.lock --exit-code`,
 	"down": `  envctl down crio-1-34-runc-f412a7`,
 	"fetch": `  envctl fetch crio-1.34-runc
-  envctl fetch crictl-matrix --locked`,
+  envctl fetch crictl-matrix --locked
+  envctl fetch crictl-matrix --locked --skip-image   # beside an image pull or build`,
 	"gc": `  envctl gc`,
 	"image build": `  envctl image build debian-12
   envctl image build debian-12 --snapshot 20261205T033328Z

@@ -11,7 +11,7 @@ import (
 )
 
 func newFetchCmd(a *app) *cobra.Command {
-	var locked bool
+	var locked, skipImage bool
 	var store string
 	cmd := &cobra.Command{
 		Use:               "fetch PROFILE",
@@ -25,7 +25,11 @@ func newFetchCmd(a *app) *cobra.Command {
 			}
 			ctx, stop := a.signalContext(cmd)
 			defer stop()
-			res, err := a.resolve(ctx, p, lockMode(locked), false, store)
+			resolve := a.resolve
+			if skipImage {
+				resolve = a.resolveCells
+			}
+			res, err := resolve(ctx, p, lockMode(locked), false, store)
 			if err != nil {
 				return err
 			}
@@ -39,13 +43,18 @@ func newFetchCmd(a *app) *cobra.Command {
 				return err
 			}
 			return a.emit(rows, func(w io.Writer) {
-				fmt.Fprintf(w, "image %s %s from %s\n", res.Image.Name, res.Image.Digest, res.Image.From)
+				if res.Image != nil {
+					fmt.Fprintf(w, "image %s %s from %s\n", res.Image.Name, res.Image.Digest, res.Image.From)
+				} else {
+					fmt.Fprintf(w, "image %s %s not fetched (--skip-image)\n", res.File.Image.Name, res.File.Image.Digest)
+				}
 				cellrun.WriteFetched(w, rows)
 				fmt.Fprintf(w, "all artifacts present (%s)\n", time.Since(start).Round(time.Second))
 			})
 		},
 	}
 	cmd.Flags().BoolVar(&locked, "locked", false, "refuse a missing or stale lock instead of writing one")
+	cmd.Flags().BoolVar(&skipImage, "skip-image", false, "fetch the locked components only, not the image: to prefetch them while the image builds or is pulled elsewhere")
 	registerImageStore(cmd, &store)
 	return cmd
 }

@@ -146,18 +146,11 @@ func lockMode(locked bool) cellrun.LockMode {
 // resolve turns a profile into locked cells, writing the lock on first
 // use and saying so.
 func (a *app) resolve(ctx context.Context, p *profiles.Profile, mode cellrun.LockMode, allowMoved bool, store string, cells ...string) (*cellrun.Resolution, error) {
+	res, err := a.resolveCells(ctx, p, mode, allowMoved, store, cells...)
+	if err != nil {
+		return nil, err
+	}
 	src := a.imageSources(store)
-	locker, err := a.locker(allowMoved, a.newImage(src))
-	if err != nil {
-		return nil, err
-	}
-	res, err := cellrun.Resolve(ctx, p, a.arch(), mode, locker, cells...)
-	if err != nil {
-		return nil, err
-	}
-	if res.Wrote {
-		a.step("wrote %s on first use; commit it so every machine runs the same artifacts", p.LockPath())
-	}
 	st, err := a.images()
 	if err != nil {
 		return nil, err
@@ -171,6 +164,24 @@ func (a *app) resolve(ctx context.Context, p *profiles.Profile, mode cellrun.Loc
 	}
 	if notice := res.RepinNotice(p.LockPath()); notice != nil {
 		a.step("%s", strings.Join(notice, "\n    "))
+	}
+	return res, nil
+}
+
+// resolveCells reads the profile's lock (writing it on first use) and
+// resolves its cells, without making the image present: resolve's first
+// half, and all of `fetch --skip-image`.
+func (a *app) resolveCells(ctx context.Context, p *profiles.Profile, mode cellrun.LockMode, allowMoved bool, store string, cells ...string) (*cellrun.Resolution, error) {
+	locker, err := a.locker(allowMoved, a.newImage(a.imageSources(store)))
+	if err != nil {
+		return nil, err
+	}
+	res, err := cellrun.Resolve(ctx, p, a.arch(), mode, locker, cells...)
+	if err != nil {
+		return nil, err
+	}
+	if res.Wrote {
+		a.step("wrote %s on first use; commit it so every machine runs the same artifacts", p.LockPath())
 	}
 	return res, nil
 }
