@@ -48,3 +48,32 @@ func TestSuiteTargetsStopANormalUser(t *testing.T) {
 		}
 	}
 }
+
+// TestImagePrefetchesEveryShippedProfile: `make image` fetches or builds
+// the locked components of every shipped profile (`fetch --locked
+// --skip-image`) beside its image builds, and fails when that fails.
+func TestImagePrefetchesEveryShippedProfile(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("no make")
+	}
+	cmd := exec.Command("make", "-n", "image")
+	cmd.Dir = ".."
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make -n image: %v\n%s", err, out)
+	}
+	recipe := string(out)
+	if !strings.Contains(recipe, "fetch $p --locked --skip-image || exit 1") || !strings.Contains(recipe, "[ $sp -ne 0 ]") {
+		t.Fatalf("make image does not prefetch with fetch --locked --skip-image, or does not fail with it:\n%s", recipe)
+	}
+	yamls, _ := filepath.Glob("../profiles/*.yaml")
+	if len(yamls) == 0 {
+		t.Fatal("no shipped profiles")
+	}
+	for _, y := range yamls {
+		name := strings.TrimSuffix(filepath.Base(y), ".yaml")
+		if !strings.Contains(recipe, " "+name+" ") && !strings.Contains(recipe, " "+name+";") {
+			t.Errorf("make image does not prefetch %s:\n%s", name, recipe)
+		}
+	}
+}
