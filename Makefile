@@ -74,8 +74,11 @@ image: build host
 suite-root:
 	@[ "$$(id -u)" -eq 0 ] || { echo "make: the e2e suite and the soak run as root (they add users and watch qemu:///system): run \`make lint unit fuzz\` as yourself, and \`make test\` as root, as CI's .ci/run does" >&2; exit 2; }
 
+# -parallel 8 lets every test of the parallel group reach its own gate
+# (cmd/envctl/e2e_group_test.go), which runs GOMAXPROCS of them at once,
+# the longest first.
 e2e: suite-root build host image
-	ENVCTL_BIN=$(abspath $(BIN)) ENVCTL_E2E_DEBS=$(IMAGE_DEBS) $(GO) test -count=1 -tags e2e -timeout 80m -v -run 'E2E' ./cmd/envctl
+	ENVCTL_BIN=$(abspath $(BIN)) ENVCTL_E2E_DEBS=$(IMAGE_DEBS) $(GO) test -count=1 -tags e2e -timeout 80m -parallel 8 -v -run 'E2E' ./cmd/envctl
 
 # Fault-injection soak: N runs of `up` on the default profile, each with
 # one fault (SIGINT, SIGTERM, SIGKILL, kill -STOP of QEMU, a paused domain)

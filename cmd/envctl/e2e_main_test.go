@@ -76,18 +76,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// parallelGroup marks a test that may run beside one other of the group
-// (go test's -parallel, GOMAXPROCS by default: 2 here), after every other
-// test is done: a test that builds an image (one core, mostly I/O), waits
-// (a dead-man timer) or compiles, with no domain on qemu:///system that
-// another test's assertClean would see, or one whose state directory is
-// its own. The timing-sensitive tests all run before, one at a time.
-func parallelGroup(t *testing.T) {
-	if os.Getenv("ENVCTL_E2E_SERIAL") == "" {
-		t.Parallel()
-	}
-}
-
 // suiteCleanup removes what tests made for the whole suite.
 var suiteCleanup []func()
 
