@@ -32,7 +32,7 @@ func cli(t *testing.T, _ string, args ...string) (stdout, stderr string, code in
 // isolate gives a test a working directory without profiles and a
 // cache, state and config directory of its own.
 func isolate(t *testing.T) (dir, config string) {
-	dir = t.TempDir()
+	dir = isolatedDir(t)
 	work := filepath.Join(dir, "work")
 	config = filepath.Join(dir, "config")
 	_ = os.MkdirAll(work, 0o755)
@@ -42,6 +42,37 @@ func isolate(t *testing.T) (dir, config string) {
 	t.Setenv("ENVCTL_STATE_DIR", filepath.Join(dir, "state"))
 	t.Setenv("ENVCTL_PROFILES_DIR", "")
 	return work, config
+}
+
+// isolatedDir is a temporary directory that is removed after the test
+// like t.TempDir's, but tried again when something appeared in it during
+// the removal (seen once in CI under -race: "unlinkat …/001: directory
+// not empty"); what appeared is logged, so that its writer can be found.
+func isolatedDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "envctl-isolate-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for i := 0; ; i++ {
+			err := os.RemoveAll(dir)
+			if err == nil {
+				return
+			}
+			var left []string
+			_ = filepath.WalkDir(dir, func(p string, _ os.DirEntry, _ error) error {
+				left = append(left, p)
+				return nil
+			})
+			t.Logf("removing %s: %v; still there: %v", dir, err, left)
+			if i == 5 {
+				t.Errorf("%s could not be removed: %v", dir, err)
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+	return dir
 }
 
 // After `go install`, in a directory without profiles: the built-in
