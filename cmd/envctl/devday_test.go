@@ -37,11 +37,28 @@ func isolate(t *testing.T) (dir, config string) {
 	config = filepath.Join(dir, "config")
 	_ = os.MkdirAll(work, 0o755)
 	t.Chdir(work)
-	t.Setenv("XDG_CONFIG_HOME", config)
+	setConfigHome(t, config)
 	t.Setenv("ENVCTL_CACHE_DIR", filepath.Join(dir, "cache"))
 	t.Setenv("ENVCTL_STATE_DIR", filepath.Join(dir, "state"))
 	t.Setenv("ENVCTL_PROFILES_DIR", "")
 	return work, config
+}
+
+// setConfigHome points XDG_CONFIG_HOME at dir with Go's telemetry off in
+// it. envctl runs the go command (go env, go list, go build); with telemetry
+// on, go starts a detached child that writes dir/go/telemetry after the go
+// command and the test have ended, and the test's directory cannot be
+// removed ("unlinkat …: directory not empty", CI of 2026-12-07).
+func setConfigHome(t *testing.T, dir string) {
+	t.Helper()
+	mode := filepath.Join(dir, "go", "telemetry", "mode")
+	if err := os.MkdirAll(filepath.Dir(mode), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(mode, []byte("off"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("XDG_CONFIG_HOME", dir)
 }
 
 // isolatedDir is a temporary directory that is removed after the test

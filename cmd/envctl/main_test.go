@@ -28,7 +28,7 @@ func TestExitCodes(t *testing.T) {
 	t.Chdir("../..")
 	t.Setenv("ENVCTL_STATE_DIR", filepath.Join(dir, "state"))
 	t.Setenv("ENVCTL_CACHE_DIR", filepath.Join(dir, "cache"))
-	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
+	setConfigHome(t, filepath.Join(dir, "config"))
 	tests := []struct {
 		args []string
 		code int
@@ -135,7 +135,7 @@ func TestExitCodeMapping(t *testing.T) {
 
 func TestConfigurationGivesFlagDefaults(t *testing.T) {
 	dir := t.TempDir()
-	t.Setenv("XDG_CONFIG_HOME", dir)
+	setConfigHome(t, dir)
 	t.Setenv("ENVCTL_STATE_DIR", filepath.Join(dir, "state"))
 	_ = os.MkdirAll(filepath.Join(dir, "envctl"), 0o755)
 	_ = os.WriteFile(filepath.Join(dir, "envctl", "config.yaml"), []byte("output: json\n"), 0o644)
@@ -176,7 +176,7 @@ func TestImageSettingsFromTheConfiguration(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			t.Chdir("../..")
-			t.Setenv("XDG_CONFIG_HOME", dir)
+			setConfigHome(t, dir)
 			t.Setenv("ENVCTL_CACHE_DIR", filepath.Join(dir, "cache"))
 			t.Setenv("ENVCTL_STATE_DIR", filepath.Join(dir, "state"))
 			for k, v := range tt.env {
