@@ -255,7 +255,7 @@ func BenchmarkWarmStart(b *testing.B) {
 	b.ReportMetric(budget.cold, "cold-s")
 	b.ReportMetric(budget.warm, "warm-s")
 	var rows []string
-	for _, p := range []string{"fetch.artifact-disk", "boot", "boot.save", "boot.attach", "install.upload", "install", "verify", "save", "test", "teardown"} {
+	for _, p := range []string{"fetch.artifact-disk", "boot", "boot.check", "boot.start", "boot.answer", "boot.save", "boot.attach", "install.upload", "install", "verify", "save", "test", "teardown"} {
 		rows = append(rows, fmt.Sprintf("| %s | %.1f s | %.1f s |", p, med(colds, ph(p)), med(warms, ph(p))))
 	}
 	var cs, ws []float64

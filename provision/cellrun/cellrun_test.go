@@ -707,6 +707,28 @@ func TestSharedBoot(t *testing.T) {
 	if slices.ContainsFunc(second.Notes, func(n string) bool { return strings.Contains(n, "files went in") }) {
 		t.Errorf("the hot-plugged artifact disk was not used: %v", second.Notes)
 	}
+	// Where each boot's time went: the seal's check before a restore,
+	// the domain's start and the wait for SSH.
+	for _, tc := range []struct {
+		name string
+		rep  *report.Report
+		want []string
+		not  []string
+	}{
+		{"a boot", first, []string{"boot.start", "boot.answer"}, []string{"boot.check"}},
+		{"a restore", second, []string{"boot.check", "boot.start", "boot.answer"}, nil},
+	} {
+		for _, p := range tc.want {
+			if !has(tc.rep, p) {
+				t.Errorf("%s: no phase %s in %v", tc.name, p, phases(tc.rep))
+			}
+		}
+		for _, p := range tc.not {
+			if has(tc.rep, p) {
+				t.Errorf("%s: phase %s in %v", tc.name, p, phases(tc.rep))
+			}
+		}
+	}
 	// A domain left running under the slot's name by a run that was
 	// killed outright (restored domains are not AUTODESTROY) is removed
 	// as gc would, and the restore goes ahead.

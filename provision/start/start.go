@@ -243,10 +243,12 @@ func (s *starter) restoreFrom(ctx context.Context, store *warm.Store, st warm.St
 	if err != nil {
 		return err
 	}
+	checked := time.Now()
 	if err := store.Check(st); err != nil {
 		release()
 		return err
 	}
+	s.st.Timings = append(s.st.Timings, Timing{"boot.check", time.Since(checked)})
 	if err := s.restore(ctx, from); err != nil {
 		release()
 		return err
@@ -447,6 +449,9 @@ func (s *starter) boot1(ctx context.Context, from vm.Source) error {
 		return err
 	}
 	s.st.Machine = m
+	// Where the boot's time went: defining and starting (or restoring)
+	// the domain, then the wait for SSH.
+	s.st.Timings = append(s.st.Timings, Timing{"boot.start", m.Timings["start"]}, Timing{"boot.answer", m.Timings["answer"]})
 	return nil
 }
 

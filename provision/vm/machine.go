@@ -423,6 +423,7 @@ func (m *Machine) run(ctx context.Context, ds DomainSpec, spec BootSpec) error {
 	if err := m.start(ctx, &m.ds); err != nil {
 		return err
 	}
+	m.Timings["start"] = time.Since(bootStart)
 	if m.ds.Network == NetworkNAT {
 		if err := m.waitLease(ctx); err != nil {
 			return err
@@ -432,6 +433,7 @@ func (m *Machine) run(ctx context.Context, ds DomainSpec, spec BootSpec) error {
 		return err
 	}
 	m.Timings["boot"] = time.Since(bootStart)
+	m.Timings["answer"] = m.Timings["boot"] - m.Timings["start"]
 	e.State = env.StateReady
 	if err := e.Save(); err != nil {
 		return err
