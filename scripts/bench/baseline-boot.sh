@@ -7,6 +7,7 @@
 # (cmd/envctl/bench_test.go).
 set -euo pipefail
 source "$(dirname "$0")/baseline-lib.sh"
+stage_image "$1" "$2" "$3"
 start=$(now)
-boot_vm "$1" "$2" "$3"
+boot_vm "$disk" "$kernel" "$initrd"
 since "$start"

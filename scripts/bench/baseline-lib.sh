@@ -4,7 +4,10 @@
 # and an ssh retry loop.
 
 name=envctl-baseline-$$
-work=$(mktemp -d)
+# Where QEMU's own user (libvirt-qemu) may read, as a hand-written setup
+# puts its disks: libvirt's images directory.
+work=$(mktemp -d /var/lib/libvirt/images/envctl-baseline.XXXXXX)
+chmod 0755 "$work"
 cleanup() {
   [ -n "${fwd:-}" ] && kill "$fwd" 2>/dev/null || true
   virsh -q -c qemu:///system destroy "$name" >/dev/null 2>&1 || true
@@ -15,6 +18,17 @@ trap cleanup EXIT
 sshopts=(-q -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5)
 now() { date +%s.%N; }
 since() { echo "$(now) - $1" | bc; }
+
+# stage_image DISK KERNEL INITRD: copies the image where QEMU may read it
+# (envctl's cache is in a closed home) and sets $disk, $kernel and
+# $initrd to the copies. Not timed.
+stage_image() {
+  cp --sparse=always "$1" "$work/base.raw"
+  cp "$2" "$work/vmlinuz"
+  cp "$3" "$work/initrd.img"
+  chmod 0644 "$work/base.raw" "$work/vmlinuz" "$work/initrd.img"
+  disk=$work/base.raw kernel=$work/vmlinuz initrd=$work/initrd.img
+}
 
 # boot_vm DISK KERNEL INITRD: boots, sets $port and $key, returns when ssh answers.
 boot_vm() {

@@ -14,8 +14,9 @@
 set -euo pipefail
 source "$(dirname "$0")/baseline-lib.sh"
 bindir=$4 filesdir=$5 registry=$6
+stage_image "$1" "$2" "$3"
 t0=$(now)
-boot_vm "$1" "$2" "$3"
+boot_vm "$disk" "$kernel" "$initrd"
 boot=$(since "$t0")
 
 t=$(now)
