@@ -12,6 +12,9 @@ cleanup() {
   [ -n "${fwd:-}" ] && kill "$fwd" 2>/dev/null || true
   virsh -q -c qemu:///system destroy "$name" >/dev/null 2>&1 || true
   virsh -q -c qemu:///system undefine "$name" >/dev/null 2>&1 || true
+  # virt-install defined a storage pool for the disks' directory.
+  virsh -q -c qemu:///system pool-destroy "${work##*/}" >/dev/null 2>&1 || true
+  virsh -q -c qemu:///system pool-undefine "${work##*/}" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
