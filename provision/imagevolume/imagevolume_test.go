@@ -38,15 +38,31 @@ func TestContainerConfigIsWhatTheKubeletSends(t *testing.T) {
 		Metadata struct{ Name, Namespace, UID string } `json:"metadata"`
 		Linux    struct {
 			SecurityContext struct {
-				NamespaceOptions struct{ Network int } `json:"namespace_options"`
+				NamespaceOptions struct{ Network, Pid int } `json:"namespace_options"`
 			} `json:"security_context"`
 		} `json:"linux"`
 	}
 	if err := json.Unmarshal([]byte(SandboxConfig("p")), &sb); err != nil {
 		t.Fatal(err)
 	}
-	if sb.Metadata.Name != "p" || sb.Metadata.Namespace != "envctl" || sb.Linux.SecurityContext.NamespaceOptions.Network != 2 {
-		t.Errorf("sandbox %+v: want the pod on the host network (NODE = 2)", sb)
+	if ns := sb.Linux.SecurityContext.NamespaceOptions; sb.Metadata.Name != "p" || sb.Metadata.Namespace != "envctl" || ns.Network != 2 || ns.Pid != 1 {
+		t.Errorf("sandbox %+v: want the pod on the host network (NODE = 2), a PID namespace per container (CONTAINER = 1)", sb)
+	}
+	// The container's options must match the pod's: CRI-O refuses a
+	// container that asks for the pod's PID namespace in a pod without
+	// an infra container.
+	var ctr struct {
+		Linux struct {
+			SecurityContext struct {
+				NamespaceOptions struct{ Network, Pid int } `json:"namespace_options"`
+			} `json:"security_context"`
+		} `json:"linux"`
+	}
+	if err := json.Unmarshal([]byte(ContainerConfig("w", "v", "")), &ctr); err != nil {
+		t.Fatal(err)
+	}
+	if ctr.Linux.SecurityContext.NamespaceOptions != sb.Linux.SecurityContext.NamespaceOptions {
+		t.Errorf("container namespaces %+v, pod's %+v: want the same", ctr.Linux.SecurityContext.NamespaceOptions, sb.Linux.SecurityContext.NamespaceOptions)
 	}
 }
 
