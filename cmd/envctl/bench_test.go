@@ -280,6 +280,7 @@ the second restores that.
 // benchRun is one `up -o json` of a benchmark.
 type benchRun struct {
 	Seconds float64 `json:"seconds"`
+	Verdict float64 `json:"verdict_seconds"` // when the verdict was said, before the teardown
 	Start   string  `json:"start"`
 	Phases  []phase `json:"phases"`
 	cpu     float64 // envctl's own CPU time (user + system) as a share of the run
@@ -303,6 +304,10 @@ func recordWarmOverhead(b *testing.B, colds, firsts, serials, thirds []benchRun)
 	}
 	total := func(r benchRun) float64 { return r.Seconds }
 	overhead := func(r benchRun) float64 { return r.Seconds - phaseSeconds(r.Phases, "test.envctl") }
+	// What a developer waits for: the verdict, said before the teardown
+	// (the run still ends only once the VM is gone).
+	said := func(r benchRun) float64 { return cmp.Or(r.Verdict, r.Seconds) }
+	overheadSaid := func(r benchRun) float64 { return said(r) - phaseSeconds(r.Phases, "test.envctl") }
 	warm := append(append([]benchRun(nil), firsts...), thirds...)
 	yes := func(ok bool) string {
 		if ok {
@@ -311,7 +316,7 @@ func recordWarmOverhead(b *testing.B, colds, firsts, serials, thirds []benchRun)
 		return "**no**"
 	}
 	cold, w := med(colds, total), med(warm, total)
-	over := med(warm, overhead)
+	over, overSaid, wSaid := med(warm, overhead), med(warm, overheadSaid), med(warm, said)
 	side, serial := med(thirds, ph("test.envctl")), med(serials, ph("test.envctl"))
 	first, later := med(firsts, ph("boot")), med(thirds, ph("boot"))
 	var rows []string
@@ -326,8 +331,10 @@ side by side again.
 
 | target | measured | met? |
 |---|---|---|
-| warm `+"`up`"+` ≤ 20 s, or ≤ 0.45 × the cold `+"`up`"+` (%.1f s) | %.1f s = %.2f× | %s |
-| envctl's overhead on a warm `+"`up`"+` (all but the test's steps) ≤ 4 s | %.1f s | %s |
+| warm `+"`up`"+` ≤ 20 s, or ≤ 0.45 × the cold `+"`up`"+` (%.1f s), to the exit | %.1f s = %.2f× | %s |
+| … to the verdict, said before the teardown | %.1f s = %.2f× | %s |
+| envctl's overhead on a warm `+"`up`"+` (all but the test's steps) ≤ 4 s, to the exit | %.1f s | %s |
+| … to the verdict | %.1f s | %s |
 | test phase side by side ≤ 0.6 × one after another | %.1f s against %.1f s = %.2f× | %s |
 | the first warm boot after a save as fast as a later one | %.1f s against %.1f s | %s |
 
@@ -336,7 +343,8 @@ The overhead, phase by phase (warm runs, side by side):
 | phase | median |
 |---|---|
 %s
-`, budgetRuns, cold, w, w/cold, yes(w <= 20 || w <= 0.45*cold), over, yes(over <= 4), side, serial, side/serial, yes(side <= 0.6*serial),
+`, budgetRuns, cold, w, w/cold, yes(w <= 20 || w <= 0.45*cold), wSaid, wSaid/cold, yes(wSaid <= 20 || wSaid <= 0.45*cold),
+		over, yes(over <= 4), overSaid, yes(overSaid <= 4), side, serial, side/serial, yes(side <= 0.6*serial),
 		first, later, yes(first <= later+1), strings.Join(rows, "\n")))
 }
 

@@ -101,6 +101,10 @@ func TestRunPasses(t *testing.T) {
 	if rep.VerifiedBy != "digests" {
 		t.Errorf("verified_by %q after a cold start", rep.VerifiedBy)
 	}
+	// verdict_seconds: when the verdict was said, before the teardown.
+	if rep.VerdictSeconds <= 0 || rep.VerdictSeconds > rep.Seconds+0.1 {
+		t.Errorf("verdict_seconds %.2f, seconds %.2f: want the verdict within the run", rep.VerdictSeconds, rep.Seconds)
+	}
 	h.assertClean(t)
 }
 

@@ -48,6 +48,7 @@ func (r *run) report() *report.Report {
 		rep.Diagnosis = r.diagnose(rep.Verdict)
 	}
 	rep.Seconds = time.Since(r.start).Round(100 * time.Millisecond).Seconds()
+	rep.VerdictSeconds = r.said.Round(10 * time.Millisecond).Seconds()
 	return rep
 }
 

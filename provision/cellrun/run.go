@@ -49,6 +49,7 @@ type run struct {
 	own      imagevolume.Result
 	upstream bats.Outcome
 	tested   bool
+	said     time.Duration // when the verdict was said, from the start (0: not yet)
 	results  string
 	kept     bool
 	keepIt   bool            // decided when the run ends: Keep, or KeepOnFailure and it failed
@@ -160,6 +161,7 @@ func (r *run) end(ctx context.Context, err error) error {
 	if err == nil && r.tested {
 		// The verdict is known before the VM is gone: say it now. The
 		// run still ends only once the teardown is done.
+		r.said = time.Since(r.start)
 		r.opts.step("verdict: %s", r.report().Summary())
 	}
 	if aerr := r.awaitDeadman(); aerr != nil && err == nil {

@@ -189,6 +189,10 @@ type Report struct {
 	Kept    bool             `json:"kept,omitempty"`
 	Started time.Time        `json:"started"`
 	Seconds float64          `json:"seconds"`
+	// VerdictSeconds is when the verdict was said (on stderr, before the
+	// teardown), from the start: what a developer waits for. Seconds is
+	// the whole run, teardown included. 0 when no test ran.
+	VerdictSeconds float64 `json:"verdict_seconds,omitempty"`
 }
 
 // Phase returns a phase's seconds (0 when it did not run).
