@@ -34,13 +34,17 @@ func TestContainerConfigIsWhatTheKubeletSends(t *testing.T) {
 	if m.ContainerPath != "/volume" || m.HostPath == nil || *m.HostPath != "" || !m.Readonly || m.Image.Image != "v" || m.Image.UserSpecifiedImage != "v" || m.ImageSubPath != "dir" {
 		t.Errorf("mount %+v", m)
 	}
-	var sb struct {
-		Metadata struct{ Name, Namespace, UID string } `json:"metadata"`
-		Linux    struct {
+	// linux is what a pod's and a container's config say of namespaces.
+	type linux struct {
+		Linux struct {
 			SecurityContext struct {
 				NamespaceOptions struct{ Network, Pid int } `json:"namespace_options"`
 			} `json:"security_context"`
 		} `json:"linux"`
+	}
+	var sb struct {
+		Metadata struct{ Name, Namespace, UID string } `json:"metadata"`
+		linux
 	}
 	if err := json.Unmarshal([]byte(SandboxConfig("p")), &sb); err != nil {
 		t.Fatal(err)
@@ -51,13 +55,7 @@ func TestContainerConfigIsWhatTheKubeletSends(t *testing.T) {
 	// The container's options must match the pod's: CRI-O refuses a
 	// container that asks for the pod's PID namespace in a pod without
 	// an infra container.
-	var ctr struct {
-		Linux struct {
-			SecurityContext struct {
-				NamespaceOptions struct{ Network, Pid int } `json:"namespace_options"`
-			} `json:"security_context"`
-		} `json:"linux"`
-	}
+	var ctr linux
 	if err := json.Unmarshal([]byte(ContainerConfig("w", "v", "")), &ctr); err != nil {
 		t.Fatal(err)
 	}
