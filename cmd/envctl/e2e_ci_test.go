@@ -212,10 +212,11 @@ func (r *hostedRunner) job(steps []ciStep) (map[string]string, bool) {
 func (r *hostedRunner) cache(key, restoreKeys string, paths ...string) func() {
 	t := r.t
 	restored, hit := r.caches[key]
+	matched := key
 	if !hit && restoreKeys != "" {
 		for k, v := range r.caches {
 			if strings.HasPrefix(k, restoreKeys) {
-				restored = v
+				restored, matched = v, k
 			}
 		}
 	}
@@ -231,7 +232,7 @@ func (r *hostedRunner) cache(key, restoreKeys string, paths ...string) func() {
 			}
 		}
 		r.u.own(t, r.u.home)
-		fmt.Fprintf(&r.log, "Cache restored from key: %s\n", key)
+		fmt.Fprintf(&r.log, "Cache restored from key: %s\n", matched)
 	} else {
 		fmt.Fprintf(&r.log, "Cache not found for input keys: %s\n", key)
 	}
@@ -317,9 +318,11 @@ func hashFile(t *testing.T, p string) string {
 // another over one simulated actions/cache (setup-go's Go caches
 // included), as a workflow's runs would meet them:
 //   - the job that emits the matrix: its output is crictl-matrix's cells;
-//   - a cell job that starts cold (a cache miss: the image comes from the
-//     store, a local registry, by the digest the lock pins, and the
-//     components are built) and passes;
+//   - a cell job whose lock changed since the last run (its key misses;
+//     restore-keys restores the cache an earlier lock saved, which has
+//     CRI-O's and crictl's builds but not this lock's runc): the image
+//     comes from the store, a local registry, by the digest the lock
+//     pins, runc is built, nothing else is, and the cell passes;
 //   - the same cell in a later run, restored from the first job's cache,
 //     which builds and downloads nothing and passes;
 //   - the images.tar variant on a runner whose cache restores a corrupt
@@ -375,6 +378,27 @@ func TestE2ECIRecipe(t *testing.T) {
 		r.repo = map[string][]byte{"profiles/crictl-matrix.lock": lockFile}
 		return r
 	}
+	// The cache a run of the lock before this one saved: that lock pinned
+	// another runc, so its cache has CRI-O's and crictl's builds (the
+	// suite's, made by `make image`) and no image.
+	earlier := suiteTemp(t, "envctl-e2e-actions-cache-")
+	for _, build := range []string{"crio-1.34.0-", "crictl-1.34.0-"} {
+		dirs, _ := filepath.Glob(filepath.Join(suiteCache(), "builds", build+"*"))
+		if len(dirs) == 0 {
+			t.Fatalf("the suite's cache has no %s* build (`envctl fetch crictl-matrix` made none)", build)
+		}
+		for _, d := range dirs {
+			dst := filepath.Join(earlier, "0", "builds", filepath.Base(d))
+			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := exec.Command("cp", "-a", "-T", d, dst).CombinedOutput(); err != nil {
+				t.Fatalf("copy %s: %v\n%s", d, err, out)
+			}
+		}
+	}
+	caches["envctl-Linux-0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c1b2a3f4e5d6c7b8a9f0e1d"] = earlier
+
 	watch := watchRootQEMU()
 	defer func() {
 		if seen := watch.Stop(); len(seen) > 0 {
@@ -392,8 +416,8 @@ func TestE2ECIRecipe(t *testing.T) {
 		name, cache string
 		built       bool
 	}{
-		{"the first cell job (cold)", "Cache not found for input keys: envctl-Linux-", true},
-		{"a later job on the same cell", "Cache restored from key: envctl-Linux-", false},
+		{"the first cell job of this lock", "Cache restored from key: envctl-Linux-0e1d2c3b", true},
+		{"a later job on the same cell", "Cache restored from key: envctl-Linux-" + fixture["hashFiles('profiles/crictl-matrix.lock')"], false},
 	} {
 		r := runner()
 		start := time.Now()
@@ -416,8 +440,10 @@ func TestE2ECIRecipe(t *testing.T) {
 		built := strings.Contains(log, "==> building ")
 		fetched := strings.Contains(log, "==> fetching ") || strings.Contains(log, "==> pulling ")
 		switch {
-		case want.built && !built:
-			t.Errorf("%s built nothing, with an empty cache", want.name)
+		case want.built && !strings.Contains(log, "==> building runc "):
+			t.Errorf("%s did not build runc, which the restored cache lacks", want.name)
+		case want.built && (strings.Contains(log, "==> building cri-o ") || strings.Contains(log, "==> building cri-tools ")):
+			t.Errorf("%s built CRI-O or crictl again, which the restored cache has", want.name)
 		case want.built && !strings.Contains(log, "==> pulling image debian-12"):
 			t.Errorf("%s did not pull the image from the store", want.name)
 		case !want.built && (built || fetched):

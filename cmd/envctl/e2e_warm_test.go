@@ -4,6 +4,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,10 +68,15 @@ func TestE2EWarmStart(t *testing.T) {
 	if !strings.HasPrefix(warm.Start, "warm: restored") || phaseSeconds(warm.Phases, "install.upload") != 0 {
 		t.Errorf("second run: start %q, phases %+v", warm.Start, warm.Phases)
 	}
-	// The cold run hashed the installed files in the guest; the restored
-	// one is proven by its seal. Both ran the cases side by side.
-	if cold.VerifiedBy != "digests" || warm.VerifiedBy != "seal" {
-		t.Errorf("verified by %q, then %q; want digests, then seal", cold.VerifiedBy, warm.VerifiedBy)
+	// The cold run hashed the installed files and asked every version in
+	// the guest; the restored one is proven by its seal and the check it
+	// passed before it was saved, and asked the running CRI-O. Both say
+	// the same versions and commits. Both ran the cases side by side.
+	if cold.VerifiedBy != "digests" || warm.VerifiedBy != "seal+record" {
+		t.Errorf("verified by %q, then %q; want digests, then seal+record", cold.VerifiedBy, warm.VerifiedBy)
+	}
+	if c, w := fmt.Sprint(cold.Components), fmt.Sprint(warm.Components); c != w {
+		t.Errorf("the warm run's components differ from the cold run's:\n%s\n%s", w, c)
 	}
 	if !hasNote(cold, "cases ran side by side") || !hasNote(warm, "cases ran side by side") || len(warm.Steps) != 17 {
 		t.Errorf("the cases did not run side by side (%d steps): %v", len(warm.Steps), warm.Notes)

@@ -662,10 +662,16 @@ func TestWarmStarts(t *testing.T) {
 	if !strings.HasPrefix(second.Start, "warm: restored") || has(second, cellrun.PhaseSave) || has(second, "install.upload") {
 		t.Errorf("second run: start %q phases %v; first notes %v", second.Start, phases(second), first.Notes)
 	}
-	// The restored guest's files are proven by its seal, the cold one's
-	// by their digests.
-	if first.VerifiedBy != "digests" || second.VerifiedBy != "seal" {
-		t.Errorf("verified by %q, then %q; want digests, then seal", first.VerifiedBy, second.VerifiedBy)
+	// The restored guest's files and versions are proven by its seal and
+	// the check it passed before it was saved, the cold one's by their
+	// digests and version commands; both say the same versions.
+	if first.VerifiedBy != "digests" || second.VerifiedBy != "seal+record" {
+		t.Errorf("verified by %q, then %q; want digests, then seal+record", first.VerifiedBy, second.VerifiedBy)
+	}
+	for k, c := range second.Components {
+		if k >= len(first.Components) || c.Actual != first.Components[k].Actual || c.Commit != first.Components[k].Commit || !c.Verified {
+			t.Errorf("warm run's %s: %+v; the cold run found %+v", c.Name, c, first.Components)
+		}
 	}
 	other := run(cell("1.36.0"))
 	if !strings.HasPrefix(other.Start, "cold: no saved state") {

@@ -3,6 +3,7 @@ package cellrun
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -356,7 +357,11 @@ func (r *run) saveWarm(ctx context.Context) error {
 			}
 		}()
 	}
-	note, took := r.started.SaveWarm(ctx, r.opts.Warm, r.cell.Profile, r.cell.Name)
+	verified, err := json.Marshal(r.verified)
+	if err != nil {
+		return err
+	}
+	note, took := r.started.SaveWarm(ctx, r.opts.Warm, r.cell.Profile, r.cell.Name, verified)
 	if note != "" {
 		r.notes = append(r.notes, note)
 		return nil
@@ -393,12 +398,18 @@ func (r *run) verify(ctx context.Context) error {
 		r.log().Warn("save the installed stack", "env", r.started.Env, "err", err)
 	}
 	// A warm guest is the saved one bit for bit (its seal was checked
-	// before the restore), and its files were hashed before it was saved.
+	// before the restore), and its files were hashed, and its versions
+	// asked, before it was saved: the state's sealed record says what
+	// they gave.
 	r.proof = crio.ProofDigests
+	var recorded []crio.Installed
 	if r.started.How == start.Warm {
 		r.proof = crio.ProofSeal
+		if len(r.started.Verified) > 0 && json.Unmarshal(r.started.Verified, &recorded) == nil && len(recorded) > 0 {
+			r.proof = crio.ProofSealRecord
+		}
 	}
-	installed, err := crio.Verify(ctx, r.machine.SSH, crio.Stack{Parts: r.parts}, r.proof)
+	installed, err := crio.Verify(ctx, r.machine.SSH, crio.Stack{Parts: r.parts}, r.proof, recorded...)
 	r.verified = installed
 	if err == nil {
 		r.opts.step("versions verified against the lock: %s (%s)", r.cell.VersionList(), r.proof.Describe())

@@ -374,3 +374,83 @@ func TestVerifyBySeal(t *testing.T) {
 		t.Errorf("a wrong running version passed with the seal: %v", err)
 	}
 }
+
+// A warm state that carries the drift check it passed before it was
+// saved: versions come from that record, only the running CRI-O is asked,
+// and a part the record does not answer for (another version, a failed
+// check) is asked in the guest.
+func TestVerifyBySealRecord(t *testing.T) {
+	srv, c := dial(t)
+	for re, out := range verifyReplies {
+		srv.Reply(re, guesttest.Reply{Stdout: out})
+	}
+	s := stack(t, t.TempDir())
+	installed(t, srv, s)
+	record, err := Verify(context.Background(), c, s, ProofDigests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		edit   func(rec []Installed) // the record as sealed
+		cri    string                // what `crictl version` answers
+		asked  int                   // version commands run in the guest
+		failed bool
+	}{
+		{name: "every part recorded: only CRI is asked", edit: func([]Installed) {}, asked: 0},
+		{name: "a part recorded at another version is asked", edit: func(rec []Installed) { rec[2].Locked = "0.9" }, asked: 1},
+		{name: "a part whose check failed is asked", edit: func(rec []Installed) { rec[1].OK = false }, asked: 1},
+		{name: "the running CRI-O is still asked", edit: func([]Installed) {},
+			cri: "RuntimeName:  cri-o\nRuntimeVersion:  1.34.0-rc.1\n", failed: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, c := dial(t)
+			for re, out := range verifyReplies {
+				srv.Reply(re, guesttest.Reply{Stdout: out})
+			}
+			installed(t, srv, s)
+			if tt.cri != "" {
+				srv.Reply(`^crictl version$`, guesttest.Reply{Stdout: tt.cri})
+			}
+			rec := append([]Installed(nil), record...)
+			tt.edit(rec)
+			got, err := Verify(context.Background(), c, s, ProofSealRecord, rec...)
+			if (err != nil) != tt.failed || len(got) != len(record) {
+				t.Fatalf("%d verified, err %v", len(got), err)
+			}
+			asked, cri := 0, 0
+			for _, cmd := range srv.Commands() {
+				switch {
+				case strings.Contains(cmd, "\n"): // the batch; its commands follow
+				case strings.Contains(cmd, "sha256sum"):
+					t.Errorf("the seal proves the files, yet %q ran", cmd)
+				case cmd == "crictl version":
+					cri++
+				default:
+					asked++
+				}
+			}
+			if cri != 1 || asked != tt.asked {
+				t.Errorf("asked %d version commands and CRI %d times, want %d and 1:\n%s", asked, cri, tt.asked, strings.Join(srv.Commands(), "\n"))
+			}
+			for k, it := range got {
+				if !tt.failed && (it.Actual != record[k].Actual || it.Commit != record[k].Commit || !it.OK) {
+					t.Errorf("%s: got %+v, want the record's %+v", it.Component, it, record[k])
+				}
+			}
+		})
+	}
+	// Without ProofSealRecord a record is not used.
+	srv2, c2 := dial(t)
+	for re, out := range verifyReplies {
+		srv2.Reply(re, guesttest.Reply{Stdout: out})
+	}
+	installed(t, srv2, s)
+	if _, err := Verify(context.Background(), c2, s, ProofSeal, record...); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(strings.Join(srv2.Commands(), "\n"), "dpkg-query"); n == 0 {
+		t.Errorf("ProofSeal used the record: no version command ran:\n%s", strings.Join(srv2.Commands(), "\n"))
+	}
+}

@@ -172,27 +172,59 @@ const (
 	// proves its disk and memory bit for bit the ones verified (by
 	// digests) before it was saved; only versions and CRI are asked.
 	ProofSeal Proof = "seal"
+	// ProofSealRecord is ProofSeal on a state that also carries the drift
+	// check it passed before it was saved, sealed with it: a binary whose
+	// bytes are proven gives the version it gave then, so versions and
+	// commits come from that record, and only the running CRI-O is asked
+	// (its version, through CRI).
+	ProofSealRecord Proof = "seal+record"
 )
 
 // Describe says what the proof is, for reports.
 func (p Proof) Describe() string {
-	if p == ProofSeal {
+	switch p {
+	case ProofSeal:
 		return "files proven by the restored state's seal (their digests were checked in the guest before it was saved)"
+	case ProofSealRecord:
+		return "files and versions proven by the restored state's seal (both were checked in the guest before it was saved); the running CRI-O asked through CRI"
 	}
 	return "the sha256 of every installed file, checked in the guest"
 }
 
+// recordFor is the entry of a sealed drift-check record that answers for
+// part p: the same component and locked version and commit, and passed.
+func recordFor(recorded []Installed, p Part) (Installed, bool) {
+	locked := ""
+	if p.Origin != nil {
+		locked = p.Origin.Commit
+	}
+	for _, it := range recorded {
+		if it.Role == p.Role && it.Component == p.Component && it.Locked == p.Version && it.LockedCommit == locked && it.OK {
+			return it, true
+		}
+	}
+	return Installed{}, false
+}
+
 // Verify is the drift check. In the guest it compares the sha256 of every
-// installed file with the lock (unless proof is ProofSeal), runs every
-// component's version command, and asks the running CRI-O for its version
+// installed file with the lock (unless proof is ProofSeal or
+// ProofSealRecord), runs every component's version command (unless
+// proof is ProofSealRecord and recorded, the check the sealed state
+// passed, answers for it), and asks the running CRI-O for its version
 // through CRI (`crictl version`), comparing full versions, prerelease
 // included: all in one SSH round trip.
-func Verify(ctx context.Context, g Guest, s Stack, proof Proof) ([]Installed, error) {
-	q, err := s.questions(proof)
+func Verify(ctx context.Context, g Guest, s Stack, proof Proof, recorded ...Installed) ([]Installed, error) {
+	if proof != ProofSealRecord {
+		recorded = nil
+	}
+	q, err := s.questions(proof, recorded)
 	if err != nil {
 		return nil, err
 	}
-	res, err := guest.Batch(ctx, g, q.cmds)
+	var res []guest.Result
+	if len(q.cmds) > 0 {
+		res, err = guest.Batch(ctx, g, q.cmds)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			err = ctx.Err()
@@ -209,7 +241,7 @@ func Verify(ctx context.Context, g Guest, s Stack, proof Proof) ([]Installed, er
 	}
 	var out, drift []Installed
 	for k, p := range s.Parts {
-		it := q.judge(p, res[q.asked[k]:], q.files[k], sums)
+		it := q.judge(p, res, k, sums)
 		if !it.OK {
 			drift = append(drift, it)
 		}
@@ -222,16 +254,18 @@ func Verify(ctx context.Context, g Guest, s Stack, proof Proof) ([]Installed, er
 }
 
 // questions are the commands of one drift check: the digests (unless the
-// seal proves them), then each part's version command, and CRI-O's
-// answer through CRI after its own.
+// seal proves them), then each part's version command (unless a sealed
+// record answers for it), and CRI-O's answer through CRI after its own.
 type questions struct {
 	cmds  []string
 	hash  bool
-	asked []int         // each part's version command in cmds
+	asked []int         // each part's version command in cmds (-1: recorded)
+	cri   []int         // CRI-O's `crictl version` in cmds (-1: none)
 	files [][]GuestFile // each part's installed files
+	recs  []Installed   // each part's sealed record, where asked is -1
 }
 
-func (s Stack) questions(proof Proof) (questions, error) {
+func (s Stack) questions(proof Proof, recorded []Installed) (questions, error) {
 	var q questions
 	var quoted []string
 	for _, p := range s.Parts {
@@ -244,7 +278,7 @@ func (s Stack) questions(proof Proof) (questions, error) {
 			quoted = append(quoted, guest.Quote(f.Remote))
 		}
 	}
-	if q.hash = proof != ProofSeal && len(quoted) > 0; q.hash {
+	if q.hash = proof != ProofSeal && proof != ProofSealRecord && len(quoted) > 0; q.hash {
 		q.cmds = append(q.cmds, "sha256sum "+strings.Join(quoted, " "))
 	}
 	for _, p := range s.Parts {
@@ -252,37 +286,49 @@ func (s Stack) questions(proof Proof) (questions, error) {
 		if err != nil {
 			return q, fault.Inputf("lock: %v", err)
 		}
-		q.asked = append(q.asked, len(q.cmds))
-		q.cmds = append(q.cmds, VersionCommand(comp, p.Source))
+		rec, ok := recordFor(recorded, p)
+		q.recs = append(q.recs, rec)
+		if ok {
+			q.asked = append(q.asked, -1)
+		} else {
+			q.asked = append(q.asked, len(q.cmds))
+			q.cmds = append(q.cmds, VersionCommand(comp, p.Source))
+		}
+		q.cri = append(q.cri, -1)
 		if p.Role == profiles.RoleCRIO {
+			q.cri[len(q.cri)-1] = len(q.cmds)
 			q.cmds = append(q.cmds, "crictl version")
 		}
 	}
 	return q, nil
 }
 
-// judge compares one part with the answers to its questions (res starts
-// at its version command).
-func (q questions) judge(p Part, res []guest.Result, files []GuestFile, sums map[string]string) Installed {
-	it := Installed{Role: p.Role, Component: p.Component, Locked: p.Version, Command: q.cmds[len(q.cmds)-len(res)]}
+// judge compares part k with the answers to its questions in res (or
+// with its sealed record).
+func (q questions) judge(p Part, res []guest.Result, k int, sums map[string]string) Installed {
+	it := Installed{Role: p.Role, Component: p.Component, Locked: p.Version}
 	if p.Origin != nil {
 		it.LockedCommit = p.Origin.Commit
 	}
-	if r := res[0]; r.Exit == 0 {
+	if i := q.asked[k]; i < 0 {
+		it.Command, it.Actual, it.Commit = q.recs[k].Command, q.recs[k].Actual, q.recs[k].Commit
+	} else if r := res[i]; r.Exit == 0 {
+		it.Command = q.cmds[i]
 		it.Actual, it.Commit = ParseVersion(r.Output), ParseCommit(r.Output)
 	} else {
+		it.Command = q.cmds[i]
 		it.Actual = "(" + strings.TrimSpace(firstLine(r.Output)) + ")"
 	}
 	if q.hash {
-		for _, f := range files {
+		for _, f := range q.files[k] {
 			if sums[f.Remote] != f.SHA256 {
 				it.Changed = append(it.Changed, FileCheck{Path: f.Remote, Locked: f.SHA256, Actual: sums[f.Remote]})
 			}
 		}
 	}
 	it.OK = it.Actual != "" && catalog.SameVersion(it.Actual, p.Version) && len(it.Changed) == 0 && it.CommitOK()
-	if p.Role == profiles.RoleCRIO {
-		r := res[1]
+	if i := q.cri[k]; i >= 0 {
+		r := res[i]
 		it.Running = RuntimeVersion(r.Output)
 		if r.Exit != 0 || it.Running == "" {
 			it.Running = "(`crictl version` answered: " + strings.TrimSpace(firstLine(r.Output)) + ")"

@@ -3,6 +3,7 @@ package start
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -90,9 +91,12 @@ type Started struct {
 	Env, Accel string
 	// Uses are the saved-state directories the guest was restored from:
 	// a kept guest needs them for as long as its domain exists.
-	Uses  []string
-	holds []func()
-	log   *slog.Logger
+	Uses []string
+	// Verified is the drift check that a restored warm state passed before
+	// it was saved (warm.State.Verified), sealed with it.
+	Verified json.RawMessage
+	holds    []func()
+	log      *slog.Logger
 }
 
 // Release gives back the domain names held for the guest; call it once
@@ -197,6 +201,7 @@ func (s *starter) warmStart(ctx context.Context) (done bool, err error) {
 	err = s.restoreFrom(ctx, s.sp.Warm, st, vm.WarmSource(st.WarmState))
 	if err == nil {
 		s.st.How = Warm
+		s.st.Verified = st.Verified
 		s.st.Why = fmt.Sprintf("warm: restored the state saved %s (key %s)", st.Created.Format(time.RFC3339), key[:12])
 		s.step("warm start: %s", strings.TrimPrefix(s.st.Why, "warm: "))
 		return true, nil
@@ -456,9 +461,10 @@ func (s *starter) boot1(ctx context.Context, from vm.Source) error {
 }
 
 // SaveWarm keeps the verified guest as this key's warm state for the next
-// run; the run goes on. A failed save comes back as a note: the run
-// still tests, and the next run starts another way.
-func (s *Started) SaveWarm(ctx context.Context, store *warm.Store, profile, cell string) (note string, took time.Duration) {
+// run, with the drift check it passed (verified); the run goes on. A
+// failed save comes back as a note: the run still tests, and the next run
+// starts another way.
+func (s *Started) SaveWarm(ctx context.Context, store *warm.Store, profile, cell string, verified json.RawMessage) (note string, took time.Duration) {
 	err := func() error {
 		dir, commit, abort, err := store.Begin(s.WarmKey)
 		if err != nil {
@@ -466,7 +472,7 @@ func (s *Started) SaveWarm(ctx context.Context, store *warm.Store, profile, cell
 		}
 		ws, err := s.Machine.SaveWarm(ctx, dir)
 		if err == nil {
-			err = commit(warm.State{WarmState: ws, Profile: profile, Cell: cell})
+			err = commit(warm.State{WarmState: ws, Profile: profile, Cell: cell, Verified: verified})
 		}
 		if err != nil {
 			if !unsettled(err) { // libvirtd may still be writing there

@@ -134,7 +134,7 @@ func (f *fixture) run(t *testing.T, sp start.Spec, saveWarm bool) *start.Started
 		t.Fatalf("start: %v", err)
 	}
 	if saveWarm && st.WarmKey != "" && st.How != start.Warm {
-		if note, _ := st.SaveWarm(context.Background(), f.warm, "p", sp.Boot.Cell); note != "" {
+		if note, _ := st.SaveWarm(context.Background(), f.warm, "p", sp.Boot.Cell, json.RawMessage(`[{"component":"cri-o"}]`)); note != "" {
 			t.Fatalf("save: %s", note)
 		}
 	}
@@ -164,8 +164,14 @@ func TestStartChoosesTheWay(t *testing.T) {
 		{name: "--cold: neither store is used",
 			prepare: func(t *testing.T, f *fixture) { f.run(t, f.spec("c1"), true) },
 			edit:    func(sp *start.Spec) { sp.Cold = true }, how: start.Cold, why: "cold: --cold"},
-		{name: "a warm state of the key is restored",
-			prepare: func(t *testing.T, f *fixture) { f.run(t, f.spec("c1"), true) }, how: start.Warm, why: "warm: restored the state saved"},
+		{name: "a warm state of the key is restored, with the drift check it passed",
+			prepare: func(t *testing.T, f *fixture) { f.run(t, f.spec("c1"), true) }, how: start.Warm, why: "warm: restored the state saved",
+			after: func(t *testing.T, f *fixture, st *start.Started) {
+				var rec []map[string]string
+				if err := json.Unmarshal(st.Verified, &rec); err != nil || len(rec) != 1 || rec[0]["component"] != "cri-o" {
+					t.Errorf("the restored state's record is %q", st.Verified)
+				}
+			}},
 		{name: "another cell of the shape restores the post-boot state",
 			prepare: func(t *testing.T, f *fixture) { f.run(t, f.spec("c1"), true) },
 			edit:    func(sp *start.Spec) { sp.Guest.Cell = "c2" }, how: start.PostBoot, why: "post-boot: no saved state for this key yet", attach: true},

@@ -59,8 +59,13 @@ type State struct {
 	Profile string    `json:"profile"`
 	Cell    string    `json:"cell"`
 	Created time.Time `json:"created"`
-	Dir     string    `json:"-"`
-	Size    int64     `json:"-"`
+	// Verified is what the drift check found in the guest before it was
+	// saved (provision/crio's report of it), sealed with the state: a
+	// restore proves the files it vouched for and takes their versions
+	// from it.
+	Verified json.RawMessage `json:"verified,omitempty"`
+	Dir      string          `json:"-"`
+	Size     int64           `json:"-"`
 }
 
 // Store keeps warm states in a directory of the user's cache: Dir is
