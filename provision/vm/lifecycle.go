@@ -341,9 +341,13 @@ func (m *Machine) ArmDeadman(ctx context.Context, after time.Duration) error {
 	if m.SSH == nil {
 		return nil
 	}
-	cmd := fmt.Sprintf("systemctl stop %[1]s.timer %[1]s.service 2>/dev/null; systemctl reset-failed %[1]s.timer %[1]s.service 2>/dev/null; "+
-		"systemd-run --quiet --collect --unit=%[1]s --on-active=%[2]ds --timer-property=AccuracySec=1s /bin/systemctl poweroff --force --force",
+	// A restored guest has no timer (no saved guest carries one): one
+	// systemd-run sets it, on the critical path of a warm start. A renewal
+	// finds the unit there, and replaces it.
+	set := fmt.Sprintf("systemd-run --quiet --collect --unit=%s --on-active=%ds --timer-property=AccuracySec=1s /bin/systemctl poweroff --force --force",
 		deadmanUnit, int(after.Seconds()))
+	cmd := fmt.Sprintf("%[2]s 2>/dev/null || { systemctl stop %[1]s.timer %[1]s.service 2>/dev/null; systemctl reset-failed %[1]s.timer %[1]s.service 2>/dev/null; %[2]s; }",
+		deadmanUnit, set)
 	if _, err := m.SSH.Output(ctx, cmd); err != nil {
 		return fault.Infraf("VM %s: set the dead-man timer: %w", m.Env.ID, err)
 	}
