@@ -350,15 +350,21 @@ func TestConfigPackageRuntime(t *testing.T) {
 	}
 }
 
-// After a warm restore the seal proves the files: the drift check hashes
-// nothing, and still asks every version and CRI.
-func TestVerifyBySeal(t *testing.T) {
+// verifyGuest is a guest with s installed that answers the drift check.
+func verifyGuest(t *testing.T, s Stack) (*guesttest.Server, *guest.Client) {
 	srv, c := dial(t)
 	for re, out := range verifyReplies {
 		srv.Reply(re, guesttest.Reply{Stdout: out})
 	}
-	s := stack(t, t.TempDir())
 	installed(t, srv, s)
+	return srv, c
+}
+
+// After a warm restore the seal proves the files: the drift check hashes
+// nothing, and still asks every version and CRI.
+func TestVerifyBySeal(t *testing.T) {
+	s := stack(t, t.TempDir())
+	srv, c := verifyGuest(t, s)
 	_ = srv.WriteFile("/usr/local/bin/crictl", []byte("another crictl")) // not looked at
 	got, err := Verify(context.Background(), c, s, ProofSeal)
 	if err != nil || len(got) != 5 {
@@ -380,12 +386,8 @@ func TestVerifyBySeal(t *testing.T) {
 // and a part the record does not answer for (another version, a failed
 // check) is asked in the guest.
 func TestVerifyBySealRecord(t *testing.T) {
-	srv, c := dial(t)
-	for re, out := range verifyReplies {
-		srv.Reply(re, guesttest.Reply{Stdout: out})
-	}
 	s := stack(t, t.TempDir())
-	installed(t, srv, s)
+	_, c := verifyGuest(t, s)
 	record, err := Verify(context.Background(), c, s, ProofDigests)
 	if err != nil {
 		t.Fatal(err)
@@ -405,11 +407,7 @@ func TestVerifyBySealRecord(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv, c := dial(t)
-			for re, out := range verifyReplies {
-				srv.Reply(re, guesttest.Reply{Stdout: out})
-			}
-			installed(t, srv, s)
+			srv, c := verifyGuest(t, s)
 			if tt.cri != "" {
 				srv.Reply(`^crictl version$`, guesttest.Reply{Stdout: tt.cri})
 			}
@@ -442,11 +440,7 @@ func TestVerifyBySealRecord(t *testing.T) {
 		})
 	}
 	// Without ProofSealRecord a record is not used.
-	srv2, c2 := dial(t)
-	for re, out := range verifyReplies {
-		srv2.Reply(re, guesttest.Reply{Stdout: out})
-	}
-	installed(t, srv2, s)
+	srv2, c2 := verifyGuest(t, s)
 	if _, err := Verify(context.Background(), c2, s, ProofSeal, record...); err != nil {
 		t.Fatal(err)
 	}
