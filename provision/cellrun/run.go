@@ -357,10 +357,7 @@ func (r *run) saveWarm(ctx context.Context) error {
 			}
 		}()
 	}
-	verified, err := json.Marshal(r.verified)
-	if err != nil {
-		return err
-	}
+	verified, _ := json.Marshal(r.verified) // plain fields: it cannot fail
 	note, took := r.started.SaveWarm(ctx, r.opts.Warm, r.cell.Profile, r.cell.Name, verified)
 	if note != "" {
 		r.notes = append(r.notes, note)

@@ -191,6 +191,10 @@ func (p Proof) Describe() string {
 	return "the sha256 of every installed file, checked in the guest"
 }
 
+// sealed reports whether the restored state's seal proves the files, so
+// that nothing is hashed in the guest.
+func (p Proof) sealed() bool { return p == ProofSeal || p == ProofSealRecord }
+
 // recordFor is the entry of a sealed drift-check record that answers for
 // part p: the same component and locked version and commit, and passed.
 func recordFor(recorded []Installed, p Part) (Installed, bool) {
@@ -278,7 +282,7 @@ func (s Stack) questions(proof Proof, recorded []Installed) (questions, error) {
 			quoted = append(quoted, guest.Quote(f.Remote))
 		}
 	}
-	if q.hash = proof != ProofSeal && proof != ProofSealRecord && len(quoted) > 0; q.hash {
+	if q.hash = !proof.sealed() && len(quoted) > 0; q.hash {
 		q.cmds = append(q.cmds, "sha256sum "+strings.Join(quoted, " "))
 	}
 	for _, p := range s.Parts {
@@ -310,14 +314,13 @@ func (q questions) judge(p Part, res []guest.Result, k int, sums map[string]stri
 	if p.Origin != nil {
 		it.LockedCommit = p.Origin.Commit
 	}
-	if i := q.asked[k]; i < 0 {
+	switch i := q.asked[k]; {
+	case i < 0:
 		it.Command, it.Actual, it.Commit = q.recs[k].Command, q.recs[k].Actual, q.recs[k].Commit
-	} else if r := res[i]; r.Exit == 0 {
-		it.Command = q.cmds[i]
-		it.Actual, it.Commit = ParseVersion(r.Output), ParseCommit(r.Output)
-	} else {
-		it.Command = q.cmds[i]
-		it.Actual = "(" + strings.TrimSpace(firstLine(r.Output)) + ")"
+	case res[i].Exit == 0:
+		it.Command, it.Actual, it.Commit = q.cmds[i], ParseVersion(res[i].Output), ParseCommit(res[i].Output)
+	default:
+		it.Command, it.Actual = q.cmds[i], "("+strings.TrimSpace(firstLine(res[i].Output))+")"
 	}
 	if q.hash {
 		for _, f := range q.files[k] {
