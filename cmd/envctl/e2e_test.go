@@ -124,7 +124,14 @@ type upReport struct {
 			Moved []string
 		} `json:"repinned"`
 	} `json:"image"`
-	Env string `json:"env"`
+	Env     string  `json:"env"`
+	TestCPU *cpuUse `json:"test_cpu"`
+}
+
+// cpuUse is a report's test_cpu: the guest's CPU time over the test.
+type cpuUse struct {
+	Seconds, Wall, Busy float64
+	VCPUs               int
 }
 
 type phase struct {

@@ -81,6 +81,13 @@ func TestE2EWarmStart(t *testing.T) {
 	if !hasNote(cold, "cases ran side by side") || !hasNote(warm, "cases ran side by side") || len(warm.Steps) != 17 {
 		t.Errorf("the cases did not run side by side (%d steps): %v", len(warm.Steps), warm.Notes)
 	}
+	// Both say how busy the guest was while the cases ran, from libvirt's
+	// count of the domain's CPU time.
+	for _, r := range []upReport{cold, warm} {
+		if c := r.TestCPU; c == nil || c.VCPUs != 2 || c.Seconds <= 0 || c.Busy <= 0 || c.Busy > 1.5 || c.Wall <= 0 {
+			t.Errorf("%s run: test_cpu %+v, want the CPU time of 2 vCPUs over the test", r.Start, c)
+		}
+	}
 	t.Logf("cold up %.0fs (boot %.1fs, install %.1fs, save %.1fs); warm up %.0fs (boot %.1fs)", cold.Seconds,
 		phaseSeconds(cold.Phases, "boot"), phaseSeconds(cold.Phases, "install"), phaseSeconds(cold.Phases, "save"), warm.Seconds, phaseSeconds(warm.Phases, "boot"))
 	writeBenchNote(t, "warm", map[string]float64{"cold": cold.Seconds, "warm": warm.Seconds, "warm_boot": phaseSeconds(warm.Phases, "boot")})

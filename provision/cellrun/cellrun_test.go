@@ -1004,3 +1004,36 @@ func TestKeepOnFailure(t *testing.T) {
 		})
 	}
 }
+
+// The report says how busy the guest was while the test ran, as the
+// hypervisor counts it; a hypervisor that cannot say costs only that.
+func TestReportsTheGuestCPUOfTheTest(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fail error
+		want float64 // CPU seconds; 0: no test_cpu
+	}{
+		{"the hypervisor says", nil, 3},
+		{"the hypervisor cannot say", errors.New("no CPU stats"), 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.drv.CPUStep = 3 * time.Second
+			if tc.fail != nil {
+				h.drv.Fail["CPUTime"] = tc.fail
+			}
+			c := cell("1.34.0")
+			rep, err := cellrun.Run(context.Background(), c, h.opts)
+			if err != nil || rep.Verdict != report.VerdictPass {
+				t.Fatalf("verdict %s, err %v", rep.Verdict, err)
+			}
+			switch got := rep.TestCPU; {
+			case tc.want == 0 && got != nil:
+				t.Errorf("test_cpu %+v from a hypervisor that could not say", got)
+			case tc.want != 0 && (got == nil || got.Seconds != tc.want || got.VCPUs != c.VM.CPUs || got.Wall <= 0 || got.Busy <= 0):
+				t.Errorf("test_cpu %+v, want %.0f s of %d vCPUs", got, tc.want, c.VM.CPUs)
+			}
+			h.assertClean(t)
+		})
+	}
+}

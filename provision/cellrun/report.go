@@ -16,6 +16,7 @@ func (r *run) report() *report.Report {
 		Profile: r.cell.Profile, Cell: r.cell.Name, Test: r.cell.Test, Host: r.opts.VM.URI,
 		Started: r.start.UTC(), Warnings: r.warnings, Phases: r.phases, Results: r.results, Kept: r.kept,
 		Steps: r.steps(), Notes: r.notes, Image: r.opts.Image, VerifiedBy: string(r.proof),
+		TestCPU: r.testCPU,
 	}
 	if st := r.started; st != nil {
 		rep.Env, rep.Accel, rep.Start = st.Env, st.Accel, st.Why

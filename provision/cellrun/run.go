@@ -45,6 +45,7 @@ type run struct {
 	machine  *vm.Machine
 	verified []crio.Installed
 	proof    crio.Proof // how verify knew the files (once it ran)
+	testCPU  *report.CPUUse
 	// own and upstream are each suite's result; tested is set once a
 	// suite ran.
 	own      imagevolume.Result

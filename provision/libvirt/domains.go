@@ -3,6 +3,7 @@ package libvirt
 import (
 	"context"
 	"strings"
+	"time"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
 	"libvirt.org/go/libvirtxml"
@@ -210,6 +211,24 @@ func (c *Conn) State(ctx context.Context, name string) (st vm.DomainState, err e
 		return nil
 	})
 	return st, err
+}
+
+// CPUTime is the domain's CPU time so far, as libvirt counts it (for
+// QEMU: the whole process, every vCPU thread included).
+func (c *Conn) CPUTime(ctx context.Context, name string) (used time.Duration, err error) {
+	err = c.call(ctx, "domain CPU time", 0, func() error {
+		d, err := c.l.DomainLookupByName(name)
+		if err != nil {
+			return fault.Infraf("domain %s: %w", name, err)
+		}
+		_, _, _, _, ns, err := c.l.DomainGetInfo(d)
+		if err != nil {
+			return fault.Infraf("domain %s: CPU time: %w", name, err)
+		}
+		used = time.Duration(ns)
+		return nil
+	})
+	return used, err
 }
 
 // LeaseIP returns the IPv4 address libvirt's DHCP server leased to the

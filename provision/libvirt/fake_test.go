@@ -47,6 +47,7 @@ type fakeVol struct {
 type fakeDomain struct {
 	xml   string
 	state golibvirt.DomainState
+	cpuNs uint64 // what DomainGetInfo says
 	// transient domains vanish when destroyed; autodestroy ones also
 	// when the connection that started them ends.
 	transient, autodestroy bool
@@ -404,6 +405,18 @@ func (f *fakeRPC) DomainGetState(d golibvirt.Domain, _ uint32) (int32, int32, er
 		return 0, 0, err
 	}
 	return int32(f.domains[d.Name].state), 0, nil
+}
+
+func (f *fakeRPC) DomainGetInfo(d golibvirt.Domain) (uint8, uint64, uint64, uint16, uint64, error) {
+	defer f.mu.Unlock()
+	if err := f.enter("DomainGetInfo"); err != nil {
+		return 0, 0, 0, 0, 0, err
+	}
+	dom, ok := f.domains[d.Name]
+	if !ok {
+		return 0, 0, 0, 0, 0, lverr(golibvirt.ErrNoDomain, "Domain not found: no domain with matching name '"+d.Name+"'")
+	}
+	return uint8(dom.state), 0, 0, 0, dom.cpuNs, nil
 }
 
 func (f *fakeRPC) DomainGetMetadata(d golibvirt.Domain, _ int32, uri golibvirt.OptString, _ golibvirt.DomainModificationImpact) (string, error) {

@@ -330,6 +330,13 @@ func TestDomains(t *testing.T) {
 	if err != nil || len(doms) != 1 || doms[0].Meta.ID != "x-1" || doms[0].Meta.Owner != "/state" || doms[0].State != vm.DomainRunning {
 		t.Errorf("domains %+v %v (the domain without envctl metadata must not be listed)", doms, err)
 	}
+	f.domains["envctl-x"].cpuNs = 2_500_000_000
+	if used, err := c.CPUTime(ctx, "envctl-x"); err != nil || used != 2500*time.Millisecond {
+		t.Errorf("CPU time %s %v, want 2.5s", used, err)
+	}
+	if _, err := c.CPUTime(ctx, "envctl-missing"); !fault.Is(err, fault.Infra) || !strings.Contains(err.Error(), "envctl-missing") {
+		t.Errorf("CPU time of a missing domain: %v", err)
+	}
 	f.domains["envctl-x"].state = golibvirt.DomainPaused
 	if st, _ := c.State(ctx, "envctl-x"); st != vm.DomainPaused {
 		t.Errorf("paused domain is %s", st)

@@ -40,6 +40,7 @@ type rpc interface {
 	DomainDestroy(dom golibvirt.Domain) error
 	DomainUndefineFlags(dom golibvirt.Domain, flags golibvirt.DomainUndefineFlagsValues) error
 	DomainGetState(dom golibvirt.Domain, flags uint32) (state, reason int32, err error)
+	DomainGetInfo(dom golibvirt.Domain) (state uint8, maxMem, memory uint64, nrVirtCPU uint16, cpuTime uint64, err error)
 	DomainGetMetadata(dom golibvirt.Domain, typ int32, uri golibvirt.OptString, flags golibvirt.DomainModificationImpact) (string, error)
 	DomainGetXMLDesc(dom golibvirt.Domain, flags golibvirt.DomainXMLFlags) (string, error)
 	DomainSnapshotCreateXML(dom golibvirt.Domain, xml string, flags uint32) (golibvirt.DomainSnapshot, error)

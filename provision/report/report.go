@@ -6,6 +6,7 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -193,6 +194,32 @@ type Report struct {
 	// teardown), from the start: what a developer waits for. Seconds is
 	// the whole run, teardown included. 0 when no test ran.
 	VerdictSeconds float64 `json:"verdict_seconds,omitempty"`
+	// TestCPU is how busy the guest was while envctl's own test ran, as
+	// the hypervisor counts it; absent when it could not say.
+	TestCPU *CPUUse `json:"test_cpu,omitempty"`
+}
+
+// CPUUse is the CPU time a guest used over a span of wall time.
+type CPUUse struct {
+	// Seconds is the CPU time: every vCPU, and the hypervisor's own
+	// threads for the guest.
+	Seconds float64 `json:"seconds"`
+	// Wall is the span's length in seconds.
+	Wall  float64 `json:"wall"`
+	VCPUs int     `json:"vcpus"`
+	// Busy is Seconds over VCPUs × Wall: near 1, the guest's vCPUs were
+	// the limit, and running more at once cannot make it faster.
+	Busy float64 `json:"busy"`
+}
+
+// NewCPUUse rounds a measurement for the report.
+func NewCPUUse(used, wall time.Duration, vcpus int) *CPUUse {
+	if wall <= 0 || vcpus <= 0 || used < 0 {
+		return nil
+	}
+	busy := used.Seconds() / (float64(vcpus) * wall.Seconds())
+	return &CPUUse{Seconds: used.Round(10 * time.Millisecond).Seconds(), Wall: wall.Round(10 * time.Millisecond).Seconds(),
+		VCPUs: vcpus, Busy: math.Round(busy*100) / 100}
 }
 
 // Phase returns a phase's seconds (0 when it did not run).

@@ -150,3 +150,25 @@ func TestSuitesSideBySide(t *testing.T) {
 		t.Errorf("worst of a not-tested run is %s", v)
 	}
 }
+
+func TestNewCPUUse(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		used, wall time.Duration
+		vcpus      int
+		want       *CPUUse
+	}{
+		{"busy", 30 * time.Second, 20 * time.Second, 2, &CPUUse{Seconds: 30, Wall: 20, VCPUs: 2, Busy: 0.75}},
+		{"rounded", 1234567 * time.Microsecond, 3 * time.Second, 1, &CPUUse{Seconds: 1.23, Wall: 3, VCPUs: 1, Busy: 0.41}},
+		{"no wall time", time.Second, 0, 2, nil},
+		{"no vCPUs", time.Second, time.Second, 0, nil},
+		{"a counter that went back", -time.Second, time.Second, 2, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := NewCPUUse(tc.used, tc.wall, tc.vcpus)
+			if (got == nil) != (tc.want == nil) || got != nil && *got != *tc.want {
+				t.Errorf("NewCPUUse(%s, %s, %d) = %+v, want %+v", tc.used, tc.wall, tc.vcpus, got, tc.want)
+			}
+		})
+	}
+}

@@ -327,6 +327,16 @@ func tailLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// CPUTime is the CPU time the running domain has used so far (every
+// vCPU, and the hypervisor's threads for it).
+func (m *Machine) CPUTime(ctx context.Context) (time.Duration, error) {
+	used, err := m.drv.CPUTime(ctx, m.Env.Domain)
+	if err != nil {
+		return 0, fmt.Errorf("VM %s: CPU time: %w", m.Env.ID, err)
+	}
+	return used, nil
+}
+
 // The dead-man timer. A restored domain cannot be AUTODESTROY, so an
 // envctl killed outright (SIGKILL, a host crash) would leave it running
 // for good. A restored guest therefore powers itself off after a while

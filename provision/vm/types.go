@@ -267,6 +267,9 @@ type Driver interface {
 	Domains(ctx context.Context) ([]Domain, error)
 	// State reports one domain's state (DomainMissing when there is none).
 	State(ctx context.Context, name string) (DomainState, error)
+	// CPUTime is the CPU time a running domain has used so far, every
+	// vCPU and the hypervisor's own threads for it included.
+	CPUTime(ctx context.Context, name string) (time.Duration, error)
 	// LeaseIP is the IPv4 address the named network's DHCP server leased
 	// to the domain, or "" while there is none.
 	LeaseIP(ctx context.Context, network, domain string) (string, error)

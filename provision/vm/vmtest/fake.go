@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -42,6 +43,8 @@ type Volume struct {
 type Domain struct {
 	Spec  vm.DomainSpec
 	State vm.DomainState
+	// CPU is the CPU time CPUTime reports next.
+	CPU time.Duration
 }
 
 // Driver is an in-memory vm.Driver. Its zero value is not usable; call New.
@@ -52,6 +55,9 @@ type Driver struct {
 	Warning string
 	Pools   map[string]map[string]*Volume
 	Domains map[string]*Domain
+	// CPUStep is what each CPUTime call adds to the domain's CPU time
+	// after answering, as a running guest's would grow.
+	CPUStep time.Duration
 	// Fail makes a method fail: method name → error.
 	Fail map[string]error
 	// OnStart runs when a domain starts, with its seed's bytes.
@@ -455,6 +461,21 @@ func (c *conn) State(ctx context.Context, name string) (vm.DomainState, error) {
 		return dom.State, nil
 	}
 	return vm.DomainMissing, nil
+}
+
+func (c *conn) CPUTime(ctx context.Context, name string) (time.Duration, error) {
+	if err := c.call("CPUTime", name); err != nil {
+		return 0, err
+	}
+	c.d.mu.Lock()
+	defer c.d.mu.Unlock()
+	dom, ok := c.d.Domains[name]
+	if !ok || dom.State != vm.DomainRunning {
+		return 0, fmt.Errorf("domain %s is not running", name)
+	}
+	used := dom.CPU
+	dom.CPU += c.d.CPUStep
+	return used, nil
 }
 
 func (c *conn) LeaseIP(ctx context.Context, network, domain string) (string, error) {
