@@ -57,6 +57,11 @@ func newFakeRPC() *fakeRPC {
 	return &fakeRPC{hostCaps: "<capabilities><host></host></capabilities>", pools: map[string]*fakePool{}, domains: map[string]*fakeDomain{}, leases: map[string]string{}, fail: map[string]error{}}
 }
 
+// noDomain is libvirt's error for a domain name it does not know.
+func noDomain(name string) error {
+	return lverr(golibvirt.ErrNoDomain, "Domain not found: no domain with matching name '"+name+"'")
+}
+
 func lverr(code golibvirt.ErrorNumber, msg string) error {
 	return golibvirt.Error{Code: uint32(code), Message: msg}
 }
@@ -366,7 +371,7 @@ func (f *fakeRPC) DomainLookupByName(name string) (golibvirt.Domain, error) {
 		return golibvirt.Domain{}, err
 	}
 	if _, ok := f.domains[name]; !ok {
-		return golibvirt.Domain{}, lverr(golibvirt.ErrNoDomain, "Domain not found: no domain with matching name '"+name+"'")
+		return golibvirt.Domain{}, noDomain(name)
 	}
 	return golibvirt.Domain{Name: name}, nil
 }
@@ -393,7 +398,7 @@ func (f *fakeRPC) DomainUndefineFlags(d golibvirt.Domain, _ golibvirt.DomainUnde
 		return err
 	}
 	if _, ok := f.domains[d.Name]; !ok {
-		return lverr(golibvirt.ErrNoDomain, "Domain not found: no domain with matching name '"+d.Name+"'")
+		return noDomain(d.Name)
 	}
 	delete(f.domains, d.Name)
 	return nil
@@ -414,7 +419,7 @@ func (f *fakeRPC) DomainGetInfo(d golibvirt.Domain) (uint8, uint64, uint64, uint
 	}
 	dom, ok := f.domains[d.Name]
 	if !ok {
-		return 0, 0, 0, 0, 0, lverr(golibvirt.ErrNoDomain, "Domain not found: no domain with matching name '"+d.Name+"'")
+		return 0, 0, 0, 0, 0, noDomain(d.Name)
 	}
 	return uint8(dom.state), 0, 0, 0, dom.cpuNs, nil
 }
